@@ -1,0 +1,3 @@
+"""kql: declarative SQL queries over Linux kernel memory dumps."""
+
+__version__ = "0.1.0"
