@@ -1,0 +1,380 @@
+"""Kernel symbols decoded from the dump's own kallsyms tables, and SymbolTable.
+
+VMCOREINFO (Linux 6.0+) gives the runtime addresses of ``kallsyms_names``,
+``kallsyms_num_syms``, ``kallsyms_token_table``, ``kallsyms_token_index``,
+``kallsyms_offsets`` and ``kallsyms_relative_base`` (or
+``kallsyms_addresses``).  The tables are read in a few large reads and decoded
+here (REFERENCE §5; the layout is kernel/kallsyms.c and scripts/kallsyms.c):
+
+- ``kallsyms_names`` is a stream of ``len, token bytes...``; since Linux 6.1
+  (commit 73bbb94466fd "kallsyms: support "big" kernel symbols") a length
+  with bit 7 set takes a second byte: ``(len & 0x7f) | (next << 7)``.
+- each token byte expands to ``token_table[token_index[b]]``; the first
+  character of the expanded name is the nm type letter.
+- addresses come from ``kallsyms_offsets`` by one of several rules; the rule
+  that reproduces ``SYMBOL(_stext)`` is kept.
+
+:class:`SymbolTable` is shared with System.map / vmlinux symbol loaders
+(:mod:`kql.symbols`).
+"""
+
+from __future__ import annotations
+
+import bisect
+from array import array
+from typing import Callable, Iterable, Iterator
+
+from kql.errors import DumpError, FaultError
+
+__all__ = ["Symbol", "SymbolTable", "load_kallsyms", "KallsymsError"]
+
+
+class KallsymsError(DumpError):
+    """The kallsyms tables in the dump cannot be decoded."""
+
+
+class Symbol:
+    """One symbol: ``name``, ``address``, ``size`` (distance to the next higher
+    address; 0 for the last one), nm ``kind`` letter (``T``, ``t``, ``D`` ...),
+    ``module`` (None for vmlinux)."""
+
+    __slots__ = ("name", "address", "size", "kind", "module")
+
+    def __init__(self, name: str, address: int, size: int, kind: str, module: str | None = None):
+        self.name = name
+        self.address = address
+        self.size = size
+        self.kind = kind
+        self.module = module
+
+    @property
+    def is_global(self) -> bool:
+        return self.kind.isupper()
+
+    def __repr__(self) -> str:
+        mod = f" [{self.module}]" if self.module else ""
+        return f"Symbol({self.name!r}, {self.address:#x}, size={self.size}, kind={self.kind!r}{mod})"
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, Symbol) and self.name == other.name
+                and self.address == other.address and self.module == other.module)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.address))
+
+
+class SymbolTable:
+    """Symbols sorted by address, with name lookup and address symbolization.
+
+    Built from parallel lists; Symbol objects are made on demand.  Extra tables
+    (loaded modules) can be attached with :meth:`add_table` and are searched
+    after the main one.
+    """
+
+    def __init__(self, names: list[str], kinds: str | list[str], addresses: list[int],
+                 *, source: str = "kallsyms", module: str | None = None,
+                 sizes: list[int] | None = None):
+        n = len(names)
+        if any(addresses[i] > addresses[i + 1] for i in range(n - 1)):
+            order = sorted(range(n), key=addresses.__getitem__)  # stable: aliases keep order
+            names = [names[i] for i in order]
+            kinds = [kinds[i] for i in order]
+            addresses = [addresses[i] for i in order]
+            if sizes is not None:
+                sizes = [sizes[i] for i in order]
+        self.names = names
+        self.kinds = kinds
+        self.addresses = addresses
+        self._sizes = sizes
+        self.source = source
+        self.module = module
+        self._by_name: dict[str, int] | None = None
+        self._dups: dict[str, list[int]] = {}
+        self.extra: list[SymbolTable] = []
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    # -- construction of Symbols -----------------------------------------------------
+    def _size(self, i: int) -> int:
+        if self._sizes is not None and self._sizes[i]:
+            return self._sizes[i]
+        addrs = self.addresses
+        a = addrs[i]
+        j = bisect.bisect_right(addrs, a, i + 1)
+        return addrs[j] - a if j < len(addrs) else 0
+
+    def _symbol(self, i: int) -> Symbol:
+        return Symbol(self.names[i], self.addresses[i], self._size(i), self.kinds[i], self.module)
+
+    def __iter__(self) -> Iterator[Symbol]:
+        for i in range(len(self.names)):
+            yield self._symbol(i)
+
+    # -- by name -----------------------------------------------------------------------
+    def _index(self) -> dict[str, int]:
+        by_name = self._by_name
+        if by_name is None:
+            by_name = {}
+            dups = self._dups
+            kinds = self.kinds
+            for i, name in enumerate(self.names):
+                j = by_name.setdefault(name, i)
+                if j != i:
+                    dups.setdefault(name, [j]).append(i)
+                    # prefer a global definition over a local one of the same name
+                    if kinds[j].islower() and kinds[i].isupper():
+                        by_name[name] = i
+            self._by_name = by_name
+        return by_name
+
+    def get(self, name: str) -> Symbol | None:
+        """The symbol called ``name`` (globals preferred), or None."""
+        i = self._index().get(name)
+        if i is not None:
+            return self._symbol(i)
+        for t in self.extra:
+            s = t.get(name)
+            if s is not None:
+                return s
+        return None
+
+    def lookup(self, name: str) -> Symbol:
+        """The symbol called ``name``; raises LookupError."""
+        s = self.get(name)
+        if s is None:
+            raise LookupError(f"no symbol named '{name}'")
+        return s
+
+    def lookup_all(self, name: str) -> list[Symbol]:
+        """Every symbol called ``name`` (static functions repeat)."""
+        idx = self._index()
+        out = []
+        if name in self._dups:
+            out = [self._symbol(i) for i in self._dups[name]]
+        elif name in idx:
+            out = [self._symbol(idx[name])]
+        for t in self.extra:
+            out.extend(t.lookup_all(name))
+        return out
+
+    def address(self, name: str) -> int:
+        return self.lookup(name).address
+
+    def __contains__(self, name: str) -> bool:
+        return self.get(name) is not None
+
+    # -- by address -----------------------------------------------------------------
+    def _symbolize_here(self, addr: int) -> tuple[Symbol, int] | None:
+        addrs = self.addresses
+        i = bisect.bisect_right(addrs, addr) - 1
+        if i < 0:
+            return None
+        # like kernel/kallsyms.c get_symbol_pos(): among aliases take the first
+        a = addrs[i]
+        i = bisect.bisect_left(addrs, a, 0, i)
+        size = self._size(i)
+        if size == 0 and addr != a:
+            return None  # past the last symbol
+        if self._sizes is not None and self._sizes[i] and addr - a >= size:
+            return None
+        return self._symbol(i), addr - a
+
+    def symbolize(self, addr: int) -> tuple[Symbol, int] | None:
+        """``(symbol, offset)`` for the nearest symbol at or below ``addr``, or
+        None when nothing covers it."""
+        hit = self._symbolize_here(addr)
+        if hit is not None:
+            return hit
+        for t in self.extra:
+            hit = t._symbolize_here(addr)
+            if hit is not None:
+                return hit
+        return None
+
+    def add_table(self, table: "SymbolTable") -> None:
+        self.extra.append(table)
+
+
+# --------------------------------------------------------------------------------------
+
+def _sym_addr(vmcoreinfo: dict, name: str) -> int | None:
+    v = vmcoreinfo.get(f"SYMBOL({name})")
+    return int(v, 16) if v else None
+
+
+def _read_names(read: Callable[[int, int], bytes], start: int, count: int,
+                limit: int | None) -> tuple[bytes, None]:
+    """Read kallsyms_names in chunks until ``count`` entries are covered
+    (used when the end of the table is not known)."""
+    blob = bytearray()
+
+    def more(need: int) -> None:
+        at = start + len(blob)
+        size = max(need, 1 << 20)
+        if limit is not None:
+            size = min(size, limit - len(blob))
+            if size < need:
+                raise KallsymsError("kallsyms_names ends before kallsyms_num_syms entries")
+        try:
+            blob.extend(read(at, size))
+        except FaultError:
+            # the next page may be unmapped: read up to it, then page by page
+            size = max(need, 4096 - (at & 4095))
+            blob.extend(read(at, size))
+
+    pos = 0
+    for _ in range(count):
+        if pos + 2 > len(blob):
+            more(pos + 2 - len(blob))
+        n = blob[pos]
+        if n & 0x80:
+            n = (n & 0x7F) | (blob[pos + 1] << 7)
+            pos += 2
+        else:
+            pos += 1
+        pos += n
+        if pos > len(blob):
+            more(pos - len(blob))
+    return bytes(blob[:pos]), None
+
+
+def _decode_fast(blob: bytes, token_table: bytes, token_index: bytes, count: int
+                 ) -> tuple[list[str], list[str]]:
+    idx = array("H")
+    idx.frombytes(token_index[:512])
+    tokens = []
+    for off in idx:
+        end = token_table.find(b"\0", off)
+        tokens.append(token_table[off:end].decode("latin-1"))
+    names: list[str] = []
+    kinds: list[str] = []
+    append_n = names.append
+    append_k = kinds.append
+    get = tokens.__getitem__
+    join = "".join
+    pos = 0
+    for _ in range(count):
+        n = blob[pos]
+        if n & 0x80:
+            n = (n & 0x7F) | (blob[pos + 1] << 7)
+            pos += 2
+        else:
+            pos += 1
+        s = join(map(get, blob[pos:pos + n]))
+        pos += n
+        append_k(s[:1])
+        append_n(s[1:])
+    return names, kinds
+
+
+def load_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
+                  *, known: dict[str, int] | None = None) -> SymbolTable:
+    """Decode the kernel's kallsyms from dump memory.
+
+    :param read: virtual read function ``read(addr, size) -> bytes``
+    :param vmcoreinfo: parsed VMCOREINFO (needs the SYMBOL(kallsyms_*) keys)
+    :param known: addresses to check the offset rule against; defaults to
+        SYMBOL(_stext) and SYMBOL(init_uts_ns) from VMCOREINFO
+    :raises KallsymsError: tables missing or nothing reproduces a known address
+    """
+    need = ["kallsyms_names", "kallsyms_num_syms", "kallsyms_token_table",
+            "kallsyms_token_index"]
+    addr = {n: _sym_addr(vmcoreinfo, n) for n in need + [
+        "kallsyms_offsets", "kallsyms_relative_base", "kallsyms_addresses",
+        "kallsyms_markers"]}
+    missing = [n for n in need if addr[n] is None]
+    if missing:
+        raise KallsymsError("VMCOREINFO has no kallsyms symbols (" + ", ".join(missing)
+                            + "; Linux < 6.0?): give a System.map or vmlinux")
+    try:
+        count = int.from_bytes(read(addr["kallsyms_num_syms"], 4), "little")
+        if not 0 < count < 10_000_000:
+            raise KallsymsError(f"implausible kallsyms_num_syms {count}")
+        token_index = read(addr["kallsyms_token_index"], 512)
+        idx = array("H")
+        idx.frombytes(token_index)
+        table_len = max(idx) + 256
+        token_table = read(addr["kallsyms_token_table"], table_len)
+        limit = None
+        if addr["kallsyms_markers"] and addr["kallsyms_markers"] > addr["kallsyms_names"]:
+            limit = addr["kallsyms_markers"] - addr["kallsyms_names"]
+        blob, _ = _read_names_blob(read, addr["kallsyms_names"], count, limit)
+        names, kinds = _decode_fast(blob, token_table, token_index, count)
+        addresses = _addresses(read, addr, count, vmcoreinfo, names, known)
+    except FaultError as e:
+        raise KallsymsError(f"cannot read kallsyms tables: {e}") from None
+    return SymbolTable(names, kinds, addresses, source="kallsyms")
+
+
+def _read_names_blob(read, start: int, count: int, limit: int | None):
+    if limit is not None:
+        try:
+            return read(start, limit), None
+        except FaultError:
+            pass
+    return _read_names(read, start, count, limit)
+
+
+def _addresses(read, addr: dict, count: int, vmcoreinfo: dict, names: list[str],
+               known: dict[str, int] | None) -> list[int]:
+    if known is None:
+        known = {}
+        for n in ("_stext", "init_uts_ns", "swapper_pg_dir"):
+            a = _sym_addr(vmcoreinfo, n)
+            if a is not None:
+                known[n] = a
+    checks = []
+    for n, a in known.items():
+        try:
+            checks.append((names.index(n), a))
+        except ValueError:
+            pass
+    if not checks:
+        raise KallsymsError("cannot check kallsyms addresses: no _stext in kallsyms")
+
+    if addr["kallsyms_addresses"] is not None and addr["kallsyms_offsets"] is None:
+        raw = read(addr["kallsyms_addresses"], count * 8)
+        a = array("Q")
+        a.frombytes(raw)
+        cands = {"absolute": a.tolist()}
+    else:
+        if addr["kallsyms_offsets"] is None:
+            raise KallsymsError("VMCOREINFO has neither kallsyms_offsets nor kallsyms_addresses")
+        raw = read(addr["kallsyms_offsets"], count * 4)
+        offs = array("i")
+        offs.frombytes(raw)
+        base = None
+        if addr["kallsyms_relative_base"] is not None:
+            base = int.from_bytes(read(addr["kallsyms_relative_base"], 8), "little")
+        cands = {}
+        mask = (1 << 64) - 1
+
+        def rule(name):
+            def f(i):
+                o = offs[i]
+                if name == "base-relative":
+                    return base + (o & 0xFFFFFFFF)
+                if name == "absolute-percpu":
+                    return (o if o >= 0 else base - 1 - o) & mask
+                return (addr["kallsyms_offsets"] + 4 * i + o) & mask  # place-relative
+            return f
+
+        rules = ["place-relative"] if base is None else [
+            "base-relative", "absolute-percpu", "place-relative"]
+        for r in rules:
+            f = rule(r)
+            if all(f(i) == want for i, want in checks):
+                if r == "base-relative":
+                    cands[r] = [base + (o & 0xFFFFFFFF) for o in offs]
+                elif r == "absolute-percpu":
+                    b1 = base - 1
+                    cands[r] = [o if o >= 0 else b1 - o for o in offs]
+                else:
+                    start = addr["kallsyms_offsets"]
+                    cands[r] = [(start + 4 * i + o) & mask for i, o in enumerate(offs)]
+                break
+    for r, addrs in cands.items():
+        if all(addrs[i] == want for i, want in checks):
+            return addrs
+    raise KallsymsError("no kallsyms address rule reproduces SYMBOL(_stext)")

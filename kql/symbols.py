@@ -1,0 +1,142 @@
+"""Symbols from outside the dump's kallsyms: System.map, a vmlinux ELF's symtab.
+
+Both give link-time addresses; :func:`shifted` moves a table by the KASLR
+offset.  :class:`VmlinuxFile` also reads a vmlinux by virtual address (its
+PT_LOAD segments), which tests use as a stand-in for dump memory.
+"""
+
+from __future__ import annotations
+
+from kql.errors import DumpError, FaultError
+from kql.kallsyms import SymbolTable
+
+__all__ = ["load_system_map", "VmlinuxFile", "shifted"]
+
+
+def load_system_map(path: str) -> SymbolTable:
+    """Parse ``System.map`` (``ADDR TYPE NAME`` lines)."""
+    names: list[str] = []
+    kinds: list[str] = []
+    addrs: list[int] = []
+    try:
+        with open(path, "rb") as f:
+            data = f.read().decode("latin-1")
+    except OSError as e:
+        raise DumpError(f"cannot read System.map {path}: {e.strerror}") from None
+    for lineno, line in enumerate(data.splitlines(), 1):
+        parts = line.split()
+        if len(parts) < 3:
+            if line.strip():
+                raise DumpError(f"{path}:{lineno}: not a System.map line: {line[:60]!r}")
+            continue
+        try:
+            addrs.append(int(parts[0], 16))
+        except ValueError:
+            raise DumpError(f"{path}:{lineno}: bad address {parts[0][:20]!r}") from None
+        kinds.append(parts[1])
+        names.append(parts[2])
+    if not names:
+        raise DumpError(f"{path}: empty System.map")
+    return SymbolTable(names, kinds, addrs, source="System.map")
+
+
+def shifted(table: SymbolTable, offset: int) -> SymbolTable:
+    """The table with every address moved by ``offset`` (KASLR), except
+    absolute / per-CPU symbols (kind ``A``, or below the kernel text)."""
+    if not offset:
+        return table
+    mask = (1 << 64) - 1
+    addrs = [a if (k in "aA" or a < 0xFFFF800000000000) else (a + offset) & mask
+             for a, k in zip(table.addresses, table.kinds)]
+    return SymbolTable(table.names, table.kinds, addrs, source=table.source,
+                       module=table.module, sizes=table._sizes)
+
+
+class VmlinuxFile:
+    """A vmlinux ELF: sections, symtab, and reads by virtual address."""
+
+    def __init__(self, path: str):
+        try:
+            from elftools.elf.elffile import ELFFile
+        except ImportError as e:  # pragma: no cover
+            raise DumpError(f"pyelftools is needed to read {path}") from e
+        self.path = path
+        try:
+            self._file = open(path, "rb")
+            self.elf = ELFFile(self._file)
+        except (OSError, Exception) as e:
+            raise DumpError(f"cannot read vmlinux {path}: {e}") from None
+        self.segments = []
+        for seg in self.elf.iter_segments():
+            if seg["p_type"] == "PT_LOAD":
+                self.segments.append((seg["p_vaddr"], seg["p_filesz"], seg["p_memsz"],
+                                      seg["p_offset"]))
+
+    def close(self) -> None:
+        self._file.close()
+
+    def section_data(self, name: str) -> bytes | None:
+        sec = self.elf.get_section_by_name(name)
+        return None if sec is None else sec.data()
+
+    def build_id(self) -> str | None:
+        sec = self.elf.get_section_by_name(".notes") or self.elf.get_section_by_name(
+            ".note.gnu.build-id")
+        if sec is None:
+            return None
+        for note in sec.iter_notes():
+            if note["n_type"] == "NT_GNU_BUILD_ID":
+                return note["n_desc"]
+        return None
+
+    def read(self, addr: int, size: int) -> bytes:
+        """Bytes at a link-time virtual address (zero-filled bss)."""
+        for vaddr, filesz, memsz, off in self.segments:
+            if vaddr <= addr and addr + size <= vaddr + memsz:
+                rel = addr - vaddr
+                out = b""
+                if rel < filesz:
+                    self._file.seek(off + rel)
+                    out = self._file.read(min(size, filesz - rel))
+                return out + bytes(size - len(out))
+        raise FaultError(addr, f"address {addr:#x} not in any vmlinux segment")
+
+    def symbols(self) -> SymbolTable:
+        """Function and object symbols from .symtab, nm-style kind letters."""
+        symtab = self.elf.get_section_by_name(".symtab")
+        if symtab is None:
+            raise DumpError(f"{self.path}: no .symtab")
+        names, kinds, addrs, sizes = [], [], [], []
+        sections = {}
+        for sym in symtab.iter_symbols():
+            name = sym.name
+            st = sym["st_info"]
+            if not name or st["type"] in ("STT_FILE", "STT_SECTION"):
+                continue
+            shndx = sym["st_shndx"]
+            if shndx == "SHN_UNDEF":
+                continue
+            if shndx == "SHN_ABS":
+                letter = "a"
+            else:
+                if shndx not in sections:
+                    sec = self.elf.get_section(shndx)
+                    flags = sec["sh_flags"]
+                    if flags & 0x4:        # SHF_EXECINSTR
+                        sections[shndx] = "t"
+                    elif sec["sh_type"] == "SHT_NOBITS":
+                        sections[shndx] = "b"
+                    elif flags & 0x1:      # SHF_WRITE
+                        sections[shndx] = "d"
+                    else:
+                        sections[shndx] = "r"
+                letter = sections[shndx]
+            if st["bind"] == "STB_WEAK":
+                letter = "W" if letter == "t" else "V"
+            elif st["bind"] == "STB_GLOBAL":
+                letter = letter.upper()
+            names.append(name)
+            kinds.append(letter)
+            addrs.append(sym["st_value"])
+            sizes.append(sym["st_size"])
+        return SymbolTable(names, kinds, addrs, source="vmlinux", sizes=sizes)
