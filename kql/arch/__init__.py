@@ -1,0 +1,21 @@
+"""Architecture hook objects: the only place that decides which arch a dump is.
+
+``get_arch(machine)`` takes the machine name as the dump states it (kdump
+``utsname.machine``, or derived from the ELF ``e_machine``) and returns the
+hook object (see ``kql/arch/x86_64.py`` for what it offers).
+"""
+
+from __future__ import annotations
+
+from kql.errors import DumpError
+
+_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "x86-64": "x86_64"}
+
+
+def get_arch(machine: str):
+    """The hook object for ``machine`` (e.g. ``"x86_64"``); DumpError if unsupported."""
+    key = _ALIASES.get((machine or "").strip().lower())
+    if key == "x86_64":
+        from kql.arch.x86_64 import ARCH
+        return ARCH
+    raise DumpError(f"unsupported architecture {machine!r}: kql reads x86_64 dumps only")

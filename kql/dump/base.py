@@ -1,0 +1,147 @@
+"""What every dump format has in common: notes, VMCOREINFO, the Dump object.
+
+A format module (``elf.py``, ``kdump.py``) builds a :class:`Dump` with a
+physical-memory layer in ``phys``.  Nothing above ``kql.dump`` sees a file
+offset: the layer takes physical addresses only.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from kql.errors import DumpError
+
+
+class Note(NamedTuple):
+    """One ELF note: ``name`` without its NUL, ``type``, raw ``desc`` bytes."""
+
+    name: str
+    type: int
+    desc: bytes
+
+
+NT_PRSTATUS = 1
+_NHDR = struct.Struct("<III")
+
+
+def parse_notes(data: bytes, where: str = "notes") -> list[Note]:
+    """Split a PT_NOTE blob (``Elf64_Nhdr`` + name + desc, each 4-aligned).
+
+    Stops at trailing zero padding (kdump pads its note buffer).  A note whose
+    sizes run past the end is a :class:`DumpError` naming its offset.
+    """
+    notes: list[Note] = []
+    pos = 0
+    end = len(data)
+    while pos + 12 <= end:
+        namesz, descsz, ntype = _NHDR.unpack_from(data, pos)
+        if namesz == 0 and descsz == 0 and ntype == 0:
+            break  # zero padding: end of the note list
+        name_start = pos + 12
+        desc_start = name_start + ((namesz + 3) & ~3)
+        next_pos = desc_start + ((descsz + 3) & ~3)
+        if desc_start + descsz > end:
+            raise DumpError(
+                f"{where}: note at offset {pos} claims name {namesz} + desc {descsz} bytes "
+                f"but only {end - name_start} remain (corrupt or truncated notes)")
+        name = data[name_start:name_start + namesz].split(b"\0", 1)[0].decode("latin-1")
+        notes.append(Note(name, ntype, bytes(data[desc_start:desc_start + descsz])))
+        pos = next_pos
+    return notes
+
+
+def parse_vmcoreinfo(raw: bytes) -> dict[str, str]:
+    """``KEY=VALUE`` lines to a dict (later duplicates win, like the kernel's readers)."""
+    info: dict[str, str] = {}
+    for line in raw.split(b"\n"):
+        line = line.rstrip(b"\0\r")
+        key, sep, value = line.partition(b"=")
+        if sep and key:
+            info[key.decode("latin-1")] = value.decode("latin-1")
+    return info
+
+
+@dataclass
+class DumpStats:
+    """Counters for one open dump (read by benchmarks and ``--stats``)."""
+
+    pages_read: int = 0        # pages fetched from the file (kdump: decompressed)
+    cache_hits: int = 0        # kdump page-cache hits (filled in on demand)
+
+
+@dataclass
+class Dump:
+    """One open vmcore.  See docs/ARCHITECTURE.md "Dumps" for the contract."""
+
+    path: str | list[str]
+    format: str                      # "elf", "kdump", "kdump-flattened", "kdump-split"
+    machine: str                     # "x86_64"
+    phys: object                     # a kql.memory.Layer over physical addresses
+    notes: list[Note] = field(default_factory=list)
+    vmcoreinfo_raw: bytes = b""
+    compression: set[str] = field(default_factory=set)
+    timestamp: float | None = None
+    direct_map_hint: int | None = None
+    dump_level: int | None = None    # makedumpfile -d N (kdump only)
+    release: str | None = None       # utsname.release (kdump header) or OSRELEASE
+    stats: DumpStats = field(default_factory=DumpStats)
+    warnings: list[str] = field(default_factory=list)   # e.g. "file is truncated: ..."
+    _closers: list = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self.vmcoreinfo: dict[str, str] = parse_vmcoreinfo(self.vmcoreinfo_raw)
+        if not self.release:
+            self.release = self.vmcoreinfo.get("OSRELEASE") or None
+
+    # -- registers --------------------------------------------------------------
+    @property
+    def arch(self):
+        from kql.arch import get_arch
+        return get_arch(self.machine)
+
+    def prstatus(self) -> list[tuple[int, dict[str, int]]]:
+        """``(pr_pid, {register: value})`` for each NT_PRSTATUS ("CORE") note, in order."""
+        arch = self.arch
+        return [arch.parse_prstatus(n.desc) for n in self.notes
+                if n.type == NT_PRSTATUS and n.name == "CORE"]
+
+    def qemu_cpu_states(self) -> list[dict[str, int]]:
+        """Registers of each "QEMU" CPU-state note (QEMU dump-guest-memory), in CPU order.
+
+        Each dict has the general registers, ``rip``, ``rflags``, ``cr0``..``cr4``,
+        segment bases as ``<seg>_base`` and selectors as ``<seg>``.
+        """
+        arch = self.arch
+        return [arch.parse_qemu_cpu_state(n.desc) for n in self.notes if n.name == "QEMU"]
+
+    def require_vmcoreinfo(self) -> dict[str, str]:
+        """The VMCOREINFO dict, or a one-line :class:`DumpError` saying it is missing.
+
+        Opening a dump without VMCOREINFO works (physical memory can still be
+        read); whoever needs symbols calls this.
+        """
+        if not self.vmcoreinfo:
+            hint = ""
+            if any(n.name == "QEMU" for n in self.notes):
+                hint = (" (QEMU dump-guest-memory only writes it with '-device vmcoreinfo'"
+                        " and the guest's qemu_fw_cfg module loaded)")
+            raise DumpError(f"{self.describe_path()}: {self.format} dump has no VMCOREINFO{hint}")
+        return self.vmcoreinfo
+
+    def describe_path(self) -> str:
+        if isinstance(self.path, str):
+            return self.path
+        return " + ".join(self.path)
+
+    def close(self) -> None:
+        closers, self._closers = self._closers, []
+        for close in closers:
+            close()
+
+    def __enter__(self) -> "Dump":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
