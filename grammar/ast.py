@@ -1,0 +1,670 @@
+"""The kql AST: frozen dataclasses built by :mod:`kql.grammar.parser`.
+
+Every node has a keyword-only ``span``: ``(start, end)`` 0-based character
+offsets into the query text, excluded from equality so tests can compare trees
+built by hand (``Column("pid")``) with parsed ones.
+
+Every node renders itself as DuckDB SQL with ``to_sql()``.  Kernel-only nodes
+(:class:`MemberPath`, :class:`Cast` with a C type) raise :class:`NotLowered`
+there: the planner replaces them before handing SQL to DuckDB.  Hex literals
+render as plain integers (``CAST(... AS UBIGINT)`` above 2**63-1).
+
+Names are kept as written (unquoted identifiers are not case-folded: the
+planner compares table and column names case-insensitively; C member names are
+case-sensitive).  Function names are lower-cased; SQL type names in ``CAST``
+are upper-cased; C type strings are kept verbatim.
+
+``Column(name, table)`` is what ``a.b`` parses to.  Whether ``a`` is a relation
+or an object column whose member ``b`` is read cannot be known by the parser:
+the planner decides (``x.arr[3]`` parses as ``MemberPath(Column('arr', 'x'),
+(('[]', Literal(3, 'int')),))``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Union
+
+
+class NotLowered(Exception):
+    """A kernel-only node reached ``to_sql()``: the planner must rewrite it first."""
+
+
+@dataclass(frozen=True)
+class Node:
+    span: tuple[int, int] = field(default=(0, 0), compare=False, repr=False, kw_only=True)
+
+    def to_sql(self) -> str:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError(type(self).__name__)
+
+    def children(self) -> Iterator["Node"]:
+        """Direct child nodes, in field order (looking inside tuples)."""
+        for f in dataclasses.fields(self):
+            if f.name == "span":
+                continue
+            yield from _nodes_in(getattr(self, f.name))
+
+    def walk(self) -> Iterator["Node"]:
+        """This node and all nodes below it, pre-order."""
+        yield self
+        for child in self.children():
+            yield from child.walk()
+
+    def replace(self, **changes: Any) -> "Node":
+        """A copy with some fields changed (keeps the span unless given)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _nodes_in(value: Any) -> Iterator[Node]:
+    if isinstance(value, Node):
+        yield value
+    elif isinstance(value, tuple):
+        for v in value:
+            yield from _nodes_in(v)
+
+
+# ------------------------------------------------------------------ helpers
+
+# Words that must be quoted when used as identifiers in generated SQL: kql's
+# keywords plus DuckDB's reserved words.
+RESERVED = frozenset("""
+ALL ANALYSE ANALYZE AND ANY ARRAY AS ASC ASYMMETRIC BETWEEN BOTH BY CASE CAST CHECK
+COLLATE COLUMN CONSTRAINT CREATE CROSS CURRENT CURRENT_CATALOG CURRENT_DATE CURRENT_ROLE
+CURRENT_TIME CURRENT_TIMESTAMP CURRENT_USER DEFAULT DEFERRABLE DESC DESCRIBE DISTINCT DO
+ELSE END EXCEPT EXISTS EXPLAIN FALSE FETCH FILTER FIRST FOLLOWING FOR FOREIGN FROM FULL
+GRANT GROUP GROUPS HAVING ILIKE IN INITIALLY INNER INTERSECT INTO IS JOIN LAST LATERAL
+LEADING LEFT LIKE LIMIT NATURAL NOT NULL NULLS OFFSET ON ONLY OR ORDER OUTER OVER
+PARTITION PIVOT PLACING PRECEDING PRIMARY QUALIFY RANGE RECURSIVE REFERENCES RETURNING
+RIGHT ROW ROWS SELECT SHOW SOME SUMMARIZE SYMMETRIC TABLE THEN TO TRAILING TRUE TRY_CAST
+UNBOUNDED UNION UNIQUE UNPIVOT USING VARIADIC WHEN WHERE WINDOW WITH
+""".split())
+
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def quote_ident(name: str) -> str:
+    """An identifier as SQL: bare when possible, else double-quoted."""
+    if _PLAIN.match(name) and name.upper() not in RESERVED:
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+# Binding strength, loosest first; the same ladder as the grammar and DuckDB.
+P_OR, P_AND, P_NOT, P_IS, P_CMP, P_PRED, P_BIT, P_ADD, P_MUL, P_UNARY, P_POSTFIX, P_ATOM = range(12)
+
+_BINARY_PREC = {
+    "OR": P_OR, "AND": P_AND,
+    "=": P_CMP, "<>": P_CMP, "<": P_CMP, "<=": P_CMP, ">": P_CMP, ">=": P_CMP,
+    "|": P_BIT, "&": P_BIT, "<<": P_BIT, ">>": P_BIT, "||": P_BIT,
+    "+": P_ADD, "-": P_ADD, "*": P_MUL, "/": P_MUL, "%": P_MUL,
+}
+# Levels where DuckDB does not chain operators: parenthesise equal levels too.
+_NONASSOC = {P_IS, P_CMP, P_PRED}
+
+
+def prec(node: Node) -> int:
+    return getattr(node, "precedence", P_ATOM)
+
+
+def _operand(node: Node, level: int, *, strict: bool = False) -> str:
+    """``node`` as SQL, parenthesised if it binds looser than ``level``."""
+    sql = node.to_sql()
+    p = prec(node)
+    if p < level or (strict and p == level):
+        return f"({sql})"
+    return sql
+
+
+def _list(nodes: tuple[Node, ...]) -> str:
+    return ", ".join(n.to_sql() for n in nodes)
+
+
+# -------------------------------------------------------------- expressions
+
+class Expr(Node):
+    """Marker base for expressions (not a dataclass of its own)."""
+
+    precedence = P_ATOM
+
+
+@dataclass(frozen=True)
+class Column(Expr):
+    """``name`` or ``table.name`` (``table`` may turn out to be an object column)."""
+
+    name: str
+    table: str | None = None
+
+    def to_sql(self) -> str:
+        if self.table is None:
+            return quote_ident(self.name)
+        return f"{quote_ident(self.table)}.{quote_ident(self.name)}"
+
+
+@dataclass(frozen=True)
+class Star(Expr):
+    """``*`` or ``t.*`` as a select item."""
+
+    table: str | None = None
+
+    def to_sql(self) -> str:
+        return "*" if self.table is None else f"{quote_ident(self.table)}.*"
+
+
+@dataclass(frozen=True)
+class MemberPath(Expr):
+    """``task->mm->map_count``, ``task->se.vruntime``, ``x.arr[3]``.
+
+    ``steps`` is a tuple of ``('->', member)``, ``('.', member)`` and
+    ``('[]', index_expr)``.
+    """
+
+    base: Expr
+    steps: tuple[tuple[str, Any], ...]
+    precedence = P_POSTFIX
+
+    def path_text(self) -> str:
+        """The steps as C text, e.g. ``->mm->map_count`` (index exprs as SQL)."""
+        out = []
+        for kind, arg in self.steps:
+            if kind == "[]":
+                out.append(f"[{arg.to_sql()}]")
+            else:
+                out.append(f"{kind}{arg}")
+        return "".join(out)
+
+    def to_sql(self) -> str:
+        raise NotLowered(f"member path {self.path_text()!r} must be rewritten by the planner")
+
+
+@dataclass(frozen=True)
+class Literal(Expr):
+    """``value`` is int, float, str, bool or None; ``kind`` one of
+    ``'int'``, ``'float'``, ``'string'``, ``'bool'``, ``'null'``."""
+
+    value: Any
+    kind: str
+
+    def to_sql(self) -> str:
+        if self.kind == "null":
+            return "NULL"
+        if self.kind == "bool":
+            return "TRUE" if self.value else "FALSE"
+        if self.kind == "string":
+            return quote_string(self.value)
+        return repr(self.value)
+
+
+@dataclass(frozen=True)
+class HexLiteral(Expr):
+    """``0xffffffff81000000``: an unsigned 64-bit integer."""
+
+    value: int
+
+    def to_sql(self) -> str:
+        if self.value > 0x7FFF_FFFF_FFFF_FFFF:
+            return f"CAST({self.value} AS UBIGINT)"
+        return str(self.value)
+
+
+@dataclass(frozen=True)
+class BinaryOp(Expr):
+    """``op`` is ``OR AND = <> < <= > >= | & << >> || + - * / %``."""
+
+    op: str
+    left: Expr
+    right: Expr
+
+    @property
+    def precedence(self) -> int:  # type: ignore[override]
+        return _BINARY_PREC[self.op]
+
+    def to_sql(self) -> str:
+        p = self.precedence
+        strict = p in _NONASSOC
+        return f"{_operand(self.left, p, strict=strict)} {self.op} {_operand(self.right, p, strict=True)}"
+
+
+@dataclass(frozen=True)
+class UnaryOp(Expr):
+    """``op`` is ``-``, ``+``, ``~`` or ``NOT``."""
+
+    op: str
+    operand: Expr
+
+    @property
+    def precedence(self) -> int:  # type: ignore[override]
+        return P_NOT if self.op == "NOT" else P_UNARY
+
+    def to_sql(self) -> str:
+        if self.op == "NOT":
+            return f"NOT {_operand(self.operand, P_NOT)}"
+        inner = _operand(self.operand, P_UNARY)
+        if inner[:1] in "-+~":  # never emit '--' (a comment)
+            inner = f"({inner})"
+        return f"{self.op}{inner}"
+
+
+@dataclass(frozen=True)
+class OrderItem(Node):
+    expr: Expr
+    desc: bool = False
+    nulls_first: bool | None = None
+
+    def to_sql(self) -> str:
+        out = self.expr.to_sql()
+        if self.desc:
+            out += " DESC"
+        if self.nulls_first is not None:
+            out += " NULLS FIRST" if self.nulls_first else " NULLS LAST"
+        return out
+
+
+@dataclass(frozen=True)
+class FrameBound(Node):
+    """``kind``: ``'UNBOUNDED PRECEDING'``, ``'PRECEDING'``, ``'CURRENT ROW'``,
+    ``'FOLLOWING'`` or ``'UNBOUNDED FOLLOWING'``; ``offset`` for the bare ones."""
+
+    kind: str
+    offset: Expr | None = None
+
+    def to_sql(self) -> str:
+        if self.offset is None:
+            return self.kind
+        return f"{_operand(self.offset, P_BIT)} {self.kind}"
+
+
+@dataclass(frozen=True)
+class Frame(Node):
+    """``unit`` is ``'ROWS'``, ``'RANGE'`` or ``'GROUPS'``."""
+
+    unit: str
+    start: FrameBound
+    end: FrameBound | None = None
+
+    def to_sql(self) -> str:
+        if self.end is None:
+            return f"{self.unit} {self.start.to_sql()}"
+        return f"{self.unit} BETWEEN {self.start.to_sql()} AND {self.end.to_sql()}"
+
+
+@dataclass(frozen=True)
+class Window(Node):
+    """``OVER (PARTITION BY … ORDER BY … frame)``."""
+
+    partition_by: tuple[Expr, ...] = ()
+    order_by: tuple[OrderItem, ...] = ()
+    frame: Frame | None = None
+
+    def to_sql(self) -> str:
+        parts = []
+        if self.partition_by:
+            parts.append("PARTITION BY " + _list(self.partition_by))
+        if self.order_by:
+            parts.append("ORDER BY " + _list(self.order_by))
+        if self.frame is not None:
+            parts.append(self.frame.to_sql())
+        return "OVER (" + " ".join(parts) + ")"
+
+
+@dataclass(frozen=True)
+class FuncCall(Expr):
+    """``name(args)``; ``count(*)`` has ``star=True``; aggregates may carry
+    ``distinct``, ``order_by`` (``list(x ORDER BY y)``) and ``filter``;
+    window functions a ``window``.  ``name`` is lower-case."""
+
+    name: str
+    args: tuple[Expr, ...] = ()
+    distinct: bool = False
+    star: bool = False
+    order_by: tuple[OrderItem, ...] = ()
+    filter: Expr | None = None
+    window: Window | None = None
+
+    def to_sql(self) -> str:
+        name = self.name if _PLAIN.match(self.name) else quote_ident(self.name)
+        if self.star:
+            inner = "*"
+        else:
+            inner = ("DISTINCT " if self.distinct else "") + _list(self.args)
+            if self.order_by:
+                inner += " ORDER BY " + _list(self.order_by)
+        out = f"{name}({inner})"
+        if self.filter is not None:
+            out += f" FILTER (WHERE {self.filter.to_sql()})"
+        if self.window is not None:
+            out += " " + self.window.to_sql()
+        return out
+
+
+@dataclass(frozen=True)
+class Case(Expr):
+    """``CASE [operand] WHEN a THEN b … [ELSE e] END``; ``whens`` holds
+    ``(condition, result)`` pairs."""
+
+    operand: Expr | None
+    whens: tuple[tuple[Expr, Expr], ...]
+    else_: Expr | None = None
+
+    def to_sql(self) -> str:
+        out = ["CASE"]
+        if self.operand is not None:
+            out.append(self.operand.to_sql())
+        for cond, result in self.whens:
+            out.append(f"WHEN {cond.to_sql()} THEN {result.to_sql()}")
+        if self.else_ is not None:
+            out.append(f"ELSE {self.else_.to_sql()}")
+        out.append("END")
+        return " ".join(out)
+
+
+@dataclass(frozen=True)
+class Cast(Expr):
+    """``CAST(x AS BIGINT)``, ``x::int`` (``type_text='INT'``) or
+    ``CAST(addr AS 'struct file *')`` (``c_type=True``, text verbatim)."""
+
+    expr: Expr
+    type_text: str
+    c_type: bool = False
+    try_: bool = False
+
+    def to_sql(self) -> str:
+        if self.c_type:
+            raise NotLowered(f"C cast to {self.type_text!r} must be rewritten by the planner")
+        kw = "TRY_CAST" if self.try_ else "CAST"
+        return f"{kw}({self.expr.to_sql()} AS {self.type_text})"
+
+
+@dataclass(frozen=True)
+class InList(Expr):
+    expr: Expr
+    items: tuple[Expr, ...]
+    negated: bool = False
+    precedence = P_PRED
+
+    def to_sql(self) -> str:
+        neg = " NOT" if self.negated else ""
+        return f"{_operand(self.expr, P_PRED, strict=True)}{neg} IN ({_list(self.items)})"
+
+
+@dataclass(frozen=True)
+class InSubquery(Expr):
+    expr: Expr
+    query: "Query"
+    negated: bool = False
+    precedence = P_PRED
+
+    def to_sql(self) -> str:
+        neg = " NOT" if self.negated else ""
+        return f"{_operand(self.expr, P_PRED, strict=True)}{neg} IN ({self.query.to_sql()})"
+
+
+@dataclass(frozen=True)
+class Between(Expr):
+    expr: Expr
+    low: Expr
+    high: Expr
+    negated: bool = False
+    precedence = P_PRED
+
+    def to_sql(self) -> str:
+        neg = " NOT" if self.negated else ""
+        return (f"{_operand(self.expr, P_PRED, strict=True)}{neg} BETWEEN "
+                f"{_operand(self.low, P_PRED, strict=True)} AND {_operand(self.high, P_PRED, strict=True)}")
+
+
+@dataclass(frozen=True)
+class Like(Expr):
+    expr: Expr
+    pattern: Expr
+    negated: bool = False
+    case_insensitive: bool = False
+    precedence = P_PRED
+
+    def to_sql(self) -> str:
+        neg = " NOT" if self.negated else ""
+        kw = "ILIKE" if self.case_insensitive else "LIKE"
+        return f"{_operand(self.expr, P_PRED, strict=True)}{neg} {kw} {_operand(self.pattern, P_PRED, strict=True)}"
+
+
+@dataclass(frozen=True)
+class IsNull(Expr):
+    expr: Expr
+    negated: bool = False
+    precedence = P_IS
+
+    def to_sql(self) -> str:
+        return f"{_operand(self.expr, P_IS, strict=True)} IS {'NOT ' if self.negated else ''}NULL"
+
+
+@dataclass(frozen=True)
+class Exists(Expr):
+    query: "Query"
+
+    def to_sql(self) -> str:
+        return f"EXISTS ({self.query.to_sql()})"
+
+
+@dataclass(frozen=True)
+class Subquery(Expr):
+    """A parenthesised query: in FROM (with an optional ``alias``) or as a
+    scalar expression."""
+
+    query: "Query"
+    alias: str | None = None
+
+    def to_sql(self) -> str:
+        out = f"({self.query.to_sql()})"
+        if self.alias is not None:
+            out += f" AS {quote_ident(self.alias)}"
+        return out
+
+
+# ---------------------------------------------------------------- relations
+
+@dataclass(frozen=True)
+class TableRef(Node):
+    """``tasks``, ``a.tasks`` (``dump='a'``: a table of the dump named ``a``)."""
+
+    name: str
+    dump: str | None = None
+    alias: str | None = None
+
+    def to_sql(self) -> str:
+        out = quote_ident(self.name)
+        if self.dump is not None:
+            out = f"{quote_ident(self.dump)}.{out}"
+        if self.alias is not None:
+            out += f" AS {quote_ident(self.alias)}"
+        return out
+
+
+@dataclass(frozen=True)
+class TableFunction(Node):
+    """``list_walk('init_task.tasks', 'struct task_struct', 'tasks') AS t``."""
+
+    name: str
+    args: tuple[Expr, ...] = ()
+    dump: str | None = None
+    alias: str | None = None
+
+    def to_sql(self) -> str:
+        out = f"{quote_ident(self.name)}({_list(self.args)})"
+        if self.dump is not None:
+            out = f"{quote_ident(self.dump)}.{out}"
+        if self.alias is not None:
+            out += f" AS {quote_ident(self.alias)}"
+        return out
+
+
+@dataclass(frozen=True)
+class Join(Node):
+    """``kind``: ``'INNER'``, ``'LEFT'``, ``'RIGHT'``, ``'FULL'`` or ``'CROSS'``."""
+
+    kind: str
+    left: "FromItem"
+    right: "FromItem"
+    on: Expr | None = None
+    using: tuple[str, ...] | None = None
+
+    def to_sql(self) -> str:
+        right = self.right.to_sql()
+        if isinstance(self.right, Join):
+            right = f"({right})"
+        kw = "JOIN" if self.kind == "INNER" else f"{self.kind} JOIN"
+        out = f"{self.left.to_sql()} {kw} {right}"
+        if self.on is not None:
+            out += f" ON {self.on.to_sql()}"
+        if self.using is not None:
+            out += " USING (" + ", ".join(quote_ident(n) for n in self.using) + ")"
+        return out
+
+
+FromItem = Union[TableRef, TableFunction, Subquery, Join]
+
+
+# ------------------------------------------------------------------ queries
+
+@dataclass(frozen=True)
+class SelectItem(Node):
+    """One item of the select list: an expression (or :class:`Star`) and its alias."""
+
+    expr: Expr
+    alias: str | None = None
+
+    def to_sql(self) -> str:
+        out = self.expr.to_sql()
+        if self.alias is not None:
+            out += f" AS {quote_ident(self.alias)}"
+        return out
+
+
+def _tail_sql(order_by: tuple[OrderItem, ...], limit: Expr | None, offset: Expr | None) -> str:
+    out = ""
+    if order_by:
+        out += " ORDER BY " + _list(order_by)
+    if limit is not None:
+        out += f" LIMIT {limit.to_sql()}"
+    if offset is not None:
+        out += f" OFFSET {offset.to_sql()}"
+    return out
+
+
+@dataclass(frozen=True)
+class Select(Node):
+    """One SELECT.  ``from_`` holds the comma-separated FROM items (several
+    mean a cross product); ``group_by_all`` is ``GROUP BY ALL``; ordinal
+    numbers in GROUP BY / ORDER BY stay integer literals."""
+
+    items: tuple[SelectItem, ...]
+    from_: tuple[FromItem, ...] = ()
+    where: Expr | None = None
+    group_by: tuple[Expr, ...] = ()
+    group_by_all: bool = False
+    having: Expr | None = None
+    order_by: tuple[OrderItem, ...] = ()
+    limit: Expr | None = None
+    offset: Expr | None = None
+    distinct: bool = False
+
+    def to_sql(self) -> str:
+        out = "SELECT " + ("DISTINCT " if self.distinct else "") + _list(self.items)
+        if self.from_:
+            out += " FROM " + _list(self.from_)
+        if self.where is not None:
+            out += f" WHERE {self.where.to_sql()}"
+        if self.group_by_all:
+            out += " GROUP BY ALL"
+        elif self.group_by:
+            out += " GROUP BY " + _list(self.group_by)
+        if self.having is not None:
+            out += f" HAVING {self.having.to_sql()}"
+        return out + _tail_sql(self.order_by, self.limit, self.offset)
+
+
+_SETOP_PREC = {"UNION": 0, "EXCEPT": 0, "INTERSECT": 1}
+
+
+@dataclass(frozen=True)
+class SetOp(Node):
+    """``left UNION [ALL] right`` (also ``INTERSECT``, ``EXCEPT``); ORDER BY and
+    LIMIT after the last SELECT apply to the whole set operation."""
+
+    op: str
+    left: "Query"
+    right: "Query"
+    all: bool = False
+    order_by: tuple[OrderItem, ...] = ()
+    limit: Expr | None = None
+    offset: Expr | None = None
+
+    def _side(self, q: "Query", right: bool) -> str:
+        sql = q.to_sql()
+        if isinstance(q, Select):
+            if q.order_by or q.limit is not None or q.offset is not None:
+                return f"({sql})"
+            return sql
+        if isinstance(q, SetOp) and not (q.order_by or q.limit is not None or q.offset is not None):
+            mine, theirs = _SETOP_PREC[self.op], _SETOP_PREC[q.op]
+            if theirs > mine or (theirs == mine and not right):
+                return sql
+        return f"({sql})"
+
+    def to_sql(self) -> str:
+        op = self.op + (" ALL" if self.all else "")
+        out = f"{self._side(self.left, False)} {op} {self._side(self.right, True)}"
+        return out + _tail_sql(self.order_by, self.limit, self.offset)
+
+
+@dataclass(frozen=True)
+class CTE(Node):
+    """``name [(columns)] AS (query)`` in a WITH clause."""
+
+    name: str
+    query: "Query"
+    columns: tuple[str, ...] = ()
+
+    def to_sql(self) -> str:
+        cols = ""
+        if self.columns:
+            cols = "(" + ", ".join(quote_ident(c) for c in self.columns) + ")"
+        return f"{quote_ident(self.name)}{cols} AS ({self.query.to_sql()})"
+
+
+@dataclass(frozen=True)
+class With(Node):
+    """``WITH [RECURSIVE] ctes body``."""
+
+    ctes: tuple[CTE, ...]
+    body: "Query"
+    recursive: bool = False
+
+    def to_sql(self) -> str:
+        kw = "WITH RECURSIVE " if self.recursive else "WITH "
+        return kw + _list(self.ctes) + " " + self.body.to_sql()
+
+
+@dataclass(frozen=True)
+class Explain(Node):
+    statement: "Query"
+    analyze: bool = False
+
+    def to_sql(self) -> str:
+        return ("EXPLAIN ANALYZE " if self.analyze else "EXPLAIN ") + self.statement.to_sql()
+
+
+Query = Union[Select, SetOp, With]
+Statement = Union[Select, SetOp, With, Explain]
+
+__all__ = [
+    "Node", "Expr", "NotLowered", "Column", "Star", "MemberPath", "Literal", "HexLiteral",
+    "BinaryOp", "UnaryOp", "OrderItem", "FrameBound", "Frame", "Window", "FuncCall", "Case",
+    "Cast", "InList", "InSubquery", "Between", "Like", "IsNull", "Exists", "Subquery",
+    "TableRef", "TableFunction", "Join", "FromItem", "SelectItem", "Select", "SetOp", "CTE",
+    "With", "Explain", "Query", "Statement", "quote_ident", "quote_string",
+]

@@ -1,0 +1,674 @@
+"""Query text → AST (:mod:`kql.grammar.ast`), with kql's own errors.
+
+``parse(text)`` returns the statements (separated by ``;``); ``parse_one``
+insists on exactly one.  Every failure is a :class:`kql.errors.ParseError`
+whose ``pos``/``end`` point at the offending token; no Lark exception leaves
+this module.
+
+The Lark parser (LALR, contextual lexer) is built once per process, on first
+use, from the pickled cache Lark keeps beside the grammar (``cache=True``
+falls back to building in memory when the cache cannot be written).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tempfile
+import threading
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput,
+                             UnexpectedToken, VisitError)
+
+from kql.errors import ParseError
+
+from . import ast as A
+
+GRAMMAR_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kql.lark")
+
+_lock = threading.Lock()
+_parser: Lark | None = None
+
+
+def _cache_path() -> str:
+    import hashlib
+
+    import lark
+
+    with open(GRAMMAR_PATH, "rb") as f:
+        digest = hashlib.sha256(f.read() + lark.__version__.encode()).hexdigest()[:16]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "kql", f"grammar-{digest}.lark-cache")
+
+
+# Keywords reserved everywhere: the lexer always reads them as keywords, so
+# `SELECT FROM t` is an error rather than a column named "from".  Every other
+# keyword (OFFSET, END, LEFT, FIRST, ROWS, FILTER, …) is a keyword only where
+# the grammar accepts it and a plain name elsewhere (`SELECT offset, end FROM
+# vmas`, `left(comm, 3)`), thanks to the contextual lexer.
+RESERVED_TERMINALS = (
+    "_SELECT", "_FROM", "_WHERE", "_GROUP", "_HAVING", "_ORDER", "_LIMIT", "_BY", "UNION",
+    "INTERSECT", "EXCEPT", "_JOIN", "_ON", "_USING", "_AND", "_OR", "NOT", "_CASE", "_WHEN",
+    "_THEN", "_ELSE", "_AS", "_IN", "_IS", "NULL", "TRUE", "FALSE", "_BETWEEN", "LIKE",
+    "ILIKE", "CAST", "_EXISTS", "_WITH", "DISTINCT", "ALL",
+)
+
+
+class _ReserveKeywords:
+    """A no-op post-lexer whose only job is ``always_accept``."""
+
+    always_accept = RESERVED_TERMINALS
+
+    def process(self, stream):
+        return stream
+
+
+def _build() -> Lark:
+    with open(GRAMMAR_PATH, encoding="utf-8") as f:
+        grammar = f.read()
+    opts = dict(parser="lalr", lexer="contextual", propagate_positions=True,
+                maybe_placeholders=True, postlex=_ReserveKeywords())
+    try:
+        path = _cache_path()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return Lark(grammar, cache=path, **opts)
+    except OSError:
+        return Lark(grammar, **opts)
+
+
+def get_parser() -> Lark:
+    """The process-wide Lark parser, built on first use."""
+    global _parser
+    if _parser is None:
+        with _lock:
+            if _parser is None:
+                _parser = _build()
+    return _parser
+
+
+# ------------------------------------------------------------------- public
+
+def parse(text: str) -> list[A.Statement]:
+    """Parse ``;``-separated statements.  Empty statements are skipped."""
+    parser = get_parser()
+    try:
+        tree = parser.parse(text)
+    except UnexpectedInput as e:
+        raise _syntax_error(text, e) from None
+    try:
+        statements = _Builder(text).transform(tree)
+    except VisitError as e:
+        if isinstance(e.orig_exc, ParseError):
+            raise e.orig_exc from None
+        raise ParseError(f"internal parser error: {e.orig_exc}", text, 0) from None
+    for stmt in statements:
+        _check_stars(stmt, text)
+    return statements
+
+
+def parse_one(text: str) -> A.Statement:
+    """Parse exactly one statement (a trailing ``;`` is fine)."""
+    statements = parse(text)
+    if not statements:
+        raise ParseError("empty query: expected a statement such as SELECT …", text,
+                         len(text.rstrip()) if text.strip() else 0)
+    if len(statements) > 1:
+        second = statements[1]
+        raise ParseError("expected one statement, found several", text, second.span[0], second.span[1])
+    return statements[0]
+
+
+# ------------------------------------------------------------- transformer
+
+_COMP = {"==": "=", "!=": "<>"}
+
+
+def _span(meta) -> tuple[int, int]:
+    return (meta.start_pos, meta.end_pos)
+
+
+def _tok_span(tok: Token) -> tuple[int, int]:
+    return (tok.start_pos, tok.end_pos)
+
+
+def _unquote_name(tok: Token) -> str:
+    if tok.type == "QUOTED_NAME":
+        return tok.value[1:-1].replace('""', '"')
+    return tok.value
+
+
+class _Tag:
+    """A clause or optional part on its way into its parent node."""
+
+    __slots__ = ("kind", "value")
+
+    def __init__(self, kind: str, value):
+        self.kind = kind
+        self.value = value
+
+
+@v_args(meta=True)
+class _Builder(Transformer):
+    def __init__(self, text: str):
+        super().__init__(visit_tokens=False)
+        self.text = text
+
+    def _error(self, message: str, span: tuple[int, int]) -> ParseError:
+        return ParseError(message, self.text, span[0], span[1])
+
+    # ---- statements
+
+    def start(self, meta, children):
+        return [c for c in children if c is not None]
+
+    def explain(self, meta, children):
+        analyze, query = children
+        return A.Explain(query, analyze is not None, span=_span(meta))
+
+    def query(self, meta, children):
+        with_, body, order_by, limit, offset = children
+        if order_by is not None or limit is not None or offset is not None:
+            assert isinstance(body, (A.Select, A.SetOp))
+            body = body.replace(order_by=order_by.value if order_by else (),
+                                limit=limit.value if limit else None,
+                                offset=offset.value if offset else None,
+                                span=(body.span[0], meta.end_pos))
+        if with_ is not None:
+            recursive, ctes = with_.value
+            return A.With(ctes, body, recursive, span=_span(meta))
+        return body
+
+    def with_clause(self, meta, children):
+        return _Tag("with", (children[0] is not None, tuple(children[1:])))
+
+    def cte(self, meta, children):
+        name, cols, query = children
+        return A.CTE(name.value, query, tuple(cols) if cols else (), span=_span(meta))
+
+    def set_op(self, meta, children):
+        left, op, quant, right = children
+        all_ = quant is not None and quant.type == "ALL"
+        return A.SetOp(op.value.upper(), left, right, all_, span=_span(meta))
+
+    def set_quant(self, meta, children):
+        return children[0]
+
+    def select_quant(self, meta, children):
+        return children[0]
+
+    def select_core(self, meta, children):
+        quant = children[0]
+        items = []
+        kw = {}
+        for c in children[1:]:
+            if isinstance(c, A.SelectItem):
+                items.append(c)
+            elif isinstance(c, _Tag):
+                kw[c.kind] = c.value
+        return A.Select(tuple(items), distinct=quant is not None and quant.type == "DISTINCT",
+                        span=_span(meta), **kw)
+
+    def star_item(self, meta, children):
+        return A.SelectItem(A.Star(span=_span(meta)), span=_span(meta))
+
+    def expr_item(self, meta, children):
+        expr, alias = children
+        return A.SelectItem(expr, alias.value if alias is not None else None, span=_span(meta))
+
+    def from_clause(self, meta, children):
+        return _Tag("from_", tuple(children))
+
+    def where(self, meta, children):
+        return _Tag("where", children[0])
+
+    def group_by_all(self, meta, children):
+        return _Tag("group_by_all", True)
+
+    def group_by(self, meta, children):
+        return _Tag("group_by", children[0])
+
+    def having(self, meta, children):
+        return _Tag("having", children[0])
+
+    def order_by(self, meta, children):
+        return _Tag("order_by", tuple(children))
+
+    def limit(self, meta, children):
+        return _Tag("limit", children[0])
+
+    def offset(self, meta, children):
+        return _Tag("offset", children[0])
+
+    def order_item(self, meta, children):
+        expr, direction, nulls = children
+        desc = direction is not None and direction.type == "DESC"
+        nulls_first = None if nulls is None else nulls.type == "FIRST"
+        return A.OrderItem(expr, desc, nulls_first, span=_span(meta))
+
+    def name_list(self, meta, children):
+        return tuple(t.value for t in children)
+
+    def expr_list(self, meta, children):
+        return tuple(children)
+
+    def name(self, meta, children):
+        tok = children[0]
+        return Token("NAME", _unquote_name(tok), start_pos=tok.start_pos, end_pos=tok.end_pos)
+
+    def alias(self, meta, children):
+        return children[0].value
+
+    # ---- FROM
+
+    def table_name(self, meta, children):
+        first, second = children
+        if second is None:
+            return (None, first.value)
+        return (first.value, second.value)
+
+    def table_ref(self, meta, children):
+        (dump, name), alias = children
+        return A.TableRef(name, dump, alias, span=_span(meta))
+
+    def table_function(self, meta, children):
+        (dump, name), args, alias = children
+        return A.TableFunction(name.lower(), args or (), dump, alias, span=_span(meta))
+
+    def subquery_ref(self, meta, children):
+        query, alias = children
+        return A.Subquery(query, alias, span=_span(meta))
+
+    def join_kind(self, meta, children):
+        return children[0].type
+
+    def join(self, meta, children):
+        left, kind, right, cond = children
+        on, using = cond
+        return A.Join(kind or "INNER", left, right, on, using, span=_span(meta))
+
+    def cross_join(self, meta, children):
+        left, _cross, right = children
+        return A.Join("CROSS", left, right, span=_span(meta))
+
+    def join_on(self, meta, children):
+        return (children[0], None)
+
+    def join_using(self, meta, children):
+        return (None, children[0])
+
+    # ---- expressions
+
+    def or_(self, meta, children):
+        return A.BinaryOp("OR", children[0], children[1], span=_span(meta))
+
+    def and_(self, meta, children):
+        return A.BinaryOp("AND", children[0], children[1], span=_span(meta))
+
+    def not_(self, meta, children):
+        return A.UnaryOp("NOT", children[1], span=_span(meta))
+
+    def is_null(self, meta, children):
+        expr, neg, _null = children
+        return A.IsNull(expr, neg is not None, span=_span(meta))
+
+    def compare(self, meta, children):
+        left, op, right = children
+        return A.BinaryOp(_COMP.get(op.value, op.value), left, right, span=_span(meta))
+
+    def binop(self, meta, children):
+        left, op, right = children
+        return A.BinaryOp(op.value, left, right, span=_span(meta))
+
+    def unop(self, meta, children):
+        op, operand = children
+        return A.UnaryOp(op.value, operand, span=_span(meta))
+
+    def in_list(self, meta, children):
+        expr, neg, items = children
+        return A.InList(expr, items, neg is not None, span=_span(meta))
+
+    def in_subquery(self, meta, children):
+        expr, neg, query = children
+        return A.InSubquery(expr, query, neg is not None, span=_span(meta))
+
+    def between(self, meta, children):
+        expr, neg, low, high = children
+        return A.Between(expr, low, high, neg is not None, span=_span(meta))
+
+    def like(self, meta, children):
+        expr, neg, op, pattern = children
+        return A.Like(expr, pattern, neg is not None, op.type == "ILIKE", span=_span(meta))
+
+    # ---- postfix: member paths, qualified columns, casts
+
+    def _extend(self, meta, base, step):
+        if isinstance(base, A.MemberPath):
+            return A.MemberPath(base.base, base.steps + (step,), span=_span(meta))
+        return A.MemberPath(base, (step,), span=_span(meta))
+
+    def arrow(self, meta, children):
+        base, name = children
+        return self._extend(meta, base, ("->", name.value))
+
+    def dot(self, meta, children):
+        base, name = children
+        if isinstance(base, A.Column) and base.table is None:
+            return A.Column(name.value, base.name, span=_span(meta))
+        return self._extend(meta, base, (".", name.value))
+
+    def dot_star(self, meta, children):
+        base, star = children
+        if isinstance(base, A.Column) and base.table is None:
+            return A.Star(base.name, span=_span(meta))
+        raise self._error("syntax error: '.*' must follow a table name", _tok_span(star))
+
+    def index(self, meta, children):
+        base, idx = children
+        return self._extend(meta, base, ("[]", idx))
+
+    def pg_cast(self, meta, children):
+        expr, (type_text, c_type) = children
+        return A.Cast(expr, type_text, c_type, span=_span(meta))
+
+    def cast_expr(self, meta, children):
+        kw, expr, (type_text, c_type) = children
+        return A.Cast(expr, type_text, c_type, kw.type == "TRY_CAST", span=_span(meta))
+
+    def c_type(self, meta, children):
+        tok = children[0]
+        text = tok.value[1:-1].replace("''", "'").strip()
+        if not text:
+            raise self._error("syntax error: empty C type in cast", _tok_span(tok))
+        return (text, True)
+
+    def sql_type(self, meta, children):
+        name, *params = children
+        text = name.value.upper()
+        params = [p.value for p in params if p is not None]
+        if params:
+            text += "(" + ", ".join(params) + ")"
+        return (text, False)
+
+    # ---- atoms
+
+    def column(self, meta, children):
+        return A.Column(children[0].value, span=_span(meta))
+
+    def scalar_subquery(self, meta, children):
+        return A.Subquery(children[0], span=_span(meta))
+
+    def exists(self, meta, children):
+        return A.Exists(children[0], span=_span(meta))
+
+    def literal(self, meta, children):
+        tok = children[0]
+        span = _tok_span(tok)
+        t = tok.type
+        if t == "INT":
+            return A.Literal(int(tok.value), "int", span=span)
+        if t == "FLOAT":
+            return A.Literal(float(tok.value), "float", span=span)
+        if t == "HEX":
+            value = int(tok.value, 16)
+            if value > 0xFFFF_FFFF_FFFF_FFFF:
+                raise self._error(f"syntax error: hex literal {tok.value} does not fit in 64 bits", span)
+            return A.HexLiteral(value, span=span)
+        if t == "STRING":
+            return A.Literal(tok.value[1:-1].replace("''", "'"), "string", span=span)
+        if t == "TRUE":
+            return A.Literal(True, "bool", span=span)
+        if t == "FALSE":
+            return A.Literal(False, "bool", span=span)
+        return A.Literal(None, "null", span=span)
+
+    def func_call(self, meta, children):
+        name, args, filter_, window = children
+        return A.FuncCall(name.value.lower(), filter=filter_, window=window, span=_span(meta), **args)
+
+    def no_args(self, meta, children):
+        return {}
+
+    def star_arg(self, meta, children):
+        return {"star": True}
+
+    def args(self, meta, children):
+        distinct, exprs, order_by = children
+        out = {"args": exprs, "distinct": distinct is not None}
+        if order_by is not None:
+            out["order_by"] = order_by.value
+        return out
+
+    def filter_clause(self, meta, children):
+        return children[0]
+
+    def over_clause(self, meta, children):
+        partition, order_by, frame = children
+        return A.Window(partition or (), order_by.value if order_by else (), frame, span=_span(meta))
+
+    def partition_by(self, meta, children):
+        return children[0]
+
+    def frame(self, meta, children):
+        unit, start, *end = children
+        return A.Frame(unit.value.upper(), start, end[0] if end else None, span=_span(meta))
+
+    def unbounded_preceding(self, meta, children):
+        return A.FrameBound("UNBOUNDED PRECEDING", span=_span(meta))
+
+    def unbounded_following(self, meta, children):
+        return A.FrameBound("UNBOUNDED FOLLOWING", span=_span(meta))
+
+    def current_row(self, meta, children):
+        return A.FrameBound("CURRENT ROW", span=_span(meta))
+
+    def preceding(self, meta, children):
+        return A.FrameBound("PRECEDING", children[0], span=_span(meta))
+
+    def following(self, meta, children):
+        return A.FrameBound("FOLLOWING", children[0], span=_span(meta))
+
+    def case_expr(self, meta, children):
+        operand, *whens, else_ = children
+        return A.Case(operand, tuple(whens), else_, span=_span(meta))
+
+    def when(self, meta, children):
+        return (children[0], children[1])
+
+
+def _check_stars(stmt: A.Node, text: str) -> None:
+    """``*`` / ``t.*`` only as a whole select item."""
+    allowed = {id(item.expr) for node in stmt.walk() if isinstance(node, A.Select)
+               for item in node.items}
+    for node in stmt.walk():
+        if isinstance(node, A.Star) and id(node) not in allowed:
+            raise ParseError("syntax error: '*' is only allowed as a select item or in count(*)",
+                             text, node.span[0], node.span[1])
+
+
+# ------------------------------------------------------------------ errors
+
+# How terminals read in messages.  Keywords are shown by their upper-case
+# spelling; these are the rest.
+_EXPR_START = {"LPAR", "NAME", "QUOTED_NAME", "INT", "FLOAT", "HEX", "STRING", "TRUE", "FALSE",
+               "NULL", "NOT", "ADD_OP", "TILDE", "_CASE", "CAST", "TRY_CAST", "_EXISTS"}
+_TERMINAL_WORDS = {"<expression>": "expression",
+    "NAME": "identifier", "QUOTED_NAME": "identifier", "STRING": "string",
+    "INT": "number", "FLOAT": "number", "HEX": "number", "$END": "end of input",
+}
+_OPERATORS = {"COMP_OP", "BIT_OP", "ADD_OP", "MUL_OP", "STAR", "TILDE", "_ARROW", "DOT",
+              "LSQB", "_DCOLON", "_AND", "_OR", "NOT", "_IS", "_IN", "_BETWEEN", "LIKE",
+              "ILIKE"}
+# Order of the expected list: the likeliest fixes first.
+_ORDER = ["COMMA", "RPAR", "_FROM", "_WHERE", "_GROUP", "_HAVING", "_ORDER", "_LIMIT",
+          "_OFFSET", "_JOIN", "INNER", "LEFT", "RIGHT", "FULL", "CROSS", "_ON", "_USING",
+          "_AS", "_BY", "_SELECT", "_WITH", "UNION", "INTERSECT", "EXCEPT", "_THEN", "_WHEN",
+          "_ELSE", "_END", "STAR", "DISTINCT", "ALL", "<expression>", "LPAR", "NAME", "STRING", "INT", "FLOAT", "HEX"]
+_MAX_EXPECTED = 6
+
+
+def _describe_terminals(names: set[str], parser: Lark) -> list[str]:
+    by_name = {t.name: t for t in parser.terminals}
+    if {"LPAR", "NAME", "STRING", "INT"} <= names:
+        names = (names - _EXPR_START) | {"<expression>"}
+    operators = {n for n in names if n in _OPERATORS or _is_operator(by_name.get(n))}
+    rank = {n: i for i, n in enumerate(_ORDER)}
+    rest = sorted(names - operators,
+                  key=lambda n: (n in ("SEMICOLON", "$END"), rank.get(n, len(rank)), n))
+    words: list[str] = []
+
+    def add(word: str) -> None:
+        if word not in words:
+            words.append(word)
+
+    for n in rest:
+        if n in _TERMINAL_WORDS:
+            add(_TERMINAL_WORDS[n])
+            continue
+        term = by_name.get(n)
+        value = getattr(getattr(term, "pattern", None), "value", None)
+        if term is not None and term.pattern.type == "str" and value and value[0].isalpha():
+            add(value.upper())
+        elif term is not None and term.pattern.type == "str":
+            add(repr(value))
+        else:
+            add(n.lstrip("_"))
+    if operators:
+        if len(operators) <= 2:
+            for n in sorted(operators):
+                term = by_name.get(n)
+                add(repr(term.pattern.value) if term is not None and term.pattern.type == "str"
+                    and not term.pattern.value[0].isalpha()
+                    else (term.pattern.value.upper() if term is not None and term.pattern.type == "str"
+                          else n.lstrip("_")))
+        else:
+            add("an operator")
+    # keep 'end of input' / ';' visible at the end when we truncate
+    return words
+
+
+def _is_operator(term) -> bool:
+    if term is None:
+        return False
+    value = getattr(term.pattern, "value", "")
+    return term.pattern.type == "str" and value in ("->", ".", "[", "::")
+
+
+def _format_expected(words: list[str]) -> str:
+    if not words:
+        return ""
+    if len(words) == 1:
+        return f", expected {words[0]}"
+    if len(words) > _MAX_EXPECTED:
+        words = words[:_MAX_EXPECTED] + ["…"]
+    return ", expected one of: " + ", ".join(words)
+
+
+def _found(text: str, start: int, end: int) -> str:
+    s = text[start:end]
+    if len(s) > 24:
+        s = s[:21] + "..."
+    if s.startswith("'"):
+        return f"string {s}"
+    if s.startswith('"'):
+        return f"identifier {s}"
+    return f"'{s}'"
+
+
+_OPENERS = re.compile(r"'|\"|--|/\*")
+
+
+def _unterminated(text: str) -> tuple[str, int] | None:
+    """The first unterminated string, quoted name or block comment."""
+    pos = 0
+    while True:
+        m = _OPENERS.search(text, pos)
+        if m is None:
+            return None
+        opener, start = m.group(), m.start()
+        if opener == "--":
+            nl = text.find("\n", start)
+            if nl < 0:
+                return None
+            pos = nl + 1
+        elif opener == "/*":
+            close = text.find("*/", start + 2)
+            if close < 0:
+                return "syntax error: unterminated comment: '/*' without '*/'", start
+            pos = close + 2
+        else:
+            i = start + 1
+            while True:
+                j = text.find(opener, i)
+                if j < 0:
+                    what = "string literal" if opener == "'" else "quoted identifier"
+                    return f"syntax error: unterminated {what}: missing closing {opener}", start
+                if text.startswith(opener, j + 1):  # doubled quote
+                    i = j + 2
+                    continue
+                pos = j + 1
+                break
+
+
+_CLAUSE_KEYWORDS = {"_FROM": "FROM", "_WHERE": "WHERE", "_GROUP": "GROUP", "_ORDER": "ORDER",
+                    "_HAVING": "HAVING", "_LIMIT": "LIMIT", "_OFFSET": "OFFSET", "_JOIN": "JOIN",
+                    "_ON": "ON", "_USING": "USING", "UNION": "UNION", "_SELECT": "SELECT",
+                    "_AS": "AS"}
+_PREV_WORD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\Z")
+
+
+def _misspelled_keyword(text: str, parser: Lark, error_pos: int):
+    """``SELECT pid FORM tasks`` fails at ``tasks`` because ``FORM`` was taken
+    as an alias.  If the word before the error looks like a keyword that was
+    allowed there, blame that word instead: (start, end, accepted terminals)."""
+    m = _PREV_WORD.search(text, 0, error_pos)
+    if m is None:
+        return None
+    word = m.group(1)
+    try:
+        ip = parser.parse_interactive(text[:m.start(1)])
+        ip.exhaust_lexer()
+        accepts = ip.accepts()
+    except UnexpectedInput:
+        return None
+    candidates = [kw for t, kw in _CLAUSE_KEYWORDS.items() if t in accepts]
+    if word.upper() in candidates or not difflib.get_close_matches(word.upper(), candidates, 1, 0.7):
+        return None
+    return m.start(1), m.end(1), set(accepts)
+
+
+def _syntax_error(text: str, e: UnexpectedInput) -> ParseError:
+    parser = get_parser()
+    if isinstance(e, UnexpectedCharacters):
+        pos = e.pos_in_stream
+        start, end = pos, pos + 1
+    elif isinstance(e, UnexpectedToken) and e.token.type != "$END":
+        start, end = e.token.start_pos, e.token.end_pos
+    else:
+        start = end = len(text)
+    unterminated = _unterminated(text)
+    if unterminated is not None and unterminated[1] <= start:
+        message, pos = unterminated
+        return ParseError(message, text, pos, pos + 1)
+
+    if isinstance(e, UnexpectedCharacters):
+        return ParseError(f"syntax error: unexpected character {text[start]!r}", text, start, end)
+
+    expected = set(getattr(e, "accepts", None) or getattr(e, "expected", None) or ())
+    if start < len(text):
+        guess = _misspelled_keyword(text, parser, start)
+        if guess is not None:
+            start, end, expected = guess
+    if start >= len(text):
+        # point just after the last character that is not blank
+        stripped = len(text.rstrip())
+        return ParseError("syntax error: unexpected end of input"
+                          + _format_expected(_describe_terminals(expected, parser)),
+                          text, stripped, stripped + 1)
+    return ParseError(f"syntax error: unexpected {_found(text, start, end)}"
+                      + _format_expected(_describe_terminals(expected, parser)),
+                      text, start, end)
+
+
+__all__ = ["parse", "parse_one", "get_parser", "GRAMMAR_PATH"]
