@@ -1,0 +1,83 @@
+"""Locate kql's test vmcores (built by tests/vmcores/build.py) and their truth.
+
+    from fixtures import FIXTURES, fixture
+    fx = fixture("6.1-live")
+    fx.dump("elf")          # path of one dump file
+    fx.truth["tasks"]       # what the guest's /proc said
+    fx.vmlinux, fx.system_map
+
+``FIXTURES`` lists every recipe; ``DUMPS`` lists every (recipe, dump kind)
+pair, for parametrizing tests over all dumps.  A missing fixture is an error,
+not a skip: `tests/setup.sh` builds them all before the suite runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "vmcores"))
+import build  # noqa: E402
+
+SAMPLE_DIR = HERE / "sample"
+
+
+@dataclass(frozen=True)
+class Fixture:
+    name: str
+    path: Path
+
+    @functools.cached_property
+    def meta(self) -> dict:
+        f = self.path / "fixture.json"
+        if not f.exists():
+            raise FileNotFoundError(
+                f"fixture {self.name} is not built ({self.path}); run tests/setup.sh "
+                f"or python tests/vmcores/build.py {self.name}")
+        return json.loads(f.read_text())
+
+    @functools.cached_property
+    def truth(self) -> dict:
+        return json.loads((self.path / "truth.json").read_text())
+
+    @property
+    def recipe(self) -> dict:
+        return self.meta["recipe"]
+
+    @property
+    def kinds(self) -> list[str]:
+        return list(self.meta["dumps"])
+
+    def dump(self, kind: str | None = None) -> str:
+        dumps = self.meta["dumps"]
+        kind = kind or next(iter(dumps))
+        return str(self.path / dumps[kind])
+
+    @property
+    def vmlinux(self) -> str:
+        return self.meta["vmlinux"]
+
+    @property
+    def system_map(self) -> str:
+        return self.meta["system_map"]
+
+    @property
+    def release(self) -> str:
+        return self.meta["release"]
+
+
+def fixture(name: str) -> Fixture:
+    if name == "sample":
+        return Fixture("sample", SAMPLE_DIR)
+    return Fixture(name, build.fixture_dir(name))
+
+
+FIXTURES = [n for n in build.RECIPES if n != "sample"]
+# Every dump kind each recipe produces (from the recipe, so no dump is read to
+# parametrize the tests).
+DUMPS = [(n, k) for n in FIXTURES
+         for k in (build.RECIPES[n].get("dumps") or ["kdump-flat", "kdump"])]

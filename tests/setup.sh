@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install everything kql's tests need on a fresh Debian 12 machine (as root):
+# apt packages (QEMU 10 from bookworm-backports, makedumpfile, kexec-tools,
+# busybox-static, a C compiler), kql itself with its test extras, the Debian
+# kernel packages and the vmcore fixtures (cached under $KQL_FIXTURES).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v qemu-system-x86_64 >/dev/null && qemu-system-x86_64 --version | grep -q 'version \(9\|1[0-9]\)\.' || need_apt+=(qemu)
+for t in makedumpfile kexec busybox cpio gcc; do command -v $t >/dev/null || need_apt+=($t); done
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need_apt+=(libc6-dev)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "setup: installing apt packages (${need_apt[*]})"
+    # bookworm-backports, on the same mirror the machine already uses.
+    if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+        [ -n "$uri" ] || uri=$(awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+        [ -n "$uri" ] || { echo "setup: cannot find the machine's Debian mirror in /etc/apt" >&2; exit 1; }
+        printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+            "$uri" > /etc/apt/sources.list.d/kql-backports.sources
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq -t bookworm-backports qemu-system-x86 >/dev/null
+    apt-get install -y -qq makedumpfile kexec-tools busybox-static cpio gcc libc6-dev >/dev/null
+fi
+
+echo "setup: installing kql and test dependencies"
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+
+echo "setup: building vmcore fixtures (cached in ${KQL_FIXTURES:-/var/cache/kql-fixtures})"
+python3 tests/vmcores/build.py --jobs 2

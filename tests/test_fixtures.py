@@ -1,0 +1,105 @@
+"""The fixtures exist, are the format they claim, and truth.json holds what the
+guest printed about its scenario (tests/vmcores/guest/init.sh)."""
+
+import json
+import re
+
+import pytest
+
+from fixtures import DUMPS, FIXTURES, fixture
+
+MAGIC = {
+    "elf": b"\x7fELF",
+    "kdump": b"KDUMP   ",
+    "kdump-flat": b"makedumpfile\0",
+}
+
+SCENARIO_NAMES = ["kql-sleeper", "kql-threads", "kql-vforker", "kql-zombie", "kql-files",
+                  "kql-tcp", "kql-tcp6", "kql-udp", "kql-udp6", "kql-unix", "kql-stopped"]
+
+
+@pytest.mark.parametrize("name,kind", DUMPS)
+def test_dump_has_claimed_format(name, kind):
+    fx = fixture(name)
+    with open(fx.dump(kind), "rb") as f:
+        head = f.read(16)
+    assert head.startswith(MAGIC[kind]), (name, kind, head)
+    if kind == "elf":
+        assert head[4] == 2 and head[5] == 1  # ELFCLASS64, little-endian
+        with open(fx.dump(kind), "rb") as f:
+            f.seek(16)
+            assert int.from_bytes(f.read(2), "little") == 4  # ET_CORE
+
+
+@pytest.mark.parametrize("name", FIXTURES + ["sample"])
+def test_truth_is_complete(name):
+    t = fixture(name).truth
+    assert t["complete"] and not t["errors"]
+    assert t["release"] == fixture(name).release
+    assert re.match(r"Linux version " + re.escape(t["release"]), t["version"])
+    assert t["hostname"] == "kql-guest"
+
+
+@pytest.mark.parametrize("name", FIXTURES + ["sample"])
+def test_truth_has_scenario(name):
+    fx = fixture(name)
+    t = fx.truth
+    tasks = t["tasks"].values()
+    by_comm = {}
+    for task in tasks:
+        by_comm.setdefault(task["comm"], []).append(task)
+    for n in SCENARIO_NAMES:
+        assert n in by_comm, n
+    assert len(by_comm["kql-sleeper"]) == 3
+    # 4 extra threads share the group leader's tgid
+    threads = by_comm["kql-threads"]
+    assert len(threads) == 5 and len({x["tgid"] for x in threads}) == 1
+    assert {x["state_letter"] for x in by_comm["kql-zombie"]} == {"S", "Z"}
+    assert [x["state_letter"] for x in by_comm["kql-stopped"]] == ["T"]
+    # the vfork parent sleeps uninterruptibly until its child execs
+    vf = sorted(by_comm["kql-vforker"], key=lambda x: x["pid"])
+    assert vf[0]["state_letter"] == "D" and vf[1]["ppid"] == vf[0]["pid"]
+    assert "__do_sys_vfork" in vf[0]["stack"]
+    # PID 1 waits for a child both while printing and at dump time
+    assert t["tasks"]["1"]["stack"][0] == "do_wait"
+    assert t["self_pid"] in t["transient_pids"]
+    # files and sockets
+    files_pid = str(by_comm["kql-files"][0]["pid"])
+    fds = t["processes"][files_pid]["fds"]
+    assert fds["10"] == "/mnt/data/kql-file-0" and fds["12"] == "/mnt/data/kql-file-2"
+    assert re.fullmatch(r"pipe:\[\d+\]", fds["13"]) and fds["13"] == fds["14"]
+    tcp = t["files"]["/proc/net/tcp"]
+    assert ":1B59 00000000:0000 0A" in tcp  # 7001 listening
+    assert ":1B5B " in t["files"]["/proc/net/udp"]  # 7003
+    assert "/tmp/kql.sock" in t["files"]["/proc/net/unix"]
+    assert "kqlro /mnt/ro tmpfs ro," in t["files"]["/proc/mounts"]
+    assert {"qemu_fw_cfg", "dummy", "loop"} <= set(t["modules"])
+    assert "dummy0" in t["files"]["/proc/net/dev"]
+    # kernel threads are marked, and their expected comm fits task->comm
+    assert any(x["is_kthread"] for x in tasks)
+    assert all(len(x["comm"].encode()) <= 15 for x in tasks)
+
+
+@pytest.mark.parametrize("name", [n for n in FIXTURES if fixture(n).recipe["mode"] == "panic"]
+                         + ["sample"])
+def test_panic_fixture_records_panicking_task(name):
+    t = fixture(name).truth
+    assert isinstance(t["panic_pid"], int) and str(t["panic_pid"]) not in t["tasks"]
+
+
+def test_big_fixture_has_4000_tasks():
+    t = fixture("6.1-big").truth
+    assert len(t["tasks"]) >= 4000
+
+
+def test_la57_fixture_is_five_level():
+    fx = fixture("6.1-la57")
+    assert "la57" in fx.truth["files"]["/proc/cpuinfo"].split("flags")[1].split("\n")[0]
+
+
+def test_fixture_metadata_names_real_files():
+    for name in FIXTURES:
+        meta = json.loads((fixture(name).path / "fixture.json").read_text())
+        assert meta["name"] == name
+        for f in meta["dumps"].values():
+            assert (fixture(name).path / f).stat().st_size > 1 << 20

@@ -1,0 +1,519 @@
+#!/usr/bin/env python3
+"""Build kql's test vmcores: real dumps of real Debian kernels booted in QEMU.
+
+Each fixture is a recipe (kernel, guest size, scenario, how the dump is
+taken).  The builder boots a busybox initramfs whose PID 1 sets up a known
+scenario (named processes, threads, a zombie, a stopped and a D-state task,
+files, sockets, mounts, modules, dmesg markers), prints the guest's own /proc
+view to a second serial port, and then either
+
+* ``live``: the host stops the VM and takes ``dump-guest-memory`` (ELF and
+  QEMU's kdump formats), or
+* ``panic``: the guest panics through sysrq and a real kdump capture kernel
+  runs makedumpfile onto a virtio disk.
+
+The serial output becomes ``truth.json`` (see truth.py).  Results are cached
+outside the repository under ``$KQL_FIXTURES`` (default
+/var/cache/kql-fixtures), in a folder named after the recipe and a hash of the
+recipe and of the builder's own sources, so a warm cache costs nothing.
+
+Usage: build.py [--list] [--force] [--jobs N] [NAME …]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import glob
+import hashlib
+import io
+import json
+import lzma
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import truth as truth_mod  # noqa: E402
+
+CACHE = Path(os.environ.get("KQL_FIXTURES", "/var/cache/kql-fixtures"))
+
+# Debian kernel packages, pinned so fixtures are reproducible.  The 6.12
+# kernels come from bookworm-backports (added by tests/setup.sh).
+KERNELS = {
+    "6.1": "6.1.0-56-cloud-amd64",
+    "6.12": "6.12.117+deb12-cloud-amd64",
+}
+
+QEMU = "qemu-system-x86_64"
+
+# Bump when a change to this file changes what a fixture contains.
+BUILDER_VERSION = 1
+
+# The recipes.  mode: live (QEMU dump-guest-memory) or panic (real kdump).
+RECIPES: dict[str, dict] = {
+    "6.1-live": dict(kernel="6.1", mem=640, smp=2, mode="live",
+                     dumps=["elf", "kdump-flat", "kdump"]),
+    "6.1-panic-zlib": dict(kernel="6.1", mem=640, smp=2, mode="panic",
+                           makedumpfile="-c -d 31"),
+    "6.1-panic-lzo": dict(kernel="6.1", mem=640, smp=2, mode="panic",
+                          makedumpfile="-l -d 31"),
+    "6.1-la57": dict(kernel="6.1", mem=640, smp=2, mode="live", cpu="max",
+                     dumps=["elf"]),
+    "6.12-live": dict(kernel="6.12", mem=640, smp=2, mode="live",
+                      dumps=["elf", "kdump-flat"]),
+    "6.12-panic": dict(kernel="6.12", mem=640, smp=2, mode="panic",
+                       makedumpfile="-c -d 31"),
+    "6.1-big": dict(kernel="6.1", mem=2048, smp=2, mode="live", dumps=["elf"],
+                    extra_threads=4000),
+    # The sample shipped in the repository (tests/sample/): small and filtered.
+    "sample": dict(kernel="6.1", mem=400, smp=2, mode="panic", crashkernel="192M",
+                   makedumpfile="-c -d 31"),
+}
+
+# The scenario's module set (loaded in this order, dependencies first).
+GUEST_MODULES = ["qemu_fw_cfg", "dummy", "loop"]
+CAPTURE_MODULES = ["virtio", "virtio_ring", "virtio_pci_legacy_dev",
+                   "virtio_pci_modern_dev", "virtio_pci", "virtio_blk"]
+
+# Names under which kqlproc runs (comm must differ per role).
+PROC_NAMES = ["kql-sleeper", "kql-threads", "kql-vforker", "kql-zombie", "kql-files",
+              "kql-tcp", "kql-tcp6", "kql-udp", "kql-udp6", "kql-unix", "kql-stopped",
+              "kql-initwait", "kql-crasher", "kql-spawner", "kql-many"]
+
+BOOT_TIMEOUT = {"live": 240, "panic": 300}
+
+
+class BuildError(Exception):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"[build {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd, **kw):
+    kw.setdefault("check", True)
+    return subprocess.run(cmd, **kw)
+
+
+# ---------------------------------------------------------------- kernels
+
+def kernel_dir(series: str) -> dict[str, Path]:
+    """Download and unpack the Debian kernel (unsigned image + -dbg) once."""
+    kver = KERNELS[series]
+    debs = CACHE / "debs"
+    root = CACHE / "kernels" / kver
+    done = root / ".done"
+    if not done.exists():
+        debs.mkdir(parents=True, exist_ok=True)
+        for pkg in (f"linux-image-{kver}-unsigned", f"linux-image-{kver}-dbg"):
+            if not glob.glob(str(debs / f"{pkg}_*.deb")):
+                log(f"downloading {pkg}")
+                r = run(["apt-get", "download", pkg], cwd=debs, capture_output=True,
+                        text=True, check=False)
+                if r.returncode:
+                    raise BuildError(f"apt-get download {pkg} failed: "
+                                     f"{r.stderr.strip().splitlines()[-1:]}")
+        tmp = Path(tempfile.mkdtemp(dir=CACHE, prefix=".unpack-"))
+        for deb in glob.glob(str(debs / f"linux-image-{kver}-*.deb")):
+            run(["dpkg-deb", "-x", deb, str(tmp)])
+        if root.exists():
+            shutil.rmtree(root)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(root)
+        done.touch()
+    return {
+        "root": root,
+        "vmlinuz": root / "boot" / f"vmlinuz-{kver}",
+        "vmlinux": root / "usr/lib/debug/boot" / f"vmlinux-{kver}",
+        "system_map": root / "boot" / f"System.map-{kver}",
+        "modules": root / "lib/modules" / kver,
+        "release": kver,
+    }
+
+
+def find_module(kdir: dict, name: str) -> Path:
+    for pat in (f"{name}.ko", f"{name}.ko.xz", f"{name}.ko.zst"):
+        hits = list(kdir["modules"].rglob(pat))
+        if hits:
+            return hits[0]
+    raise BuildError(f"module {name} not found in {kdir['modules']}")
+
+
+def module_bytes(kdir: dict, name: str) -> bytes:
+    src = find_module(kdir, name)
+    data = src.read_bytes()
+    if src.name.endswith(".xz"):
+        data = lzma.decompress(data)
+    elif src.name.endswith(".zst"):
+        import zstandard
+        data = zstandard.ZstdDecompressor().decompress(data, max_output_size=64 << 20)
+    return data
+
+
+def module_depends(data: bytes) -> list[str]:
+    """The depends= entry of a module's .modinfo section."""
+    from elftools.elf.elffile import ELFFile
+    sec = ELFFile(io.BytesIO(data)).get_section_by_name(".modinfo")
+    for entry in sec.data().split(b"\0") if sec else []:
+        if entry.startswith(b"depends="):
+            return [d for d in entry[8:].decode().split(",") if d]
+    return []
+
+
+def install_modules(kdir: dict, names: list[str], dest: Path) -> list[str]:
+    """Copy modules and their dependencies; return the load order."""
+    order: list[str] = []
+
+    builtin = (kdir["modules"] / "modules.builtin").read_text()
+
+    def visit(name: str) -> None:
+        if name in order or re.search(rf"/{name}\.ko$", builtin, re.M):
+            return
+        data = module_bytes(kdir, name)
+        for dep in module_depends(data):
+            visit(dep.replace("-", "_"))
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / f"{name}.ko").write_bytes(data)
+        order.append(name)
+
+    for n in names:
+        visit(n)
+    return order
+
+
+# ---------------------------------------------------------------- initramfs
+
+def copy_binary(path: str, root: Path) -> None:
+    """Copy a dynamically linked binary and the libraries ldd names."""
+    dst = root / path.lstrip("/")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(path, dst)
+    out = run(["ldd", path], capture_output=True, text=True, check=False).stdout
+    for m in re.finditer(r"(/\S+\.so[^\s]*)", out):
+        lib = m.group(1)
+        for p in {lib, os.path.realpath(lib)}:
+            d = root / p.lstrip("/")
+            d.parent.mkdir(parents=True, exist_ok=True)
+            if not d.exists():
+                shutil.copy2(p, d)
+
+
+def base_tree(root: Path) -> None:
+    for d in ("bin", "sbin", "proc", "sys", "dev", "tmp", "mnt", "etc", "boot", "lib64"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    busybox = shutil.which("busybox")
+    if not busybox:
+        raise BuildError("busybox not found (apt-get install busybox-static)")
+    shutil.copy2(busybox, root / "bin/busybox")
+    applets = run([busybox, "--list"], capture_output=True, text=True).stdout.split()
+    for a in applets:
+        link = root / "bin" / a
+        if not link.exists():
+            link.symlink_to("busybox")
+
+
+def pack_cpio(root: Path, out: Path) -> None:
+    files = run("find . | sort", shell=True, cwd=root, capture_output=True).stdout
+    cpio = run(["cpio", "-o", "-H", "newc", "--quiet"], cwd=root, input=files,
+               capture_output=True).stdout
+    out.write_bytes(cpio)
+
+
+def kqlproc_binary(work: Path) -> Path:
+    out = work / "kqlproc"
+    run(["gcc", "-static", "-O2", "-o", str(out), str(HERE / "guest/kqlproc.c"),
+         "-lpthread"])
+    return out
+
+
+def capture_initramfs(kdir: dict, recipe: dict, work: Path) -> Path:
+    root = work / "capture-root"
+    base_tree(root)
+    copy_binary(shutil.which("makedumpfile"), root)
+    order = install_modules(kdir, CAPTURE_MODULES, root / "lib/modules")
+    init = (HERE / "guest/capture-init.sh").read_text()
+    init = init.replace("@MODULES@", " ".join(order))
+    init = init.replace("@MAKEDUMPFILE@", recipe["makedumpfile"])
+    (root / "init").write_text(init)
+    (root / "init").chmod(0o755)
+    out = work / "capture.cpio"
+    pack_cpio(root, out)
+    return out
+
+
+def guest_initramfs(kdir: dict, recipe: dict, work: Path) -> Path:
+    root = work / "guest-root"
+    base_tree(root)
+    kqlproc = kqlproc_binary(work)
+    for name in PROC_NAMES:
+        shutil.copy2(kqlproc, root / "bin" / name)
+    order = install_modules(kdir, GUEST_MODULES, root / "lib/modules")
+    params = {
+        "@MODULES@": " ".join(order),
+        "@MODE@": recipe["mode"],
+        "@EXTRA_THREADS@": str(recipe.get("extra_threads", 0)),
+        "@CAPTURE_CMDLINE@": "console=ttyS0 irqpoll nr_cpus=1 maxcpus=1 reset_devices "
+                             "rdinit=/init panic=1",
+    }
+    if recipe["mode"] == "panic":
+        copy_binary(shutil.which("kexec"), root)
+        shutil.copy2(kdir["vmlinuz"], root / "boot/vmlinuz")
+        shutil.copy2(capture_initramfs(kdir, recipe, work), root / "boot/capture.cpio")
+    init = (HERE / "guest/init.sh").read_text()
+    for k, v in params.items():
+        init = init.replace(k, v)
+    (root / "init").write_text(init)
+    (root / "init").chmod(0o755)
+    out = work / "guest.cpio"
+    pack_cpio(root, out)
+    return out
+
+
+# ---------------------------------------------------------------- QEMU
+
+class Qmp:
+    def __init__(self, path: Path):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(600)
+        self.sock.connect(str(path))
+        self.file = self.sock.makefile("rwb")
+        self._read()  # greeting
+        self.cmd("qmp_capabilities")
+
+    def _read(self):
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise BuildError("QEMU closed its QMP socket")
+            msg = json.loads(line)
+            if "event" not in msg:
+                return msg
+
+    def cmd(self, name, **args):
+        self.file.write(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
+        self.file.flush()
+        reply = self._read()
+        if "error" in reply:
+            raise BuildError(f"QMP {name}: {reply['error'].get('desc')}")
+        return reply.get("return")
+
+
+def tail(path: Path, n: int = 40) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return "(no serial log)"
+    return "\n".join(lines[-n:])
+
+
+def boot_and_dump(name: str, recipe: dict, kdir: dict, out: Path, work: Path) -> dict:
+    initrd = guest_initramfs(kdir, recipe, work)
+    console = out / "console.log"
+    truth_log = work / "truth.log"
+    qmp_path = work / "qmp.sock"
+    append = "console=ttyS0 loglevel=6 panic=-1 rdinit=/init"
+    if recipe["mode"] == "panic":
+        append += f" crashkernel={recipe.get('crashkernel', '256M')}"
+    cmd = [QEMU, "-accel", "tcg", "-m", str(recipe["mem"]), "-smp", str(recipe["smp"]),
+           "-kernel", str(kdir["vmlinuz"]), "-initrd", str(initrd), "-append", append,
+           "-device", "vmcoreinfo", "-display", "none", "-no-reboot", "-nodefaults",
+           "-serial", f"file:{console}", "-serial", f"file:{truth_log}",
+           "-qmp", f"unix:{qmp_path},server=on,wait=off",
+           "-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0"]
+    if recipe.get("cpu"):
+        cmd += ["-cpu", recipe["cpu"]]
+    disk = work / "disk.img"
+    if recipe["mode"] == "panic":
+        with open(disk, "wb") as f:
+            f.truncate(512 << 20)
+        cmd += ["-drive", f"file={disk},format=raw,if=virtio"]
+    log(f"{name}: booting {kdir['release']} ({recipe['mem']} MB)")
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    files = {}
+    try:
+        deadline = t0 + BOOT_TIMEOUT[recipe["mode"]] + recipe["mem"] // 20
+        if recipe["mode"] == "live":
+            while b"@@ready" not in _read(truth_log):
+                if proc.poll() is not None:
+                    raise BuildError(f"{name}: QEMU exited ({proc.returncode}) before the "
+                                     f"guest was ready: {proc.stdout.read().decode()[-500:]}")
+                if time.time() > deadline:
+                    raise BuildError(f"{name}: guest not ready after {deadline - t0:.0f} s")
+                time.sleep(0.5)
+            time.sleep(3)  # let PID 1 go back to waiting for its child
+            qmp = Qmp(qmp_path)
+            qmp.cmd("stop")
+            for kind in recipe["dumps"]:
+                fname, fmt = {"elf": ("vmcore.elf", "elf"),
+                              "kdump-flat": ("vmcore.kdump-flat", "kdump-zlib"),
+                              "kdump": ("vmcore.kdump", "kdump-raw-zlib")}[kind]
+                log(f"{name}: dump-guest-memory {fmt}")
+                qmp.cmd("dump-guest-memory", paging=False, protocol=f"file:{out / fname}",
+                        format=fmt)
+                files[kind] = fname
+            qmp.cmd("quit")
+            proc.wait(60)
+        else:
+            try:
+                proc.wait(max(1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                raise BuildError(f"{name}: guest did not panic and power off in time")
+            if b"@@ready" not in _read(truth_log):
+                raise BuildError(f"{name}: guest stopped before printing its /proc view")
+            size = flattened_length(disk)
+            if size is None:
+                raise BuildError(f"{name}: the capture kernel wrote no dump")
+            with open(disk, "rb") as src, open(out / "vmcore.kdump-flat", "wb") as dst:
+                _copy_n(src, dst, size)
+            files["kdump-flat"] = "vmcore.kdump-flat"
+            run(["makedumpfile", "-R", str(out / "vmcore.kdump")],
+                stdin=open(out / "vmcore.kdump-flat", "rb"), capture_output=True)
+            files["kdump"] = "vmcore.kdump"
+    except BaseException as e:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if isinstance(e, BuildError):
+            raise BuildError(f"{e}\n--- tail of {console} ---\n{tail(console)}") from None
+        raise
+    log(f"{name}: done in {time.time() - t0:.0f} s")
+    shutil.copy2(truth_log, out / "truth.log")
+    return files
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+def _copy_n(src, dst, n: int) -> None:
+    while n > 0:
+        chunk = src.read(min(n, 1 << 20))
+        if not chunk:
+            break
+        dst.write(chunk)
+        n -= len(chunk)
+
+
+def flattened_length(path: Path) -> int | None:
+    """Length of the makedumpfile flattened stream at the start of a disk."""
+    with open(path, "rb") as f:
+        if not f.read(16).startswith(b"makedumpfile"):
+            return None
+        pos = 4096
+        while True:
+            f.seek(pos)
+            hdr = f.read(16)
+            if len(hdr) < 16:
+                return None
+            off = int.from_bytes(hdr[:8], "big", signed=True)
+            size = int.from_bytes(hdr[8:], "big", signed=True)
+            pos += 16
+            if off == -1:
+                return pos
+            pos += size
+
+
+# ---------------------------------------------------------------- driver
+
+def sources_hash() -> str:
+    """Hash of what shapes a fixture: the guest's programs and scripts, the
+    truth parser, and BUILDER_VERSION (bump it when build.py changes how a
+    dump is made)."""
+    h = hashlib.sha256(str(BUILDER_VERSION).encode())
+    for p in sorted([HERE / "truth.py", *HERE.glob("guest/*")]):
+        h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def recipe_hash(name: str) -> str:
+    r = dict(RECIPES[name], kernel_release=KERNELS[RECIPES[name]["kernel"]], name=name)
+    h = hashlib.sha256(json.dumps(r, sort_keys=True).encode())
+    h.update(sources_hash().encode())
+    return h.hexdigest()[:12]
+
+
+def fixture_dir(name: str) -> Path:
+    return CACHE / f"{name}-{recipe_hash(name)}"
+
+
+def build(name: str, force: bool = False) -> Path:
+    out = fixture_dir(name)
+    if (out / "fixture.json").exists() and not force:
+        return out
+    recipe = RECIPES[name]
+    kdir = kernel_dir(recipe["kernel"])
+    tmp_out = Path(tempfile.mkdtemp(dir=CACHE, prefix=f".{name}-"))
+    work = Path(tempfile.mkdtemp(prefix=f"kql-{name}-"))
+    try:
+        files = boot_and_dump(name, recipe, kdir, tmp_out, work)
+        truth = truth_mod.parse_log((tmp_out / "truth.log").read_bytes())
+        (tmp_out / "truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True))
+        meta = {
+            "name": name, "recipe": recipe, "release": kdir["release"],
+            "dumps": files,
+            "vmlinux": str(kdir["vmlinux"]), "system_map": str(kdir["system_map"]),
+            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (tmp_out / "fixture.json").write_text(json.dumps(meta, indent=1))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp_out.rename(out)
+    except BaseException:
+        if (tmp_out / "console.log").exists():
+            shutil.copy2(tmp_out / "console.log", CACHE / f"{name}.failed-console.log")
+        shutil.rmtree(tmp_out, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Build kql's QEMU vmcore fixtures.")
+    ap.add_argument("names", nargs="*", help="recipes to build (default: all)")
+    ap.add_argument("--list", action="store_true", help="list recipes and their folders")
+    ap.add_argument("--force", action="store_true", help="rebuild even if cached")
+    ap.add_argument("--jobs", type=int, default=2, help="guests to run at once (default 2)")
+    args = ap.parse_args(argv)
+    names = args.names or list(RECIPES)
+    for n in names:
+        if n not in RECIPES:
+            ap.error(f"unknown recipe {n!r} (known: {', '.join(RECIPES)})")
+    if args.list:
+        for n in names:
+            d = fixture_dir(n)
+            print(f"{n:16} {'ok   ' if (d / 'fixture.json').exists() else 'missing'} {d}")
+        return 0
+    CACHE.mkdir(parents=True, exist_ok=True)
+    for series in sorted({RECIPES[n]["kernel"] for n in names}):
+        kernel_dir(series)  # download once, before parallel builds
+    t0 = time.time()
+    failed = 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futs = {pool.submit(build, n, args.force): n for n in names}
+        for fut in concurrent.futures.as_completed(futs):
+            try:
+                print(f"{futs[fut]}: {fut.result()}")
+            except BuildError as e:
+                failed += 1
+                print(f"{futs[fut]}: FAILED: {e}", file=sys.stderr)
+    log(f"all done in {time.time() - t0:.0f} s, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
