@@ -19,3 +19,21 @@ def get_arch(machine: str):
         from kql.arch.x86_64 import ARCH
         return ARCH
     raise DumpError(f"unsupported architecture {machine!r}: kql reads x86_64 dumps only")
+
+
+def detect_machine(stated: str | None, notes=(), vmcoreinfo: dict | None = None) -> str | None:
+    """The machine a dump is for: the name it states, or (QEMU's kdump says "Unknown")
+    what its notes and VMCOREINFO show.  None if nothing tells.
+    """
+    key = _ALIASES.get((stated or "").strip().lower())
+    if key:
+        return key
+    vmcoreinfo = vmcoreinfo or {}
+    # x86_64-only VMCOREINFO keys (arch/x86/kernel/machine_kexec_64.c).
+    if "SYMBOL(init_top_pgt)" in vmcoreinfo or "NUMBER(pgtable_l5_enabled)" in vmcoreinfo:
+        return "x86_64"
+    from kql.arch.x86_64 import PRSTATUS_SIZE
+    for note in notes:
+        if note.name == "CORE" and note.type == 1 and len(note.desc) == PRSTATUS_SIZE:
+            return "x86_64"
+    return None

@@ -28,7 +28,7 @@ _UTS_FIELD = 65
 _UTS_OFFSET = 12
 _TIMESTAMP = struct.Struct("<qq")              # at 408
 _HEADER_TAIL = struct.Struct("<IiiIIIIIIi")    # at 424: status .. nr_cpus
-_SUB_HEADER = struct.Struct("<QiiQQQQQQQQQQQ")  # 104 bytes
+_SUB_HEADER = struct.Struct("<qiiQQQQQQQQQQQ")  # 104 bytes
 _PAGE_DESC = struct.Struct("<qIIQ")            # offset, size, flags, page_flags
 
 DUMP_DH_COMPRESSED_ZLIB = 0x1
@@ -427,9 +427,14 @@ def open_kdump(paths: list[str], sources: list, *, fmt: str, zero_excluded: bool
             raise DumpError(f"{parts[0].path}: split dump is missing a part: the files cover pfns "
                             f"[{lo:#x}, {hi:#x}) of [0, {parts[-1].max_mapnr:#x})")
         first = parts[0]
-    machine = first.utsname.get("machine") or ""
-    if not machine:
-        raise DumpError(f"{first.path}: kdump header names no machine (utsname.machine is empty)")
+    from kql.arch import detect_machine
+    from kql.dump.base import parse_vmcoreinfo
+
+    stated = first.utsname.get("machine") or ""
+    machine = detect_machine(stated, first.notes, parse_vmcoreinfo(first.vmcoreinfo_raw))
+    if machine is None:
+        raise DumpError(f"{first.path}: cannot tell the dump's architecture (utsname.machine is "
+                        f"{stated!r} and no x86_64 notes or VMCOREINFO keys)")
     warnings = []
     compression: set[str] = first.compression if len(parts) == 1 else set()
     for part in parts:
