@@ -1,0 +1,374 @@
+"""Kernel: one open dump with its memory, symbols, types and per-dump cache.
+
+Works without a vmlinux: symbols are decoded from the dump's kallsyms and
+types from the BTF inside the dump.  ``vmlinux`` (DWARF types, symtab) and
+``system_map`` are optional extras and fallbacks for kernels whose
+VMCOREINFO lacks the kallsyms keys (< 6.0).
+
+Everything learnt about a dump lives on its Kernel (``kernel.cache`` for
+helpers), never in module globals, so several dumps can be open at once.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Iterator
+
+from kql.errors import DumpError, FaultError
+from kql.kallsyms import KallsymsError, Symbol, SymbolTable, load_kallsyms
+from kql.object import Object
+from kql.types import ChainTypeSource, Type, TypeNotFoundError, TypeSourceBase, array_of
+
+__all__ = ["Kernel", "open_kernel", "KNOWN_VARIABLE_TYPES"]
+
+# Globals whose type BTF cannot tell us (vmlinux BTF has VAR records only for
+# per-CPU variables): name -> C type.
+KNOWN_VARIABLE_TYPES = {
+    "init_task": "struct task_struct",
+    "init_pid_ns": "struct pid_namespace",
+    "init_uts_ns": "struct uts_namespace",
+    "init_mm": "struct mm_struct",
+    "init_nsproxy": "struct nsproxy",
+    "init_ipc_ns": "struct ipc_namespace",
+    "init_net": "struct net",
+    "init_user_ns": "struct user_namespace",
+    "init_cred": "struct cred",
+    "init_files": "struct files_struct",
+    "init_fs": "struct fs_struct",
+    "init_signals": "struct signal_struct",
+    "init_sighand": "struct sighand_struct",
+    "init_struct_pid": "struct pid",
+    "runqueues": "struct rq",
+    "__per_cpu_offset": "unsigned long [{nr_cpu_ids}]",
+    "prb": "struct printk_ringbuffer *",
+    "printk_rb_static": "struct printk_ringbuffer",
+    "modules": "struct list_head",
+    "super_blocks": "struct list_head",
+    "slab_caches": "struct list_head",
+    "net_namespace_list": "struct list_head",
+    "cgroup_roots": "struct list_head",
+    "crashing_cpu": "int",
+    "panic_cpu": "atomic_t",
+    "nr_cpu_ids": "unsigned int",
+    "nr_threads": "int",
+    "total_forks": "unsigned long",
+    "jiffies": "unsigned long",
+    "jiffies_64": "u64",
+    "page_offset_base": "unsigned long",
+    "vmalloc_base": "unsigned long",
+    "vmemmap_base": "unsigned long",
+    "phys_base": "unsigned long",
+    "max_pfn": "unsigned long",
+    "totalram_pages": "atomic_long_t",
+    "__cpu_online_mask": "struct cpumask",
+    "__cpu_possible_mask": "struct cpumask",
+    "__cpu_present_mask": "struct cpumask",
+    "__cpu_active_mask": "struct cpumask",
+    "node_data": "struct pglist_data *[{nr_node_ids}]",
+    "mem_section": "struct mem_section **",
+    "vmap_area_list": "struct list_head",
+    "swapper_pg_dir": "pgd_t [512]",
+    "init_top_pgt": "pgd_t [512]",
+    "tick_cpu_device": "struct tick_device",
+    "kernel_cpustat": "struct kernel_cpustat",
+    "btf_modules": "struct list_head",
+    "pid_max": "int",
+    "timekeeper_data": "struct tk_data",
+    "tk_core": "struct tk_data",
+    "sys_tz": "struct timezone",
+    "init_css_set": "struct css_set",
+    "cgrp_dfl_root": "struct cgroup_root",
+    "blkcg_root": "struct blkcg",
+    "mount_hashtable": "struct hlist_head *",
+    "inode_hashtable": "struct hlist_head *",
+    "dentry_hashtable": "struct hlist_head *",
+    "vmap_area_root": "struct rb_root",
+    "init_nsproxy": "struct nsproxy",
+    "nr_node_ids": "unsigned int",
+    "task_state_array": "const char * const [{task_state_array_len}]",
+    "system_state": "enum system_states",
+    "cpu_number": "int",
+    "current_task": "struct task_struct *",
+    "pcpu_hot": "struct pcpu_hot",
+}
+
+
+class Kernel:
+    """One open dump.  See docs/ARCHITECTURE.md "Kernel"."""
+
+    def __init__(self, dump, vmlinux: str | None = None, system_map: str | None = None,
+                 *, dwarf_cache_dir=None):
+        if isinstance(dump, (str, os.PathLike, list)):
+            from kql.dump import open_dump
+            dump = open_dump(dump)
+        self.dump = dump
+        self.vmcoreinfo = dump.require_vmcoreinfo()
+        self.arch = dump.arch
+        self.cache: dict = {}
+        self.vmlinux_path = vmlinux
+        self.system_map_path = system_map
+        self._dwarf_cache_dir = dwarf_cache_dir
+        self._symbols: SymbolTable | None = None
+        self._types = None
+        self._btf = None
+        self._dwarf = None
+        self._var_types: dict[str, Type] = {}
+        info = self.vmcoreinfo
+        self.kaslr_offset: int = self.arch.kaslr_offset(info)
+        self.pgtable_levels: int = self.arch.pgtable_levels(info)
+        from kql.memory import KernelVirtual
+        sme = int(info.get("NUMBER(sme_mask)", "0") or 0)
+        self.memory = KernelVirtual(dump.phys, self.arch, self.arch.kernel_pgtable_root(info),
+                                    levels=self.pgtable_levels, sme_mask=sme)
+        self.read = self.memory.read
+        self.read_u8 = self.memory.read_u8
+        self.read_u16 = self.memory.read_u16
+        self.read_u32 = self.memory.read_u32
+        self.read_s32 = self.memory.read_s32
+        self.read_u64 = self.memory.read_u64
+        self.read_pointer = self.memory.read_pointer
+        self.read_cstring = self.memory.read_cstring
+
+    # -- symbols ------------------------------------------------------------------
+    @property
+    def symbols(self) -> SymbolTable:
+        """The kernel's symbols (kallsyms from the dump; else System.map/vmlinux,
+        shifted by the KASLR offset)."""
+        if self._symbols is None:
+            self._symbols = self._load_symbols()
+        return self._symbols
+
+    def _load_symbols(self) -> SymbolTable:
+        from kql.symbols import VmlinuxFile, load_system_map, shifted
+        errors = []
+        try:
+            return load_kallsyms(self.read, self.vmcoreinfo)
+        except KallsymsError as e:
+            errors.append(str(e))
+        if self.system_map_path:
+            table = shifted(load_system_map(self.system_map_path), self.kaslr_offset)
+            self._check_symbols(table, "System.map")
+            return table
+        if self.vmlinux_path:
+            v = VmlinuxFile(self.vmlinux_path)
+            try:
+                table = shifted(v.symbols(), self.kaslr_offset)
+            finally:
+                v.close()
+            self._check_symbols(table, "vmlinux")
+            return table
+        raise DumpError(f"no kernel symbols: {errors[0]}")
+
+    def _check_symbols(self, table: SymbolTable, what: str) -> None:
+        for name in ("_stext", "init_uts_ns"):
+            want = self.vmcoreinfo.get(f"SYMBOL({name})")
+            got = table.get(name)
+            if want and got is not None and got.address != int(want, 16):
+                raise DumpError(f"{what} does not match the dump: {name} is "
+                                f"{got.address:#x} there but {int(want, 16):#x} in VMCOREINFO")
+
+    def symbol(self, name: str) -> Symbol:
+        """The symbol called ``name``; raises LookupError."""
+        return self.symbols.lookup(name)
+
+    def symbolize(self, addr: int) -> tuple[Symbol, int] | None:
+        return self.symbols.symbolize(addr)
+
+    # -- types --------------------------------------------------------------------
+    @property
+    def btf(self):
+        """The vmlinux BTF in the dump (None if it has none)."""
+        if self._btf is None:
+            from kql.btf import load_btf
+            syms = self.symbols
+            start, stop = syms.get("__start_BTF"), syms.get("__stop_BTF")
+            if start is None or stop is None:
+                self._btf = False
+            else:
+                try:
+                    self._btf = load_btf(self.read, start.address, stop.address)
+                except FaultError as e:
+                    raise DumpError(f"cannot read the kernel's BTF: {e}") from None
+        return self._btf or None
+
+    @property
+    def types(self) -> TypeSourceBase:
+        """Type source: DWARF from ``vmlinux`` if given, then the dump's BTF."""
+        if self._types is None:
+            sources = []
+            if self.vmlinux_path:
+                from kql.dwarf import DwarfTypes
+                self._dwarf = DwarfTypes(self.vmlinux_path, cache_dir=self._dwarf_cache_dir)
+                bid = self.vmcoreinfo.get("BUILD-ID")
+                if bid and hasattr(self._dwarf, "check_build_id"):
+                    self._dwarf.check_build_id(bid)
+                sources.append(self._dwarf)
+            btf = self.btf
+            if btf is not None:
+                sources.append(btf)
+            if not sources:
+                raise DumpError("no type information: the dump has no BTF "
+                                "(kernel built without CONFIG_DEBUG_INFO_BTF); give a vmlinux")
+            self._types = sources[0] if len(sources) == 1 else ChainTypeSource(sources)
+        return self._types
+
+    def find_type(self, name: "str | Type") -> Type:
+        return self.types.find_type(name)
+
+    def has_type(self, name: str) -> bool:
+        try:
+            self.types.find_type(name)
+            return True
+        except TypeNotFoundError:
+            return False
+
+    # -- objects --------------------------------------------------------------------
+    def object(self, type: "Type | str", address: int) -> Object:
+        """The object of ``type`` at ``address``."""
+        return Object(self, type, address)
+
+    def value(self, type: "Type | str", value) -> Object:
+        return Object(self, type, value=value)
+
+    def var_type(self, name: str) -> Type:
+        """The C type of global variable ``name``."""
+        t = self._var_types.get(name)
+        if t is not None:
+            return t
+        spelled = KNOWN_VARIABLE_TYPES.get(name)
+        if spelled is not None:
+            if "{" in spelled:
+                spelled = spelled.format(nr_cpu_ids=self.nr_cpu_ids,
+                                         nr_node_ids=self._nr_node_ids(),
+                                         task_state_array_len=self._symbol_len(
+                                             "task_state_array", 8))
+            t = self.types.find_type(spelled)
+        else:
+            btf = self.btf
+            t = btf.find_var_type(name) if btf is not None else None
+            if t is None:
+                raise LookupError(f"type of variable '{name}' unknown (BTF describes only "
+                                  f"per-CPU variables): pass type=")
+        self._var_types[name] = t
+        return t
+
+    def var(self, name: str, type: "Type | str | None" = None) -> Object:
+        """Global variable ``name`` as an Object (per-CPU variables: the CPU-0
+        template address; use :func:`kql.helpers.percpu.per_cpu`)."""
+        sym = self.symbols.get(name)
+        if sym is None:
+            raise LookupError(f"no symbol named '{name}'")
+        t = self.types.find_type(type) if type is not None else self.var_type(name)
+        return Object(self, t, sym.address)
+
+    def _symbol_len(self, name: str, elem: int) -> int:
+        sym = self.symbols.get(name)
+        return max(1, sym.size // elem) if sym is not None and sym.size else 1
+
+    def _nr_node_ids(self) -> int:
+        sym = self.symbols.get("nr_node_ids")
+        if sym is None:
+            return 1
+        try:
+            return max(1, self.read_u32(sym.address))
+        except FaultError:
+            return 1
+
+    # -- facts ------------------------------------------------------------------------
+    @property
+    def release(self) -> str:
+        r = self.vmcoreinfo.get("OSRELEASE") or self.dump.release
+        if r:
+            return r
+        return self.var("init_uts_ns").name.release.string_().decode()
+
+    @property
+    def page_offset(self) -> int:
+        """Start of the direct map: page_offset_base (KASLR'd memory layout) or
+        the default for the number of page-table levels."""
+        if "page_offset" not in self.cache:
+            value = None
+            sym = self.symbols.get("page_offset_base")
+            if sym is not None:
+                try:
+                    value = self.read_u64(sym.address)
+                except FaultError:
+                    value = None
+            if value is None:
+                value = self.arch.default_bases[self.pgtable_levels]["page_offset_base"]
+            self.cache["page_offset"] = value
+        return self.cache["page_offset"]
+
+    @property
+    def nr_cpu_ids(self) -> int:
+        if "nr_cpu_ids" not in self.cache:
+            n = None
+            sym = self.symbols.get("nr_cpu_ids")
+            if sym is not None:
+                try:
+                    n = self.read_u32(sym.address)
+                except FaultError:
+                    n = None
+            if not n or n > 8192:
+                po = self.symbols.get("__per_cpu_offset")
+                n = max(1, po.size // 8) if po is not None and po.size else 1
+            self.cache["nr_cpu_ids"] = n
+        return self.cache["nr_cpu_ids"]
+
+    def per_cpu_offset(self, cpu: int) -> int:
+        """``__per_cpu_offset[cpu]`` (0 on a UP kernel without the array)."""
+        offs = self.cache.get("per_cpu_offsets")
+        if offs is None:
+            sym = self.symbols.get("__per_cpu_offset")
+            if sym is None:
+                offs = [0]
+            else:
+                n = self.nr_cpu_ids
+                offs = list(struct.unpack(f"<{n}Q", self.read(sym.address, 8 * n)))
+            self.cache["per_cpu_offsets"] = offs
+        if not 0 <= cpu < len(offs):
+            raise IndexError(f"CPU {cpu} out of range (nr_cpu_ids {len(offs)})")
+        return offs[cpu]
+
+    def _cpumask(self, name: str) -> list[int]:
+        sym = self.symbols.get(name)
+        if sym is None:
+            return [0]
+        n = self.nr_cpu_ids
+        raw = self.read(sym.address, ((n + 63) // 64) * 8)
+        bits = int.from_bytes(raw, "little")
+        return [cpu for cpu in range(n) if bits >> cpu & 1]
+
+    def online_cpus(self) -> list[int]:
+        """CPU numbers set in ``__cpu_online_mask``."""
+        if "online_cpus" not in self.cache:
+            self.cache["online_cpus"] = self._cpumask("__cpu_online_mask")
+        return self.cache["online_cpus"]
+
+    def possible_cpus(self) -> list[int]:
+        if "possible_cpus" not in self.cache:
+            self.cache["possible_cpus"] = self._cpumask("__cpu_possible_mask")
+        return self.cache["possible_cpus"]
+
+    # -- misc ------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._dwarf is not None and hasattr(self._dwarf, "close"):
+            self._dwarf.close()
+        self.dump.close()
+
+    def __enter__(self) -> "Kernel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Kernel {self.dump.describe_path()} {self.release}>"
+
+
+def open_kernel(path, vmlinux: str | None = None, system_map: str | None = None,
+                **kw) -> Kernel:
+    """Open a dump (path or list of split-dump paths) as a :class:`Kernel`."""
+    from kql.dump import open_dump
+    return Kernel(open_dump(path, **kw), vmlinux=vmlinux, system_map=system_map)
