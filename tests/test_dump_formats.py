@@ -10,7 +10,6 @@ test_real_dumps_* when present.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import struct
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures import DUMPS, fixture
 from kql.dump import Note, open_dump, parse_notes, parse_vmcoreinfo
 from kql.errors import DumpError, ExcludedPageError, FaultError
 
@@ -435,13 +435,19 @@ def test_kdump_bad_version_and_block_size(tmp_path):
 
 
 def test_qemu_style_kdump_without_release(tmp_path):
-    # QEMU fills only utsname.machine: release comes from VMCOREINFO.
-    path = _write(tmp_path, "q", build_kdump({1: PAGES[0]}, max_mapnr=64, release=b""))
-    assert open_dump(path).release == "6.1.0-test"
-    path = _write(tmp_path, "m", build_kdump({1: PAGES[0]}, max_mapnr=64, machine=b""))
+    # QEMU fills only utsname.machine, with "Unknown": the release comes from
+    # VMCOREINFO and the arch from the x86_64-only VMCOREINFO keys / NT_PRSTATUS size.
+    path = _write(tmp_path, "q", build_kdump({1: PAGES[0]}, max_mapnr=64, release=b"",
+                                             machine=b"Unknown"))
+    dump = open_dump(path)
+    assert (dump.release, dump.machine, dump.utsname["machine"]) == ("6.1.0-test", "x86_64",
+                                                                     "Unknown")
+    path = _write(tmp_path, "m", build_kdump({1: PAGES[0]}, max_mapnr=64, machine=b"Unknown",
+                                             vmcoreinfo=b"OSRELEASE=6.1.0-test\n", notes=b""))
     with pytest.raises(DumpError) as e:
         open_dump(path)
-    assert str(e.value) == f"{path}: kdump header names no machine (utsname.machine is empty)"
+    assert str(e.value) == (f"{path}: cannot tell the dump's architecture (utsname.machine is "
+                            f"'Unknown' and no x86_64 notes or VMCOREINFO keys)")
 
 
 # ---------------------------------------------------------------------------------
@@ -702,37 +708,56 @@ def test_probe_is_by_content_not_name(tmp_path):
 
 
 # ---------------------------------------------------------------------------------
-# real dumps (tests/vmcores fixtures), when built
+# real dumps (tests/vmcores fixtures)
 
 
-def _real_dumps():
-    root = Path(os.environ.get("KQL_FIXTURES", "/var/cache/kql-fixtures"))
-    found = []
-    if root.is_dir():
-        for fj in sorted(root.glob("*/*/fixture.json")):
-            found.append(fj)
-    return found
-
-
-REAL = _real_dumps()
-
-
-@pytest.mark.skipif(not REAL, reason="no real dumps built yet (tests/vmcores/build.py)")
-@pytest.mark.parametrize("fixture_json", REAL, ids=[f"{p.parent.parent.name}/{p.parent.name}"
-                                                    for p in REAL])
-def test_real_dump_opens(fixture_json):
-    meta = json.loads(fixture_json.read_text())
-    d = fixture_json.parent
-    dumps = [p for p in d.iterdir() if p.name not in ("fixture.json", "truth.json")
-             and p.is_file()]
-    assert dumps, f"no dump files in {d}"
-    for path in dumps:
-        try:
-            dump = open_dump(str(path))
-        except DumpError as e:
-            pytest.fail(f"{path}: {e}")
+@pytest.mark.parametrize("name,kind", DUMPS, ids=[f"{n}:{k}" for n, k in DUMPS])
+def test_real_dump_header(name, kind):
+    fx = fixture(name)
+    path = fx.dump(kind)
+    with open_dump(path) as dump:
+        expected_format = {"elf": "elf", "kdump": "kdump", "kdump-flat": "kdump-flattened"}[kind]
+        assert dump.format == expected_format
         assert dump.machine == "x86_64"
-        if dump.vmcoreinfo:
-            assert dump.vmcoreinfo["PAGESIZE"] == "4096"
-        dump.close()
-    assert meta is not None
+        assert dump.release == fx.release == dump.vmcoreinfo["OSRELEASE"]
+        assert dump.vmcoreinfo["PAGESIZE"] == "4096"
+        assert dump.warnings == []
+        names = [n.name for n in dump.notes]
+        smp = fx.recipe["smp"]
+        if fx.recipe["mode"] == "live":
+            # QEMU: NT_PRSTATUS per vCPU, then QEMU CPU state per vCPU, then VMCOREINFO.
+            assert names == ["CORE"] * smp + ["QEMU"] * smp + ["VMCOREINFO"]
+            assert dump.timestamp is None
+            if kind != "elf":
+                assert dump.compression == {"zlib"}
+                assert dump.header_version == 6 and dump.utsname["machine"] == "Unknown"
+        else:
+            assert names == ["CORE"] * smp + ["VMCOREINFO"]
+            flags = fx.recipe["makedumpfile"]
+            assert dump.compression == ({"lzo"} if "-l" in flags else {"zlib"})
+            assert dump.dump_level == int(flags.split("-d ")[1].split()[0])
+            assert dump.utsname["machine"] == "x86_64"
+            # the header timestamp is the crash time: within the guest's uptime of the build
+            assert abs(dump.timestamp - int(dump.vmcoreinfo["CRASHTIME"])) < 1
+        if kind == "elf":
+            assert dump.direct_map_hint is None          # QEMU: p_vaddr == p_paddr
+            # all guest RAM from 0, and the 256 KiB BIOS ROM below 4 GiB
+            assert dump.phys.ranges() == [(0, fx.recipe["mem"] << 20), (0xFFFC0000, 1 << 32)]
+
+
+def test_real_flattened_is_indexed_not_rewritten():
+    fx = fixture("6.1-live")
+    path = fx.dump("kdump-flat")
+    st = os.stat(path)
+    with open_dump(path) as flat, open_dump(fx.dump("kdump")) as plain:
+        src = flat.phys.parts[0].source
+        assert src.records > 1 and src.truncated is None
+        # the logical file the records describe is the plain kdump file, byte for byte
+        size = os.path.getsize(fx.dump("kdump"))
+        assert src.size == size
+        with open(fx.dump("kdump"), "rb") as f:
+            for off in (0, 4096, 8192, size // 3, size // 2, size - 4096):
+                f.seek(off)
+                assert src.read(off, 4096) == f.read(4096), off
+        assert flat.vmcoreinfo == plain.vmcoreinfo
+    assert os.stat(path).st_mtime_ns == st.st_mtime_ns
