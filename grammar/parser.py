@@ -15,12 +15,11 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import tempfile
 import threading
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput,
-                             UnexpectedToken, VisitError)
+from lark.lexer import Lexer
+from lark.exceptions import UnexpectedInput, UnexpectedToken, VisitError
 
 from kql.errors import ParseError
 
@@ -46,30 +45,120 @@ def _cache_path() -> str:
 # Keywords reserved everywhere: the lexer always reads them as keywords, so
 # `SELECT FROM t` is an error rather than a column named "from".  Every other
 # keyword (OFFSET, END, LEFT, FIRST, ROWS, FILTER, …) is a keyword only where
-# the grammar accepts it and a plain name elsewhere (`SELECT offset, end FROM
-# vmas`, `left(comm, 3)`), thanks to the contextual lexer.
-RESERVED_TERMINALS = (
+# the parser state accepts it and a plain name elsewhere (`SELECT offset, end
+# FROM vmas`, `left(comm, 3)`).
+RESERVED_TERMINALS = frozenset((
     "_SELECT", "_FROM", "_WHERE", "_GROUP", "_HAVING", "_ORDER", "_LIMIT", "_BY", "UNION",
     "INTERSECT", "EXCEPT", "_JOIN", "_ON", "_USING", "_AND", "_OR", "NOT", "_CASE", "_WHEN",
     "_THEN", "_ELSE", "_AS", "_IN", "_IS", "NULL", "TRUE", "FALSE", "_BETWEEN", "LIKE",
     "ILIKE", "CAST", "_EXISTS", "_WITH", "DISTINCT", "ALL",
-)
+))
+
+# One regex for the whole token set.  Order matters only where a prefix of one
+# alternative matches another (HEX before FLOAT before INT; two-character
+# operators before one-character ones).
+_TOKEN_RE = re.compile(r"""
+    (?P<WS>\s+)
+  | (?P<LINE_COMMENT>--[^\n]*)
+  | (?P<BLOCK_COMMENT>/\*[\s\S]*?\*/)
+  | (?P<OPEN_COMMENT>/\*)
+  | (?P<HEX>0[xX][0-9a-fA-F]+)
+  | (?P<FLOAT>(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+)
+  | (?P<INT>\d+)
+  | (?P<STRING>'(?:[^']|'')*')
+  | (?P<QUOTED_NAME>"(?:[^"]|"")*")
+  | (?P<NAME>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<OP>->|::|==|!=|<>|<=|>=|<<|>>|\|\||[-+*/%~=<>|&(),;.\[\]])
+""", re.VERBOSE)
+
+# Operator text → terminal name in kql.lark.
+_OP_TERMINALS = {
+    "->": "_ARROW", "::": "_DCOLON", "(": "LPAR", ")": "RPAR", ",": "COMMA", ";": "SEMICOLON",
+    ".": "DOT", "[": "LSQB", "]": "RSQB", "*": "STAR", "~": "TILDE",
+    "+": "ADD_OP", "-": "ADD_OP", "/": "MUL_OP", "%": "MUL_OP",
+    "=": "COMP_OP", "==": "COMP_OP", "!=": "COMP_OP", "<>": "COMP_OP", "<": "COMP_OP",
+    "<=": "COMP_OP", ">": "COMP_OP", ">=": "COMP_OP",
+    "|": "BIT_OP", "&": "BIT_OP", "<<": "BIT_OP", ">>": "BIT_OP", "||": "BIT_OP",
+}
+_SKIP = frozenset(("WS", "LINE_COMMENT", "BLOCK_COMMENT"))
 
 
-class _ReserveKeywords:
-    """A no-op post-lexer whose only job is ``always_accept``."""
+class KqlLexer(Lexer):
+    """A one-regex lexer that asks the LALR parser state which keywords it
+    accepts (what Lark's contextual lexer does, without building a scanner
+    per parser state: that took most of the start-up time).
 
-    always_accept = RESERVED_TERMINALS
+    Unterminated strings, quoted names and comments, and stray characters,
+    are reported here with their own messages.
+    """
 
-    def process(self, stream):
-        return stream
+    __future_interface__ = 2
+
+    def __init__(self, lexer_conf):
+        self.keywords: dict[str, str] = {}
+        for term in lexer_conf.terminals:
+            pattern = term.pattern
+            if pattern.type == "str" and pattern.value[:1].isalpha():
+                self.keywords[pattern.value.lower()] = term.name
+
+    def lex(self, lexer_state, parser_state):
+        text = lexer_state.text.text if hasattr(lexer_state.text, "text") else lexer_state.text
+        keywords = self.keywords
+        states = parser_state.parse_conf.states if parser_state is not None else None
+        match = _TOKEN_RE.match
+        pos, n = 0, len(text)
+        line, line_start = 1, 0
+        prev, prev_end = None, -1
+        while pos < n:
+            m = match(text, pos)
+            if m is None:
+                raise _lex_error(text, pos)
+            kind = m.lastgroup
+            value = m.group()
+            end = m.end()
+            if kind == "OPEN_COMMENT":
+                raise _lex_error(text, pos)
+            if kind in _SKIP:
+                if kind == "BLOCK_COMMENT" or kind == "WS":
+                    nl = value.count("\n")
+                    if nl:
+                        line += nl
+                        line_start = pos + value.rfind("\n") + 1
+                pos = end
+                continue
+            # A word right after '->' or '.' (no space between) is a member
+            # name even if it is a keyword: task->order, x.in
+            if kind == "NAME" and not (prev_end == pos and prev in ("DOT", "_ARROW")):
+                term = keywords.get(value.lower())
+                if term is not None and (term in RESERVED_TERMINALS or states is None
+                                         or term in states[parser_state.position]):
+                    kind = term
+            elif kind == "OP":
+                kind = _OP_TERMINALS[value]
+            yield Token(kind, value, pos, line, pos - line_start + 1, line,
+                        end - line_start + 1, end)
+            prev, prev_end = kind, end
+            pos = end
+
+
+def _lex_error(text: str, pos: int) -> ParseError:
+    ch = text[pos]
+    if ch == "'":
+        msg = "syntax error: unterminated string literal: missing closing '"
+    elif ch == '"':
+        msg = 'syntax error: unterminated quoted identifier: missing closing "'
+    elif text.startswith("/*", pos):
+        msg = "syntax error: unterminated comment: '/*' without '*/'"
+    else:
+        msg = f"syntax error: unexpected character {ch!r}"
+    return ParseError(msg, text, pos, pos + 1)
 
 
 def _build() -> Lark:
     with open(GRAMMAR_PATH, encoding="utf-8") as f:
         grammar = f.read()
-    opts = dict(parser="lalr", lexer="contextual", propagate_positions=True,
-                maybe_placeholders=True, postlex=_ReserveKeywords())
+    opts = dict(parser="lalr", lexer=KqlLexer, propagate_positions=True,
+                maybe_placeholders=True)
     try:
         path = _cache_path()
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -112,8 +201,7 @@ def parse_one(text: str) -> A.Statement:
     """Parse exactly one statement (a trailing ``;`` is fine)."""
     statements = parse(text)
     if not statements:
-        raise ParseError("empty query: expected a statement such as SELECT …", text,
-                         len(text.rstrip()) if text.strip() else 0)
+        raise ParseError("empty query: expected a statement such as SELECT …", text, 0)
     if len(statements) > 1:
         second = statements[1]
         raise ParseError("expected one statement, found several", text, second.span[0], second.span[1])
@@ -576,41 +664,6 @@ def _found(text: str, start: int, end: int) -> str:
     return f"'{s}'"
 
 
-_OPENERS = re.compile(r"'|\"|--|/\*")
-
-
-def _unterminated(text: str) -> tuple[str, int] | None:
-    """The first unterminated string, quoted name or block comment."""
-    pos = 0
-    while True:
-        m = _OPENERS.search(text, pos)
-        if m is None:
-            return None
-        opener, start = m.group(), m.start()
-        if opener == "--":
-            nl = text.find("\n", start)
-            if nl < 0:
-                return None
-            pos = nl + 1
-        elif opener == "/*":
-            close = text.find("*/", start + 2)
-            if close < 0:
-                return "syntax error: unterminated comment: '/*' without '*/'", start
-            pos = close + 2
-        else:
-            i = start + 1
-            while True:
-                j = text.find(opener, i)
-                if j < 0:
-                    what = "string literal" if opener == "'" else "quoted identifier"
-                    return f"syntax error: unterminated {what}: missing closing {opener}", start
-                if text.startswith(opener, j + 1):  # doubled quote
-                    i = j + 2
-                    continue
-                pos = j + 1
-                break
-
-
 _CLAUSE_KEYWORDS = {"_FROM": "FROM", "_WHERE": "WHERE", "_GROUP": "GROUP", "_ORDER": "ORDER",
                     "_HAVING": "HAVING", "_LIMIT": "LIMIT", "_OFFSET": "OFFSET", "_JOIN": "JOIN",
                     "_ON": "ON", "_USING": "USING", "UNION": "UNION", "_SELECT": "SELECT",
@@ -630,7 +683,7 @@ def _misspelled_keyword(text: str, parser: Lark, error_pos: int):
         ip = parser.parse_interactive(text[:m.start(1)])
         ip.exhaust_lexer()
         accepts = ip.accepts()
-    except UnexpectedInput:
+    except (UnexpectedInput, ParseError):
         return None
     candidates = [kw for t, kw in _CLAUSE_KEYWORDS.items() if t in accepts]
     if word.upper() in candidates or not difflib.get_close_matches(word.upper(), candidates, 1, 0.7):
@@ -640,21 +693,10 @@ def _misspelled_keyword(text: str, parser: Lark, error_pos: int):
 
 def _syntax_error(text: str, e: UnexpectedInput) -> ParseError:
     parser = get_parser()
-    if isinstance(e, UnexpectedCharacters):
-        pos = e.pos_in_stream
-        start, end = pos, pos + 1
-    elif isinstance(e, UnexpectedToken) and e.token.type != "$END":
+    if isinstance(e, UnexpectedToken) and e.token.type != "$END":
         start, end = e.token.start_pos, e.token.end_pos
     else:
         start = end = len(text)
-    unterminated = _unterminated(text)
-    if unterminated is not None and unterminated[1] <= start:
-        message, pos = unterminated
-        return ParseError(message, text, pos, pos + 1)
-
-    if isinstance(e, UnexpectedCharacters):
-        return ParseError(f"syntax error: unexpected character {text[start]!r}", text, start, end)
-
     expected = set(getattr(e, "accepts", None) or getattr(e, "expected", None) or ())
     if start < len(text):
         guess = _misspelled_keyword(text, parser, start)
