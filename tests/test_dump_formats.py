@@ -761,3 +761,41 @@ def test_real_flattened_is_indexed_not_rewritten():
                 assert src.read(off, 4096) == f.read(4096), off
         assert flat.vmcoreinfo == plain.vmcoreinfo
     assert os.stat(path).st_mtime_ns == st.st_mtime_ns
+
+
+@pytest.mark.skipif(shutil.which("makedumpfile") is None, reason="makedumpfile not installed")
+def test_real_split_made_by_makedumpfile(tmp_path):
+    """makedumpfile --split of a real kdump reads page for page like the original."""
+    fx = fixture("6.1-panic-lzo")
+    src = fx.dump("kdump")
+    parts = [str(tmp_path / f"part{i}") for i in range(3)]
+    subprocess.run(["makedumpfile", "-l", "-d", "31", "--split", src, *parts], check=True,
+                   capture_output=True)
+    whole = open_dump(src)
+    split = open_dump(parts[::-1])
+    assert split.format == "kdump-split"
+    assert split.path[0] == parts[0] and sorted(split.path) == parts   # in pfn order
+    assert split.compression == {"lzo"}
+    assert split.vmcoreinfo == whole.vmcoreinfo
+    ranges = [(p.start_pfn, p.end_pfn) for p in split.phys.parts]
+    assert ranges[0][0] == 0 and ranges[-1][1] == whole.phys.parts[0].max_mapnr
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    ref = whole.phys.parts[0]
+    counts = {"same": 0, "excluded": 0, "hole": 0}
+    for pfn in range(0, ref.max_mapnr, 3):
+        pa = pfn * BS
+        try:
+            page = whole.phys.read(pa, BS)
+        except ExcludedPageError:
+            with pytest.raises(ExcludedPageError):
+                split.phys.read(pa, BS)
+            counts["excluded"] += 1
+            continue
+        except FaultError:
+            with pytest.raises(FaultError):
+                split.phys.read(pa, BS)
+            counts["hole"] += 1
+            continue
+        assert split.phys.read(pa, BS) == page, hex(pfn)
+        counts["same"] += 1
+    assert min(counts.values()) > 1000, counts

@@ -67,8 +67,9 @@ def parse_vmcoreinfo(raw: bytes) -> dict[str, str]:
 class DumpStats:
     """Counters for one open dump (read by benchmarks and ``--stats``)."""
 
-    pages_read: int = 0        # pages fetched from the file (kdump: decompressed)
-    cache_hits: int = 0        # kdump page-cache hits (filled in on demand)
+    # kdump: pages read from the file and decompressed (page-cache misses);
+    # ELF: pages touched by physical reads (there is no decompression cache).
+    pages_read: int = 0
 
 
 @dataclass

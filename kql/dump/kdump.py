@@ -340,7 +340,7 @@ class KdumpPhysical(Layer):
     name = "physical"
 
     def __init__(self, parts: list[KdumpFile]):
-        parts = sorted(parts, key=lambda p: p.start_pfn)
+        parts = sorted(parts, key=lambda p: (p.start_pfn, p.end_pfn))
         self.parts = parts
         first = parts[0]
         self._shift = first.page_shift
@@ -413,7 +413,7 @@ def open_kdump(paths: list[str], sources: list, *, fmt: str, zero_excluded: bool
             if not part.split:
                 raise DumpError(f"{part.path}: several files were given but this one is not part "
                                 f"of a split kdump (its header has split=0)")
-        parts.sort(key=lambda p: p.start_pfn)
+        parts.sort(key=lambda p: (p.start_pfn, p.end_pfn))
         for a, b in zip(parts, parts[1:]):
             if b.start_pfn < a.end_pfn:
                 raise DumpError(f"{b.path}: split dump parts overlap: pfns "
