@@ -114,6 +114,8 @@ class Kernel:
         self._btf = None
         self._dwarf = None
         self._var_types: dict[str, Type] = {}
+        #: problems met while walking kernel data (cycles, unreadable nodes ...)
+        self.warnings: list[str] = []
         info = self.vmcoreinfo
         self.kaslr_offset: int = self.arch.kaslr_offset(info)
         self.pgtable_levels: int = self.arch.pgtable_levels(info)
@@ -352,6 +354,11 @@ class Kernel:
         return self.cache["possible_cpus"]
 
     # -- misc ------------------------------------------------------------------------
+    def warn(self, message: str) -> None:
+        """Record a problem met while walking kernel data (bounded list)."""
+        if len(self.warnings) < 1000:
+            self.warnings.append(message)
+
     def close(self) -> None:
         if self._dwarf is not None and hasattr(self._dwarf, "close"):
             self._dwarf.close()

@@ -1,0 +1,310 @@
+"""Doubly linked lists (``struct list_head``) and hash lists (``struct hlist_head``).
+
+Mirrors include/linux/list.h.  Every walk is bounded and cycle-safe: a node
+seen twice, a NULL ``next`` or an unreadable node ends the walk with a
+warning on the kernel (``kernel.warn``), never a hang or a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from kql.errors import FaultError
+from kql.object import Object
+from kql.types import Type, pointer_to
+
+__all__ = [
+    "list_empty", "list_is_singular", "list_first_entry", "list_last_entry",
+    "list_for_each", "list_for_each_reverse", "list_for_each_entry",
+    "list_for_each_entry_reverse", "list_count_nodes", "hlist_empty",
+    "hlist_for_each", "hlist_for_each_entry", "validate_list", "ValidationError",
+    "walk_warn", "DEFAULT_LIMIT",
+]
+
+#: Upper bound on nodes visited by one walk (a cycle is caught much earlier).
+DEFAULT_LIMIT = 10_000_000
+
+
+class ValidationError(Exception):
+    """A list is corrupt (raised by ``validate_*`` helpers only)."""
+
+
+def walk_warn(prog, message: str) -> None:
+    """Record a walk problem on the kernel (``prog.warn``) or as a Python warning."""
+    warn = getattr(prog, "warn", None)
+    if warn is not None:
+        warn(message)
+    else:  # pragma: no cover - every Kernel has warn()
+        import warnings
+        warnings.warn(message, stacklevel=3)
+
+
+def _addr(obj: "Object") -> int:
+    """Address of the list_head/hlist_head: a pointer's value or a reference's address."""
+    if obj._t.kind == "pointer":
+        return obj.value_()
+    if obj.address_ is None:
+        raise ValueError("list head must be a reference or a pointer")
+    return obj.address_
+
+
+def _ptr_type(prog, type: "Type | str") -> tuple[Type, Type]:
+    t = prog.types.find_type(type) if isinstance(type, str) else type
+    return t, pointer_to(t)
+
+
+def _ptr(prog, ptype: Type, value: int) -> Object:
+    return Object._make(prog, ptype, ptype, None, value)
+
+
+def _list_head_type(prog) -> Type:
+    return prog.types.find_type("struct list_head")
+
+
+def _next_prev(prog) -> tuple[int, int]:
+    cache = prog.cache
+    offs = cache.get("list_head_offsets")
+    if offs is None:
+        lh = _list_head_type(prog)
+        offs = cache["list_head_offsets"] = (lh.offsetof("next"), lh.offsetof("prev"))
+    return offs
+
+
+def list_empty(head: Object) -> bool:
+    """``list_empty()``.
+
+    :param head: ``struct list_head *``
+    """
+    addr = _addr(head)
+    nxt, _ = _next_prev(head.prog_)
+    return head.prog_.read_pointer(addr + nxt) == addr
+
+
+def list_is_singular(head: Object) -> bool:
+    """``list_is_singular()``.
+
+    :param head: ``struct list_head *``
+    """
+    prog = head.prog_
+    addr = _addr(head)
+    nxt, prv = _next_prev(prog)
+    first = prog.read_pointer(addr + nxt)
+    return first != addr and first == prog.read_pointer(addr + prv)
+
+
+def _walk(prog, head: int, offset: int, limit: int, what: str) -> Iterator[int]:
+    """Addresses of the nodes after ``head`` following the pointer at ``offset``."""
+    read_pointer = prog.read_pointer
+    seen = set()
+    try:
+        pos = read_pointer(head + offset)
+    except FaultError as e:
+        walk_warn(prog, f"{what}: head {head:#x} unreadable: {e}")
+        return
+    n = 0
+    while pos != head:
+        if not pos:
+            walk_warn(prog, f"{what}: NULL pointer in list at {head:#x} after {n} nodes")
+            return
+        if pos in seen:
+            walk_warn(prog, f"{what}: cycle in list at {head:#x}: node {pos:#x} seen twice "
+                            f"after {n} nodes")
+            return
+        if n >= limit:
+            walk_warn(prog, f"{what}: list at {head:#x} longer than {limit} nodes; stopped")
+            return
+        seen.add(pos)
+        n += 1
+        yield pos
+        try:
+            pos = read_pointer(pos + offset)
+        except FaultError as e:
+            walk_warn(prog, f"{what}: node {pos:#x} unreadable after {n} nodes: {e}")
+            return
+
+
+def list_for_each(head: Object, *, limit: int = DEFAULT_LIMIT) -> Iterator[Object]:
+    """Iterate over the nodes of a list.
+
+    :param head: ``struct list_head *``
+    :return: iterator of ``struct list_head *``
+    """
+    prog = head.prog_
+    nxt, _ = _next_prev(prog)
+    ptype = pointer_to(_list_head_type(prog))
+    for pos in _walk(prog, _addr(head), nxt, limit, "list_for_each"):
+        yield _ptr(prog, ptype, pos)
+
+
+def list_for_each_reverse(head: Object, *, limit: int = DEFAULT_LIMIT) -> Iterator[Object]:
+    """Iterate over the nodes of a list backwards.
+
+    :param head: ``struct list_head *``
+    :return: iterator of ``struct list_head *``
+    """
+    prog = head.prog_
+    _, prv = _next_prev(prog)
+    ptype = pointer_to(_list_head_type(prog))
+    for pos in _walk(prog, _addr(head), prv, limit, "list_for_each_reverse"):
+        yield _ptr(prog, ptype, pos)
+
+
+def list_for_each_entry(type: "Type | str", head: Object, member: str, *,
+                        limit: int = DEFAULT_LIMIT) -> Iterator[Object]:
+    """Iterate over the entries of a list.
+
+    :param type: entry type, e.g. ``"struct task_struct"``
+    :param head: ``struct list_head *``
+    :param member: name of the ``struct list_head`` member of ``type`` (a path
+        such as ``"se.group_node"`` works)
+    :return: iterator of ``type *``
+    """
+    prog = head.prog_
+    t, ptype = _ptr_type(prog, type)
+    off = t.offsetof(member)
+    nxt, _ = _next_prev(prog)
+    for pos in _walk(prog, _addr(head), nxt, limit, f"list_for_each_entry({t}.{member})"):
+        yield _ptr(prog, ptype, pos - off)
+
+
+def list_for_each_entry_reverse(type: "Type | str", head: Object, member: str, *,
+                                limit: int = DEFAULT_LIMIT) -> Iterator[Object]:
+    """Iterate over the entries of a list backwards.
+
+    :param type: entry type
+    :param head: ``struct list_head *``
+    :param member: name of the ``struct list_head`` member of ``type``
+    :return: iterator of ``type *``
+    """
+    prog = head.prog_
+    t, ptype = _ptr_type(prog, type)
+    off = t.offsetof(member)
+    _, prv = _next_prev(prog)
+    for pos in _walk(prog, _addr(head), prv, limit,
+                     f"list_for_each_entry_reverse({t}.{member})"):
+        yield _ptr(prog, ptype, pos - off)
+
+
+def list_first_entry(head: Object, type: "Type | str", member: str) -> Object:
+    """``list_first_entry()`` (undefined on an empty list, like the kernel's).
+
+    :param head: ``struct list_head *``
+    :return: ``type *``
+    """
+    prog = head.prog_
+    t, ptype = _ptr_type(prog, type)
+    nxt, _ = _next_prev(prog)
+    return _ptr(prog, ptype, prog.read_pointer(_addr(head) + nxt) - t.offsetof(member))
+
+
+def list_last_entry(head: Object, type: "Type | str", member: str) -> Object:
+    """``list_last_entry()``.
+
+    :param head: ``struct list_head *``
+    :return: ``type *``
+    """
+    prog = head.prog_
+    t, ptype = _ptr_type(prog, type)
+    _, prv = _next_prev(prog)
+    return _ptr(prog, ptype, prog.read_pointer(_addr(head) + prv) - t.offsetof(member))
+
+
+def list_count_nodes(head: Object) -> int:
+    """Number of nodes in a list (``list_count_nodes()``).
+
+    :param head: ``struct list_head *``
+    """
+    prog = head.prog_
+    nxt, _ = _next_prev(prog)
+    return sum(1 for _ in _walk(prog, _addr(head), nxt, DEFAULT_LIMIT, "list_count_nodes"))
+
+
+def validate_list(head: Object) -> None:
+    """Check that every node's ``next->prev`` points back at it.
+
+    :param head: ``struct list_head *``
+    :raises ValidationError: on a broken link, a cycle or an unreadable node
+    """
+    prog = head.prog_
+    nxt, prv = _next_prev(prog)
+    start = _addr(head)
+    seen = {start}
+    pos = start
+    while True:
+        try:
+            n = prog.read_pointer(pos + nxt)
+            back = prog.read_pointer(n + prv)
+        except FaultError as e:
+            raise ValidationError(f"list node {pos:#x} unreadable: {e}") from None
+        if back != pos:
+            raise ValidationError(f"{n:#x}->prev is {back:#x}, expected {pos:#x}")
+        if n == start:
+            return
+        if n in seen:
+            raise ValidationError(f"cycle: node {n:#x} seen twice")
+        seen.add(n)
+        pos = n
+
+
+# -- hlist ----------------------------------------------------------------------------
+
+def hlist_empty(head: Object) -> bool:
+    """``hlist_empty()``.
+
+    :param head: ``struct hlist_head *``
+    """
+    return head.prog_.read_pointer(_addr(head)) == 0
+
+
+def _hwalk(prog, head: int, limit: int, what: str) -> Iterator[int]:
+    read_pointer = prog.read_pointer
+    seen = set()
+    try:
+        pos = read_pointer(head)     # hlist_head.first at offset 0
+    except FaultError as e:
+        walk_warn(prog, f"{what}: head {head:#x} unreadable: {e}")
+        return
+    n = 0
+    while pos:
+        if pos in seen:
+            walk_warn(prog, f"{what}: cycle in hlist at {head:#x}: node {pos:#x} seen twice")
+            return
+        if n >= limit:
+            walk_warn(prog, f"{what}: hlist at {head:#x} longer than {limit} nodes; stopped")
+            return
+        seen.add(pos)
+        n += 1
+        yield pos
+        try:
+            pos = read_pointer(pos)  # hlist_node.next at offset 0
+        except FaultError as e:
+            walk_warn(prog, f"{what}: node {pos:#x} unreadable: {e}")
+            return
+
+
+def hlist_for_each(head: Object, *, limit: int = DEFAULT_LIMIT) -> Iterator[Object]:
+    """Iterate over the nodes of a hash list.
+
+    :param head: ``struct hlist_head *``
+    :return: iterator of ``struct hlist_node *``
+    """
+    prog = head.prog_
+    ptype = pointer_to(prog.types.find_type("struct hlist_node"))
+    for pos in _hwalk(prog, _addr(head), limit, "hlist_for_each"):
+        yield _ptr(prog, ptype, pos)
+
+
+def hlist_for_each_entry(type: "Type | str", head: Object, member: str, *,
+                         limit: int = DEFAULT_LIMIT) -> Iterator[Object]:
+    """Iterate over the entries of a hash list.
+
+    :param type: entry type
+    :param head: ``struct hlist_head *``
+    :param member: name of the ``struct hlist_node`` member of ``type``
+    :return: iterator of ``type *``
+    """
+    prog = head.prog_
+    t, ptype = _ptr_type(prog, type)
+    off = t.offsetof(member)
+    for pos in _hwalk(prog, _addr(head), limit, f"hlist_for_each_entry({t}.{member})"):
+        yield _ptr(prog, ptype, pos - off)
