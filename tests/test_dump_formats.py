@@ -278,6 +278,16 @@ def test_kdump_header_fields(tmp_path):
     dump.close()
 
 
+def test_kdump_ranges(tmp_path):
+    pages = {pfn: PAGES[0] for pfn in (0, 1, 2, 7, 8, 15, 16, 17, 1023, 1024, 1500)}
+    path = _write(tmp_path, "dump", build_kdump(pages, max_mapnr=2000, ram=range(2000)))
+    assert open_dump(path).phys.ranges() == [(0, 3 * BS), (7 * BS, 9 * BS), (15 * BS, 18 * BS),
+                                             (1023 * BS, 1025 * BS), (1500 * BS, 1501 * BS)]
+    a = _write(tmp_path, "a", build_kdump(pages, max_mapnr=2000, split=(0, 16)))
+    b = _write(tmp_path, "b", build_kdump(pages, max_mapnr=2000, split=(16, 2000)))
+    assert open_dump([a, b]).phys.ranges() == open_dump(path).phys.ranges()
+
+
 def test_kdump_cross_page_read(tmp_path):
     pages = {10: PAGES[0], 11: PAGES[1], 12: PAGES[2]}
     path = _write(tmp_path, "dump", build_kdump(pages, max_mapnr=64, comp="zstd"))
@@ -760,6 +770,9 @@ def test_real_flattened_is_indexed_not_rewritten():
                 f.seek(off)
                 assert src.read(off, 4096) == f.read(4096), off
         assert flat.vmcoreinfo == plain.vmcoreinfo
+        # QEMU's kdump keeps every RAM page: the same ranges as its ELF dump
+        with open_dump(fx.dump("elf")) as elf:
+            assert plain.phys.ranges() == flat.phys.ranges() == elf.phys.ranges()
     assert os.stat(path).st_mtime_ns == st.st_mtime_ns
 
 

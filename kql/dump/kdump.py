@@ -12,6 +12,7 @@ pages go into a small LRU cache.
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from bisect import bisect_right
@@ -329,9 +330,38 @@ class KdumpFile:
         raise FaultError(addr, f"physical address {addr:#x} (pfn {pfn:#x}) is not in the dump: "
                                f"{why}", physical=True)
 
+    def dumped_runs(self) -> list[tuple[int, int]]:
+        """[start_pfn, end_pfn) runs of pfns whose data is in this file."""
+        return _bit_runs(self._bm_dump, self.start_pfn, self.end_pfn)
+
     def close(self) -> None:
         self.page.cache_clear()
         self.source.close()
+
+
+def _bit_runs(bitmap: bytes, lo: int, hi: int) -> list[tuple[int, int]]:
+    """Runs of set bits (LSB-first bitmap) clipped to [lo, hi)."""
+    runs: list[tuple[int, int]] = []
+    for m in re.finditer(rb"[^\x00]+", bitmap):
+        base = m.start() * 8
+        v = int.from_bytes(m.group(), "little")
+        shift = 0
+        while v:
+            low = (v & -v).bit_length() - 1
+            v >>= low
+            ones = (~v & (v + 1)).bit_length() - 1
+            start = base + shift + low
+            end = start + ones
+            v >>= ones
+            shift += low + ones
+            start, end = max(start, lo), min(end, hi)
+            if start >= end:
+                continue
+            if runs and runs[-1][1] == start:
+                runs[-1] = (runs[-1][0], end)
+            else:
+                runs.append((start, end))
+    return runs
 
 
 class KdumpPhysical(Layer):
@@ -394,6 +424,18 @@ class KdumpPhysical(Layer):
         pfn = paddr >> self._shift
         return any(p.start_pfn <= pfn < p.end_pfn and p.in_ram(pfn) and not p.in_dump(pfn)
                    for p in self.parts)
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """[start, end) physical address ranges whose pages are in the dump."""
+        out: list[tuple[int, int]] = []
+        for part in self.parts:
+            for a, b in part.dumped_runs():
+                a, b = a << self._shift, b << self._shift
+                if out and out[-1][1] == a:
+                    out[-1] = (out[-1][0], b)
+                else:
+                    out.append((a, b))
+        return out
 
     @property
     def max_pfn(self) -> int:
