@@ -1,0 +1,535 @@
+"""Query AST → :class:`Plan` (kernel scans + the relational remainder).
+
+The planner runs rules in order, each a function ``rule(stmt, ctx) -> stmt``
+(see ``RULES``):
+
+1. ``qualify``: table names become scans (unknown names are errors with a
+   suggestion), columns are resolved to scans and recorded (projection
+   pushdown: a scan computes only the columns the query names), member paths
+   on object columns are compiled into reads.
+2. ``push_predicates``: ``key = N`` / ``key IN (…)`` on a table with a key
+   lookup (tasks.pid → find_task) becomes a lookup instead of a walk.
+3. ``push_limits``: a LIMIT over a single scan, with nothing that needs all
+   rows first, stops the walk early.
+4. ``lower_functions``: kql's functions (sym, addr, container_of, hex) become
+   the UDFs the executor registers in DuckDB.
+5. ``direct``: a query that is only a projection of one scan needs no DuckDB.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from kql.errors import PlanError
+from kql.grammar import ast as A
+
+from .members import compile_path
+from .plan import MemberColumn, Plan, Scan
+
+AGGREGATES = frozenset("""
+count sum avg min max list array_agg string_agg group_concat any_value first last
+median mode quantile quantile_cont quantile_disc stddev stddev_pop stddev_samp
+variance var_pop var_samp bool_and bool_or bit_and bit_or bit_xor approx_count_distinct
+arg_max arg_min argmax argmin max_by min_by histogram entropy kurtosis skewness product
+count_if countif sumkahan fsum favg corr covar_pop covar_samp regr_slope
+""".split())
+
+# kql functions → the executor's DuckDB UDFs.
+KQL_FUNCTIONS = {"sym": "kql_sym", "addr": "kql_addr", "container_of": "kql_container_of",
+                 "hex": "kql_hex"}
+
+
+@dataclass
+class Env:
+    """What the planner may look at: the catalog and the open dumps.
+
+    ``kernels`` maps a dump name (None = the default dump) to a Kernel whose
+    types compile member paths."""
+
+    catalog: dict
+    kernels: dict[str | None, Any] = field(default_factory=dict)
+
+    def kernel(self, dump: str | None):
+        if dump in self.kernels:
+            return self.kernels[dump]
+        if dump is None and len(self.kernels) == 1:
+            return next(iter(self.kernels.values()))
+        return None
+
+
+@dataclass
+class Ctx:
+    env: Env
+    source: str
+    scans: list[Scan] = field(default_factory=list)
+    # per rewritten Select (by id): the relations visible in its FROM
+    scopes: dict[int, "Scope"] = field(default_factory=dict)
+
+
+@dataclass
+class Scope:
+    relations: list[tuple[str, Scan | None]]  # (alias lower, scan or None if opaque)
+    parent: "Scope | None" = None
+    outer_join_aliases: set[str] = field(default_factory=set)
+
+    @property
+    def scans(self) -> list[Scan]:
+        return [s for _, s in self.relations if s is not None]
+
+    @property
+    def closed(self) -> bool:
+        return all(s is not None for _, s in self.relations)
+
+
+def error(msg: str, ctx: Ctx, node: A.Node) -> PlanError:
+    return PlanError(msg, ctx.source, node.span[0], node.span[1])
+
+
+def suggest(name: str, names) -> str:
+    close = difflib.get_close_matches(name.lower(), [n.lower() for n in names], n=1, cutoff=0.6)
+    if close:
+        orig = {n.lower(): n for n in names}[close[0]]
+        return f"; did you mean '{orig}'?"
+    return ""
+
+
+# ---------------------------------------------------------------- rewriting
+
+def rewrite(value, fn):
+    """Rebuild ``value`` bottom-up, calling ``fn(node)`` on every Node; ``fn``
+    returns a replacement or None (keep).  Queries nested in expressions are
+    left to ``fn`` (it sees Subquery/Exists/InSubquery nodes first)."""
+    if isinstance(value, tuple):
+        new = tuple(rewrite(v, fn) for v in value)
+        return value if all(a is b for a, b in zip(new, value)) else new
+    if not isinstance(value, A.Node):
+        return value
+    got = fn(value)
+    if got is not None:
+        return got
+    changes = {}
+    import dataclasses
+    for f in dataclasses.fields(value):
+        if f.name == "span":
+            continue
+        old = getattr(value, f.name)
+        new = rewrite(old, fn)
+        if new is not old:
+            changes[f.name] = new
+    return value.replace(**changes) if changes else value
+
+
+# ---------------------------------------------------------------- qualify
+
+def qualify(stmt, ctx: Ctx):
+    return _query(stmt, ctx, None, frozenset())
+
+
+def _query(q, ctx: Ctx, parent: Scope | None, ctes: frozenset):
+    if isinstance(q, A.Explain):
+        return q.replace(statement=_query(q.statement, ctx, parent, ctes))
+    if isinstance(q, A.With):
+        names = set(ctes)
+        new_ctes = []
+        for c in q.ctes:
+            # a CTE sees the ones before it (and itself, if recursive)
+            if q.recursive:
+                names.add(c.name.lower())
+            new_ctes.append(c.replace(query=_query(c.query, ctx, parent, frozenset(names))))
+            names.add(c.name.lower())
+        return q.replace(ctes=tuple(new_ctes), body=_query(q.body, ctx, parent, frozenset(names)))
+    if isinstance(q, A.SetOp):
+        return q.replace(left=_query(q.left, ctx, parent, ctes),
+                         right=_query(q.right, ctx, parent, ctes))
+    if isinstance(q, A.Select):
+        return _select(q, ctx, parent, ctes)
+    raise error(f"unsupported statement {type(q).__name__}", ctx, q)
+
+
+def _from_item(item, ctx: Ctx, scope: Scope, ctes: frozenset, outer: bool):
+    if isinstance(item, A.TableRef):
+        if item.dump is None and item.name.lower() in ctes:
+            scope.relations.append(((item.alias or item.name).lower(), None))
+            return item
+        scan = _new_scan(item, item.name, (), ctx)
+        scope.relations.append((scan.alias.lower(), scan))
+        if outer:
+            scope.outer_join_aliases.add(scan.alias.lower())
+        return A.TableRef(scan.id, alias=scan.alias, span=item.span)
+    if isinstance(item, A.TableFunction):
+        args = tuple(_constant(a, ctx) for a in item.args)
+        scan = _new_scan(item, item.name, args, ctx)
+        scope.relations.append((scan.alias.lower(), scan))
+        return A.TableRef(scan.id, alias=scan.alias, span=item.span)
+    if isinstance(item, A.Subquery):
+        scope.relations.append(((item.alias or "").lower(), None))
+        return item.replace(query=_query(item.query, ctx, scope.parent, ctes))
+    if isinstance(item, A.Join):
+        left_outer = item.kind in ("RIGHT", "FULL")
+        right_outer = item.kind in ("LEFT", "FULL")
+        left = _from_item(item.left, ctx, scope, ctes, outer or left_outer)
+        right = _from_item(item.right, ctx, scope, ctes, outer or right_outer)
+        if item.using:
+            for name in item.using:
+                for s in scope.scans:
+                    if s.spec.column(name):
+                        s.use(s.spec.column(name).name)
+        return item.replace(left=left, right=right)
+    raise error(f"unsupported FROM item {type(item).__name__}", ctx, item)
+
+
+def _new_scan(node, name: str, args: tuple, ctx: Ctx) -> Scan:
+    spec = ctx.env.catalog.get(name.lower())
+    is_func = isinstance(node, A.TableFunction)
+    if spec is None or (spec.params is not None) != is_func:
+        kinds = [n for n, s in ctx.env.catalog.items() if (s.params is not None) == is_func]
+        what = "table function" if is_func else "table"
+        raise error(f"unknown {what} '{name}'{suggest(name, kinds)}", ctx, node)
+    dump = getattr(node, "dump", None)
+    if dump is not None and ctx.env.kernels and dump not in ctx.env.kernels:
+        raise error(f"unknown dump '{dump}' (dumps: {', '.join(sorted(k for k in ctx.env.kernels if k))})",
+                    ctx, node)
+    if is_func and len(args) != len(spec.params):
+        required = [p for p in spec.params if not p.endswith("?")]
+        if not (len(required) <= len(args) <= len(spec.params)):
+            raise error(f"{name}() takes ({', '.join(p.rstrip('?') for p in spec.params)}), "
+                        f"got {len(args)} argument{'s' if len(args) != 1 else ''}", ctx, node)
+    scan = Scan(id=f"__kql_scan_{len(ctx.scans)}", table=spec.name, spec=spec, dump=dump,
+                alias=node.alias or spec.name, args=args)
+    obj = spec.column(spec.object_column) if spec.object_column else None
+    if obj is not None:
+        scan.object_type = obj.object_type
+    if spec.object_type_fn is not None:
+        scan.object_type = spec.object_type_fn(ctx.env.kernel(dump), args)
+    ctx.scans.append(scan)
+    return scan
+
+
+def _constant(e, ctx: Ctx):
+    if isinstance(e, (A.Literal, A.HexLiteral)):
+        return e.value
+    if isinstance(e, A.UnaryOp) and e.op == "-" and isinstance(e.operand, A.Literal):
+        return -e.operand.value
+    raise error("table function arguments must be constants", ctx, e)
+
+
+def _select(sel: A.Select, ctx: Ctx, parent: Scope | None, ctes: frozenset):
+    scope = Scope([], parent)
+    new_from = tuple(_from_item(f, ctx, scope, ctes, False) for f in sel.from_)
+    aliases = {i.alias.lower() for i in sel.items if i.alias}
+
+    def fn(node):
+        if isinstance(node, (A.Subquery,)):
+            return node.replace(query=_query(node.query, ctx, scope, ctes))
+        if isinstance(node, A.Exists):
+            return node.replace(query=_query(node.query, ctx, scope, ctes))
+        if isinstance(node, A.InSubquery):
+            return node.replace(expr=rewrite(node.expr, fn),
+                                query=_query(node.query, ctx, scope, ctes))
+        if isinstance(node, A.Star):
+            for alias, s in scope.relations:
+                if s is not None and (node.table is None or node.table.lower() == alias):
+                    for c in s.spec.star_columns():
+                        s.use(c)
+            return node
+        if isinstance(node, A.MemberPath):
+            return _member(node, ctx, scope)
+        if isinstance(node, A.Column):
+            return _column(node, ctx, scope, aliases)
+        if isinstance(node, A.Cast) and node.c_type:
+            raise error("C casts are not supported yet", ctx, node)
+        return None
+
+    new = sel.replace(
+        from_=new_from,
+        items=rewrite(sel.items, fn),
+        where=rewrite(sel.where, fn),
+        group_by=rewrite(sel.group_by, fn),
+        having=rewrite(sel.having, fn),
+        order_by=rewrite(sel.order_by, fn),
+    )
+    # Join conditions see the whole scope.
+    new = new.replace(from_=tuple(_rewrite_join_on(f, fn) for f in new.from_))
+    # Bare member paths in the select list keep what the user wrote as name.
+    items = []
+    for old, item in zip(sel.items, new.items):
+        if isinstance(old.expr, (A.MemberPath,)) and item.alias is None:
+            item = item.replace(alias=ctx.source[old.expr.span[0]:old.expr.span[1]])
+        elif isinstance(old.expr, A.Column) and old.expr.table and item.alias is None \
+                and isinstance(item.expr, A.Column) and item.expr.name.startswith("__m"):
+            item = item.replace(alias=ctx.source[old.expr.span[0]:old.expr.span[1]])
+        items.append(item)
+    new = new.replace(items=tuple(items))
+    ctx.scopes[id(new)] = scope  # later rules look scopes up by the new node
+    return new
+
+
+def _rewrite_join_on(item, fn):
+    if isinstance(item, A.Join):
+        return item.replace(left=_rewrite_join_on(item.left, fn),
+                            right=_rewrite_join_on(item.right, fn),
+                            on=rewrite(item.on, fn))
+    return item
+
+
+def _visible(scope: Scope | None):
+    while scope is not None:
+        yield scope
+        scope = scope.parent
+
+
+def _column(node: A.Column, ctx: Ctx, scope: Scope, aliases: set[str]):
+    name = node.name
+    if node.table is not None:
+        t = node.table.lower()
+        for sc in _visible(scope):
+            for alias, s in sc.relations:
+                if alias == t:
+                    if s is None:
+                        return node
+                    col = s.spec.column(name)
+                    if col is None:
+                        # `tasks.comm` style is a column; `alias.member` of the
+                        # object column is not: report the table's columns.
+                        raise error(f"unknown column '{name}' in {s.table}"
+                                    f"{suggest(name, s.spec.column_names)}", ctx, node)
+                    s.use(col.name)
+                    return node
+        # not a relation: maybe `objcol.member` (task.pid)
+        for sc in _visible(scope):
+            for alias, s in sc.relations:
+                if s is not None and s.spec.object_column and \
+                        s.spec.object_column.lower() == t:
+                    path = A.MemberPath(A.Column(s.spec.object_column, span=node.span),
+                                        (('.', name),), span=node.span)
+                    return _member(path, ctx, scope)
+        if scope.closed:
+            raise error(f"unknown table or object '{node.table}'", ctx, node)
+        return node
+    # unqualified
+    found = False
+    for sc in _visible(scope):
+        for alias, s in sc.relations:
+            if s is not None:
+                col = s.spec.column(name)
+                if col is not None:
+                    s.use(col.name)
+                    found = True
+        if found:
+            return node
+    if name.lower() in aliases or not scope.closed:
+        return node
+    names = [c for s in scope.scans for c in s.spec.column_names]
+    tables = ", ".join(sorted({s.table for s in scope.scans})) or "the query"
+    raise error(f"unknown column '{name}' in {tables}{suggest(name, names)}", ctx, node)
+
+
+def _member(node: A.MemberPath, ctx: Ctx, scope: Scope):
+    base = node.base
+    if not isinstance(base, A.Column):
+        raise error("member paths are supported on object columns only", ctx, node)
+    target = None
+    for sc in _visible(scope):
+        for alias, s in sc.relations:
+            if s is None or not s.spec.object_column:
+                continue
+            if base.table is not None and base.table.lower() != alias:
+                continue
+            if s.spec.object_column.lower() == base.name.lower():
+                target = s
+                break
+        if target:
+            break
+    if target is None:
+        objs = sorted({s.spec.object_column for s in scope.scans if s.spec.object_column})
+        hint = f" (object columns here: {', '.join(objs)})" if objs else ""
+        raise error(f"'{base.name}' is not an object column{hint}", ctx, base)
+    kernel = ctx.env.kernel(target.dump)
+    text = ctx.source[node.span[0]:node.span[1]]
+    if kernel is None:
+        raise error(f"{text}: member paths need an open dump", ctx, node)
+    compiled = compile_path(kernel.types, target.object_type, node.steps, text,
+                            ctx.source, node.span)
+    key = (target.spec.object_column, repr(node.steps))
+    for m in target.members.values():
+        if m.text == key:
+            break
+    else:
+        m = MemberColumn(name=f"__m{sum(len(s.members) for s in ctx.scans)}",
+                         text=text, type=compiled.arrow_type, fn=None, c_type=compiled.c_type)
+        getter = target.spec.column(target.spec.object_column).fn
+        read = compiled.reader(kernel)
+        m.fn = lambda row, _g=getter, _r=read: _r(_g(row))
+        target.members[m.name] = m
+    return A.Column(m.name, target.alias, span=node.span)
+
+
+# ---------------------------------------------------------------- pushdowns
+
+def _conjuncts(e):
+    if isinstance(e, A.BinaryOp) and e.op == "AND":
+        yield from _conjuncts(e.left)
+        yield from _conjuncts(e.right)
+    elif e is not None:
+        yield e
+
+
+def _key_predicate(e, scope: Scope):
+    """(scan, column, values) for ``col = const`` / ``col IN (consts)``."""
+    if isinstance(e, A.BinaryOp) and e.op == "=":
+        col, val = e.left, e.right
+        if not isinstance(col, A.Column):
+            col, val = val, col
+        items = (val,)
+    elif isinstance(e, A.InList) and not e.negated:
+        col, items = e.expr, e.items
+    else:
+        return None
+    if not isinstance(col, A.Column):
+        return None
+    values = []
+    for v in items:
+        if isinstance(v, (A.Literal, A.HexLiteral)) and isinstance(v.value, int) \
+                and not isinstance(v.value, bool):
+            values.append(v.value)
+        else:
+            return None
+    hits = []
+    for alias, s in scope.relations:
+        if s is None or (col.table is not None and col.table.lower() != alias):
+            continue
+        c = s.spec.column(col.name)
+        if c is not None and c.name in s.spec.lookups:
+            hits.append((s, c.name))
+    if len(hits) != 1 or hits[0][0].alias.lower() in scope.outer_join_aliases:
+        return None
+    return hits[0][0], hits[0][1], values
+
+
+def push_predicates(stmt, ctx: Ctx):
+    for node in _selects(stmt):
+        scope = ctx.scopes.get(id(node))
+        if scope is None:
+            continue
+        for c in _conjuncts(node.where):
+            hit = _key_predicate(c, scope)
+            if hit:
+                scan, col, values = hit
+                if col in scan.keys:
+                    values = [v for v in scan.keys[col] if v in values]
+                scan.keys[col] = sorted(set(values))
+    return stmt
+
+
+def _selects(stmt):
+    for n in stmt.walk():
+        if isinstance(n, A.Select):
+            yield n
+
+
+def _has_aggregate(items) -> bool:
+    for it in items:
+        for n in it.walk():
+            if isinstance(n, A.FuncCall) and (n.name in AGGREGATES or n.window is not None):
+                return True
+    return False
+
+
+def push_limits(stmt, ctx: Ctx):
+    body = stmt.statement if isinstance(stmt, A.Explain) else stmt
+    if not isinstance(body, A.Select):
+        return stmt
+    sel = body
+    if len(sel.from_) != 1 or not isinstance(sel.from_[0], A.TableRef):
+        return stmt
+    scope = ctx.scopes.get(id(sel))
+    if scope is None or not scope.scans or len(scope.relations) != 1:
+        return stmt
+    scan = scope.scans[0]
+    if sel.group_by or sel.group_by_all or sel.having or sel.order_by or sel.distinct:
+        return stmt
+    if _has_aggregate(sel.items) or not isinstance(sel.limit, A.Literal):
+        return stmt
+    # a WHERE is fine only if it is entirely a pushed key lookup
+    if sel.where is not None and not _where_is_pushed(sel.where, scope):
+        return stmt
+    offset = sel.offset.value if isinstance(sel.offset, A.Literal) else 0
+    scan.limit = sel.limit.value + offset
+    return stmt
+
+
+def _where_is_pushed(where, scope) -> bool:
+    return all(_key_predicate(c, scope) for c in _conjuncts(where))
+
+
+def lower_functions(stmt, ctx: Ctx):
+    def fn(node):
+        if isinstance(node, A.FuncCall) and node.name in KQL_FUNCTIONS:
+            return node.replace(name=KQL_FUNCTIONS[node.name],
+                                args=rewrite(node.args, fn))
+        return None
+    return rewrite(stmt, fn)
+
+
+RULES = (qualify, push_predicates, push_limits, lower_functions)
+
+
+# ---------------------------------------------------------------- entry
+
+def plan(stmt, env: Env, source: str) -> Plan:
+    ctx = Ctx(env, source)
+    explain = isinstance(stmt, A.Explain)
+    for rule in RULES:
+        stmt = rule(stmt, ctx)
+    body = stmt.statement if explain else stmt
+    p = Plan(statement=body, scans=ctx.scans, source=source, explain_only=explain)
+    p.direct = _direct(body, ctx)
+    p.address_columns = _address_columns(body, ctx)
+    return p
+
+
+def _direct(sel, ctx: Ctx):
+    """Output columns if the query is a plain projection of one scan."""
+    if not isinstance(sel, A.Select) or len(ctx.scans) != 1:
+        return None
+    scope = ctx.scopes.get(id(sel))
+    if scope is None or len(scope.relations) != 1 or scope.scans != ctx.scans:
+        return None
+    if sel.group_by or sel.group_by_all or sel.having or sel.order_by or sel.distinct:
+        return None
+    if sel.offset is not None:
+        return None
+    scan = ctx.scans[0]
+    if sel.limit is not None and scan.limit is None:
+        return None
+    if sel.where is not None and not _where_is_pushed(sel.where, scope):
+        return None
+    out = []
+    for it in sel.items:
+        e = it.expr
+        if isinstance(e, A.Star):
+            out += [(c, c) for c in scan.spec.star_columns()]
+        elif isinstance(e, A.Column):
+            col = scan.spec.column(e.name)
+            src = col.name if col else (e.name if e.name in scan.members else None)
+            if src is None:
+                return None
+            out.append((src, it.alias or (col.name if col else e.name)))
+        else:
+            return None
+    return out
+
+
+def _address_columns(sel, ctx: Ctx) -> set[str]:
+    import pyarrow as pa
+    names = set()
+    for s in ctx.scans:
+        for c in s.spec.columns:
+            if c.type == pa.uint64():
+                names.add(c.name.lower())
+        for m in s.members.values():
+            if m.c_type.endswith("*"):
+                names.add(m.text.lower())
+    return names

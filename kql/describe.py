@@ -1,0 +1,47 @@
+"""Documentation generated from the table catalog (``kql --describe``)."""
+
+from __future__ import annotations
+
+from kql.errors import PlanError
+from kql.tables import catalog
+
+
+def _type_name(t) -> str:
+    return str(t).replace("uint64", "uint64 (address)") if str(t) == "uint64" else str(t)
+
+
+def describe(table: str | None = None, markdown: bool = False) -> str:
+    cat = catalog()
+    if table is not None:
+        spec = cat.get(table.lower())
+        if spec is None:
+            import difflib
+            close = difflib.get_close_matches(table.lower(), list(cat), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise PlanError(f"unknown table '{table}'{hint}")
+        specs = [spec]
+    else:
+        specs = list(cat.values())
+    out = []
+    for spec in specs:
+        head = spec.name if spec.params is None else f"{spec.name}({', '.join(spec.params)})"
+        out.append(f"{'## ' if markdown else ''}{head}")
+        out.append(f"  {spec.doc}" if not markdown else spec.doc)
+        if spec.walk:
+            out.append(f"  rows: {spec.walk}")
+        if spec.lookups:
+            out.append(f"  key lookups: {', '.join(spec.lookups)}")
+        out.append("")
+        width = max((len(c.name) for c in spec.columns), default=0)
+        for c in spec.columns:
+            extra = []
+            if c.object_type:
+                extra.append(f"object: {c.object_type}")
+            if c.optional:
+                extra.append("not in *")
+            note = f" [{'; '.join(extra)}]" if extra else ""
+            out.append(f"  {c.name:<{width}}  {_type_name(c.type):<20} {c.doc}{note}")
+        for ex in spec.examples:
+            out.append(f"  e.g. {ex}")
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,192 @@
+"""Run a plan: kernel scans → Arrow → DuckDB (only when needed) → pyarrow.Table.
+
+The whole pipeline reads as one function, :func:`run`:
+parse → plan → scans → relational remainder → result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from kql.errors import ExecuteError, KqlError, QueryError
+from kql.grammar import ast as A
+from kql.grammar import parse
+from kql.planner import Env, plan as make_plan
+from kql.planner.plan import Plan
+from kql.tables import ScanContext, Warnings, catalog
+from kql.tables.base import scan as run_scan
+
+log = logging.getLogger("kql")
+
+
+@dataclass
+class Stats:
+    pages_read: int = 0
+    rows_scanned: dict[str, int] = field(default_factory=dict)
+    scan_seconds: float = 0.0
+    duckdb_seconds: float = 0.0
+    used_duckdb: bool = False
+
+    def lines(self) -> list[str]:
+        out = [f"pages read: {self.pages_read}"]
+        for name, n in self.rows_scanned.items():
+            out.append(f"objects visited: {n} ({name})")
+        out.append(f"scan time: {self.scan_seconds:.3f} s")
+        if self.used_duckdb:
+            out.append(f"duckdb time: {self.duckdb_seconds:.3f} s")
+        return out
+
+
+@dataclass
+class Result:
+    table: pa.Table
+    plan: Plan
+    warnings: Warnings
+    stats: Stats
+    explain: str | None = None
+
+    @property
+    def address_columns(self) -> set[str]:
+        return {n for n in self.table.column_names
+                if n.lower() in self.plan.address_columns and self.table.schema.field(n).type == pa.uint64()}
+
+
+class Session:
+    """One or more open dumps that queries run against.
+
+    ``kernels`` maps a dump name to a :class:`kql.kernel.Kernel`; the name
+    ``None`` is the default dump (``FROM tasks``); named ones are reached as
+    ``FROM a.tasks``."""
+
+    def __init__(self, kernels: dict[str | None, Any]):
+        self.kernels = kernels
+
+    def default_kernel(self):
+        if None in self.kernels:
+            return self.kernels[None]
+        if len(self.kernels) == 1:
+            return next(iter(self.kernels.values()))
+        return None
+
+    def kernel_for(self, dump: str | None):
+        return self.kernels.get(dump) if dump is not None else self.default_kernel()
+
+    def execute(self, text: str) -> list[Result]:
+        """Run every statement in ``text``; one Result each."""
+        return [self.run_statement(stmt, text) for stmt in parse(text)]
+
+    def query(self, text: str) -> pa.Table:
+        results = self.execute(text)
+        if not results:
+            raise QueryError("empty query", text, 0)
+        return results[-1].table
+
+    def run_statement(self, stmt, source: str) -> Result:
+        env = Env(catalog(), self.kernels)
+        p = make_plan(stmt, env, source)
+        log.debug("plan:\n%s", p.explain())
+        warnings = Warnings()
+        stats = Stats()
+        if p.explain_only:
+            text = p.explain()
+            return Result(pa.table({"plan": text.split("\n")}), p, warnings, stats, explain=text)
+        pages0 = self._pages_read()
+        t0 = time.perf_counter()
+        tables = {}
+        for s in p.scans:
+            kernel = self.kernel_for(s.dump)
+            if kernel is None:
+                raise QueryError(f"no dump for {s.table}", source, 0)
+            ctx = ScanContext(kernel=kernel, columns=list(s.columns), keys=s.keys,
+                              limit=s.limit, args=s.args, warnings=warnings)
+            extra = {m.name: (m.type, m.fn) for m in s.members.values()}
+            tables[s.id] = run_scan(s.spec, ctx, extra)
+            stats.rows_scanned[s.alias] = tables[s.id].num_rows
+        stats.scan_seconds = time.perf_counter() - t0
+        stats.pages_read = self._pages_read() - pages0
+        if p.direct is not None:
+            t = tables[p.scans[0].id]
+            table = pa.Table.from_arrays([t.column(src) for src, _ in p.direct],
+                                         names=[out for _, out in p.direct])
+        else:
+            t1 = time.perf_counter()
+            table = self._duckdb(p, tables, source)
+            stats.duckdb_seconds = time.perf_counter() - t1
+            stats.used_duckdb = True
+        return Result(table, p, warnings, stats)
+
+    def _pages_read(self) -> int:
+        n = 0
+        for k in self.kernels.values():
+            st = getattr(getattr(k, "dump", None), "stats", None)
+            n += getattr(st, "pages_read", 0) if st is not None else 0
+        return n
+
+    # ------------------------------------------------------------ DuckDB
+    def _duckdb(self, p: Plan, tables: dict[str, pa.Table], source: str) -> pa.Table:
+        import duckdb  # loaded only for queries that need it
+
+        con = duckdb.connect()
+        try:
+            self._register_functions(con)
+            for name, t in tables.items():
+                con.register(name, t)
+            try:
+                sql = p.sql
+            except A.NotLowered as e:
+                raise ExecuteError(str(e), source, 0) from None
+            log.debug("duckdb: %s", sql)
+            try:
+                res = con.execute(sql)
+                return res.to_arrow_table() if hasattr(res, "to_arrow_table") else res.arrow()
+            except duckdb.Error as e:
+                msg = str(e).split("\n")[0]
+                for s in p.scans:
+                    msg = msg.replace(s.id, s.alias)
+                raise ExecuteError(msg, source, None) from None
+        finally:
+            con.close()
+
+    def _register_functions(self, con) -> None:
+        import duckdb
+        from duckdb.sqltypes import BIGINT, UBIGINT, VARCHAR
+
+        kernel = self.default_kernel()
+
+        def kql_sym(address: int) -> str | None:
+            if address is None or kernel is None:
+                return None
+            hit = kernel.symbolize(address)
+            if hit is None:
+                return None
+            sym, off = hit
+            return f"{sym.name}+{off:#x}" if off else sym.name
+
+        def kql_addr(name: str) -> int | None:
+            if kernel is None:
+                return None
+            try:
+                return kernel.symbol(name).address
+            except LookupError:
+                return None
+
+        def kql_hex(value: int) -> str | None:
+            return None if value is None else hex(value)
+
+        def kql_container_of(address: int, type_name: str, member: str) -> int | None:
+            if address is None or kernel is None:
+                return None
+            t = kernel.types.find_type(type_name)
+            return address - t.offsetof(member)
+
+        con.create_function("kql_sym", kql_sym, [UBIGINT], VARCHAR, side_effects=False)
+        con.create_function("kql_addr", kql_addr, [VARCHAR], UBIGINT, side_effects=False)
+        con.create_function("kql_hex", kql_hex, [UBIGINT], VARCHAR, side_effects=False)
+        con.create_function("kql_container_of", kql_container_of, [UBIGINT, VARCHAR, VARCHAR],
+                            UBIGINT, side_effects=False)
+        del duckdb, BIGINT

@@ -1,0 +1,119 @@
+"""Write results: table (tabulate), csv, json, jsonl, parquet, arrow.
+
+Table output shows addresses in hex and lists one item per line; machine
+formats keep raw values (addresses as integers).  Files are written
+atomically: a temporary file in the same directory, then a rename, so an
+interrupted export never leaves a partial file under the real name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+
+import pyarrow as pa
+
+FORMATS = ("table", "csv", "json", "jsonl", "parquet", "arrow")
+BINARY_FORMATS = ("parquet", "arrow")
+
+
+@contextlib.contextmanager
+def atomic_file(path: str, mode: str = "wb"):
+    """Open a temporary file beside ``path``; rename it over ``path`` on success."""
+    d = os.path.dirname(os.path.abspath(path)) or "."
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _cell(v, is_addr: bool):
+    if v is None:
+        return "NULL"
+    if is_addr and isinstance(v, int):
+        return f"{v:#x}"
+    if isinstance(v, list):
+        return "\n".join("NULL" if x is None else str(x) for x in v)
+    if isinstance(v, float):
+        return f"{v:g}" if abs(v) < 1e15 else str(v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return v
+
+
+def format_table(table: pa.Table, address_columns: set[str]) -> str:
+    from tabulate import tabulate
+
+    cols = table.column_names
+    addr = [c in address_columns for c in cols]
+    rows = [[_cell(v, a) for v, a in zip(row, addr)]
+            for row in zip(*(table.column(c).to_pylist() for c in cols))] if cols else []
+    numeric = [pa.types.is_integer(table.schema.field(c).type) or
+               pa.types.is_floating(table.schema.field(c).type) for c in cols]
+    colalign = ["left" if a or not n else "right" for a, n in zip(addr, numeric)]
+    text = tabulate(rows, headers=cols, tablefmt="simple", disable_numparse=True,
+                    colalign=colalign or None)
+    return text + f"\n({table.num_rows} row{'s' if table.num_rows != 1 else ''})\n"
+
+
+def _jsonable(v):
+    if isinstance(v, (bytes, bytearray)):
+        return v.hex()
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    if isinstance(v, list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    return v
+
+
+def write(table: pa.Table, fmt: str, out=None, path: str | None = None,
+          address_columns: set[str] = frozenset()) -> None:
+    """Write ``table`` in ``fmt`` to ``path`` (atomically) or the text stream ``out``."""
+    if fmt in BINARY_FORMATS:
+        if path is None:
+            raise ValueError(f"--format {fmt} needs -o FILE")
+        with atomic_file(path, "wb") as f:
+            if fmt == "parquet":
+                import pyarrow.parquet as pq
+                pq.write_table(table, f)
+            else:
+                with pa.ipc.new_file(f, table.schema) as w:
+                    w.write_table(table)
+        return
+    text = render(table, fmt, address_columns)
+    if path is not None:
+        with atomic_file(path, "w") as f:
+            f.write(text)
+    else:
+        (out or sys.stdout).write(text)
+
+
+def render(table: pa.Table, fmt: str, address_columns: set[str] = frozenset()) -> str:
+    if fmt == "table":
+        return format_table(table, address_columns)
+    rows = table.to_pylist()
+    if fmt == "json":
+        return json.dumps([_jsonable(r) for r in rows], indent=1) + "\n"
+    if fmt == "jsonl":
+        return "".join(json.dumps(_jsonable(r)) + "\n" for r in rows)
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(table.column_names)
+        for r in rows:
+            w.writerow(["" if v is None else
+                        json.dumps(v) if isinstance(v, list) else v for v in r.values()])
+        return buf.getvalue()
+    raise ValueError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")

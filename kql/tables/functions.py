@@ -1,0 +1,242 @@
+"""Table functions: generic access to kernel memory (crash `p`, `struct -o`,
+`list`, `rd`).
+
+    SELECT value->pid, value->comm FROM var('init_task')
+    SELECT * FROM members('struct list_head', 0xffffffff82a0b4c0)
+    SELECT entry->pid FROM list_walk('init_task.tasks', 'struct task_struct', 'tasks')
+    SELECT * FROM memory(0xffffffff81000000, 8)
+"""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+
+from kql.errors import FaultError, PlanError
+from kql.helpers.list import list_for_each
+from kql.helpers.memory import read_words, resolve_address
+from kql.object import Object
+from kql.tables.base import ADDRESS, Column, TableSpec
+
+
+def _type_arg(ctx, name: str):
+    try:
+        return ctx.kernel.types.find_type(name)
+    except LookupError as e:
+        raise PlanError(f"unknown type '{name}': {e}") from None
+
+
+# ---------------------------------------------------------------- var()
+
+def _var_rows(ctx):
+    name = ctx.args[0]
+    type_name = ctx.args[1] if len(ctx.args) > 1 else None
+    try:
+        obj = ctx.kernel.var(name, type_name)
+    except LookupError as e:
+        raise PlanError(f"var('{name}'): {e}") from None
+    yield obj
+
+
+def _var_object_type(kernel, args) -> str | None:
+    if kernel is None:
+        return None
+    if len(args) > 1:
+        return f"{args[1]} *"
+    try:
+        return f"{kernel.var_type(args[0]).type_name()} *"
+    except LookupError as e:
+        raise PlanError(f"var('{args[0]}'): {e}") from None
+
+
+class _Named:
+    """An Object plus the name it was asked for."""
+
+    __slots__ = ("obj", "name")
+
+    def __init__(self, obj, name):
+        self.obj = obj
+        self.name = name
+
+
+def _var_named_rows(ctx):
+    for o in _var_rows(ctx):
+        yield _Named(o, ctx.args[0])
+
+
+VAR = TableSpec(
+    name="var",
+    doc="One row: the global variable NAME (type from BTF/DWARF, or TYPE) as an object.",
+    params=("name", "type?"),
+    columns=(
+        Column("name", pa.string(), "the variable's name", lambda r: r.name),
+        Column("address", ADDRESS, "its address", lambda r: r.obj.address_),
+        Column("type", pa.string(), "its C type", lambda r: r.obj.type_.type_name()),
+        Column("value", ADDRESS, "the variable as an object (member paths: value->x)",
+               lambda r: r.obj.address_, object_type="void *"),
+    ),
+    rows=_var_named_rows,
+    object_column="value",
+    object_type_fn=_var_object_type,
+    walk="symbol lookup",
+    examples=("SELECT value->pid, value->comm FROM var('init_task')",),
+)
+
+
+# ---------------------------------------------------------------- members()
+
+def _member_rows(ctx):
+    t = _type_arg(ctx, ctx.args[0])
+    address = resolve_address(ctx.kernel, ctx.args[1])
+    obj = Object(ctx.kernel, t, address)
+    yield from _flatten(obj, "", 0)
+
+
+def _flatten(obj: Object, prefix: str, depth: int):
+    st = obj.type_.strip_typedefs()
+    for m in st.members or ():
+        name = m.name
+        child = obj.member_(name) if name else Object(
+            obj.prog_, m.type, obj.address_ + m.bit_offset // 8)
+        path = f"{prefix}{name}" if name else f"{prefix}(anonymous)"
+        yield (path, child, m)
+        cst = m.type.strip_typedefs()
+        if cst.kind in ("struct", "union") and depth < 8:
+            yield from _flatten(child, path + "." if name else prefix, depth + 1)
+
+
+def _member_value(row) -> str | None:
+    _path, obj, m = row
+    st = obj.type_.strip_typedefs()
+    if st.kind in ("struct", "union"):
+        return None
+    if st.kind == "array":
+        if st.target is not None and st.target.is_char():
+            return repr(obj.string_().decode("utf-8", "replace"))
+        return None
+    if st.kind == "pointer":
+        return hex(obj.value_())
+    v = obj.value_()
+    if st.kind == "enum":
+        name = obj.type_.enum_name(v)
+        return f"{v} ({name})" if name else str(v)
+    return str(v)
+
+
+MEMBERS = TableSpec(
+    name="members",
+    doc="One row per (nested) member of the TYPE object at ADDRESS, like crash `struct -o`.",
+    params=("type", "address"),
+    columns=(
+        Column("path", pa.string(), "member path (a.b.c)", lambda r: r[0]),
+        Column("type", pa.string(), "C type of the member", lambda r: r[2].type.type_name()),
+        Column("offset", pa.int64(), "byte offset from the start of the object",
+               lambda r: r[1].address_ - _base(r)),
+        Column("size", pa.int64(), "size in bytes", lambda r: r[2].type.size),
+        Column("address", ADDRESS, "address of the member", lambda r: r[1].address_),
+        Column("value", pa.string(), "value as text (NULL for structs and unions)",
+               _member_value),
+    ),
+    rows=lambda ctx: _with_base(ctx),
+    walk="members of the type",
+    examples=("SELECT path, offset, value FROM members('struct task_struct', addr('init_task'))",),
+)
+
+
+def _with_base(ctx):
+    base = resolve_address(ctx.kernel, ctx.args[1])
+    for path, obj, m in _member_rows(ctx):
+        yield _Row(path, obj, m, base)
+
+
+class _Row(tuple):
+    def __new__(cls, path, obj, m, base):
+        r = super().__new__(cls, (path, obj, m))
+        r.base = base
+        return r
+
+
+def _base(r) -> int:
+    return r.base
+
+
+# ---------------------------------------------------------------- list_walk()
+
+def _list_walk_rows(ctx):
+    head, type_name, member = ctx.args
+    t = _type_arg(ctx, type_name)
+    try:
+        offset = t.offsetof(member)
+    except LookupError as e:
+        raise PlanError(f"list_walk: {e}") from None
+    head_addr = resolve_address(ctx.kernel, head)
+    head_obj = Object(ctx.kernel, "struct list_head", head_addr)
+    for node in list_for_each(head_obj):
+        yield node.value_() - offset
+
+
+LIST_WALK = TableSpec(
+    name="list_walk",
+    doc="One row per entry of the list_head list at HEAD (an address, a symbol, or "
+        "'var.member'), each entry of TYPE linked through MEMBER (cycle-safe).",
+    params=("head", "type", "member"),
+    columns=(
+        Column("address", ADDRESS, "address of the entry", lambda a: a),
+        Column("entry", ADDRESS, "the entry as an object (member paths: entry->x)",
+               lambda a: a, object_type="void *"),
+    ),
+    rows=_list_walk_rows,
+    object_column="entry",
+    object_type_fn=lambda kernel, args: f"{args[1]} *" if len(args) > 1 else None,
+    walk="list_for_each from the head",
+    examples=("SELECT entry->pid, entry->comm FROM list_walk('init_task.tasks', "
+              "'struct task_struct', 'tasks')",),
+)
+
+
+# ---------------------------------------------------------------- memory()
+
+def _memory_rows(ctx):
+    address = resolve_address(ctx.kernel, ctx.args[0])
+    count = int(ctx.args[1])
+    width = int(ctx.args[2]) if len(ctx.args) > 2 else 8
+    if width not in (1, 2, 4, 8):
+        raise PlanError(f"memory(): width must be 1, 2, 4 or 8, not {width}")
+    if not 0 < count <= 1 << 20:
+        raise PlanError(f"memory(): count must be between 1 and {1 << 20}")
+    for addr, value in read_words(ctx.kernel, address, count, width):
+        yield (addr, value, ctx.kernel, width)
+
+
+def _symbol(w) -> str | None:
+    addr, value, kernel, _width = w
+    if value is None:
+        return None
+    hit = kernel.symbolize(value)
+    if hit is None:
+        return None
+    sym, off = hit
+    return f"{sym.name}+{off:#x}" if off else sym.name
+
+
+_PRINTABLE = re.compile(rb"[^\x20-\x7e]")
+
+MEMORY = TableSpec(
+    name="memory",
+    doc="Raw memory: COUNT words of WIDTH bytes (default 8) from ADDRESS, like crash `rd -s`.",
+    params=("address", "count", "width?"),
+    columns=(
+        Column("address", ADDRESS, "address of the word", lambda w: w[0]),
+        Column("value", ADDRESS, "the word (NULL if unreadable)", lambda w: w[1]),
+        Column("symbol", pa.string(), "name+0xoff when the value points into a symbol", _symbol),
+        Column("ascii", pa.string(), "the bytes as ASCII (. for others)",
+               lambda w: None if w[1] is None else _PRINTABLE.sub(
+                   b".", w[1].to_bytes(w[3], "little")).decode()),
+    ),
+    rows=_memory_rows,
+    walk="read words",
+    examples=("SELECT * FROM memory(addr('init_task'), 4)",),
+)
+
+TABLES = (VAR, MEMBERS, LIST_WALK, MEMORY)

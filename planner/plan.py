@@ -1,0 +1,100 @@
+"""The plan: kernel scans plus the relational remainder DuckDB runs.
+
+A :class:`Plan` prints itself (that is what EXPLAIN shows): one line per scan
+saying how the table is read — a key lookup (``find_task(pid IN (1))``) or a
+walk, the columns computed, a pushed LIMIT — then the SQL handed to DuckDB,
+or ``direct`` when the scan's rows are the answer and DuckDB is not loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pyarrow as pa
+
+from kql.grammar import ast as A
+
+
+@dataclass
+class MemberColumn:
+    """A member path compiled into a read on the scan's object column."""
+
+    name: str            # the generated column name (__m0)
+    text: str            # what the user wrote (task->mm->map_count)
+    type: pa.DataType
+    fn: Callable[[Any], Any]
+    c_type: str          # the C type of the result
+
+
+@dataclass
+class Scan:
+    id: str                          # name registered in DuckDB (__kql_scan_0)
+    table: str                       # catalog name (tasks)
+    spec: Any                        # kql.tables.TableSpec
+    dump: str | None                 # dump name for cross-dump queries
+    alias: str                       # how the query refers to it
+    args: tuple = ()                 # table function arguments (constants)
+    columns: list[str] = field(default_factory=list)
+    members: dict[str, MemberColumn] = field(default_factory=dict)
+    keys: dict[str, list] = field(default_factory=dict)
+    limit: int | None = None
+    object_type: str | None = None   # C type of the object column
+
+    def use(self, column: str) -> None:
+        if column not in self.columns:
+            self.columns.append(column)
+
+    def how(self) -> str:
+        for col, values in self.keys.items():
+            if col in self.spec.lookups:
+                vals = ", ".join(_fmt(v) for v in values)
+                fn = getattr(self.spec.lookups[col], "__name__", "lookup")
+                return f"{fn}({col} IN ({vals}))"
+        return self.spec.walk or f"scan {self.table}"
+
+    def explain(self) -> str:
+        name = self.table if not self.args else \
+            f"{self.table}({', '.join(_fmt(a) for a in self.args)})"
+        if self.dump:
+            name = f"{self.dump}.{name}"
+        out = f"Scan {name}"
+        if self.alias != self.table:
+            out += f" AS {self.alias}"
+        out += f": {self.how()}"
+        cols = list(self.columns) + [f"{m.text} ({m.c_type})" for m in self.members.values()]
+        out += f"\n    columns: {', '.join(cols) if cols else '(none)'}"
+        if self.limit is not None:
+            out += f"\n    limit: {self.limit}"
+        return out
+
+
+def _fmt(v) -> str:
+    if isinstance(v, int) and v > 0xFFFFFFFF:
+        return hex(v)
+    return repr(v) if isinstance(v, str) else str(v)
+
+
+@dataclass
+class Plan:
+    statement: A.Node                # the lowered statement (scans replaced)
+    scans: list[Scan]
+    source: str
+    # When not None, the query is just these scan columns of scans[0]
+    # (renamed to the output names): no DuckDB needed.
+    direct: list[tuple[str, str]] | None = None
+    # Output columns that hold addresses (printed in hex).
+    address_columns: set[str] = field(default_factory=set)
+    explain_only: bool = False
+
+    @property
+    def sql(self) -> str:
+        return self.statement.to_sql()
+
+    def explain(self) -> str:
+        lines = [s.explain() for s in self.scans]
+        if self.direct is not None:
+            lines.append("Output: direct from the scan (no DuckDB)")
+        else:
+            lines.append(f"DuckDB: {self.sql}")
+        return "\n".join(lines)
