@@ -159,7 +159,7 @@ def _from_item(item, ctx: Ctx, scope: Scope, ctes: frozenset, outer: bool):
             scope.outer_join_aliases.add(scan.alias.lower())
         return A.TableRef(scan.id, alias=scan.alias, span=item.span)
     if isinstance(item, A.TableFunction):
-        args = tuple(_constant(a, ctx) for a in item.args)
+        args = tuple(_constant(a, ctx, item.dump) for a in item.args)
         scan = _new_scan(item, item.name, args, ctx)
         scope.relations.append((scan.alias.lower(), scan))
         return A.TableRef(scan.id, alias=scan.alias, span=item.span)
@@ -207,12 +207,29 @@ def _new_scan(node, name: str, args: tuple, ctx: Ctx) -> Scan:
     return scan
 
 
-def _constant(e, ctx: Ctx):
+def _constant(e, ctx: Ctx, dump: str | None = None):
+    """Evaluate a table-function argument at plan time: literals, ``addr('sym')``
+    and integer arithmetic on those."""
     if isinstance(e, (A.Literal, A.HexLiteral)):
         return e.value
-    if isinstance(e, A.UnaryOp) and e.op == "-" and isinstance(e.operand, A.Literal):
-        return -e.operand.value
-    raise error("table function arguments must be constants", ctx, e)
+    if isinstance(e, A.UnaryOp) and e.op == "-":
+        v = _constant(e.operand, ctx, dump)
+        if isinstance(v, int):
+            return -v
+    if isinstance(e, A.BinaryOp) and e.op in ("+", "-", "*"):
+        a, b = _constant(e.left, ctx, dump), _constant(e.right, ctx, dump)
+        if isinstance(a, int) and isinstance(b, int):
+            return a + b if e.op == "+" else a - b if e.op == "-" else a * b
+    if isinstance(e, A.FuncCall) and e.name == "addr" and len(e.args) == 1:
+        name = _constant(e.args[0], ctx, dump)
+        kernel = ctx.env.kernel(dump)
+        if isinstance(name, str) and kernel is not None:
+            try:
+                return kernel.symbol(name).address
+            except LookupError:
+                raise error(f"no symbol named '{name}'", ctx, e.args[0]) from None
+    raise error("table function arguments must be constants (literals, addr('symbol'), "
+                "and + - * of those)", ctx, e)
 
 
 def _select(sel: A.Select, ctx: Ctx, parent: Scope | None, ctes: frozenset):
@@ -253,12 +270,11 @@ def _select(sel: A.Select, ctx: Ctx, parent: Scope | None, ctes: frozenset):
     # Join conditions see the whole scope.
     new = new.replace(from_=tuple(_rewrite_join_on(f, fn) for f in new.from_))
     # Bare member paths in the select list keep what the user wrote as name.
+    # Output columns are named as the user wrote them (`task->mm`, `count(*)`).
     items = []
     for old, item in zip(sel.items, new.items):
-        if isinstance(old.expr, (A.MemberPath,)) and item.alias is None:
-            item = item.replace(alias=ctx.source[old.expr.span[0]:old.expr.span[1]])
-        elif isinstance(old.expr, A.Column) and old.expr.table and item.alias is None \
-                and isinstance(item.expr, A.Column) and item.expr.name.startswith("__m"):
+        if item.alias is None and not isinstance(old.expr, A.Star) and not (
+                isinstance(old.expr, A.Column) and item.expr == old.expr):
             item = item.replace(alias=ctx.source[old.expr.span[0]:old.expr.span[1]])
         items.append(item)
     new = new.replace(items=tuple(items))

@@ -211,7 +211,8 @@ def _memory_rows(ctx):
 
 def _symbol(w) -> str | None:
     addr, value, kernel, _width = w
-    if value is None:
+    # Per-CPU symbols sit at small offsets: only kernel addresses are symbols.
+    if value is None or value < kernel.page_offset:
         return None
     hit = kernel.symbolize(value)
     if hit is None:

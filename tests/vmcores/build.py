@@ -472,6 +472,10 @@ def build(name: str, force: bool = False) -> Path:
         if out.exists():
             shutil.rmtree(out)
         tmp_out.rename(out)
+        # Fixtures of older recipes or builders are stale: drop them.
+        for old in CACHE.glob(f"{name}-*"):
+            if old.is_dir() and old != out and re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{12}}", old.name):
+                shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         if (tmp_out / "console.log").exists():
             shutil.copy2(tmp_out / "console.log", CACHE / f"{name}.failed-console.log")
