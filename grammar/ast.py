@@ -32,9 +32,37 @@ class NotLowered(Exception):
     """A kernel-only node reached ``to_sql()``: the planner must rewrite it first."""
 
 
-@dataclass(frozen=True)
+# Nodes are frozen dataclasses.  Equality, hashing and repr are written once
+# here (over the fields with compare=True / repr=True, as dataclasses would)
+# instead of generated per class: that halves the import time of this module.
+node = dataclass(frozen=True, eq=False, repr=False)
+
+
+@node
 class Node:
     span: tuple[int, int] = field(default=(0, 0), compare=False, repr=False, kw_only=True)
+
+    @classmethod
+    def _field_names(cls) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        names = cls.__dict__.get("_kql_field_names")
+        if names is None:
+            fields = dataclasses.fields(cls)
+            names = (tuple(f.name for f in fields if f.compare),
+                     tuple(f.name for f in fields if f.repr))
+            setattr(cls, "_kql_field_names", names)  # a class attribute: not frozen
+        return names
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self._field_names()[0])
+
+    def __hash__(self) -> int:
+        return hash((self.__class__.__name__,) + tuple(getattr(self, n) for n in self._field_names()[0]))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._field_names()[1])
+        return f"{self.__class__.__qualname__}({args})"
 
     def to_sql(self) -> str:  # pragma: no cover - every subclass overrides
         raise NotImplementedError(type(self).__name__)
@@ -133,12 +161,15 @@ class Expr(Node):
     precedence = P_ATOM
 
 
-@dataclass(frozen=True)
+@node
 class Column(Expr):
     """``name`` or ``table.name`` (``table`` may turn out to be an object column)."""
 
     name: str
     table: str | None = None
+    # "name" was double-quoted: a likely mistake for a 'string' when no such
+    # column exists (for the planner's error message); not compared.
+    quoted: bool = field(default=False, compare=False, repr=False)
 
     def to_sql(self) -> str:
         if self.table is None:
@@ -146,7 +177,7 @@ class Column(Expr):
         return f"{quote_ident(self.table)}.{quote_ident(self.name)}"
 
 
-@dataclass(frozen=True)
+@node
 class Star(Expr):
     """``*`` or ``t.*`` as a select item."""
 
@@ -156,7 +187,7 @@ class Star(Expr):
         return "*" if self.table is None else f"{quote_ident(self.table)}.*"
 
 
-@dataclass(frozen=True)
+@node
 class MemberPath(Expr):
     """``task->mm->map_count``, ``task->se.vruntime``, ``x.arr[3]``.
 
@@ -182,7 +213,7 @@ class MemberPath(Expr):
         raise NotLowered(f"member path {self.path_text()!r} must be rewritten by the planner")
 
 
-@dataclass(frozen=True)
+@node
 class Literal(Expr):
     """``value`` is int, float, str, bool or None; ``kind`` one of
     ``'int'``, ``'float'``, ``'string'``, ``'bool'``, ``'null'``."""
@@ -200,7 +231,7 @@ class Literal(Expr):
         return repr(self.value)
 
 
-@dataclass(frozen=True)
+@node
 class HexLiteral(Expr):
     """``0xffffffff81000000``: an unsigned 64-bit integer."""
 
@@ -212,7 +243,7 @@ class HexLiteral(Expr):
         return str(self.value)
 
 
-@dataclass(frozen=True)
+@node
 class BinaryOp(Expr):
     """``op`` is ``OR AND = <> < <= > >= | & << >> || + - * / %``."""
 
@@ -230,7 +261,7 @@ class BinaryOp(Expr):
         return f"{_operand(self.left, p, strict=strict)} {self.op} {_operand(self.right, p, strict=True)}"
 
 
-@dataclass(frozen=True)
+@node
 class UnaryOp(Expr):
     """``op`` is ``-``, ``+``, ``~`` or ``NOT``."""
 
@@ -250,7 +281,7 @@ class UnaryOp(Expr):
         return f"{self.op}{inner}"
 
 
-@dataclass(frozen=True)
+@node
 class OrderItem(Node):
     expr: Expr
     desc: bool = False
@@ -265,7 +296,7 @@ class OrderItem(Node):
         return out
 
 
-@dataclass(frozen=True)
+@node
 class FrameBound(Node):
     """``kind``: ``'UNBOUNDED PRECEDING'``, ``'PRECEDING'``, ``'CURRENT ROW'``,
     ``'FOLLOWING'`` or ``'UNBOUNDED FOLLOWING'``; ``offset`` for the bare ones."""
@@ -279,7 +310,7 @@ class FrameBound(Node):
         return f"{_operand(self.offset, P_BIT)} {self.kind}"
 
 
-@dataclass(frozen=True)
+@node
 class Frame(Node):
     """``unit`` is ``'ROWS'``, ``'RANGE'`` or ``'GROUPS'``."""
 
@@ -293,7 +324,7 @@ class Frame(Node):
         return f"{self.unit} BETWEEN {self.start.to_sql()} AND {self.end.to_sql()}"
 
 
-@dataclass(frozen=True)
+@node
 class Window(Node):
     """``OVER (PARTITION BY … ORDER BY … frame)``."""
 
@@ -312,7 +343,7 @@ class Window(Node):
         return "OVER (" + " ".join(parts) + ")"
 
 
-@dataclass(frozen=True)
+@node
 class FuncCall(Expr):
     """``name(args)``; ``count(*)`` has ``star=True``; aggregates may carry
     ``distinct``, ``order_by`` (``list(x ORDER BY y)``) and ``filter``;
@@ -342,7 +373,7 @@ class FuncCall(Expr):
         return out
 
 
-@dataclass(frozen=True)
+@node
 class Case(Expr):
     """``CASE [operand] WHEN a THEN b … [ELSE e] END``; ``whens`` holds
     ``(condition, result)`` pairs."""
@@ -363,7 +394,7 @@ class Case(Expr):
         return " ".join(out)
 
 
-@dataclass(frozen=True)
+@node
 class Cast(Expr):
     """``CAST(x AS BIGINT)``, ``x::int`` (``type_text='INT'``) or
     ``CAST(addr AS 'struct file *')`` (``c_type=True``, text verbatim)."""
@@ -380,7 +411,7 @@ class Cast(Expr):
         return f"{kw}({self.expr.to_sql()} AS {self.type_text})"
 
 
-@dataclass(frozen=True)
+@node
 class InList(Expr):
     expr: Expr
     items: tuple[Expr, ...]
@@ -392,7 +423,7 @@ class InList(Expr):
         return f"{_operand(self.expr, P_PRED, strict=True)}{neg} IN ({_list(self.items)})"
 
 
-@dataclass(frozen=True)
+@node
 class InSubquery(Expr):
     expr: Expr
     query: "Query"
@@ -404,7 +435,7 @@ class InSubquery(Expr):
         return f"{_operand(self.expr, P_PRED, strict=True)}{neg} IN ({self.query.to_sql()})"
 
 
-@dataclass(frozen=True)
+@node
 class Between(Expr):
     expr: Expr
     low: Expr
@@ -418,7 +449,7 @@ class Between(Expr):
                 f"{_operand(self.low, P_PRED, strict=True)} AND {_operand(self.high, P_PRED, strict=True)}")
 
 
-@dataclass(frozen=True)
+@node
 class Like(Expr):
     expr: Expr
     pattern: Expr
@@ -432,7 +463,7 @@ class Like(Expr):
         return f"{_operand(self.expr, P_PRED, strict=True)}{neg} {kw} {_operand(self.pattern, P_PRED, strict=True)}"
 
 
-@dataclass(frozen=True)
+@node
 class IsNull(Expr):
     expr: Expr
     negated: bool = False
@@ -442,7 +473,7 @@ class IsNull(Expr):
         return f"{_operand(self.expr, P_IS, strict=True)} IS {'NOT ' if self.negated else ''}NULL"
 
 
-@dataclass(frozen=True)
+@node
 class Exists(Expr):
     query: "Query"
 
@@ -450,7 +481,7 @@ class Exists(Expr):
         return f"EXISTS ({self.query.to_sql()})"
 
 
-@dataclass(frozen=True)
+@node
 class Subquery(Expr):
     """A parenthesised query: in FROM (with an optional ``alias``) or as a
     scalar expression."""
@@ -467,7 +498,7 @@ class Subquery(Expr):
 
 # ---------------------------------------------------------------- relations
 
-@dataclass(frozen=True)
+@node
 class TableRef(Node):
     """``tasks``, ``a.tasks`` (``dump='a'``: a table of the dump named ``a``)."""
 
@@ -484,7 +515,7 @@ class TableRef(Node):
         return out
 
 
-@dataclass(frozen=True)
+@node
 class TableFunction(Node):
     """``list_walk('init_task.tasks', 'struct task_struct', 'tasks') AS t``."""
 
@@ -502,7 +533,7 @@ class TableFunction(Node):
         return out
 
 
-@dataclass(frozen=True)
+@node
 class Join(Node):
     """``kind``: ``'INNER'``, ``'LEFT'``, ``'RIGHT'``, ``'FULL'`` or ``'CROSS'``."""
 
@@ -530,7 +561,7 @@ FromItem = Union[TableRef, TableFunction, Subquery, Join]
 
 # ------------------------------------------------------------------ queries
 
-@dataclass(frozen=True)
+@node
 class SelectItem(Node):
     """One item of the select list: an expression (or :class:`Star`) and its alias."""
 
@@ -555,7 +586,7 @@ def _tail_sql(order_by: tuple[OrderItem, ...], limit: Expr | None, offset: Expr 
     return out
 
 
-@dataclass(frozen=True)
+@node
 class Select(Node):
     """One SELECT.  ``from_`` holds the comma-separated FROM items (several
     mean a cross product); ``group_by_all`` is ``GROUP BY ALL``; ordinal
@@ -590,7 +621,7 @@ class Select(Node):
 _SETOP_PREC = {"UNION": 0, "EXCEPT": 0, "INTERSECT": 1}
 
 
-@dataclass(frozen=True)
+@node
 class SetOp(Node):
     """``left UNION [ALL] right`` (also ``INTERSECT``, ``EXCEPT``); ORDER BY and
     LIMIT after the last SELECT apply to the whole set operation."""
@@ -621,7 +652,7 @@ class SetOp(Node):
         return out + _tail_sql(self.order_by, self.limit, self.offset)
 
 
-@dataclass(frozen=True)
+@node
 class CTE(Node):
     """``name [(columns)] AS (query)`` in a WITH clause."""
 
@@ -636,7 +667,7 @@ class CTE(Node):
         return f"{quote_ident(self.name)}{cols} AS ({self.query.to_sql()})"
 
 
-@dataclass(frozen=True)
+@node
 class With(Node):
     """``WITH [RECURSIVE] ctes body``."""
 
@@ -649,7 +680,7 @@ class With(Node):
         return kw + _list(self.ctes) + " " + self.body.to_sql()
 
 
-@dataclass(frozen=True)
+@node
 class Explain(Node):
     statement: "Query"
     analyze: bool = False

@@ -31,17 +31,6 @@ _lock = threading.Lock()
 _parser: Lark | None = None
 
 
-def _cache_path() -> str:
-    import hashlib
-
-    import lark
-
-    with open(GRAMMAR_PATH, "rb") as f:
-        digest = hashlib.sha256(f.read() + lark.__version__.encode()).hexdigest()[:16]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "kql", f"grammar-{digest}.lark-cache")
-
-
 # Keywords reserved everywhere: the lexer always reads them as keywords, so
 # `SELECT FROM t` is an error rather than a column named "from".  Every other
 # keyword (OFFSET, END, LEFT, FIRST, ROWS, FILTER, …) is a keyword only where
@@ -154,17 +143,57 @@ def _lex_error(text: str, pos: int) -> ParseError:
     return ParseError(msg, text, pos, pos + 1)
 
 
+_OPTIONS = dict(parser="lalr", propagate_positions=True, maybe_placeholders=True)
+# Bump when KqlLexer or the tree shape changes in a way a cached table would miss.
+_CACHE_VERSION = "1"
+
+
+def _cache_path(grammar: str) -> str:
+    import hashlib
+
+    import lark
+
+    key = f"{grammar}\0{lark.__version__}\0{sorted(_OPTIONS.items())}\0{_CACHE_VERSION}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "kql", f"grammar-{digest}.lark")
+
+
 def _build() -> Lark:
+    """Load the LALR tables from the user's cache, or build and cache them.
+
+    Building takes ~0.3 s; loading ~15 ms.  The cache file is written
+    atomically; any problem with it just means building again.
+    """
+    import pickle
+    import tempfile
+
     with open(GRAMMAR_PATH, encoding="utf-8") as f:
         grammar = f.read()
-    opts = dict(parser="lalr", lexer=KqlLexer, propagate_positions=True,
-                maybe_placeholders=True)
+    path = _cache_path(grammar)
     try:
-        path = _cache_path()
+        with open(path, "rb") as f:
+            return Lark.load(f)
+    except Exception:  # missing, unreadable, truncated, from another lark: rebuild
+        pass
+    parser = Lark(grammar, lexer=KqlLexer, **_OPTIONS)
+    tmp = None
+    try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        return Lark(grammar, cache=path, **opts)
-    except OSError:
-        return Lark(grammar, **opts)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".grammar-")
+        with os.fdopen(fd, "wb") as f:
+            parser.save(f)
+        os.replace(tmp, path)
+        tmp = None
+    except (OSError, pickle.PicklingError):
+        pass
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    return parser
 
 
 def get_parser() -> Lark:
@@ -343,7 +372,7 @@ class _Builder(Transformer):
 
     def name(self, meta, children):
         tok = children[0]
-        return Token("NAME", _unquote_name(tok), start_pos=tok.start_pos, end_pos=tok.end_pos)
+        return Token(tok.type, _unquote_name(tok), start_pos=tok.start_pos, end_pos=tok.end_pos)
 
     def alias(self, meta, children):
         return children[0].value
@@ -443,7 +472,8 @@ class _Builder(Transformer):
     def dot(self, meta, children):
         base, name = children
         if isinstance(base, A.Column) and base.table is None:
-            return A.Column(name.value, base.name, span=_span(meta))
+            return A.Column(name.value, base.name, quoted=name.type == "QUOTED_NAME",
+                            span=_span(meta))
         return self._extend(meta, base, (".", name.value))
 
     def dot_star(self, meta, children):
@@ -482,7 +512,8 @@ class _Builder(Transformer):
     # ---- atoms
 
     def column(self, meta, children):
-        return A.Column(children[0].value, span=_span(meta))
+        tok = children[0]
+        return A.Column(tok.value, quoted=tok.type == "QUOTED_NAME", span=_span(meta))
 
     def scalar_subquery(self, meta, children):
         return A.Subquery(children[0], span=_span(meta))
@@ -581,66 +612,52 @@ def _check_stars(stmt: A.Node, text: str) -> None:
 # spelling; these are the rest.
 _EXPR_START = {"LPAR", "NAME", "QUOTED_NAME", "INT", "FLOAT", "HEX", "STRING", "TRUE", "FALSE",
                "NULL", "NOT", "ADD_OP", "TILDE", "_CASE", "CAST", "TRY_CAST", "_EXISTS"}
-_TERMINAL_WORDS = {"<expression>": "expression",
+_TERMINAL_WORDS = {"<expression>": "expression", "<operator>": "an operator",
     "NAME": "identifier", "QUOTED_NAME": "identifier", "STRING": "string",
     "INT": "number", "FLOAT": "number", "HEX": "number", "$END": "end of input",
 }
+# Symbolic operators are summed up as "an operator"; keyword operators (AND,
+# IS, IN, …) are listed by name after the clause keywords.
 _OPERATORS = {"COMP_OP", "BIT_OP", "ADD_OP", "MUL_OP", "STAR", "TILDE", "_ARROW", "DOT",
-              "LSQB", "_DCOLON", "_AND", "_OR", "NOT", "_IS", "_IN", "_BETWEEN", "LIKE",
-              "ILIKE"}
+              "LSQB", "_DCOLON"}
 # Order of the expected list: the likeliest fixes first.
 _ORDER = ["COMMA", "RPAR", "_FROM", "_WHERE", "_GROUP", "_HAVING", "_ORDER", "_LIMIT",
           "_OFFSET", "_JOIN", "INNER", "LEFT", "RIGHT", "FULL", "CROSS", "_ON", "_USING",
           "_AS", "_BY", "_SELECT", "_WITH", "UNION", "INTERSECT", "EXCEPT", "_THEN", "_WHEN",
-          "_ELSE", "_END", "STAR", "DISTINCT", "ALL", "<expression>", "LPAR", "NAME", "STRING", "INT", "FLOAT", "HEX"]
+          "_ELSE", "_END", "STAR", "DISTINCT", "ALL", "<expression>", "LPAR", "NAME", "STRING",
+          "INT", "FLOAT", "HEX", "_AND", "_OR", "NOT", "_IS", "_IN", "_BETWEEN", "LIKE", "ILIKE"]
+_LAST = {"<operator>": 0, "SEMICOLON": 1, "$END": 2}
 _MAX_EXPECTED = 6
 
 
 def _describe_terminals(names: set[str], parser: Lark) -> list[str]:
+    """Terminal names → short human words, likeliest first, no duplicates."""
     by_name = {t.name: t for t in parser.terminals}
+    names = set(names)
     if {"LPAR", "NAME", "STRING", "INT"} <= names:
         names = (names - _EXPR_START) | {"<expression>"}
-    operators = {n for n in names if n in _OPERATORS or _is_operator(by_name.get(n))}
+    # '*' right after SELECT is a select item, not multiplication
+    operators = {n for n in names if n in _OPERATORS and not (n == "STAR" and len(names & _OPERATORS) == 1)}
+    if operators:
+        names = (names - operators) | {"<operator>"}
     rank = {n: i for i, n in enumerate(_ORDER)}
-    rest = sorted(names - operators,
-                  key=lambda n: (n in ("SEMICOLON", "$END"), rank.get(n, len(rank)), n))
+    ordered = sorted(names, key=lambda n: (_LAST.get(n, -1), rank.get(n, len(rank)), n))
     words: list[str] = []
-
-    def add(word: str) -> None:
+    for n in ordered:
+        if n in _TERMINAL_WORDS:
+            word = _TERMINAL_WORDS[n]
+        else:
+            term = by_name.get(n)
+            value = term.pattern.value if term is not None and term.pattern.type == "str" else None
+            if value is None:
+                word = n.lstrip("_")
+            elif value[0].isalpha():
+                word = value.upper()
+            else:
+                word = repr(value)
         if word not in words:
             words.append(word)
-
-    for n in rest:
-        if n in _TERMINAL_WORDS:
-            add(_TERMINAL_WORDS[n])
-            continue
-        term = by_name.get(n)
-        value = getattr(getattr(term, "pattern", None), "value", None)
-        if term is not None and term.pattern.type == "str" and value and value[0].isalpha():
-            add(value.upper())
-        elif term is not None and term.pattern.type == "str":
-            add(repr(value))
-        else:
-            add(n.lstrip("_"))
-    if operators:
-        if len(operators) <= 2:
-            for n in sorted(operators):
-                term = by_name.get(n)
-                add(repr(term.pattern.value) if term is not None and term.pattern.type == "str"
-                    and not term.pattern.value[0].isalpha()
-                    else (term.pattern.value.upper() if term is not None and term.pattern.type == "str"
-                          else n.lstrip("_")))
-        else:
-            add("an operator")
-    # keep 'end of input' / ';' visible at the end when we truncate
     return words
-
-
-def _is_operator(term) -> bool:
-    if term is None:
-        return False
-    value = getattr(term.pattern, "value", "")
-    return term.pattern.type == "str" and value in ("->", ".", "[", "::")
 
 
 def _format_expected(words: list[str]) -> str:

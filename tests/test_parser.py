@@ -478,12 +478,12 @@ def test_error_misspelled_keyword():
 
 def test_error_reserved_keyword_as_column():
     assert err("SELECT FROM tasks") == (
-        "syntax error: unexpected 'FROM', expected one of: DISTINCT, ALL, expression, '*' "
+        "syntax error: unexpected 'FROM', expected one of: '*', DISTINCT, ALL, expression "
         "(line 1, column 8)\n"
         "  SELECT FROM tasks\n"
         "         ^^^^")
     assert err("SELECT pid, FROM tasks") == (
-        "syntax error: unexpected 'FROM', expected one of: expression, '*' (line 1, column 13)\n"
+        "syntax error: unexpected 'FROM', expected one of: '*', expression (line 1, column 13)\n"
         "  SELECT pid, FROM tasks\n"
         "              ^^^^")
 
@@ -630,3 +630,10 @@ def test_lexer_covers_every_terminal():
     assert names - ignored <= produced
     assert set(_OP_TERMINALS.values()) <= names
     assert RESERVED_TERMINALS <= keywords
+
+
+def test_quoted_column_is_marked():
+    # for the planner: "bash" is probably meant as the string 'bash'
+    where = one('SELECT * FROM tasks WHERE comm = "bash" AND t."x" = 1').where
+    assert where.left.right.quoted and where.right.left.quoted
+    assert not one("SELECT comm").items[0].expr.quoted
