@@ -163,6 +163,31 @@ class PageTableLayer(Layer):
             size -= n
         return b"".join(parts)
 
+    # Hot helpers: the common in-page case without the extra call through read().
+    def read_u64(self, addr: int) -> int:
+        off = addr & self._page_mask
+        if off <= self._page_size - 8:
+            base = self._tlb.get(addr - off)
+            if base is not None:
+                try:
+                    return _U64(self._phys_read(base + off, 8))[0]
+                except FaultError as e:
+                    raise self._rewrap(e, addr, base + off) from None
+        return _U64(self.read(addr, 8))[0]
+
+    read_pointer = read_u64
+
+    def read_u32(self, addr: int) -> int:
+        off = addr & self._page_mask
+        if off <= self._page_size - 4:
+            base = self._tlb.get(addr - off)
+            if base is not None:
+                try:
+                    return _U32(self._phys_read(base + off, 4))[0]
+                except FaultError as e:
+                    raise self._rewrap(e, addr, base + off) from None
+        return _U32(self.read(addr, 4))[0]
+
     def _rewrap(self, e: FaultError, vaddr: int, paddr: int) -> FaultError:
         new = type(e)(vaddr, f"cannot read {self.name} address {vaddr:#x} (physical {paddr:#x}): {e}")
         return new

@@ -68,7 +68,7 @@ class DumpStats:
     """Counters for one open dump (read by benchmarks and ``--stats``)."""
 
     # kdump: pages read from the file and decompressed (page-cache misses);
-    # ELF: pages touched by physical reads (there is no decompression cache).
+    # ELF: physical reads, counting each page a read touches (no cache to miss).
     pages_read: int = 0
 
 

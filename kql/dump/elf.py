@@ -57,8 +57,8 @@ class ElfPhysical(Layer):
         i = bisect_right(self._starts, paddr) - 1
         if i >= 0:
             start, dend, _fend, _mend, foff = self._segs[i]
-            if paddr + size <= dend and size >= 0:
-                self._stats.pages_read += ((paddr + size - 1) >> 12) - (paddr >> 12) + 1
+            if paddr + size <= dend and 0 <= size <= 4096:
+                self._stats.pages_read += 1      # in-page reads are the hot path
                 at = foff + paddr - start
                 return self._buf[at:at + size]
         return self._read_slow(paddr, size)
@@ -136,7 +136,9 @@ def open_elf(path: str, mfile: MappedFile, *, zero_excluded: bool = False) -> Du
             raise DumpError(f"{path}: truncated ELF core: e_phnum is 0xffff but section 0 "
                             f"(at offset {elf['e_shoff']}) is missing")
         phnum = elf.num_segments()
-    except ELFError as e:
+    except DumpError:
+        raise
+    except (ELFError, Exception) as e:   # pyelftools also lets construct errors through
         raise DumpError(f"{path}: corrupt ELF header: {e}") from None
     if e_type != "ET_CORE":
         raise DumpError(f"{path}: ELF file is not a core dump (e_type {e_type}); "

@@ -45,7 +45,7 @@ _COMPRESSION_NAMES = {
 }
 
 RANK_BLOCK_PFNS = 1024                        # prefix count every 1024 pfns (128 bitmap bytes)
-PAGE_CACHE_SIZE = 4096                        # decompressed pages kept (16 MiB at 4 KiB)
+PAGE_CACHE_SIZE = 8192                        # decompressed pages kept (32 MiB at 4 KiB)
 
 
 def is_kdump(head: bytes) -> bool:
