@@ -2,7 +2,9 @@
 
 Mirrors include/linux/list.h.  Every walk is bounded and cycle-safe: a node
 seen twice, a NULL ``next`` or an unreadable node ends the walk with a
-warning on the kernel (``kernel.warn``), never a hang or a traceback.
+warning on the kernel (``kernel.warn``), never a hang.  Only an unreadable
+list *head* raises :class:`~kql.errors.FaultError` (the caller's object is
+bad, not the list).
 """
 
 from __future__ import annotations
@@ -96,11 +98,7 @@ def _walk(prog, head: int, offset: int, limit: int, what: str) -> Iterator[int]:
     """Addresses of the nodes after ``head`` following the pointer at ``offset``."""
     read_pointer = prog.read_pointer
     seen = set()
-    try:
-        pos = read_pointer(head + offset)
-    except FaultError as e:
-        walk_warn(prog, f"{what}: head {head:#x} unreadable: {e}")
-        return
+    pos = read_pointer(head + offset)   # an unreadable head is the caller's FaultError
     n = 0
     while pos != head:
         if not pos:
@@ -259,11 +257,7 @@ def hlist_empty(head: Object) -> bool:
 def _hwalk(prog, head: int, limit: int, what: str) -> Iterator[int]:
     read_pointer = prog.read_pointer
     seen = set()
-    try:
-        pos = read_pointer(head)     # hlist_head.first at offset 0
-    except FaultError as e:
-        walk_warn(prog, f"{what}: head {head:#x} unreadable: {e}")
-        return
+    pos = read_pointer(head)     # hlist_head.first at offset 0; unreadable: FaultError
     n = 0
     while pos:
         if pos in seen:

@@ -112,8 +112,8 @@ def mt_for_each(mt: Object) -> Iterator[tuple[int, int, int]]:
     lay = _layout(prog)
     base = mt.value_() if mt._t.kind == "pointer" else mt.address_
     what = "mt_for_each"
+    root = prog.read_pointer(base + lay["root_off"])   # unreadable tree: FaultError
     try:
-        root = prog.read_pointer(base + lay["root_off"])
         if _is_node(root):
             yield from _walk(prog, root, 0, lay["max"], set(), 0, what)
         elif root and (root & 3) != 2:
