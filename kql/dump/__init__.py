@@ -4,10 +4,23 @@
 file contents only (never the name), trying in order: ELF core, kdump,
 makedumpfile flattened kdump; several paths make a split kdump.
 
+A :class:`Dump` has (beyond docs/ARCHITECTURE.md "Dumps"):
+
+- ``machine`` ("x86_64"; the arch hooks are ``dump.arch``), ``release``,
+  ``dump_level`` (kdump sub-header), ``warnings`` (truncated/incomplete files)
+- ``prstatus()`` -> [(pr_pid, {register: value})] from the NT_PRSTATUS notes
+- ``qemu_cpu_states()`` -> [{rax.., rip, rflags, cs.., <seg>_base, cr0..cr4}]
+- ``require_vmcoreinfo()`` -> the dict, or a one-line DumpError if missing
+- ``phys.read / is_mapped / ranges()``; kdump also ``phys.is_excluded(paddr)``
+- kdump only: ``header_version``, ``utsname``, ``phys_base``, ``nr_cpus``
+
 Errors are one-line :class:`~kql.errors.DumpError` messages that name the
-file and what is wrong with it.  A dump without VMCOREINFO opens (physical
-memory is still readable); ``dump.require_vmcoreinfo()`` raises the error for
-callers that need it.
+file and what is wrong with it.  Structure damage (truncated header, bitmaps
+or descriptor table; not a core; unknown format) fails at open.  Damage to
+one page's data (cut off, undecompressable) is a :class:`~kql.errors.FaultError`
+(a DumpError) for reads of that page only, naming the pfn, so a table scan
+can count it and go on.  A dump without VMCOREINFO opens (physical memory is
+still readable); ``dump.require_vmcoreinfo()`` raises for callers that need it.
 """
 
 from __future__ import annotations

@@ -176,8 +176,8 @@ class KdumpFile:
                             f"{bitmap_off}..{bitmap_off + bitmap_len}, file has {fsize}")
         half = bitmap_len // 2
         if half * 8 < end_pfn:
-            # Some writers size the bitmaps by max_mapnr rounded to blocks; if the
-            # header claims more pfns than the bitmap holds, trust the bitmap.
+            # The header claims more pfns than the bitmaps describe: read what the
+            # bitmaps cover and say so.
             self.warnings.append(f"bitmap covers {half * 8} pfns but the header says "
                                  f"max_mapnr {max_mapnr}")
             end_pfn = self.end_pfn = min(end_pfn, half * 8)
