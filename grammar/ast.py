@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Union
+from typing import Any, Callable, Iterator, Union
 
 
 class NotLowered(Exception):
@@ -43,12 +43,14 @@ class Node:
     span: tuple[int, int] = field(default=(0, 0), compare=False, repr=False, kw_only=True)
 
     @classmethod
-    def _field_names(cls) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def _field_names(cls) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        """(compared fields, repr fields, all fields but span), cached per class."""
         names = cls.__dict__.get("_kql_field_names")
         if names is None:
             fields = dataclasses.fields(cls)
             names = (tuple(f.name for f in fields if f.compare),
-                     tuple(f.name for f in fields if f.repr))
+                     tuple(f.name for f in fields if f.repr),
+                     tuple(f.name for f in fields if f.name != "span"))
             setattr(cls, "_kql_field_names", names)  # a class attribute: not frozen
         return names
 
@@ -69,20 +71,39 @@ class Node:
 
     def children(self) -> Iterator["Node"]:
         """Direct child nodes, in field order (looking inside tuples)."""
-        for f in dataclasses.fields(self):
-            if f.name == "span":
-                continue
-            yield from _nodes_in(getattr(self, f.name))
+        for name in self._field_names()[2]:
+            yield from _nodes_in(getattr(self, name))
 
     def walk(self) -> Iterator["Node"]:
-        """This node and all nodes below it, pre-order."""
-        yield self
-        for child in self.children():
-            yield from child.walk()
+        """This node and all nodes below it, pre-order (no recursion: long
+        ``OR`` chains nest thousands deep)."""
+        stack: list[Node] = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(list(node.children())))
 
     def replace(self, **changes: Any) -> "Node":
         """A copy with some fields changed (keeps the span unless given)."""
         return dataclasses.replace(self, **changes)
+
+    def transform(self, fn: "Callable[[Node], Node]") -> "Node":
+        """Rebuild the tree bottom-up: children first, then ``fn(node)``.
+
+        ``fn`` returns the node itself to keep it, or a replacement.  Unchanged
+        subtrees are not copied.  Like sqlglot's ``Expression.transform``."""
+        changes = {}
+        for name in self._field_names()[2]:
+            old = getattr(self, name)
+            new = _transform_value(old, fn)
+            if new is not old:
+                changes[name] = new
+        node = dataclasses.replace(self, **changes) if changes else self
+        return fn(node)
+
+    def find_all(self, *types: type) -> Iterator["Node"]:
+        """Nodes of the given types in this subtree, pre-order."""
+        return (n for n in self.walk() if isinstance(n, types))
 
 
 def _nodes_in(value: Any) -> Iterator[Node]:
@@ -91,6 +112,17 @@ def _nodes_in(value: Any) -> Iterator[Node]:
     elif isinstance(value, tuple):
         for v in value:
             yield from _nodes_in(v)
+
+
+def _transform_value(value: Any, fn: "Callable[[Node], Node]") -> Any:
+    if isinstance(value, Node):
+        return value.transform(fn)
+    if isinstance(value, tuple):
+        items = tuple(_transform_value(v, fn) for v in value)
+        if all(a is b for a, b in zip(items, value)):
+            return value
+        return items
+    return value
 
 
 # ------------------------------------------------------------------ helpers
@@ -257,8 +289,18 @@ class BinaryOp(Expr):
 
     def to_sql(self) -> str:
         p = self.precedence
-        strict = p in _NONASSOC
-        return f"{_operand(self.left, p, strict=strict)} {self.op} {_operand(self.right, p, strict=True)}"
+        if p in _NONASSOC:
+            return f"{_operand(self.left, p, strict=True)} {self.op} {_operand(self.right, p, strict=True)}"
+        # Left-deep chains (a OR b OR c …) iteratively: they can be thousands long.
+        chain = []
+        node: Expr = self
+        while isinstance(node, BinaryOp) and node.precedence == p:
+            chain.append(node)
+            node = node.left
+        out = _operand(node, p)
+        for b in reversed(chain):
+            out += f" {b.op} {_operand(b.right, p, strict=True)}"
+        return out
 
 
 @node

@@ -637,3 +637,33 @@ def test_quoted_column_is_marked():
     where = one('SELECT * FROM tasks WHERE comm = "bash" AND t."x" = 1').where
     assert where.left.right.quoted and where.right.left.quoted
     assert not one("SELECT comm").items[0].expr.quoted
+
+
+def test_long_chains_do_not_recurse():
+    q = "SELECT * FROM t WHERE " + " OR ".join(f"pid = {i}" for i in range(2000))
+    stmt = parse_one(q)
+    assert stmt.to_sql() == q
+    assert sum(1 for n in stmt.walk() if isinstance(n, Literal)) == 2000
+    assert parse_one("SELECT " + " - ".join(["x"] * 2000)).items[0].expr.right == col("x")
+
+
+def test_walk_find_all_transform():
+    stmt = one("SELECT task->mm->map_count, pid + 1 FROM tasks WHERE comm = 'x' AND pid > 0x10")
+    assert [type(n).__name__ for n in stmt.walk()][:6] == [
+        "Select", "SelectItem", "MemberPath", "Column", "SelectItem", "BinaryOp"]
+    assert [c.name for c in stmt.find_all(Column)] == ["task", "pid", "comm", "pid"]
+
+    # a planner-style rule: member paths become columns, hex literals plain ints
+    def lower(node):
+        if isinstance(node, MemberPath):
+            return Column("__m0", span=node.span)
+        if isinstance(node, HexLiteral):
+            return Literal(node.value, "int", span=node.span)
+        return node
+
+    lowered = stmt.transform(lower)
+    assert lowered.to_sql() == \
+        "SELECT __m0, pid + 1 FROM tasks WHERE comm = 'x' AND pid > 16"
+    assert lowered.items[0].expr.span == stmt.items[0].expr.span
+    assert lowered.from_ is stmt.from_  # untouched subtrees are shared
+    assert stmt.transform(lambda n: n) is stmt
