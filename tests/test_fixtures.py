@@ -103,3 +103,12 @@ def test_fixture_metadata_names_real_files():
         assert meta["name"] == name
         for f in meta["dumps"].values():
             assert (fixture(name).path / f).stat().st_size > 1 << 20
+
+
+def test_shipped_sample_truth_matches_its_log():
+    """tests/sample/truth.json is derived from the guest's raw output by the
+    current parser (regenerate it with truth.parse_log when truth.py changes)."""
+    import truth as truth_mod
+    d = fixture("sample").path
+    assert json.loads((d / "truth.json").read_text()) == \
+        json.loads(json.dumps(truth_mod.parse_log((d / "truth.log").read_bytes())))

@@ -430,13 +430,30 @@ def flattened_length(path: Path) -> int | None:
 # ---------------------------------------------------------------- driver
 
 def sources_hash() -> str:
-    """Hash of what shapes a fixture: the guest's programs and scripts, the
-    truth parser, and BUILDER_VERSION (bump it when build.py changes how a
+    """Hash of what shapes a fixture's dumps: the guest's programs and
+    scripts and BUILDER_VERSION (bump it when build.py changes how a
     dump is made)."""
     h = hashlib.sha256(str(BUILDER_VERSION).encode())
-    for p in sorted([HERE / "truth.py", *HERE.glob("guest/*")]):
+    for p in sorted(HERE.glob("guest/*")):
         h.update(p.name.encode() + p.read_bytes())
     return h.hexdigest()
+
+
+def truth_hash() -> str:
+    return hashlib.sha256((HERE / "truth.py").read_bytes()).hexdigest()[:12]
+
+
+def refresh_truth(out: Path) -> None:
+    """Re-derive truth.json from the guest's raw truth.log when the parser
+    changed (the dumps themselves stay valid)."""
+    meta_path = out / "fixture.json"
+    meta = json.loads(meta_path.read_text())
+    if meta.get("truth_hash") == truth_hash() and (out / "truth.json").exists():
+        return
+    truth = truth_mod.parse_log((out / "truth.log").read_bytes())
+    (out / "truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True))
+    meta["truth_hash"] = truth_hash()
+    meta_path.write_text(json.dumps(meta, indent=1))
 
 
 def recipe_hash(name: str) -> str:
@@ -453,6 +470,7 @@ def fixture_dir(name: str) -> Path:
 def build(name: str, force: bool = False) -> Path:
     out = fixture_dir(name)
     if (out / "fixture.json").exists() and not force:
+        refresh_truth(out)
         return out
     recipe = RECIPES[name]
     kdir = kernel_dir(recipe["kernel"])
@@ -466,6 +484,7 @@ def build(name: str, force: bool = False) -> Path:
             "name": name, "recipe": recipe, "release": kdir["release"],
             "dumps": files,
             "vmlinux": str(kdir["vmlinux"]), "system_map": str(kdir["system_map"]),
+            "truth_hash": truth_hash(),
             "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         (tmp_out / "fixture.json").write_text(json.dumps(meta, indent=1))

@@ -56,7 +56,9 @@ def parse_status(text: str) -> dict:
 
 
 def expected_comm(name: str, flags: int) -> str:
-    if flags & PF_WQ_WORKER and "-" in name:
+    # wq_worker_comm() appends "-<workqueue>" to kworker names; rescuer
+    # threads (also PF_WQ_WORKER) are named after their workqueue and keep it.
+    if flags & PF_WQ_WORKER and name.startswith("kworker/") and "-" in name:
         name = name.split("-", 1)[0]
     return name.encode()[:TASK_COMM_LEN - 1].decode(errors="replace")
 

@@ -1,0 +1,123 @@
+"""The kql command: output, exit codes, and one-line errors with carets.
+
+Runs the real CLI (``python -m kql.cli``) on real dumps."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fixtures import fixture
+
+SAMPLE = str(fixture("sample").path / "vmcore.kdump")
+
+
+def kql(*args, check_rc=None):
+    env = dict(os.environ)
+    env.pop("KQL_DEBUG", None)
+    p = subprocess.run([sys.executable, "-m", "kql.cli", *args], capture_output=True,
+                       text=True, env=env)
+    if check_rc is not None:
+        assert p.returncode == check_rc, (p.returncode, p.stdout, p.stderr)
+    return p
+
+
+def test_help_lists_options_and_exit_codes():
+    p = kql("--help", check_rc=0)
+    for word in ("--vmlinux", "--format", "--stats", "--describe", "exit codes"):
+        assert word in p.stdout
+
+
+def test_syntax_error_has_caret():
+    p = kql(SAMPLE, "SELECT pid FORM tasks", check_rc=1)
+    assert p.stderr == (
+        "kql: syntax error: unexpected 'FORM', expected one of: ',', FROM, WHERE, GROUP, "
+        "HAVING, ORDER, … (line 1, column 12)\n"
+        "  SELECT pid FORM tasks\n"
+        "             ^^^^\n")
+
+
+def test_unknown_table_suggests():
+    p = kql(SAMPLE, "SELECT * FROM list_wallk('modules', 'struct module', 'list')", check_rc=1)
+    assert p.stderr == (
+        "kql: unknown table function 'list_wallk'; did you mean 'list_walk'? (line 1, column 15)\n"
+        "  SELECT * FROM list_wallk('modules', 'struct module', 'list')\n"
+        "                ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n")
+
+
+def test_bad_member_names_struct_and_member():
+    p = kql(SAMPLE, "SELECT value->comm, value->nope FROM var('init_task')", check_rc=1)
+    assert p.stderr == (
+        "kql: value->nope: 'struct task_struct' has no member 'nope' (line 1, column 21)\n"
+        "  SELECT value->comm, value->nope FROM var('init_task')\n"
+        "                      ^^^^^^^^^^^\n")
+
+
+def test_not_a_dump_is_exit_2_one_line(tmp_path):
+    f = tmp_path / "empty"
+    f.write_bytes(b"")
+    p = kql(str(f), "SELECT 1", check_rc=2)
+    assert len(p.stderr.splitlines()) == 1 and p.stderr.startswith("kql: error: ")
+    assert "Traceback" not in p.stderr
+
+
+def test_missing_file_is_exit_2(tmp_path):
+    p = kql(str(tmp_path / "nope"), "SELECT 1", check_rc=2)
+    assert len(p.stderr.splitlines()) == 1 and str(tmp_path / "nope") in p.stderr
+
+
+def test_var_and_member_paths_against_truth():
+    t = fixture("sample").truth
+    p = kql(SAMPLE, "SELECT value->comm, value->pid FROM var('init_task')", "--format", "json",
+            check_rc=0)
+    rows = json.loads(p.stdout)
+    assert rows == [{"value->comm": t["tasks"]["0"]["comm"] if "0" in t["tasks"] else "swapper/0",
+                     "value->pid": 0}]
+
+
+def test_list_walk_finds_every_process_the_guest_printed():
+    t = fixture("sample").truth
+    p = kql(SAMPLE, "SELECT entry->pid AS pid, entry->comm AS comm FROM "
+            "list_walk('init_task.tasks', 'struct task_struct', 'tasks')", "-f", "csv",
+            check_rc=0)
+    got = {}
+    for line in p.stdout.splitlines()[1:]:
+        pid, comm = line.split(",", 1)
+        got[int(pid)] = comm
+    leaders = {int(k): v["comm"] for k, v in t["tasks"].items()
+               if v["tgid"] == v["pid"] and int(k) not in t["transient_pids"]}
+    assert {k: got.get(k) for k in leaders} == leaders
+
+
+def test_addresses_print_in_hex_in_tables_and_as_numbers_in_json():
+    p = kql(SAMPLE, "SELECT address FROM var('init_task')", check_rc=0)
+    assert p.stdout.splitlines()[2].startswith("0xffffffff")
+    p = kql(SAMPLE, "SELECT address FROM var('init_task')", "-f", "json", check_rc=0)
+    assert isinstance(json.loads(p.stdout)[0]["address"], int)
+
+
+def test_output_file_written_atomically(tmp_path):
+    out = tmp_path / "r.parquet"
+    kql(SAMPLE, "SELECT * FROM memory(addr('init_task'), 4)", "-f", "parquet", "-o", str(out),
+        check_rc=0)
+    import pyarrow.parquet as pq
+    t = pq.read_table(out)
+    assert t.num_rows == 4 and t.column_names == ["address", "value", "symbol", "ascii"]
+    assert [p.name for p in tmp_path.iterdir()] == ["r.parquet"]
+
+
+def test_describe_lists_every_table_with_docs():
+    p = kql("--describe", check_rc=0)
+    from kql.tables import catalog
+    for name, spec in catalog().items():
+        assert name in p.stdout
+        for c in spec.columns:
+            assert c.doc, f"{name}.{c.name} has no doc"
+
+
+@pytest.mark.parametrize("q", ["SELECT 1 FROM", "SELECT 'abc", "/* x"])
+def test_no_traceback_on_any_syntax_error(q):
+    p = kql(SAMPLE, q, check_rc=1)
+    assert "Traceback" not in p.stderr and p.stderr.startswith("kql: ")
