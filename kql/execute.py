@@ -95,6 +95,10 @@ class Session:
         if p.explain_only:
             text = p.explain()
             return Result(pa.table({"plan": text.split("\n")}), p, warnings, stats, explain=text)
+        for s in p.scans:  # symbols and types first: not the scan's cost
+            k = self.kernel_for(s.dump)
+            if k is not None:
+                k.symbols, k.types
         pages0 = self._pages_read()
         t0 = time.perf_counter()
         tables = {}
@@ -142,8 +146,10 @@ class Session:
                 raise ExecuteError(str(e), source, 0) from None
             log.debug("duckdb: %s", sql)
             try:
-                res = con.execute(sql)
-                return res.to_arrow_table() if hasattr(res, "to_arrow_table") else res.arrow()
+                rel = con.sql(sql)
+                if rel is None:  # a statement without a result
+                    return pa.table({})
+                return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
             except duckdb.Error as e:
                 msg = str(e).split("\n")[0]
                 for s in p.scans:
