@@ -1,0 +1,282 @@
+"""The kernel log: records of the lockless printk ring buffer (Linux 5.10+).
+
+Mirrors kernel/printk/printk_ringbuffer.c (REFERENCE §8).  ``prb`` points at
+a ``struct printk_ringbuffer``: a descriptor ring (``descs[]`` with a state
+word and the text block's logical positions, and since 5.11 a parallel
+``infos[]`` of ``struct printk_info``) and a text data ring.  Records are
+read as ``/dev/kmsg`` reads them: one record per message (continuation lines
+were already merged into their record by ``prb_reserve_in_last()`` when the
+same caller continued it; a continuation that could not be merged stays a
+record of its own, flagged ``LOG_CONT``), with the device info
+(SUBSYSTEM=/DEVICE=, the former "dict") kept apart from the text.
+
+The rings are read in a few large reads, not object by object.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Iterator
+
+from kql.errors import FaultError
+
+__all__ = ["PrintkRecord", "get_printk_records", "for_each_printk_record",
+           "format_caller_id", "LOG_NEWLINE", "LOG_CONT"]
+
+# enum printk_info_flags (kernel/printk/printk_ringbuffer.h)
+LOG_NEWLINE = 2
+LOG_CONT = 8
+
+# prb_desc.state_var: the top two bits are the state, the rest the id
+# (DESC_SV_BITS = BITS_PER_LONG, DESC_FLAGS_SHIFT = DESC_SV_BITS - 2).
+_DESC_FLAGS_SHIFT = 62
+_DESC_ID_MASK = (1 << _DESC_FLAGS_SHIFT) - 1
+_DESC_COMMITTED = 1
+_DESC_FINALIZED = 2
+# printk_info.caller_id: bit 31 set = a CPU number, else a task id
+# (printk_caller_id()).
+_CALLER_CPU = 0x80000000
+# A data-less block has bit 0 set in both lpos values (LPOS_DATALESS);
+# NO_LPOS (0x3) marks an empty message.
+_NO_LPOS = 0x3
+
+
+@dataclass(frozen=True)
+class PrintkRecord:
+    """One record: ``text`` without the trailing newline (bytes decoded as
+    UTF-8 with replacement), ``ts_nsec`` (local_clock() ns since boot),
+    ``level`` (0-7), ``facility``, ``flags`` (LOG_* bits), ``caller_id``
+    (raw), ``subsystem``/``device`` (dev_printk_info, "" if none)."""
+
+    seq: int
+    ts_nsec: int
+    level: int
+    facility: int
+    flags: int
+    caller_id: int
+    text: str
+    subsystem: str = ""
+    device: str = ""
+
+    @property
+    def caller(self) -> str:
+        return format_caller_id(self.caller_id)
+
+
+def format_caller_id(caller_id: int) -> str:
+    """``"T<tid>"`` or ``"C<cpu>"`` as printk's caller prefix shows it."""
+    if caller_id & _CALLER_CPU:
+        return f"C{caller_id & ~_CALLER_CPU}"
+    return f"T{caller_id}"
+
+
+def _read_maybe(prog, addr: int, size: int) -> tuple[bytes, set[int]]:
+    """Bytes at ``addr`` with unreadable pages zeroed, and the set of page
+    indexes (relative to ``addr``'s page) that were unreadable."""
+    try:
+        return prog.read(addr, size), set()
+    except FaultError:
+        pass
+    out = bytearray(size)
+    bad = set()
+    pos = 0
+    while pos < size:
+        chunk = min(size - pos, 4096 - ((addr + pos) & 0xFFF))
+        try:
+            out[pos:pos + chunk] = prog.read(addr + pos, chunk)
+        except FaultError:
+            bad.add(((addr + pos) >> 12) - (addr >> 12))
+        pos += chunk
+    return bytes(out), bad
+
+
+def _layout(prog) -> dict:
+    cache = prog.cache
+    lay = cache.get("printk_layout")
+    if lay is not None:
+        return lay
+    T = prog.types.find_type
+    rb = T("struct printk_ringbuffer")
+    dr = T("struct prb_desc_ring")
+    desc = T("struct prb_desc")
+    info = T("struct printk_info")
+    data = T("struct prb_data_ring")
+    lpos = T("struct prb_data_blk_lpos")
+    lay = {
+        "desc_ring": rb.offsetof("desc_ring"),
+        "text_data_ring": rb.offsetof("text_data_ring"),
+        "count_bits": dr.offsetof("count_bits"),
+        "descs": dr.offsetof("descs"),
+        "head_id": dr.offsetof("head_id"),
+        "tail_id": dr.offsetof("tail_id"),
+        "desc_size": desc.size,
+        "state_var": desc.offsetof("state_var"),
+        "lpos": desc.offsetof("text_blk_lpos"),
+        "lpos_begin": lpos.offsetof("begin"),
+        "lpos_next": lpos.offsetof("next"),
+        "size_bits": data.offsetof("size_bits"),
+        "data": data.offsetof("data"),
+        "info_size": info.size,
+        "seq": info.offsetof("seq"),
+        "ts_nsec": info.offsetof("ts_nsec"),
+        "text_len": info.offsetof("text_len"),
+        "facility": info.offsetof("facility"),
+        "caller_id": info.offsetof("caller_id"),
+    }
+    # flags:5 and level:3 are bitfields sharing one byte.
+    fm, fbit = info.member("flags")
+    lm, lbit = info.member("level")
+    lay["flags_bit"], lay["flags_bits"] = fbit, fm.bit_size or 8
+    lay["level_bit"], lay["level_bits"] = lbit, lm.bit_size or 8
+    # Since Linux kernel commit cfe2790b163a ("printk: move printk_info into
+    # separate array") (in v5.11), the printk_info records are in
+    # desc_ring.infos[]; in v5.10 each prb_desc holds its own ``info``.
+    if dr.has_member("infos"):
+        lay["infos"] = dr.offsetof("infos")
+        lay["info_in_desc"] = None
+    else:
+        lay["infos"] = None
+        lay["info_in_desc"] = desc.offsetof("info")
+    if info.has_member("dev_info"):
+        dev = T("struct dev_printk_info")
+        base = info.offsetof("dev_info")
+        sm, _ = dev.member("subsystem")
+        dm, _ = dev.member("device")
+        lay["subsystem"] = (base + dev.offsetof("subsystem"), sm.type.strip_typedefs().size)
+        lay["device"] = (base + dev.offsetof("device"), dm.type.strip_typedefs().size)
+    else:
+        lay["subsystem"] = lay["device"] = None
+    cache["printk_layout"] = lay
+    return lay
+
+
+def _cstr(raw: bytes) -> str:
+    nul = raw.find(b"\0")
+    return (raw if nul < 0 else raw[:nul]).decode(errors="replace")
+
+
+def for_each_printk_record(prog, *, warn=None) -> Iterator[PrintkRecord]:
+    """The records of the printk ring buffer in ring order (oldest first);
+    records that are reserved or already reused are skipped, as the kernel's
+    readers skip them.  ``warn(msg)`` is told about unreadable text.
+
+    Raises :class:`LookupError` if the kernel has no ``prb`` (log_buf kernels
+    before 5.10 are not supported).
+    """
+    sym = prog.symbols.get("prb")
+    if sym is None:
+        raise LookupError("no printk ring buffer (prb): kernels before 5.10 are not supported")
+    lay = _layout(prog)
+    rb = prog.read_pointer(sym.address)
+    dr = rb + lay["desc_ring"]
+    tr = rb + lay["text_data_ring"]
+    count_bits = prog.read_u32(dr + lay["count_bits"])
+    count = 1 << count_bits
+    descs = prog.read_pointer(dr + lay["descs"])
+    head_id = prog.read_u64(dr + lay["head_id"]) & _DESC_ID_MASK
+    tail_id = prog.read_u64(dr + lay["tail_id"]) & _DESC_ID_MASK
+    size_bits = prog.read_u32(tr + lay["size_bits"])
+    data_size = 1 << size_bits
+    data_addr = prog.read_pointer(tr + lay["data"])
+
+    dsize = lay["desc_size"]
+    isize = lay["info_size"]
+    desc_raw, _ = _read_maybe(prog, descs, count * dsize)
+    if lay["infos"] is not None:
+        infos = prog.read_pointer(dr + lay["infos"])
+        info_raw, _ = _read_maybe(prog, infos, count * isize)
+        info_base, info_stride = 0, isize
+    else:
+        info_raw, info_base, info_stride = desc_raw, lay["info_in_desc"], dsize
+    text, bad_pages = _read_maybe(prog, data_addr, data_size)
+
+    u64 = struct.Struct("<Q").unpack_from
+    u32 = struct.Struct("<I").unpack_from
+    u16 = struct.Struct("<H").unpack_from
+    sv_off, b_off, n_off = lay["state_var"], lay["lpos"] + lay["lpos_begin"], \
+        lay["lpos"] + lay["lpos_next"]
+    fbyte, fshift = divmod(lay["flags_bit"], 8)
+    fmask = (1 << lay["flags_bits"]) - 1
+    lbyte, lshift = divmod(lay["level_bit"], 8)
+    lmask = (1 << lay["level_bits"]) - 1
+    sub, dev = lay["subsystem"], lay["device"]
+
+    n = (head_id - tail_id) & _DESC_ID_MASK
+    if n >= count:  # a corrupt head/tail: look at every slot once
+        n = count - 1
+        tail_id = (head_id - n) & _DESC_ID_MASK
+    for k in range(n + 1):
+        rid = (tail_id + k) & _DESC_ID_MASK
+        slot = rid % count
+        d = slot * dsize
+        sv = u64(desc_raw, d + sv_off)[0]
+        if sv & _DESC_ID_MASK != rid:
+            continue
+        state = sv >> _DESC_FLAGS_SHIFT
+        if state not in (_DESC_COMMITTED, _DESC_FINALIZED):
+            continue
+        i = info_base + slot * info_stride
+        seq = u64(info_raw, i + lay["seq"])[0]
+        ts = u64(info_raw, i + lay["ts_nsec"])[0]
+        text_len = u16(info_raw, i + lay["text_len"])[0]
+        facility = info_raw[i + lay["facility"]]
+        flags = (info_raw[i + fbyte] >> fshift) & fmask
+        level = (info_raw[i + lbyte] >> lshift) & lmask
+        caller_id = u32(info_raw, i + lay["caller_id"])[0]
+        msg = _get_data(u64(desc_raw, d + b_off)[0], u64(desc_raw, d + n_off)[0],
+                        data_size, text, bad_pages, text_len, data_addr & 0xFFF)
+        if msg is None:
+            if warn is not None:
+                warn(f"printk record {seq}: text unreadable")
+            body = None
+        else:
+            body = msg.decode(errors="replace")
+        yield PrintkRecord(
+            seq=seq, ts_nsec=ts, level=level, facility=facility, flags=flags,
+            caller_id=caller_id, text=body,
+            subsystem=_cstr(info_raw[i + sub[0]:i + sub[0] + sub[1]]) if sub else "",
+            device=_cstr(info_raw[i + dev[0]:i + dev[0] + dev[1]]) if dev else "")
+
+
+def _get_data(begin: int, nxt: int, size: int, text: bytes, bad_pages: set[int],
+              text_len: int, skew: int = 0) -> bytes | None:
+    """The text of one block (kernel get_data()); None if unreadable."""
+    if begin & 1 and nxt & 1:
+        # Data-less block: an empty message (NO_LPOS) or lost text.
+        return b"" if begin == _NO_LPOS and nxt == _NO_LPOS else None
+    wraps = size.bit_length() - 1
+
+    def data_wraps(lpos: int) -> int:
+        return lpos >> wraps
+
+    if data_wraps(begin) == data_wraps(nxt) and begin < nxt:
+        start = begin & (size - 1)
+        length = nxt - begin
+    elif data_wraps(begin + size) == data_wraps(nxt):
+        # Wrapping block: the text starts again at the beginning of the ring.
+        start = 0
+        length = nxt & (size - 1)
+    else:
+        return None
+    # Skip the block's id word (unsigned long); text_len may be shorter than
+    # the block (padding) but never longer.
+    if length < 8:
+        return None
+    start += 8
+    length = min(length - 8, text_len)
+    if bad_pages and any(p in bad_pages for p in
+                         range((skew + start) >> 12, ((skew + start + length) >> 12) + 1)):
+        return None
+    return text[start:start + length]
+
+
+def get_printk_records(prog) -> list[PrintkRecord]:
+    """All readable records sorted by sequence number (cached per dump)."""
+    cache = prog.cache
+    recs = cache.get("printk_records")
+    if recs is None:
+        warn = getattr(prog, "warn", None)
+        recs = sorted(for_each_printk_record(prog, warn=warn), key=lambda r: r.seq)
+        cache["printk_records"] = recs
+    return recs

@@ -1,0 +1,267 @@
+"""Per-task scheduler and accounting facts as ps / /proc report them:
+state value and crash code, running-on-CPU, credentials, memory counters,
+command line (include/linux/sched.h, fs/proc/array.c, fs/proc/base.c,
+include/linux/mm.h).
+
+Task iteration, ``task_state_index()`` and ``task_cpu()`` are in
+:mod:`kql.helpers.task`; this module builds on them.
+"""
+
+from __future__ import annotations
+
+from kql.errors import FaultError
+from kql.helpers.percpu import cpu_rq
+from kql.helpers.task import task_state_index, task_state_letters
+from kql.object import Object
+
+__all__ = ["task_state_raw", "task_state_value", "task_state_code", "running_tasks",
+           "task_is_running", "get_mm_counter", "get_mm_counter_sum", "get_mm_rss", "task_rss_bytes",
+           "task_vsz_bytes", "task_cmdline", "task_argv", "page_size", "MM_COUNTERS"]
+
+# include/linux/sched.h bits beyond TASK_PARKED, which task_state_array does
+# not list (#defines, not in BTF).  They sit right above TASK_PARKED, in this
+# order, from Linux 4.14 (commit 06eb61844d84 "sched/debug: Add explicit
+# TASK_IDLE printing") to 6.12: TASK_DEAD, TASK_WAKEKILL, TASK_WAKING,
+# TASK_NOLOAD, TASK_NEW, TASK_RTLOCK_WAIT (5.15+).
+_ABOVE_PARKED = ("DEAD", "WAKEKILL", "WAKING", "NOLOAD", "NEW", "RTLOCK_WAIT")
+
+
+def _state_bits(prog) -> dict[str, int]:
+    """State bit values by name, from the kernel's task_state_array: its
+    entries after "R" are the TASK_REPORT bits in bit order (fs/proc/array.c
+    checks this with BUILD_BUG_ON), the last one ("I") being TASK_REPORT_IDLE."""
+    bits = prog.cache.get("task_state_bits")
+    if bits is None:
+        letters = [s[:1] for s in task_state_letters(prog)]
+        names = {"S": "INTERRUPTIBLE", "D": "UNINTERRUPTIBLE", "T": "STOPPED",
+                 "t": "TRACED", "X": "EXIT_DEAD", "Z": "EXIT_ZOMBIE", "P": "PARKED"}
+        bits = {}
+        for i, letter in enumerate(letters[1:-1]):
+            if letter in names:
+                bits[names[letter]] = 1 << i
+        parked = bits.get("PARKED", 0x40)
+        for i, name in enumerate(_ABOVE_PARKED, 1):
+            bits[name] = parked << i
+        prog.cache["task_state_bits"] = bits
+    return bits
+
+
+def task_state_raw(task: Object) -> int:
+    """``task->__state | task->exit_state``.
+
+    :param task: ``struct task_struct *``
+    """
+    # Linux 5.14 (commit 2f064a59a11f "sched: Change task_struct::state")
+    # renamed state to __state.
+    state = task.member_("__state" if task.has_member_("__state") else "state")
+    return (state.value_() | task.exit_state.value_()) & 0xFFFFFFFF
+
+
+def task_state_value(task: Object) -> int:
+    """The state as /proc reports it, as a bit value: 0 R, 1 S, 2 D, 4 T, 8 t,
+    16 X, 32 Z, 64 P, 128 I (``1 << (task_state_index() - 1)``).
+
+    :param task: ``struct task_struct *``
+    """
+    i = task_state_index(task)
+    return 0 if i == 0 else 1 << (i - 1)
+
+
+def task_state_code(task: Object, raw: int | None = None) -> str:
+    """crash's two-letter state (``ps`` ST column): RU IN UN ID ZO ST TR DE PA
+    WA NE, from the raw state bits; later tests win, as in crash's
+    task_state_string().
+
+    :param task: ``struct task_struct *``
+    """
+    b = _state_bits(task.prog_)
+    s = task_state_raw(task) if raw is None else raw
+    code = "??"
+    if s == 0:
+        code = "RU"
+    if s & b["INTERRUPTIBLE"]:
+        code = "IN"
+    if s & b["UNINTERRUPTIBLE"]:
+        code = "ID" if s & b["NOLOAD"] else "UN"
+    if s & b["STOPPED"]:
+        code = "ST"
+    if s & b["TRACED"]:
+        code = "TR"
+    # An exited task has __state TASK_DEAD; exit_state says whether it is a
+    # zombie (EXIT_ZOMBIE) or being reaped (EXIT_DEAD).
+    if s & (b["EXIT_DEAD"] | b["DEAD"]):
+        code = "DE"
+    if s & b["EXIT_ZOMBIE"]:
+        code = "ZO"
+    if s & b["PARKED"]:
+        code = "PA"
+    if s == b["WAKING"]:
+        code = "WA"
+    if s == b["NEW"]:
+        code = "NE"
+    if code == "??" and s & b["RTLOCK_WAIT"]:
+        code = "UN"
+    return code
+
+
+def running_tasks(prog) -> dict[int, int]:
+    """``{task address: cpu}`` of each online CPU's ``rq->curr`` (cached)."""
+    cur = prog.cache.get("running_tasks")
+    if cur is None:
+        cur = {}
+        for cpu in prog.online_cpus():
+            try:
+                cur.setdefault(cpu_rq(prog, cpu).curr.value_(), cpu)
+            except FaultError:
+                continue
+        prog.cache["running_tasks"] = cur
+    return cur
+
+
+def task_is_running(task: Object) -> bool:
+    """True if ``task`` is some online CPU's ``rq->curr``.
+
+    :param task: ``struct task_struct *``
+    """
+    return task.value_() in running_tasks(task.prog_)
+
+
+def page_size(prog) -> int:
+    return int(prog.vmcoreinfo.get("PAGESIZE", "4096"))
+
+
+def _enumerator(prog, name: str, default: int) -> int:
+    cache = prog.cache.setdefault("enumerators", {})
+    v = cache.get(name)
+    if v is None:
+        btf = prog.btf
+        hit = btf.find_enumerator(name) if btf is not None else None
+        v = cache[name] = hit[1] if hit is not None else default
+    return v
+
+
+#: include/linux/mm_types_task.h (an anonymous enum; values read from BTF,
+#: these are the defaults since 4.5).
+MM_COUNTERS = {"MM_FILEPAGES": 0, "MM_ANONPAGES": 1, "MM_SWAPENTS": 2, "MM_SHMEMPAGES": 3}
+
+
+def _rss_counter(mm: Object, member: str):
+    i = _enumerator(mm.prog_, member, MM_COUNTERS[member])
+    rss = mm.rss_stat
+    # Since Linux kernel commit f1a7941243c1 ("mm: convert mm's rss stats into
+    # percpu_counter") (in v6.2), rss_stat is an array of percpu_counter;
+    # before, it is struct mm_rss_stat { atomic_long_t count[]; }.
+    if rss.type_.strip_typedefs().kind == "array":
+        return rss[i], True
+    return rss.count[i].counter, False
+
+
+def get_mm_counter(mm: Object, member: str) -> int:
+    """``get_mm_counter(mm, member)`` (``member`` like ``"MM_ANONPAGES"``), in
+    pages, clamped at 0 as the kernel does; on 6.2+ only the shared count of
+    the percpu_counter (``percpu_counter_read_positive()``).
+
+    :param mm: ``struct mm_struct *``
+    """
+    c, percpu = _rss_counter(mm, member)
+    return max((c.count if percpu else c).value_(), 0)
+
+
+def get_mm_counter_sum(mm: Object, member: str) -> int:
+    """``get_mm_counter_sum()``: the exact counter, per-CPU deltas included
+    (``percpu_counter_sum_positive()``), in pages.
+
+    :param mm: ``struct mm_struct *``
+    """
+    c, percpu = _rss_counter(mm, member)
+    if not percpu:
+        return max(c.value_(), 0)
+    prog = mm.prog_
+    total = c.count.value_()
+    counters = c.counters.value_()
+    if counters:
+        for cpu in prog.possible_cpus():
+            total += prog.read_s32(counters + prog.per_cpu_offset(cpu))
+    return max(total, 0)
+
+
+def get_mm_rss(mm: Object) -> int:
+    """File + anon + shmem pages, exact (per-CPU deltas summed), as /proc
+    VmRSS counts them (fs/proc/task_mmu.c task_mem(); kernels whose /proc
+    uses get_mm_counter() may show up to a batch per CPU less).
+
+    :param mm: ``struct mm_struct *``
+    """
+    return sum(get_mm_counter_sum(mm, m) for m in ("MM_FILEPAGES", "MM_ANONPAGES",
+                                                   "MM_SHMEMPAGES"))
+
+
+def task_rss_bytes(task: Object) -> int | None:
+    """Resident set size in bytes (/proc VmRSS); None without an mm.
+
+    :param task: ``struct task_struct *``
+    """
+    mm = task.mm
+    if not mm.value_():
+        return None
+    return get_mm_rss(mm) * page_size(task.prog_)
+
+
+def task_vsz_bytes(task: Object) -> int | None:
+    """Virtual size in bytes (``mm->total_vm``, /proc VmSize); None without an mm.
+
+    :param task: ``struct task_struct *``
+    """
+    mm = task.mm
+    if not mm.value_():
+        return None
+    return mm.total_vm.value_() * page_size(task.prog_)
+
+
+def _user_memory(prog, mm: Object):
+    """The user address space of ``mm`` (a layer reading through mm->pgd)."""
+    from kql.memory import UserVirtual
+    pgd = mm.pgd.value_()
+    kv = prog.memory
+    return UserVirtual(prog.dump.phys, prog.arch, kv.translate(pgd), levels=kv.levels,
+                       sme_mask=int(prog.vmcoreinfo.get("NUMBER(sme_mask)", "0") or 0))
+
+
+def task_argv(task: Object) -> list[str] | None:
+    """The task's argv as /proc/PID/cmdline gives it, read from user memory
+    through the task's own page tables; None for tasks without an mm.
+    Raises FaultError when the pages are not in the dump (makedumpfile
+    -d 31 drops user pages).
+
+    :param task: ``struct task_struct *``
+    """
+    prog = task.prog_
+    mm = task.mm
+    if not mm.value_():
+        return None
+    mm = mm.read_()
+    start, end = mm.arg_start.value_(), mm.arg_end.value_()
+    if end <= start:
+        return []
+    uv = _user_memory(prog, mm)
+    size = min(end - start, 1 << 20)
+    raw = uv.read(start, size)
+    if raw[-1:] != b"\0":
+        # fs/proc/base.c get_mm_cmdline(): a non-NUL last byte means the task
+        # rewrote its arguments (setproctitle); /proc then shows the string
+        # at arg_start up to its first NUL, at most one page.
+        raw = uv.read(start, min(page_size(prog), max(size, 1)))
+        nul = raw.find(b"\0")
+        raw = raw if nul < 0 else raw[:nul + 1]
+    if raw.endswith(b"\0"):
+        raw = raw[:-1]
+    return [a.decode(errors="replace") for a in raw.split(b"\0")]
+
+
+def task_cmdline(task: Object) -> str | None:
+    """The command line with arguments joined by spaces (as ps shows it).
+
+    :param task: ``struct task_struct *``
+    """
+    argv = task_argv(task)
+    return None if argv is None else " ".join(argv)

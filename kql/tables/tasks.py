@@ -1,0 +1,205 @@
+"""tasks: one row per task (threads and per-CPU idle tasks included), like
+crash ``ps``."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import pyarrow as pa
+
+from kql.errors import FaultError
+from kql.helpers.percpu import cpu_rq
+from kql.helpers.pid import find_task
+from kql.helpers.sched import (running_tasks, task_argv, task_state_code, task_state_raw,
+                               task_state_value, get_mm_rss, page_size)
+from kql.helpers.task import PF_KTHREAD, for_each_task, task_cpu
+from kql.tables.base import ADDRESS, Column, ScanContext, TableSpec
+
+__all__ = ["TABLES", "TaskRow"]
+
+
+class TaskRow:
+    """One task; values shared by several columns are read once, on demand."""
+
+    def __init__(self, task):
+        self.task = task            # struct task_struct *
+
+    @cached_property
+    def addr(self) -> int:
+        return self.task.value_()
+
+    @cached_property
+    def state_raw(self) -> int:
+        return task_state_raw(self.task)
+
+    @cached_property
+    def flags(self) -> int:
+        return self.task.flags.value_()
+
+    @cached_property
+    def cred(self):
+        # /proc reports the objective credentials (real_cred, __task_cred()).
+        return self.task.real_cred.read_()
+
+    @cached_property
+    def mm(self):
+        """struct mm_struct (a value copy) or None for kernel threads."""
+        mm = self.task.mm
+        return mm.read_() if mm.value_() else None
+
+    def comm(self) -> str:
+        return self.task.comm.string_().decode(errors="replace")
+
+    def ppid(self) -> int:
+        # fs/proc/array.c: task_tgid_nr_ns(real_parent) (0 for pid 0/1/2,
+        # whose real parent is init_task).
+        return self.task.real_parent.tgid.value_()
+
+    def cred_id(self, name: str) -> int:
+        return self.cred.member_(name).val.value_()
+
+    def rss_bytes(self) -> int | None:
+        mm = self.mm
+        return None if mm is None else get_mm_rss(mm) * page_size(self.task.prog_)
+
+    def vsz_bytes(self) -> int | None:
+        mm = self.mm
+        return None if mm is None else mm.total_vm.value_() * page_size(self.task.prog_)
+
+    def start_time_ns(self) -> int:
+        t = self.task
+        # Since Linux 5.5 (commit cf25e24db61c "time: Rename tsk->real_start_time
+        # to ->start_boottime") the boot-based start time is start_boottime.
+        for name in ("start_boottime", "real_start_time"):
+            if t.has_member_(name):
+                return t.member_(name).value_()
+        return t.start_time.value_()
+
+    def cmdline(self) -> str | None:
+        argv = task_argv(self.task)
+        return None if argv is None else " ".join(argv)
+
+    def __repr__(self) -> str:
+        return f"TaskRow({self.addr:#x})"
+
+
+def _rows(ctx: ScanContext):
+    for task in for_each_task(ctx.kernel):
+        yield TaskRow(task)
+
+
+def _by_pid(ctx: ScanContext, values: list):
+    """``pid = N`` / ``pid IN (...)``: find_task through the pid idr; pid 0
+    (the idle tasks, which are in no pid table) from each CPU's rq->idle."""
+    prog = ctx.kernel
+    seen: set[int] = set()
+    for v in values:
+        try:
+            nr = int(v)
+        except (TypeError, ValueError):
+            continue
+        if nr != v or nr < 0 or nr >= 1 << 31:
+            continue
+        if nr == 0:
+            addrs = [prog.symbols.lookup("init_task").address]
+            for cpu in prog.possible_cpus():
+                try:
+                    addrs.append(cpu_rq(prog, cpu).idle.value_())
+                except FaultError:
+                    continue
+            tasks = [prog.object("struct task_struct", a).address_of_() for a in addrs if a]
+        else:
+            try:
+                t = find_task(prog, nr)
+            except FaultError:
+                continue
+            tasks = [t] if t.value_() else []
+        for t in tasks:
+            if t.value_() not in seen:
+                seen.add(t.value_())
+                yield TaskRow(t)
+
+
+def _cpu(r: TaskRow) -> int:
+    return task_cpu(r.task)
+
+
+TABLES = (
+    TableSpec(
+        name="tasks",
+        doc="One row per task: every thread of every process, kernel threads and "
+            "each CPU's idle task (pid 0), like crash `ps`.",
+        object_column="task",
+        walk="walk init_task.tasks + thread groups (signal->thread_head) + per-CPU "
+             "idle tasks (rq->idle)",
+        rows=_rows,
+        lookups={"pid": _by_pid},
+        examples=(
+            "SELECT pid, comm, state FROM tasks WHERE state = 2",
+            "SELECT pid, comm, task->se.vruntime FROM tasks WHERE NOT is_kthread",
+        ),
+        columns=(
+            Column("task", ADDRESS, "the task (struct task_struct *)",
+                   lambda r: r.addr, object_type="struct task_struct *"),
+            Column("pid", pa.int32(), "thread id (task->pid; 0 for the idle tasks)",
+                   lambda r: r.task.pid.value_()),
+            Column("tgid", pa.int32(), "process id (task->tgid)",
+                   lambda r: r.task.tgid.value_()),
+            Column("ppid", pa.int32(), "parent's process id (task->real_parent->tgid), "
+                   "as /proc reports it", TaskRow.ppid),
+            Column("comm", pa.string(), "command name (task->comm, at most 15 bytes)",
+                   TaskRow.comm),
+            Column("state", pa.int32(),
+                   "state as /proc reports it: 0 R, 1 S, 2 D, 4 T, 8 t, 16 X, 32 Z, 64 P, "
+                   "128 I (task_state_index())", lambda r: task_state_value(r.task)),
+            Column("st", pa.string(),
+                   "crash's state code: RU IN UN ID ZO ST TR DE PA WA NE",
+                   lambda r: task_state_code(r.task, r.state_raw)),
+            Column("state_raw", pa.int64(), "task->__state | task->exit_state",
+                   lambda r: r.state_raw),
+            Column("cpu", pa.int32(), "CPU the task last ran on (task_cpu())", _cpu),
+            Column("active", pa.bool_(), "running on a CPU at dump time (some online "
+                   "CPU's rq->curr)", lambda r: r.addr in running_tasks(r.task.prog_)),
+            Column("uid", pa.int64(), "real user id (real_cred->uid)",
+                   lambda r: r.cred_id("uid")),
+            Column("gid", pa.int64(), "real group id (real_cred->gid)",
+                   lambda r: r.cred_id("gid")),
+            Column("euid", pa.int64(), "effective user id (real_cred->euid)",
+                   lambda r: r.cred_id("euid")),
+            Column("prio", pa.int32(), "task->prio (0-99 real-time, 100-139 normal; "
+                   "/proc's priority + 100)", lambda r: r.task.prio.value_()),
+            Column("policy", pa.int32(), "scheduling policy (task->policy: 0 NORMAL, "
+                   "1 FIFO, 2 RR, 3 BATCH, 5 IDLE, 6 DEADLINE)",
+                   lambda r: r.task.policy.value_()),
+            Column("threads", pa.int32(), "threads in its thread group "
+                   "(signal->nr_threads)", lambda r: r.task.signal.nr_threads.value_()),
+            Column("rss_bytes", pa.int64(), "resident set size in bytes (mm rss counters "
+                   "file+anon+shmem, as /proc VmRSS); NULL without an mm",
+                   TaskRow.rss_bytes),
+            Column("vsz_bytes", pa.int64(), "virtual memory size in bytes "
+                   "(mm->total_vm, as /proc VmSize); NULL without an mm",
+                   TaskRow.vsz_bytes),
+            Column("start_time_ns", pa.int64(), "start time in ns since boot, suspend "
+                   "included (task->start_boottime, as /proc/PID/stat starttime)",
+                   TaskRow.start_time_ns),
+            Column("utime_ns", pa.int64(), "user CPU time in ns (task->utime, not "
+                   "scaled as /proc scales it)", lambda r: r.task.utime.value_()),
+            Column("stime_ns", pa.int64(), "system CPU time in ns (task->stime)",
+                   lambda r: r.task.stime.value_()),
+            Column("flags", pa.int64(), "task->flags (PF_* bits)", lambda r: r.flags),
+            Column("is_kthread", pa.bool_(), "kernel thread (PF_KTHREAD)",
+                   lambda r: bool(r.flags & PF_KTHREAD)),
+            Column("nice", pa.int32(), "nice value (task->static_prio - 120)",
+                   lambda r: r.task.static_prio.value_() - 120),
+            Column("rt_priority", pa.int32(), "real-time priority (task->rt_priority)",
+                   lambda r: r.task.rt_priority.value_()),
+            Column("mm", ADDRESS, "address space (task->mm; NULL for kernel threads)",
+                   lambda r: r.task.mm.value_() or None),
+            Column("cmdline", pa.string(), "command line, arguments joined by spaces, "
+                   "read from user memory (mm->arg_start..arg_end); NULL when the pages "
+                   "are not in the dump or without an mm", TaskRow.cmdline, optional=True),
+            Column("argv", pa.list_(pa.string()), "the arguments as a list, as "
+                   "/proc/PID/cmdline has them", lambda r: task_argv(r.task), optional=True),
+        ),
+    ),
+)
