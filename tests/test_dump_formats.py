@@ -812,3 +812,85 @@ def test_real_split_made_by_makedumpfile(tmp_path):
         assert split.phys.read(pa, BS) == page, hex(pfn)
         counts["same"] += 1
     assert min(counts.values()) > 1000, counts
+
+
+def _proc_vmcore_from_qemu_elf(src: str, dst: str, page_offset_base: int) -> None:
+    """Rewrite a QEMU ELF dump the way /proc/vmcore lays it out: program headers
+    right after the ELF header (makedumpfile reads them there), RAM PT_LOADs
+    with direct-map p_vaddr, no page 0.  Data is copied by the kernel."""
+    with open(src, "rb") as f:
+        ehdr = bytearray(f.read(64))
+        phoff, = struct.unpack_from("<Q", ehdr, 32)
+        phnum, = struct.unpack_from("<H", ehdr, 56)
+        f.seek(phoff)
+        phdrs = [list(struct.unpack("<IIQQQQQQ", f.read(56))) for _ in range(phnum)]
+    struct.pack_into("<QQ", ehdr, 32, 64, 0)             # e_phoff, e_shoff
+    struct.pack_into("<HH", ehdr, 60, 0, 0)              # e_shnum, e_shstrndx
+    for ph in phdrs:
+        if ph[0] == 1:
+            if ph[4] == 0:                               # drop page 0, as kexec does
+                ph[2] += BS
+                ph[4] += BS
+                ph[5] -= BS
+                ph[6] -= BS
+            ph[3] = page_offset_base + ph[4]
+    table = b"".join(struct.pack("<IIQQQQQQ", *ph) for ph in phdrs)
+    assert 64 + len(table) <= min(ph[2] for ph in phdrs)
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        fout.truncate(os.fstat(fin.fileno()).st_size)
+        fout.write(ehdr + table)
+        for ph in phdrs:
+            fout.seek(ph[2])
+            fin.seek(ph[2])
+            left = ph[5]
+            while left:
+                n = os.copy_file_range(fin.fileno(), fout.fileno(), left)
+                assert n > 0
+                left -= n
+
+
+@pytest.mark.skipif(shutil.which("makedumpfile") is None, reason="makedumpfile not installed")
+def test_real_makedumpfile_E_filtered_elf(tmp_path):
+    """makedumpfile -E -d 31 of a /proc/vmcore-style copy of the 6.1-live capture:
+    kept pages equal the original's, filtered ones (p_filesz < p_memsz) raise
+    ExcludedPageError, and direct_map_hint is the kernel's page_offset_base."""
+    from kql.memory import KernelVirtual
+
+    fx = fixture("6.1-live")
+    orig = open_dump(fx.dump("elf"))
+    info = orig.vmcoreinfo
+    kv = KernelVirtual(orig.phys, orig.arch, orig.arch.kernel_pgtable_root(info))
+    system_map = Path(fx.vmlinux).parent / f"System.map-{fx.release}"
+    sym = next(int(line.split()[0], 16) for line in open(system_map)
+               if line.rstrip().endswith(" page_offset_base"))
+    page_offset_base = kv.read_u64(sym + orig.arch.kaslr_offset(info))
+    proc = str(tmp_path / "proc-vmcore")
+    _proc_vmcore_from_qemu_elf(fx.dump("elf"), proc, page_offset_base)
+    filtered = str(tmp_path / "filtered.elf")
+    try:
+        subprocess.run(["makedumpfile", "-E", "-d", "31", proc, filtered], check=True,
+                       capture_output=True)
+    finally:
+        os.unlink(proc)
+    dump = open_dump(filtered)
+    assert dump.format == "elf"
+    assert dump.direct_map_hint == page_offset_base
+    assert dump.vmcoreinfo == orig.vmcoreinfo
+    counts = {"kept": 0, "excluded": 0}
+    for pfn in range(1, fx.recipe["mem"] << 8):
+        pa = pfn * BS
+        try:
+            page = dump.phys.read(pa, BS)
+        except ExcludedPageError:
+            counts["excluded"] += 1
+            continue
+        assert page == orig.phys.read(pa, BS), hex(pa)
+        counts["kept"] += 1
+    assert counts["kept"] > 5000 and counts["excluded"] > 50000, counts
+    with pytest.raises(FaultError):
+        dump.phys.read(0, 8)                             # page 0 is not in a /proc/vmcore
+    assert dump.phys.excluded_ranges()[0][1] > dump.phys.excluded_ranges()[0][0]
+    # the kernel itself is intact: init_uts_ns through the page tables
+    kv2 = KernelVirtual(dump.phys, dump.arch, dump.arch.kernel_pgtable_root(dump.vmcoreinfo))
+    uts = int(dump.vmcoreinfo["SYMBOL(init_uts_ns)"], 16)
+    assert kv2.read_cstring(uts + 130, 65).decode() == fx.release
