@@ -23,6 +23,7 @@ the planner decides (``x.arr[3]`` parses as ``MemberPath(Column('arr', 'x'),
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Union
@@ -159,7 +160,7 @@ def quote_string(value: str) -> str:
 P_OR, P_AND, P_NOT, P_IS, P_CMP, P_PRED, P_BIT, P_ADD, P_MUL, P_UNARY, P_POSTFIX, P_ATOM = range(12)
 
 _BINARY_PREC = {
-    "OR": P_OR, "AND": P_AND,
+    "OR": P_OR, "AND": P_AND, "IS DISTINCT FROM": P_IS, "IS NOT DISTINCT FROM": P_IS,
     "=": P_CMP, "<>": P_CMP, "<": P_CMP, "<=": P_CMP, ">": P_CMP, ">=": P_CMP,
     "|": P_BIT, "&": P_BIT, "<<": P_BIT, ">>": P_BIT, "||": P_BIT,
     "+": P_ADD, "-": P_ADD, "*": P_MUL, "/": P_MUL, "%": P_MUL,
@@ -260,6 +261,8 @@ class Literal(Expr):
             return "TRUE" if self.value else "FALSE"
         if self.kind == "string":
             return quote_string(self.value)
+        if self.kind == "float" and not math.isfinite(self.value):
+            return f"CAST('{self.value}' AS DOUBLE)"
         return repr(self.value)
 
 
@@ -277,7 +280,8 @@ class HexLiteral(Expr):
 
 @node
 class BinaryOp(Expr):
-    """``op`` is ``OR AND = <> < <= > >= | & << >> || + - * / %``."""
+    """``op`` is ``OR AND = <> < <= > >= | & << >> || + - * / %`` or
+    ``IS [NOT] DISTINCT FROM``."""
 
     op: str
     left: Expr
@@ -640,6 +644,7 @@ class Select(Node):
     group_by: tuple[Expr, ...] = ()
     group_by_all: bool = False
     having: Expr | None = None
+    qualify: Expr | None = None
     order_by: tuple[OrderItem, ...] = ()
     limit: Expr | None = None
     offset: Expr | None = None
@@ -657,6 +662,8 @@ class Select(Node):
             out += " GROUP BY " + _list(self.group_by)
         if self.having is not None:
             out += f" HAVING {self.having.to_sql()}"
+        if self.qualify is not None:
+            out += f" QUALIFY {self.qualify.to_sql()}"
         return out + _tail_sql(self.order_by, self.limit, self.offset)
 
 

@@ -354,6 +354,9 @@ class _Builder(Transformer_NonRecursive):
     def having(self, meta, children):
         return _Tag("having", children[0])
 
+    def qualify(self, meta, children):
+        return _Tag("qualify", children[0])
+
     def order_by(self, meta, children):
         return _Tag("order_by", tuple(children))
 
@@ -434,6 +437,11 @@ class _Builder(Transformer_NonRecursive):
     def is_null(self, meta, children):
         expr, neg, _null = children
         return A.IsNull(expr, neg is not None, span=_span(meta))
+
+    def is_distinct(self, meta, children):
+        left, neg, _distinct, right = children
+        op = "IS NOT DISTINCT FROM" if neg is not None else "IS DISTINCT FROM"
+        return A.BinaryOp(op, left, right, span=_span(meta))
 
     def compare(self, meta, children):
         left, op, right = children
@@ -628,7 +636,7 @@ _OPERATORS = {"COMP_OP", "BIT_OP", "ADD_OP", "MUL_OP", "STAR", "TILDE", "_ARROW"
 # Order of the expected list: the likeliest fixes first.
 _ORDER = ["COMMA", "RPAR", "_FROM", "_WHERE", "_GROUP", "_HAVING", "_ORDER", "_LIMIT",
           "_OFFSET", "_JOIN", "INNER", "LEFT", "RIGHT", "FULL", "CROSS", "_ON", "_USING",
-          "_AS", "_BY", "_SELECT", "_WITH", "UNION", "INTERSECT", "EXCEPT", "_THEN", "_WHEN",
+          "_QUALIFY", "_AS", "_BY", "_SELECT", "_WITH", "UNION", "INTERSECT", "EXCEPT", "_THEN", "_WHEN",
           "_ELSE", "_END", "STAR", "DISTINCT", "ALL", "<expression>", "LPAR", "NAME", "STRING",
           "INT", "FLOAT", "HEX", "_AND", "_OR", "NOT", "_IS", "_IN", "_BETWEEN", "LIKE", "ILIKE"]
 _LAST = {"<operator>": 0, "SEMICOLON": 1, "$END": 2}

@@ -297,6 +297,13 @@ def test_sql_casts():
     ]
 
 
+def test_qualify_and_is_distinct_from():
+    s = one("SELECT pid FROM tasks QUALIFY row_number() OVER () = 1 AND a IS NOT DISTINCT FROM b")
+    assert s.qualify == op("AND", op("=", FuncCall("row_number", window=Window()), lit(1)),
+                           op("IS NOT DISTINCT FROM", col("a"), col("b")))
+    assert one("SELECT a IS DISTINCT FROM b").items[0].expr == op("IS DISTINCT FROM", col("a"), col("b"))
+
+
 def test_comments():
     q = "SELECT /* the pid */ pid -- and nothing else\nFROM tasks /* done */"
     assert one(q) == sel(col("pid"), from_=(tab("tasks"),))
@@ -406,6 +413,8 @@ ROUND_TRIP = [
     "SELECT x FROM t WHERE EXISTS (SELECT 1) AND a LIKE 'x%' AND b NOT ILIKE '%y'",
     "EXPLAIN SELECT 1",
     "SELECT 1.5, 'it''s', 1e300",
+    "SELECT pid, row_number() OVER (PARTITION BY comm ORDER BY pid) AS rn FROM tasks QUALIFY rn = 1",
+    "SELECT a IS NOT DISTINCT FROM b, (a IS DISTINCT FROM b) IS NULL FROM t",
 ]
 
 
@@ -450,6 +459,8 @@ def test_to_sql_runs_in_duckdb():
             [(False, True, True, False), (True, False, False, True)],
         "WITH r(n) AS (SELECT 1) SELECT n FROM r UNION ALL SELECT 2 ORDER BY 1": [(1,), (2,)],
         "SELECT CASE WHEN a > 1 THEN 'big' ELSE 'small' END FROM t ORDER BY a": [("small",), ("big",)],
+        "SELECT a, row_number() OVER (ORDER BY a) AS rn FROM t QUALIFY rn = 2": [(4, 2)],
+        "SELECT NULL IS NOT DISTINCT FROM NULL, 1 IS DISTINCT FROM 1 + 1, 1e999": [(True, True, float("inf"))],
     }
     for q, expected in queries.items():
         assert con.execute(one(q).to_sql()).fetchall() == expected, q
@@ -667,3 +678,20 @@ def test_walk_find_all_transform():
     assert lowered.items[0].expr.span == stmt.items[0].expr.span
     assert lowered.from_ is stmt.from_  # untouched subtrees are shared
     assert stmt.transform(lambda n: n) is stmt
+
+
+def test_parser_cache(tmp_path, monkeypatch):
+    from kql.grammar import parser as P
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    built = P._build()                      # no cache yet: builds and saves
+    files = list((tmp_path / "kql").iterdir())
+    assert len(files) == 1 and files[0].name.startswith("grammar-")
+    loaded = P._build()                     # from the cache
+    q = "SELECT task->comm FROM tasks WHERE offset = 0x10"
+    assert built.parse(q) == loaded.parse(q)
+    files[0].write_bytes(b"garbage")        # a broken cache is rebuilt
+    assert P._build().parse(q) == built.parse(q)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+    (tmp_path / "file").write_text("not a directory")
+    assert P._build().parse(q) == built.parse(q)   # unwritable cache: still works
