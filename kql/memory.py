@@ -103,8 +103,10 @@ class PageTableLayer(Layer):
     """Virtual addresses translated by walking page tables rooted at ``pgd_paddr``.
 
     ``arch`` is the hook object from :func:`kql.arch.get_arch`; ``levels`` the
-    number of paging levels (4 or 5 on x86_64); ``pte_mask`` clears bits such
-    as the SME encryption bit from entries (default: the arch's address mask).
+    number of paging levels (4 or 5 on x86_64; default the arch's); ``sme_mask``
+    (VMCOREINFO NUMBER(sme_mask)) is cleared from every entry's address bits.
+    A failed read raises FaultError naming the virtual address (and, when the
+    physical layer failed, the physical one and the reason).
     """
 
     name = "virtual"

@@ -894,3 +894,5 @@ def test_real_makedumpfile_E_filtered_elf(tmp_path):
     kv2 = KernelVirtual(dump.phys, dump.arch, dump.arch.kernel_pgtable_root(dump.vmcoreinfo))
     uts = int(dump.vmcoreinfo["SYMBOL(init_uts_ns)"], 16)
     assert kv2.read_cstring(uts + 130, 65).decode() == fx.release
+    dump.close()
+    os.unlink(filtered)

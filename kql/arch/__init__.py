@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from kql.errors import DumpError
 
-_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "x86-64": "x86_64"}
+# Names a dump may state: utsname.machine, pyelftools' e_machine name.
+_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "x86-64": "x86_64", "em_x86_64": "x86_64"}
 
 
 def get_arch(machine: str):

@@ -13,9 +13,9 @@ import struct
 from bisect import bisect_right
 from collections import Counter
 
-from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from kql.arch import detect_machine
 from kql.dump.base import Dump, parse_notes
 from kql.dump.files import MappedFile
 from kql.errors import DumpError, ExcludedPageError, FaultError
@@ -25,7 +25,6 @@ ELF_MAGIC = b"\x7fELF"
 PT_LOAD = 1
 PT_NOTE = 4
 _PHDR = struct.Struct("<IIQQQQQQ")    # type, flags, offset, vaddr, paddr, filesz, memsz, align
-_MACHINES = {"EM_X86_64": "x86_64"}
 
 # Kernel direct map lives below the kernel-text mapping at 0xffffffff80000000.
 _KERNEL_HALF = 0xFFFF800000000000
@@ -138,12 +137,12 @@ def open_elf(path: str, mfile: MappedFile, *, zero_excluded: bool = False) -> Du
         phnum = elf.num_segments()
     except DumpError:
         raise
-    except (ELFError, Exception) as e:   # pyelftools also lets construct errors through
+    except Exception as e:   # ELFError, and construct errors pyelftools lets through
         raise DumpError(f"{path}: corrupt ELF header: {e}") from None
     if e_type != "ET_CORE":
         raise DumpError(f"{path}: ELF file is not a core dump (e_type {e_type}); "
                         f"is this a vmlinux or module instead of a vmcore?")
-    machine = _MACHINES.get(e_machine)
+    machine = detect_machine(e_machine)
     if machine is None:
         raise DumpError(f"{path}: unsupported ELF machine {e_machine}: kql reads x86_64 vmcores only")
     if e_phentsize != _PHDR.size:
