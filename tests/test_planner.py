@@ -1,0 +1,166 @@
+"""Planner: (query, expected EXPLAIN) pairs, and planning errors with carets.
+
+These use a small catalog of stand-in tables so each pushdown rule is tested
+alone (no dump needed); member paths are tested on the real sample dump."""
+
+import pyarrow as pa
+import pytest
+
+from kql.errors import PlanError
+from kql.grammar import parse_one
+from kql.planner import Env, plan
+from kql.tables import catalog
+from kql.tables.base import Column, TableSpec
+
+
+def _lookup(ctx, values):
+    return []
+
+
+_lookup.__name__ = "find_task"
+
+PROCS = TableSpec(
+    name="procs", doc="stand-in for tasks",
+    columns=(Column("task", pa.uint64(), "obj", lambda r: r, object_type="struct task_struct *"),
+             Column("pid", pa.int64(), "pid", lambda r: r),
+             Column("ppid", pa.int64(), "ppid", lambda r: r),
+             Column("comm", pa.string(), "comm", lambda r: r),
+             Column("cmdline", pa.string(), "expensive", lambda r: r, optional=True)),
+    rows=lambda ctx: [], lookups={"pid": _lookup}, object_column="task",
+    walk="walk init_task.tasks")
+MODS = TableSpec(
+    name="mods", doc="stand-in for modules",
+    columns=(Column("name", pa.string(), "name", lambda r: r),
+             Column("size", pa.int64(), "size", lambda r: r)),
+    rows=lambda ctx: [], walk="walk modules")
+ENV = Env({"procs": PROCS, "mods": MODS})
+
+
+def explain(q: str) -> str:
+    return plan(parse_one(q), ENV, q).explain()
+
+
+CASES = [
+    ("SELECT pid, comm FROM procs",
+     "Scan procs: walk init_task.tasks\n    columns: pid, comm\n"
+     "Output: direct from the scan (no DuckDB)"),
+    ("SELECT comm FROM procs WHERE pid = 1",
+     "Scan procs: find_task(pid IN (1))\n    columns: comm, pid\n"
+     "Output: direct from the scan (no DuckDB)"),
+    ("SELECT comm FROM procs WHERE pid IN (3, 1, 3) AND pid = 1",
+     "Scan procs: find_task(pid IN (1))\n    columns: comm, pid\n"
+     "Output: direct from the scan (no DuckDB)"),
+    ("SELECT pid FROM procs LIMIT 5",
+     "Scan procs: walk init_task.tasks\n    columns: pid\n    limit: 5\n"
+     "Output: direct from the scan (no DuckDB)"),
+    ("SELECT pid FROM procs LIMIT 5 OFFSET 2",
+     "Scan procs: walk init_task.tasks\n    columns: pid\n    limit: 7\n"
+     'DuckDB: SELECT pid FROM __kql_scan_0 AS procs LIMIT 5 OFFSET 2'),
+    # ORDER BY, aggregates and non-key filters need every row: no limit pushed
+    ("SELECT pid FROM procs ORDER BY pid LIMIT 5",
+     "Scan procs: walk init_task.tasks\n    columns: pid\n"
+     "DuckDB: SELECT pid FROM __kql_scan_0 AS procs ORDER BY pid LIMIT 5"),
+    ("SELECT comm, count(*) FROM procs GROUP BY comm LIMIT 3",
+     "Scan procs: walk init_task.tasks\n    columns: comm\n"
+     'DuckDB: SELECT comm, count(*) AS "count(*)" FROM __kql_scan_0 AS procs GROUP BY comm LIMIT 3'),
+    ("SELECT pid FROM procs WHERE comm = 'init' LIMIT 1",
+     "Scan procs: walk init_task.tasks\n    columns: pid, comm\n"
+     "DuckDB: SELECT pid FROM __kql_scan_0 AS procs WHERE comm = 'init' LIMIT 1"),
+    # * leaves out optional (expensive) columns
+    ("SELECT * FROM procs",
+     "Scan procs: walk init_task.tasks\n    columns: task, pid, ppid, comm\n"
+     "Output: direct from the scan (no DuckDB)"),
+    # self-join: two scans, each with its own columns
+    ("SELECT p.comm, count(*) FROM procs c JOIN procs p ON c.ppid = p.pid GROUP BY 1",
+     "Scan procs AS c: walk init_task.tasks\n    columns: ppid\n"
+     "Scan procs AS p: walk init_task.tasks\n    columns: comm, pid\n"
+     'DuckDB: SELECT p.comm, count(*) AS "count(*)" FROM __kql_scan_0 AS c JOIN __kql_scan_1 AS p '
+     "ON c.ppid = p.pid GROUP BY 1"),
+    # a key filter on the nullable side of an outer join is not pushed
+    ("SELECT c.pid FROM procs c LEFT JOIN procs p ON c.ppid = p.pid WHERE p.pid = 1",
+     "Scan procs AS c: walk init_task.tasks\n    columns: pid, ppid\n"
+     "Scan procs AS p: walk init_task.tasks\n    columns: pid\n"
+     "DuckDB: SELECT c.pid FROM __kql_scan_0 AS c LEFT JOIN __kql_scan_1 AS p ON c.ppid = p.pid "
+     "WHERE p.pid = 1"),
+    ("WITH t AS (SELECT pid, comm FROM procs) SELECT comm FROM t WHERE pid = 1",
+     "Scan procs: walk init_task.tasks\n    columns: pid, comm\n"
+     "DuckDB: WITH t AS (SELECT pid, comm FROM __kql_scan_0 AS procs) SELECT comm FROM t WHERE pid = 1"),
+    ("SELECT name FROM mods WHERE size > (SELECT count(*) FROM procs)",
+     "Scan mods: walk modules\n    columns: name, size\n"
+     "Scan procs: walk init_task.tasks\n    columns: (none)\n"
+     'DuckDB: SELECT name FROM __kql_scan_0 AS mods WHERE size > (SELECT count(*) AS "count(*)" '
+     "FROM __kql_scan_1 AS procs)"),
+    ("SELECT hex(pid) FROM procs",
+     "Scan procs: walk init_task.tasks\n    columns: pid\n"
+     'DuckDB: SELECT kql_hex(pid) AS "hex(pid)" FROM __kql_scan_0 AS procs'),
+]
+
+
+@pytest.mark.parametrize("query,expected", CASES)
+def test_explain(query, expected):
+    assert explain(query) == expected
+
+
+ERRORS = [
+    ("SELECT pid FROM prcs",
+     "unknown table 'prcs'; did you mean 'procs'? (line 1, column 17)\n"
+     "  SELECT pid FROM prcs\n"
+     "                  ^^^^"),
+    ("SELECT pdi FROM procs",
+     "unknown column 'pdi' in procs; did you mean 'pid'? (line 1, column 8)\n"
+     "  SELECT pdi FROM procs\n"
+     "         ^^^"),
+    ("SELECT c.pidd FROM procs c",
+     "unknown column 'pidd' in procs; did you mean 'pid'? (line 1, column 8)\n"
+     "  SELECT c.pidd FROM procs c\n"
+     "         ^^^^^^"),
+    ("SELECT x.pid FROM procs",
+     "unknown table or object 'x' (line 1, column 8)\n"
+     "  SELECT x.pid FROM procs\n"
+     "         ^^^^^"),
+    ("SELECT comm->x FROM procs",
+     "'comm' is not an object column (object columns here: task) (line 1, column 8)\n"
+     "  SELECT comm->x FROM procs\n"
+     "         ^^^^"),
+    ("SELECT * FROM procs(1)",
+     "unknown table function 'procs' (line 1, column 15)\n"
+     "  SELECT * FROM procs(1)\n"
+     "                ^^^^^^^^"),
+]
+
+
+@pytest.mark.parametrize("query,expected", ERRORS)
+def test_plan_errors(query, expected):
+    with pytest.raises(PlanError) as e:
+        explain(query)
+    assert str(e.value) == expected
+
+
+# ---------------------------------------------------------------- real dump
+
+@pytest.fixture(scope="module")
+def sample_env():
+    from fixtures import fixture
+    from kql.kernel import Kernel
+    k = Kernel(fixture("sample").dump())
+    return Env(catalog(), {None: k})
+
+
+def test_member_path_compiles_against_dump_types(sample_env):
+    q = "SELECT value->mm->map_count, value->se.vruntime, value->comm FROM var('init_task')"
+    p = plan(parse_one(q), sample_env, q)
+    assert p.explain() == (
+        "Scan var('init_task'): symbol lookup\n"
+        "    columns: value->mm->map_count (int), value->se.vruntime (u64), "
+        "value->comm (char [16])\n"
+        "Output: direct from the scan (no DuckDB)")
+
+
+def test_bad_member_path_names_struct(sample_env):
+    q = "SELECT value->se.vrntime FROM var('init_task')"
+    with pytest.raises(PlanError) as e:
+        plan(parse_one(q), sample_env, q)
+    assert str(e.value) == (
+        "value->se.vrntime: 'struct sched_entity' has no member 'vrntime' (line 1, column 8)\n"
+        "  SELECT value->se.vrntime FROM var('init_task')\n"
+        "         ^^^^^^^^^^^^^^^^^")
