@@ -1,7 +1,8 @@
 """The table catalog: every table and table function kql knows.
 
 Each module under kql/tables/ declares TableSpecs (see base.py) and lists
-them in a module-level ``TABLES`` tuple; this catalog collects them.
+them in a module-level ``TABLES`` tuple; this catalog collects them (every
+module of the package that has ``TABLES``, the ones in ``_ORDER`` first).
 Modules are imported lazily, the first time the catalog is asked for.
 """
 
@@ -11,8 +12,8 @@ import importlib
 
 from kql.tables.base import Column, ScanContext, TableSpec, Warnings  # noqa: F401
 
-# Modules holding table specs, in the order --describe lists them.
-_MODULES = ("sys", "tasks", "stacks", "modules", "dmesg", "symbols", "functions")
+# The order --describe lists table modules in; others follow alphabetically.
+_ORDER = ("sys", "tasks", "stacks", "modules", "dmesg", "symbols")
 
 _catalog: dict[str, TableSpec] | None = None
 
@@ -20,15 +21,15 @@ _catalog: dict[str, TableSpec] | None = None
 def catalog() -> dict[str, TableSpec]:
     global _catalog
     if _catalog is None:
+        import pkgutil
+
+        names = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "base")
+        names.sort(key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER),
+                                  n == "functions", n))
         cat: dict[str, TableSpec] = {}
-        for m in _MODULES:
-            try:
-                mod = importlib.import_module(f"kql.tables.{m}")
-            except ModuleNotFoundError as e:
-                if e.name == f"kql.tables.{m}":
-                    continue  # not written yet
-                raise
-            for spec in mod.TABLES:
+        for m in names:
+            mod = importlib.import_module(f"kql.tables.{m}")
+            for spec in getattr(mod, "TABLES", ()):
                 cat[spec.name] = spec
         _catalog = cat
     return _catalog
