@@ -321,6 +321,9 @@ class UnaryOp(Expr):
     def to_sql(self) -> str:
         if self.op == "NOT":
             return f"NOT {_operand(self.operand, P_NOT)}"
+        if self.op == "~":
+            # kql binds ~ like C (tightly); DuckDB reads `~a + b` as `~(a + b)`
+            return f"(~{_operand(self.operand, P_POSTFIX)})"
         inner = _operand(self.operand, P_UNARY)
         if inner[:1] in "-+~":  # never emit '--' (a comment)
             inner = f"({inner})"

@@ -433,7 +433,8 @@ def test_to_sql_text():
         "SELECT a - b - c, a - (b - c), a | b & c, a | (b & c)"
     assert one("SELECT 0xffffffff81000000 + 0x10").to_sql() == \
         "SELECT CAST(18446744071578845184 AS UBIGINT) + 16"
-    assert one("SELECT x::int, - -1").to_sql() == "SELECT CAST(x AS INT), -(-1)"
+    assert one("SELECT x::int, - -1, ~a + 1, ~(a + 1)").to_sql() == \
+        "SELECT CAST(x AS INT), -(-1), (~a) + 1, (~(a + 1))"
     assert one("SELECT * FROM t JOIN u ON t.a = u.a, v").to_sql() == \
         "SELECT * FROM t JOIN u ON t.a = u.a, v"
 
@@ -460,6 +461,8 @@ def test_to_sql_runs_in_duckdb():
         "WITH r(n) AS (SELECT 1) SELECT n FROM r UNION ALL SELECT 2 ORDER BY 1": [(1,), (2,)],
         "SELECT CASE WHEN a > 1 THEN 'big' ELSE 'small' END FROM t ORDER BY a": [("small",), ("big",)],
         "SELECT a, row_number() OVER (ORDER BY a) AS rn FROM t QUALIFY rn = 2": [(4, 2)],
+        "SELECT ~1 + 1, ~(1 + 1), -2 * 3, 1 << 2 + 1, 2 = 1 IS NULL, 1 IN (1) = TRUE":
+            [(-1, -3, -6, 8, False, True)],
         "SELECT NULL IS NOT DISTINCT FROM NULL, 1 IS DISTINCT FROM 1 + 1, 1e999": [(True, True, float("inf"))],
     }
     for q, expected in queries.items():
