@@ -112,13 +112,14 @@ def _walk(prog, head: int, offset: int, limit: int, what: str) -> Iterator[int]:
             walk_warn(prog, f"{what}: list at {head:#x} longer than {limit} nodes; stopped")
             return
         seen.add(pos)
-        n += 1
-        yield pos
         try:
-            pos = read_pointer(pos + offset)
+            nxt = read_pointer(pos + offset)   # an unreadable node is not yielded
         except FaultError as e:
             walk_warn(prog, f"{what}: node {pos:#x} unreadable after {n} nodes: {e}")
             return
+        n += 1
+        yield pos
+        pos = nxt
 
 
 def list_for_each(head: Object, *, limit: int = DEFAULT_LIMIT) -> Iterator[Object]:
@@ -267,13 +268,14 @@ def _hwalk(prog, head: int, limit: int, what: str) -> Iterator[int]:
             walk_warn(prog, f"{what}: hlist at {head:#x} longer than {limit} nodes; stopped")
             return
         seen.add(pos)
-        n += 1
-        yield pos
         try:
-            pos = read_pointer(pos)  # hlist_node.next at offset 0
+            nxt = read_pointer(pos)  # hlist_node.next at offset 0
         except FaultError as e:
             walk_warn(prog, f"{what}: node {pos:#x} unreadable: {e}")
             return
+        n += 1
+        yield pos
+        pos = nxt
 
 
 def hlist_for_each(head: Object, *, limit: int = DEFAULT_LIMIT) -> Iterator[Object]:

@@ -1,7 +1,8 @@
 """Maple trees (include/linux/maple_tree.h, lib/maple_tree.c; Linux 6.1+).
 
-An encoded node pointer ("enode") has low bits ``10`` (like an xarray node),
-the node type in bits 3-6 and the node at ``enode & ~0xff``.  Range nodes hold
+An encoded node pointer ("enode") has the node type in bits 3-6 and the node
+at ``enode & ~0xff``; ``ma_root`` also carries the xarray node tag (low bits
+``10``), child slots of internal nodes do not.  Range nodes hold
 ``pivot[]`` (inclusive upper bounds) and ``slot[]``; slot ``i`` covers
 ``(pivot[i-1], pivot[i]]`` and the last slot runs to the node's maximum.  A
 pivot of 0 after the first slot marks the end of the node's data.
@@ -95,7 +96,8 @@ def _walk(prog, enode: int, lo: int, hi: int, seen: set, depth: int, what: str
             if leaf:
                 if (e & 3) != 2:        # skip XA_ZERO_ENTRY and other internal entries
                     yield start, pivot, e
-            elif _is_node(e):
+            elif e > 4096:
+                # child slots hold bare enodes (only the root carries the xa "node" tag)
                 yield from _walk(prog, e, start, pivot, seen, depth + 1, what)
         if pivot >= hi:
             break

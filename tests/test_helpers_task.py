@@ -1,0 +1,331 @@
+"""Task, pid, list, maple-tree, rbtree and per-CPU helpers against what the
+guest's /proc said (truth.json), plus corrupted lists built on purpose."""
+
+import struct
+
+import pytest
+
+from fixtures import FIXTURES, fixture
+from kql.errors import ExcludedPageError, FaultError
+from kql.helpers.list import (
+    hlist_for_each_entry, list_count_nodes, list_empty, list_for_each_entry,
+    list_for_each_entry_reverse, validate_list, ValidationError,
+)
+from kql.helpers.maple import mt_for_each_entry
+from kql.helpers.percpu import cpu_curr, idle_task
+from kql.helpers.pid import find_pid, find_task, for_each_pid
+from kql.helpers.rbtree import rb_first, rb_next, rbtree_inorder_for_each
+from kql.helpers.task import (
+    for_each_process, for_each_task, for_each_thread, task_cpu, task_is_kthread,
+    task_state_letter, task_state_letters,
+)
+from kql.kernel import open_kernel
+from kql.object import Object
+from kql.types import Member, Type, TypeSourceBase, builtin_type, pointer_to
+
+
+@pytest.fixture(scope="module", params=FIXTURES)
+def kernel(request):
+    fx = fixture(request.param)
+    k = open_kernel(fx.dump())
+    yield fx, k
+    k.close()
+
+
+def _skip(truth) -> set:
+    return set(truth.get("transient_pids") or []) | {truth.get("panic_pid")}
+
+
+class Excluded:
+    """Counts per-task checks that hit pages makedumpfile filtered out (on the
+    6.12 kdump, Debian's makedumpfile drops some slab pages; drgn agrees)."""
+
+    def __init__(self, fx):
+        self.filtered = bool(fx.recipe.get("makedumpfile"))
+        self.hits = self.total = 0
+
+    def __enter__(self):
+        self.total += 1
+        return self
+
+    def __exit__(self, typ, value, tb):
+        if typ is not None and issubclass(typ, ExcludedPageError) and self.filtered:
+            self.hits += 1
+            return True
+        return False
+
+    def check(self):
+        assert self.hits <= self.total // 5, f"{self.hits} of {self.total} excluded"
+
+
+def test_for_each_task_matches_proc(kernel):
+    fx, k = kernel
+    truth = fx.truth
+    skip = _skip(truth)
+    tasks = {}
+    idle = []
+    ex = Excluded(fx)
+    for t in for_each_task(k):
+        pid = None
+        with ex:
+            pid = t.pid.value_()
+        if pid is None:
+            continue
+        if pid == 0:
+            idle.append(t)
+        else:
+            assert pid not in tasks, f"pid {pid} yielded twice"
+            tasks[pid] = t
+    # one idle task per CPU, none of them visible in /proc
+    assert sorted(task_cpu(t) for t in idle) == list(range(fx.recipe["smp"]))
+    assert all(t.comm.string_().startswith(b"swapper/") for t in idle)
+    want = {int(p) for p in truth["tasks"]} - skip
+    missing = want - set(tasks)
+    assert len(missing) <= (len(want) // 10 if ex.filtered else 0), sorted(missing)
+    want -= missing
+    # anything extra was started after /proc was read (the truth collector's children)
+    for pid in set(tasks) - want:
+        assert pid > min(skip - {None}, default=0) or pid in skip
+    for pid in want:
+        t, w = tasks[pid], truth["tasks"][str(pid)]
+        assert t.tgid.value_() == w["tgid"]
+        assert w["name"].startswith(t.comm.string_().decode())
+        assert task_is_kthread(t) == w["is_kthread"]
+    assert ex.filtered or k.warnings == []
+    ex.check()
+
+
+def test_task_states(kernel):
+    fx, k = kernel
+    truth = fx.truth
+    skip = _skip(truth)
+    assert [s[0] for s in task_state_letters(k)] == list("RSDTtXZPI")
+    letters = {}
+    ex = Excluded(fx)
+    for pid, w in truth["tasks"].items():
+        if int(pid) in skip or w["is_kthread"]:
+            continue        # kthreads wake and sleep between /proc and the dump
+        with ex:
+            letters[pid] = (task_state_letter(find_task(k, int(pid))), w["state_letter"])
+    ex.check()
+    assert {p: v for p, v in letters.items() if v[0] != v[1]} == {}
+    # the scenario holds a stopped task, a zombie and a vfork parent in D
+    assert {"T", "Z", "D", "S"} <= {v[1] for v in letters.values()}
+
+
+def test_find_task_and_pids(kernel):
+    fx, k = kernel
+    truth = fx.truth
+    skip = _skip(truth)
+    ex = Excluded(fx)
+    for pid in truth["tasks"]:
+        if int(pid) in skip:
+            continue
+        with ex:
+            task = find_task(k, int(pid))
+            assert task.pid.value_() == int(pid)
+    ex.check()
+    all_pids = set()
+    for t in for_each_task(k):
+        with ex:
+            all_pids.add(t.pid.value_())
+    absent = max(all_pids) + 1000
+    assert find_task(k, absent).value_() == 0
+    assert find_pid(k, absent).value_() == 0
+    numbers = []
+    for p in for_each_pid(k):
+        with ex:
+            numbers.append(p.numbers[0].nr.value_())
+    assert numbers == sorted(numbers)
+    if not ex.hits:
+        assert set(numbers) == all_pids - {0}
+
+
+def test_threads_and_processes(kernel):
+    fx, k = kernel
+    truth = fx.truth
+    skip = _skip(truth)
+    ex = Excluded(fx)
+    leaders = {}
+    for t in for_each_process(k):
+        with ex:
+            leaders[t.pid.value_()] = t
+    for pid, w in truth["tasks"].items():
+        if int(pid) in skip or w["tgid"] != int(pid):
+            continue
+        if int(pid) not in leaders and ex.hits:
+            continue            # its task_struct sits on a filtered page
+        threads = None
+        warned = len(k.warnings)
+        with ex:
+            threads = [t.pid.value_() for t in for_each_thread(leaders[int(pid)])]
+        if threads is None or (ex.filtered and len(k.warnings) > warned):
+            continue            # the thread list crosses a filtered page
+        if w["state_letter"] != "Z":
+            assert len(threads) == w["num_threads"], pid
+        assert all(truth["tasks"].get(str(t), {}).get("tgid", int(pid)) == int(pid)
+                   for t in threads)
+
+
+def test_vmas_from_maple_tree(kernel):
+    fx, k = kernel
+    truth = fx.truth
+    n = 0
+    ex = Excluded(fx)
+    for pid, proc in truth["processes"].items():
+        if int(pid) in _skip(truth) or not proc.get("maps"):
+            continue
+        task = find_task(k, int(pid))
+        vmas = None
+        with ex:
+            mm = task.mm
+            # Since Linux 6.1 (commit 524e00b36e8c "mm: remove rb tree.") VMAs are
+            # only in the maple tree mm->mm_mt.
+            vmas = [(v.vm_start.value_(), v.vm_end.value_())
+                    for _, _, v in mt_for_each_entry(mm.mm_mt.address_of_(),
+                                                     "struct vm_area_struct")]
+            if ex.filtered and k.warnings:
+                vmas = None     # part of the tree sat on a filtered page
+                k.warnings.clear()
+        if vmas is None:
+            continue
+        want = [tuple(int(x, 16) for x in line.split()[0].split("-")) for line in proc["maps"]]
+        assert vmas == want, pid
+        n += 1
+    assert n >= 1 or ex.filtered    # 6.12 kdump: maple nodes sit on filtered slab pages
+
+
+def test_modules_list(kernel):
+    fx, k = kernel
+    head = k.var("modules").address_of_()
+    names = [m.name.string_().decode() for m in list_for_each_entry("struct module", head, "list")]
+    # /proc/modules lists newest first, like the kernel list
+    assert names == fx.truth["modules"]
+    rev = [m.name.string_().decode()
+           for m in list_for_each_entry_reverse("struct module", head, "list")]
+    assert rev == names[::-1]
+    assert list_count_nodes(head) == len(names) and not list_empty(head)
+    validate_list(head)
+
+
+def test_running_tasks(kernel):
+    fx, k = kernel
+    for cpu in k.online_cpus():
+        assert idle_task(k, cpu).pid.value_() == 0
+        curr = cpu_curr(k, cpu)
+        assert task_cpu(curr) == cpu
+    panic_pid = fx.truth.get("panic_pid")
+    if panic_pid:
+        assert panic_pid in {cpu_curr(k, c).pid.value_() for c in k.online_cpus()}
+
+
+def test_rbtree_inorder_agrees_with_rb_next(kernel):
+    fx, k = kernel
+    # every CPU's CFS timeline is an rb_root_cached of sched_entity run_node
+    from kql.helpers.percpu import cpu_rq
+    total = 0
+    for cpu in k.online_cpus():
+        root = cpu_rq(k, cpu).cfs.tasks_timeline.address_of_()
+        nodes = [n.value_() for n in rbtree_inorder_for_each(root)]
+        walked = []
+        node = rb_first(root)
+        while node.value_() and len(walked) < 10000:
+            walked.append(node.value_())
+            node = rb_next(node)
+        assert nodes == walked
+        total += len(nodes)
+    # 6.1 vmalloc areas sit in one rbtree sorted by address (6.9+ split it per node)
+    if k.symbols.get("vmap_area_root") is not None:
+        from kql.helpers.rbtree import rbtree_inorder_for_each_entry
+        root = k.var("vmap_area_root", "struct rb_root").address_of_()
+        starts = [va.va_start.value_()
+                  for va in rbtree_inorder_for_each_entry("struct vmap_area", root, "rb_node")]
+        assert len(starts) > 10 and starts == sorted(starts)
+
+
+# -- corrupted lists, on purpose ----------------------------------------------------------
+
+class _Mem:
+    BASE = 0x1000
+
+    def __init__(self, size):
+        self.mem = bytearray(size)
+        self.cache = {}
+        self.warnings = []
+        lh = Type("struct", "list_head", 16)
+        lh._members = [Member("next", pointer_to(lh), 0), Member("prev", pointer_to(lh), 64)]
+        hn = Type("struct", "hlist_node", 16)
+        hn._members = [Member("next", pointer_to(hn), 0), Member("pprev", pointer_to(pointer_to(hn)), 64)]
+        item = Type("struct", "item", 24, members=[Member("id", builtin_type("int"), 0),
+                                                   Member("node", lh, 64)])
+        named = {("struct", "list_head"): lh, ("struct", "item"): item,
+                 ("struct", "hlist_node"): hn}
+
+        class Types(TypeSourceBase):
+            def _find_named(self, kind, name):
+                return named.get((kind, name))
+
+        self.types = Types()
+
+    def read(self, addr, size):
+        off = addr - self.BASE
+        if off < 0 or off + size > len(self.mem):
+            raise FaultError(addr, f"cannot read {addr:#x}")
+        return bytes(self.mem[off:off + size])
+
+    def read_pointer(self, addr):
+        return struct.unpack("<Q", self.read(addr, 8))[0]
+
+    def put(self, addr, value):
+        struct.pack_into("<Q", self.mem, addr - self.BASE, value)
+
+    def warn(self, msg):
+        self.warnings.append(msg)
+
+
+def _items(m, n):
+    """head at BASE, item i at BASE + 0x100 + 0x20*i, linked in a ring."""
+    head = m.BASE
+    nodes = [m.BASE + 0x100 + 0x20 * i + 8 for i in range(n)]
+    ring = [head] + nodes
+    for i, a in enumerate(ring):
+        m.put(a, ring[(i + 1) % len(ring)])
+        m.put(a + 8, ring[i - 1])
+    for i in range(n):
+        struct.pack_into("<i", m.mem, nodes[i] - 8 - m.BASE, i)
+    return head, nodes
+
+
+def test_list_cycle_not_through_head_terminates():
+    m = _Mem(0x1000)
+    head, nodes = _items(m, 5)
+    m.put(nodes[4], nodes[2])             # 4 -> 2: a loop that never returns to head
+    h = Object(m, "struct list_head", head).address_of_()
+    ids = [e.id.value_() for e in list_for_each_entry("struct item", h, "node")]
+    assert ids == [0, 1, 2, 3, 4]
+    assert len(m.warnings) == 1 and "cycle" in m.warnings[0]
+    with pytest.raises(ValidationError):
+        validate_list(h)
+
+
+def test_list_null_and_unreadable_next():
+    m = _Mem(0x1000)
+    head, nodes = _items(m, 3)
+    m.put(nodes[1], 0)
+    h = Object(m, "struct list_head", head).address_of_()
+    assert [e.id.value_() for e in list_for_each_entry("struct item", h, "node")] == [0, 1]
+    m.put(nodes[1], 0xDEAD0000)       # an unreadable node is not yielded
+    assert [e.id.value_() for e in list_for_each_entry("struct item", h, "node")] == [0, 1]
+    assert len(m.warnings) == 2 and "unreadable" in m.warnings[1]
+
+
+def test_hlist_cycle():
+    m = _Mem(0x1000)
+    head = m.BASE
+    a, b = m.BASE + 0x100, m.BASE + 0x200
+    m.put(head, a + 8)
+    m.put(a + 8, b + 8)
+    m.put(b + 8, a + 8)
+    h = Object(m, pointer_to(m.types.find_type("struct list_head")), value=head)
+    ids = [e.value_() for e in hlist_for_each_entry("struct item", h, "node")]
+    assert ids == [a, b] and "cycle" in m.warnings[0]
