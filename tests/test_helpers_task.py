@@ -313,10 +313,23 @@ def test_list_null_and_unreadable_next():
     head, nodes = _items(m, 3)
     m.put(nodes[1], 0)
     h = Object(m, "struct list_head", head).address_of_()
-    assert [e.id.value_() for e in list_for_each_entry("struct item", h, "node")] == [0, 1]
+    # node 2 comes back through head->prev
+    assert [e.id.value_() for e in list_for_each_entry("struct item", h, "node")] == [0, 1, 2]
+    assert "NULL" in m.warnings[0] and "recovered 1" in m.warnings[1]
     m.put(nodes[1], 0xDEAD0000)       # an unreadable node is not yielded
-    assert [e.id.value_() for e in list_for_each_entry("struct item", h, "node")] == [0, 1]
-    assert len(m.warnings) == 2 and "unreadable" in m.warnings[1]
+    assert [e.id.value_() for e in list_for_each_entry("struct item", h, "node")] == [0, 1, 2]
+    assert "unreadable" in m.warnings[2]
+
+
+def test_list_tail_recovered_backwards():
+    m = _Mem(0x1000)
+    head, nodes = _items(m, 6)
+    m.put(nodes[2], 0xDEAD0000)       # the forward walk breaks after node 2...
+    m.put(nodes[3] + 8, 0xDEAD0000)   # ...and the backward one after node 3
+    h = Object(m, "struct list_head", head).address_of_()
+    ids = [e.id.value_() for e in list_for_each_entry("struct item", h, "node")]
+    assert ids == [0, 1, 2, 3, 4, 5]
+    assert "recovered 3" in m.warnings[-1]
 
 
 def test_hlist_cycle():

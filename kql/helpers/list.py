@@ -95,7 +95,13 @@ def list_is_singular(head: Object) -> bool:
 
 
 def _walk(prog, head: int, offset: int, limit: int, what: str) -> Iterator[int]:
-    """Addresses of the nodes after ``head`` following the pointer at ``offset``."""
+    """Addresses of the nodes after ``head`` following the pointer at ``offset``
+    (``next`` or ``prev`` of a ``struct list_head``).
+
+    When a node is unreadable (or a pointer is NULL) the rest of the list is
+    recovered by walking from ``head`` the other way, so one filtered page
+    costs one node, not the tail of the list.
+    """
     read_pointer = prog.read_pointer
     seen = set()
     pos = read_pointer(head + offset)   # an unreadable head is the caller's FaultError
@@ -103,7 +109,7 @@ def _walk(prog, head: int, offset: int, limit: int, what: str) -> Iterator[int]:
     while pos != head:
         if not pos:
             walk_warn(prog, f"{what}: NULL pointer in list at {head:#x} after {n} nodes")
-            return
+            break
         if pos in seen:
             walk_warn(prog, f"{what}: cycle in list at {head:#x}: node {pos:#x} seen twice "
                             f"after {n} nodes")
@@ -116,10 +122,30 @@ def _walk(prog, head: int, offset: int, limit: int, what: str) -> Iterator[int]:
             nxt = read_pointer(pos + offset)   # an unreadable node is not yielded
         except FaultError as e:
             walk_warn(prog, f"{what}: node {pos:#x} unreadable after {n} nodes: {e}")
-            return
+            break
         n += 1
         yield pos
         pos = nxt
+    else:
+        return
+    # broken link: collect the tail from the other end
+    back = 8 - offset if offset in (0, 8) else None
+    if back is None:
+        return
+    tail = []
+    try:
+        pos = read_pointer(head + back)
+        while pos != head and pos and pos not in seen and n + len(tail) < limit:
+            seen.add(pos)
+            nxt = read_pointer(pos + back)
+            tail.append(pos)
+            pos = nxt
+    except FaultError:
+        pass
+    if tail:
+        walk_warn(prog, f"{what}: recovered {len(tail)} nodes of the list at {head:#x} "
+                        f"by walking it backwards")
+    yield from reversed(tail)
 
 
 def list_for_each(head: Object, *, limit: int = DEFAULT_LIMIT) -> Iterator[Object]:
