@@ -1,0 +1,54 @@
+"""modules: loaded kernel modules, like crash ``mod`` and /proc/modules."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from kql.helpers.module import (for_each_module, module_base, module_name, module_refcount,
+                                module_size, module_state, module_taint)
+from kql.tables.base import ADDRESS, Column, ScanContext, TableSpec
+
+__all__ = ["TABLES"]
+
+
+def _rows(ctx: ScanContext):
+    return for_each_module(ctx.kernel)
+
+
+def _by_name(ctx: ScanContext, values: list):
+    wanted = {v for v in values if isinstance(v, str)}
+    if not wanted:
+        return
+    for mod in for_each_module(ctx.kernel):
+        if module_name(mod) in wanted:
+            yield mod
+
+
+TABLES = (
+    TableSpec(
+        name="modules",
+        doc="Loaded kernel modules (crash `mod`, /proc/modules), newest first.",
+        object_column="module",
+        walk="walk the modules list (struct module.list)",
+        rows=_rows,
+        lookups={"name": _by_name},
+        examples=("SELECT name, base, size, refcount FROM modules ORDER BY size DESC",),
+        columns=(
+            Column("module", ADDRESS, "the module (struct module *)",
+                   lambda m: m.value_(), object_type="struct module *"),
+            Column("name", pa.string(), "module name (mod->name)", module_name),
+            Column("base", ADDRESS, "start of the core text (mem[MOD_TEXT].base; "
+                   "core_layout.base before 6.4), as /proc/modules shows it", module_base),
+            Column("size", pa.int64(), "size in bytes of all its memory, init "
+                   "included (as /proc/modules)", module_size),
+            Column("refcount", pa.int64(), "users of the module (module_refcount(); "
+                   "NULL without CONFIG_MODULE_UNLOAD)", module_refcount),
+            Column("state", pa.string(), "'live', 'coming', 'going' or 'unformed'",
+                   module_state),
+            Column("taint", pa.string(), "taint letters as /proc/modules shows them "
+                   "(e.g. 'OE'); '' if untainted", module_taint),
+            Column("taint_mask", pa.int64(), "mod->taints (TAINT_* bits)",
+                   lambda m: m.taints.value_()),
+        ),
+    ),
+)
