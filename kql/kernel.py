@@ -125,10 +125,13 @@ class Kernel:
                                     levels=self.pgtable_levels, sme_mask=sme)
         self.read = self.memory.read
         self.read_u8 = self.memory.read_u8
+        self.read_s8 = self.memory.read_s8
         self.read_u16 = self.memory.read_u16
+        self.read_s16 = self.memory.read_s16
         self.read_u32 = self.memory.read_u32
         self.read_s32 = self.memory.read_s32
         self.read_u64 = self.memory.read_u64
+        self.read_s64 = self.memory.read_s64
         self.read_pointer = self.memory.read_pointer
         self.read_cstring = self.memory.read_cstring
 
@@ -171,11 +174,63 @@ class Kernel:
                                 f"{got.address:#x} there but {int(want, 16):#x} in VMCOREINFO")
 
     def symbol(self, name: str) -> Symbol:
-        """The symbol called ``name``; raises LookupError."""
-        return self.symbols.lookup(name)
+        """The symbol called ``name`` (vmlinux first, then loaded modules);
+        raises LookupError."""
+        sym = self.symbols.get(name)
+        if sym is None and self.load_module_symbols():
+            sym = self.symbols.get(name)
+        if sym is None:
+            raise LookupError(f"no symbol named '{name}'")
+        return sym
 
     def symbolize(self, addr: int) -> tuple[Symbol, int] | None:
-        return self.symbols.symbolize(addr)
+        """``(symbol, offset)`` for a kernel or module address, or None."""
+        hit = self.symbols.symbolize(addr)
+        if hit is None and self.load_module_symbols():
+            hit = self.symbols.symbolize(addr)
+        return hit
+
+    def load_module_symbols(self) -> bool:
+        """Attach every loaded module's own symbols (``mod->kallsyms``) to
+        :attr:`symbols` as extra tables, once.  Returns True if anything new
+        was added."""
+        if self.cache.get("module_symbols_loaded"):
+            return False
+        self.cache["module_symbols_loaded"] = True
+        try:
+            from kql.helpers.module import for_each_module, module_name, module_symbols
+        except ImportError:      # pragma: no cover - helpers.module is optional
+            return False
+        table = self.symbols
+        have = {t.module for t in table.extra if t.module}
+        added = False
+        try:
+            mods = list(for_each_module(self))
+        except (FaultError, LookupError) as e:
+            self.warn(f"module symbols: module list unreadable: {e}")
+            return False
+        for mod in mods:
+            try:
+                name = module_name(mod)
+                if name in have:
+                    continue
+                names, kinds, addrs, sizes = [], [], [], []
+                for sname, addr, size, letter in module_symbols(mod):
+                    if addr < 0xFFFF800000000000:
+                        continue      # absolute / CRC symbols are not addresses
+                    names.append(sname)
+                    kinds.append(letter)
+                    addrs.append(addr)
+                    sizes.append(size)
+            except FaultError as e:
+                self.warn(f"module symbols: symbols of module at {mod.value_():#x} "
+                          f"unreadable: {e}")
+                continue
+            if names:
+                table.add_table(SymbolTable(names, kinds, addrs, source="module kallsyms",
+                                            module=name, sizes=sizes))
+                added = True
+        return added
 
     # -- types --------------------------------------------------------------------
     @property
