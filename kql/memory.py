@@ -122,17 +122,30 @@ class PageTableLayer(Layer):
             self.name = name
         self._page_size = arch.page_size
         self._page_mask = arch.page_size - 1
-        self._tlb: dict[int, int] = {}
+        self._tlb: dict[int, int] = {}          # virtual page -> physical page
         self._tlb_limit = 1 << 20
+        # Large (2M/1G) leaves seen so far: (size, {virtual base: physical base}),
+        # so the 512 (or 262144) small pages under one leaf need a single walk.
+        self._large = [(size, {}) for size in arch.large_page_sizes]
         self._phys_read = phys.read
 
     def _fill(self, vpage: int) -> int:
         if not 0 <= vpage <= U64_MAX:
             raise FaultError(vpage, f"cannot read {self.name} address {vpage:#x}: not a 64-bit address")
-        ppage = self.arch.walk(self.phys, self.pgd_paddr, vpage, self._format, self.name)
         tlb = self._tlb
         if len(tlb) >= self._tlb_limit:
             tlb.clear()
+        for size, leaves in self._large:
+            base = leaves.get(vpage & -size)
+            if base is not None:
+                ppage = tlb[vpage] = base + (vpage & (size - 1))
+                return ppage
+        ppage, size = self.arch.walk_leaf(self.phys, self.pgd_paddr, vpage, self._format,
+                                          self.name)
+        if size > self._page_size:
+            for lsize, leaves in self._large:
+                if lsize == size:
+                    leaves[vpage & -size] = ppage - (vpage & (size - 1))
         tlb[vpage] = ppage
         return ppage
 
@@ -197,6 +210,8 @@ class PageTableLayer(Layer):
     def flush(self) -> None:
         """Forget cached translations."""
         self._tlb.clear()
+        for _size, leaves in self._large:
+            leaves.clear()
 
 
 class KernelVirtual(PageTableLayer):

@@ -268,6 +268,25 @@ def test_translations_are_cached_per_page(mem):
         kv.read(KVA + 0x1800, 1)
 
 
+def test_large_leaf_is_walked_once():
+    phys = DictPhys()
+    t = Tables(phys)
+    leaf = t.map(0xFFFFFFFF80000000, 0x40000000, size=2 << 20)
+    phys.write(0x40000000 + 0x1234, b"first")
+    phys.write(0x40000000 + 0x1FF000, b"last")
+    kv = KernelVirtual(phys, ARCH, t.root)
+    assert kv.read(0xFFFFFFFF80001234, 5) == b"first"
+    phys.write(leaf, bytes(8))       # unmap: later pages under the same leaf still translate
+    assert kv.read(0xFFFFFFFF801FF000, 4) == b"last"
+    with pytest.raises(FaultError) as e:   # ... but nothing outside it
+        kv.read(0xFFFFFFFF80200000, 4)
+    assert "PMD entry 1 " in str(e.value)
+    kv.flush()
+    with pytest.raises(FaultError) as e:
+        kv.read(0xFFFFFFFF801FF000, 4)
+    assert "PMD entry 0 " in str(e.value)
+
+
 def test_user_virtual_is_another_root(mem):
     phys, t = mem
     user = Tables(phys, first_pfn=0x200)

@@ -105,6 +105,7 @@ class X86_64:
     pointer_size = 8
     byteorder = "little"
     default_pgtable_levels = 4
+    large_page_sizes = (1 << 21, 1 << 30)      # PMD and PUD leaves
     start_kernel_map = START_KERNEL_MAP
     default_bases = DEFAULT_BASES
     prstatus_regs = PRSTATUS_REGS
@@ -125,6 +126,11 @@ class X86_64:
         A non-present entry raises :class:`FaultError` naming the level, the
         entry index, where the entry is and its value.
         """
+        return self.walk_leaf(phys, root, va, fmt, space)[0]
+
+    def walk_leaf(self, phys, root: int, va: int, fmt: PageTableFormat,
+                  space: str = "virtual") -> tuple[int, int]:
+        """Like :meth:`walk`, also returning the size of the leaf (4K, 2M or 1G)."""
         top = va >> (fmt.va_bits - 1)
         if top != 0 and top != (1 << (65 - fmt.va_bits)) - 1:
             raise FaultError(va, f"cannot read {space} address {va:#x}: not canonical "
@@ -146,9 +152,9 @@ class X86_64:
                                      f"is {entry:#x}, not present)")
             if leaf_ok and entry & PTE_PSE:
                 size_mask = (1 << shift) - 1
-                return (entry & mask & ~size_mask) | (va & size_mask)
+                return (entry & mask & ~size_mask) | (va & size_mask), size_mask + 1
             table = entry & mask
-        return table | (va & (PAGE_SIZE - 1))
+        return table | (va & (PAGE_SIZE - 1)), PAGE_SIZE
 
     # -- VMCOREINFO ----------------------------------------------------------------
     def pgtable_levels(self, vmcoreinfo: dict[str, str]) -> int:
