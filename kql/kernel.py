@@ -94,6 +94,21 @@ KNOWN_VARIABLE_TYPES = {
 }
 
 
+class ModuleBtfTypes(TypeSourceBase):
+    """Types defined only in loaded modules' split BTF (asked after vmlinux)."""
+
+    def __init__(self, kernel: "Kernel"):
+        super().__init__()
+        self.kernel = kernel
+
+    def _find_named(self, kind: str, name: str) -> Type | None:
+        for btf in self.kernel.module_btfs().values():
+            ids = btf._named.get((kind, name))
+            if ids:
+                return btf.type(ids[0])
+        return None
+
+
 class Kernel:
     """One open dump.  See docs/ARCHITECTURE.md "Kernel"."""
 
@@ -264,11 +279,35 @@ class Kernel:
             btf = self.btf
             if btf is not None:
                 sources.append(btf)
+                sources.append(ModuleBtfTypes(self))
             if not sources:
                 raise DumpError("no type information: the dump has no BTF "
                                 "(kernel built without CONFIG_DEBUG_INFO_BTF); give a vmlinux")
             self._types = sources[0] if len(sources) == 1 else ChainTypeSource(sources)
         return self._types
+
+    def module_btfs(self) -> dict:
+        """Split BTF of every loaded module (``btf_modules``), by module name."""
+        btfs = self.cache.get("module_btfs")
+        if btfs is None:
+            btfs = self.cache["module_btfs"] = {}
+            base = self.btf
+            if base is None or self.symbols.get("btf_modules") is None:
+                return btfs
+            from kql.btf import Btf, BtfError
+            from kql.helpers.list import list_for_each_entry
+            head = self.var("btf_modules", "struct list_head").address_of_()
+            for bm in list_for_each_entry("struct btf_module", head, "list"):
+                try:
+                    btf = bm.btf
+                    name = btf.name.string_().decode(errors="replace")
+                    size = btf.data_size.value_()
+                    if not 0 < size < 64 << 20:
+                        continue
+                    btfs[name] = Btf(self.read(btf.data.value_(), size), base=base, name=name)
+                except (FaultError, BtfError) as e:
+                    self.warn(f"module BTF at {bm.value_():#x} unusable: {e}")
+        return btfs
 
     def find_type(self, name: "str | Type") -> Type:
         return self.types.find_type(name)

@@ -107,3 +107,27 @@ def test_offsets_match_gdb_dwarf(image):
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
     got = [int(line.split("=")[1]) for line in out.splitlines() if line.startswith("$")]
     assert got == [want for _, want in checks]
+
+
+def test_module_split_btf_matches_ko():
+    """A module's BTF read from the dump is the .BTF section of its .ko (split
+    BTF on top of vmlinux's); types only a module defines are found."""
+    from elftools.elf.elffile import ELFFile
+
+    from fixtures import fixture
+    from kql.kernel import open_kernel
+    fx = fixture("6.1-live")
+    k = open_kernel(fx.dump())
+    btfs = k.module_btfs()
+    assert set(btfs) == set(fx.truth["modules"])
+    ko = glob.glob(f"{FIXTURES}/x/*{k.release}*unsigned*/lib/modules/*/kernel/drivers/block/loop.ko")
+    assert ko
+    with open(ko[0], "rb") as f:
+        sec = ELFFile(f).get_section_by_name(".BTF").data()
+    assert btfs["loop"].data == sec
+    ko_btf = Btf(sec, base=k.btf, name="loop.ko")
+    t = k.find_type("struct loop_device")
+    assert t.size == ko_btf.find_type("struct loop_device").size
+    assert t.member("lo_disk")[0].type.type_name() == "struct gendisk *"
+    assert k.find_type("struct task_struct") is k.btf.find_type("struct task_struct")
+    k.close()
