@@ -360,6 +360,17 @@ def test_kdump_corrupt_page_names_pfn(tmp_path):
     assert str(e.value).startswith(f"{path}: cannot decompress zstd data of pfn 0x3 ")
 
 
+def test_kdump_unknown_compression_flag(tmp_path):
+    data = bytearray(build_kdump({4: PAGES[0]}, max_mapnr=64, comp="zlib"))
+    desc = 4 * BS                            # header, sub header, 2 bitmap blocks
+    struct.pack_into("<I", data, desc + 12, 0x40)
+    path = _write(tmp_path, "dump", bytes(data))
+    with pytest.raises(FaultError) as e:
+        open_dump(path).phys.read(4 * BS, 1)
+    assert str(e.value) == (f"{path}: pfn 0x4 (physical address 0x4000): unknown page "
+                            f"compression flags 0x40")
+
+
 def test_kdump_short_page_after_decompression(tmp_path):
     path = _write(tmp_path, "dump", build_kdump(
         {4: PAGES[0]}, max_mapnr=64, comp="zlib", bad_pages={4: zlib.compress(b"x" * 100)}))

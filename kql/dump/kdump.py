@@ -52,29 +52,43 @@ def is_kdump(head: bytes) -> bool:
     return head[:8] in SIGNATURES
 
 
-def _decompressors():
-    """flag -> function(data, page_size) -> bytes.  Libraries import lazily."""
+class _Decompressors:
+    """flag -> function(data, page_size) -> bytes, one set per open file.
 
-    def zlib_(data, size):
+    The libraries are imported and their (reusable, not thread-safe) objects
+    made on first use: a new LZO or zstd context per page costs 2-4x the
+    decompression itself.
+    """
+
+    def __init__(self):
+        self._funcs: dict[int, object] = {DUMP_DH_COMPRESSED_ZLIB: self._zlib}
+
+    @staticmethod
+    def _zlib(data, size):
         return zlib.decompress(data)
 
-    def lzo_(data, size):
-        import lzallright
-        return lzallright.LZOCompressor().decompress(data, output_size_hint=size)
+    def get(self, flag: int):
+        func = self._funcs.get(flag)
+        if func is None:
+            if flag == DUMP_DH_COMPRESSED_LZO:
+                import lzallright
+                lzo = lzallright.LZOCompressor()
 
-    def snappy_(data, size):
-        import snappy
-        return snappy.uncompress(data)
+                def func(data, size):
+                    return lzo.decompress(data, output_size_hint=size)
+            elif flag == DUMP_DH_COMPRESSED_SNAPPY:
+                import snappy
+                func = lambda data, size: snappy.uncompress(data)  # noqa: E731
+            elif flag == DUMP_DH_COMPRESSED_ZSTD:
+                import zstandard
+                zstd = zstandard.ZstdDecompressor()
 
-    def zstd_(data, size):
-        import zstandard
-        return zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
-
-    return {DUMP_DH_COMPRESSED_ZLIB: zlib_, DUMP_DH_COMPRESSED_LZO: lzo_,
-            DUMP_DH_COMPRESSED_SNAPPY: snappy_, DUMP_DH_COMPRESSED_ZSTD: zstd_}
-
-
-_DECOMPRESS = _decompressors()
+                def func(data, size):
+                    return zstd.decompress(data, max_output_size=size)
+            else:
+                return None
+            self._funcs[flag] = func
+        return func
 
 
 def _cstr(raw: bytes) -> str:
@@ -195,6 +209,7 @@ class KdumpFile:
         self.compression: set[str] = set()
         self._sample_compression()
 
+        self._decompress = _Decompressors()
         self.page = lru_cache(maxsize=PAGE_CACHE_SIZE)(self._load_page)
         self._zero_page = bytes(block_size)
 
@@ -285,19 +300,17 @@ class KdumpFile:
                         f"{self.source.size} (truncated dump)")
             raise FaultError(pfn << self.page_shift, f"{self.path}: page data of {where} {what}",
                              physical=True)
-        comp = flags & (DUMP_DH_COMPRESSED_ZLIB | DUMP_DH_COMPRESSED_LZO
-                        | DUMP_DH_COMPRESSED_SNAPPY | DUMP_DH_COMPRESSED_ZSTD)
-        if comp == 0:
+        if flags == 0:
             page = data
             method = "raw"
         else:
-            method = _COMPRESSION_NAMES.get(comp, f"flags {flags:#x}")
-            self.compression.add(method)
-            func = _DECOMPRESS.get(comp)
+            func = self._decompress.get(flags)
             if func is None:
                 raise FaultError(pfn << self.page_shift,
                                  f"{self.path}: {where}: unknown page compression flags {flags:#x}",
                                  physical=True)
+            method = _COMPRESSION_NAMES[flags]
+            self.compression.add(method)
             try:
                 page = func(data, bs)
             except Exception as e:  # each library has its own error types
