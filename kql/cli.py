@@ -2,7 +2,10 @@
 
     kql DUMP "QUERY"                 run a query (several ';'-separated statements run in turn)
     kql DUMP --describe [TABLE]      the tables and their columns
+    kql DUMP @NAME [--param k=v]     run a saved query (kql queries lists them)
     kql -d a=DUMP1 -d b=DUMP2 "SELECT … FROM a.tasks JOIN b.tasks USING (comm)"
+    kql export DUMP… -o DIR          Parquet per table per dump, with provenance
+    kql --parquet DIR "QUERY"        query a directory of exports (no dump needed)
 
 Exit codes: 0 success, 1 query error, 2 dump error (bad file, wrong vmlinux,
 unreadable core data), 3 internal error.  Errors are one line on stderr
@@ -27,6 +30,10 @@ examples:
   kql vmcore "EXPLAIN SELECT comm FROM tasks WHERE pid = 1"
   kql vmcore --describe tasks
   kql vmcore "SELECT * FROM modules" --format json -o modules.json
+  kql vmcore @hung-tasks
+  kql queries
+  kql export vmcore1 vmcore2 -o exports/
+  kql --parquet exports/ "SELECT release, st, count(*) FROM tasks GROUP BY ALL"
 
 exit codes: 0 ok, 1 query error, 2 dump error, 3 internal error
 """
@@ -54,8 +61,60 @@ def build_parser() -> argparse.ArgumentParser:
                    help="describe all tables, or one")
     p.add_argument("--zero-excluded", action="store_true",
                    help="read pages the dump level excluded as zeros (like crash)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a parameter of a saved query (@NAME); repeatable")
+    p.add_argument("--parquet", metavar="DIR",
+                   help="query a directory written by `kql export` instead of a dump")
     p.add_argument("-v", "--verbose", action="store_true", help="log plans and SQL to stderr")
     return p
+
+
+def export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kql export",
+        description="Write every table of each dump as Parquet (DIR/<table>/<dump_id>.parquet) "
+                    "with provenance columns, plus a manifest (DIR/dumps/). Atomic writes; "
+                    "dumps are exported in parallel processes.")
+    p.add_argument("dumps", nargs="+", help="vmcores to export")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="export directory")
+    p.add_argument("--tables", metavar="T1,T2", help="only these tables (default: all)")
+    p.add_argument("-j", "--jobs", type=int, default=None,
+                   help="dumps exported at once (default: number of CPUs)")
+    p.add_argument("--vmlinux", metavar="PATH", help="debug vmlinux (DWARF types)")
+    p.add_argument("--zero-excluded", action="store_true",
+                   help="read pages the dump level excluded as zeros")
+    return p
+
+
+def queries_parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog="kql queries",
+        description="List the saved queries (shipped ones, ~/.config/kql/queries and "
+                    "$KQL_QUERY_PATH); run one with `kql DUMP @NAME [--param k=v]`.")
+
+
+def _list_queries(argv) -> int:
+    queries_parser().parse_args(argv)
+    from kql.queries import all_queries
+    for q in all_queries().values():
+        params = " ".join(f"--param {p.name}={p.default if p.default is not None else '…'}"
+                          for p in q.params)
+        print(f"@{q.name:22} {q.description}" + (f"  [{params}]" if params else ""))
+    return 0
+
+
+def _export(argv) -> int:
+    args = export_parser().parse_args(argv)
+    from kql.export import export
+    tables = [t.strip() for t in args.tables.split(",")] if args.tables else None
+    rows = export(args.dumps, args.output, tables=tables, jobs=args.jobs, vmlinux=args.vmlinux,
+                  zero_excluded=args.zero_excluded)
+    failed = 0
+    for m in rows:
+        print(f"{m['dump_path']}: {m['dump_id']} {m['release']} {m['rows']} rows "
+              f"in {m['seconds']:.1f} s" + (f"; errors: {m['errors']}" if m["errors"] else ""))
+        failed += bool(m["errors"])
+    return 2 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    if argv and argv[0] in ("queries", "export") and not os.path.isfile(argv[0]):
+        return {"queries": _list_queries, "export": _export}[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG, format="kql: %(message)s")
@@ -98,8 +159,23 @@ def _main(argv: list[str]) -> int:
         named[name] = path
     query = args.query
     dump = args.dump
-    if named and query is None and dump is not None:
+    if (named or args.parquet) and query is None and dump is not None:
         query, dump = dump, None  # kql -d a=X -d b=Y "QUERY"
+    params = {}
+    for spec in args.param:
+        k, sep, v = spec.partition("=")
+        if not sep or not k:
+            raise QueryError(f"--param takes KEY=VALUE, got {spec!r}")
+        params[k] = v
+    if query is not None and query.startswith("@"):
+        from kql import queries
+        query = queries.get(query[1:]).render(params)
+    elif params:
+        raise QueryError("--param goes with a saved query (@NAME)")
+    if args.parquet:
+        if query is None:
+            raise QueryError("--parquet DIR needs a query")
+        return _run_parquet(args, query)
     if query is None:
         build_parser().print_usage(sys.stderr)
         print("kql: error: give a dump and a query (kql --help)", file=sys.stderr)
@@ -141,6 +217,21 @@ def _main(argv: list[str]) -> int:
     for k in kernels.values():
         for w in getattr(k, "warnings", [])[:20]:
             print(f"kql: warning: {w}", file=sys.stderr)
+    return 0
+
+
+def _run_parquet(args, query: str) -> int:
+    from kql import output
+    from kql.export import query_parquet
+    from kql.tables import catalog
+    import pyarrow as pa
+
+    addresses = {c.name.lower() for s in catalog().values() for c in s.columns
+                 if c.type == pa.uint64()}
+    for t in query_parquet(args.parquet, query):
+        cols = {n for n in t.column_names if n.lower() in addresses
+                and t.schema.field(n).type == pa.uint64()}
+        output.write(t, args.format, out=sys.stdout, path=args.output, address_columns=cols)
     return 0
 
 

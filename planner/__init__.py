@@ -121,6 +121,26 @@ def rewrite(value, fn):
     return value.replace(**changes) if changes else value
 
 
+# ---------------------------------------------------------------- naming
+
+def name_outputs(stmt, source: str):
+    """Name unaliased computed select items as the user wrote them
+    (``count(*)``, ``task->mm->map_count``) instead of DuckDB's spelling.
+
+    >>> from kql.grammar import parse_one
+    >>> q = "SELECT pid, count(*) FROM t"
+    >>> name_outputs(parse_one(q), q).to_sql()
+    'SELECT pid, count(*) AS "count(*)" FROM t'
+    """
+    def fn(node):
+        if isinstance(node, A.SelectItem) and node.alias is None and \
+                not isinstance(node.expr, (A.Star, A.Column)):
+            return node.replace(alias=source[node.expr.span[0]:node.expr.span[1]],
+                                expr=rewrite(node.expr, fn))
+        return None
+    return rewrite(stmt, fn)
+
+
 # ---------------------------------------------------------------- qualify
 
 def qualify(stmt, ctx: Ctx):
@@ -270,11 +290,10 @@ def _select(sel: A.Select, ctx: Ctx, parent: Scope | None, ctes: frozenset):
     # Join conditions see the whole scope.
     new = new.replace(from_=tuple(_rewrite_join_on(f, fn) for f in new.from_))
     # Bare member paths in the select list keep what the user wrote as name.
-    # Output columns are named as the user wrote them (`task->mm`, `count(*)`).
+    # `task.pid` became a member read: keep what the user wrote as its name.
     items = []
     for old, item in zip(sel.items, new.items):
-        if item.alias is None and not isinstance(old.expr, A.Star) and not (
-                isinstance(old.expr, A.Column) and item.expr == old.expr):
+        if item.alias is None and isinstance(old.expr, A.Column) and item.expr != old.expr:
             item = item.replace(alias=ctx.source[old.expr.span[0]:old.expr.span[1]])
         items.append(item)
     new = new.replace(items=tuple(items))
@@ -497,6 +516,7 @@ RULES = (qualify, push_predicates, push_limits, lower_functions)
 def plan(stmt, env: Env, source: str) -> Plan:
     ctx = Ctx(env, source)
     explain = isinstance(stmt, A.Explain)
+    stmt = name_outputs(stmt, source)
     for rule in RULES:
         stmt = rule(stmt, ctx)
     body = stmt.statement if explain else stmt

@@ -3,10 +3,12 @@
 The path is resolved against the C types once, at plan time: every step
 becomes an offset or a pointer load, and the final type decides how the value
 is decoded and which Arrow type holds it.  Per row, a compiled path is a few
-additions and one read per pointer hop.
+additions and one read per pointer hop: ``task->mm->map_count`` on a
+``struct task_struct *`` column becomes ``[("off", offsetof(mm)), ("load", 0),
+("off", offsetof(map_count))]`` then a 4-byte signed read.
 
->>> # task->mm->map_count on a task_struct * column compiles to
->>> # [load? no: the column is the pointer] off(mm), load, off(map_count), int32
+>>> _merge([("off", 8), ("off", 16), ("load", 0), ("off", 0), ("off", 4)])
+[('off', 24), ('load', 0), ('off', 4)]
 """
 
 from __future__ import annotations

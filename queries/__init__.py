@@ -1,0 +1,131 @@
+"""Saved queries: ``queries/*.kql`` shipped with kql, plus the user's own.
+
+A saved query is a file with a header of ``--`` comment lines, then one or
+more ``;``-separated statements::
+
+    -- name: hung-tasks
+    -- description: Tasks in uninterruptible sleep (D state) with their stacks
+    -- param: min_count = 1   smallest group to show
+    SELECT ... WHERE n >= :min_count
+
+``:name`` placeholders are replaced by the parameter's value as an SQL literal
+(numbers stay numbers, anything else becomes a quoted string).  Run one with
+``kql DUMP @hung-tasks --param min_count=2``; ``kql queries`` lists them.
+User directories: ``$KQL_QUERY_PATH`` (``:``-separated) and
+``~/.config/kql/queries``; a user query with a shipped query's name wins.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kql.errors import QueryError
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: str | None
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class SavedQuery:
+    name: str
+    description: str
+    body: str
+    path: str
+    params: tuple[Param, ...] = field(default_factory=tuple)
+
+    def render(self, values: dict[str, str] | None = None) -> str:
+        """The body with ``:param`` placeholders replaced by SQL literals."""
+        values = dict(values or {})
+        known = {p.name for p in self.params}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise QueryError(f"@{self.name} has no parameter {unknown[0]!r} "
+                             f"(parameters: {', '.join(sorted(known)) or 'none'})")
+        resolved = {}
+        for p in self.params:
+            v = values.get(p.name, p.default)
+            if v is None:
+                raise QueryError(f"@{self.name} needs --param {p.name}=VALUE")
+            resolved[p.name] = _literal(v)
+
+        def sub(m):
+            return resolved.get(m.group(1), m.group(0))
+        # Replace :name outside string literals only.
+        parts = re.split(r"('(?:[^']|'')*')", self.body)
+        return "".join(part if i % 2 else re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", sub, part)
+                       for i, part in enumerate(parts))
+
+
+def _literal(v: str) -> str:
+    if re.fullmatch(r"-?\d+(\.\d+)?|0x[0-9a-fA-F]+", v.strip()):
+        return v.strip()
+    return "'" + v.replace("'", "''") + "'"
+
+
+_HEADER = re.compile(r"^--\s*(name|description|param)\s*:\s*(.*)$")
+
+
+def parse_file(path: str | os.PathLike) -> SavedQuery:
+    text = Path(path).read_text()
+    meta: dict[str, str] = {}
+    params: list[Param] = []
+    body_lines = []
+    in_header = True
+    for line in text.splitlines():
+        m = _HEADER.match(line.strip()) if in_header else None
+        if m:
+            key, value = m.group(1), m.group(2).strip()
+            if key == "param":
+                pm = re.match(r"([A-Za-z_]\w*)\s*(?:=\s*(\S+))?\s*(.*)$", value)
+                if not pm:
+                    raise QueryError(f"{path}: bad param line: {line!r}")
+                params.append(Param(pm.group(1), pm.group(2), pm.group(3).strip()))
+            else:
+                meta[key] = value
+            continue
+        if in_header and not line.strip():
+            continue
+        in_header = False
+        body_lines.append(line)
+    name = meta.get("name") or Path(path).stem
+    return SavedQuery(name=name, description=meta.get("description", ""),
+                      body="\n".join(body_lines).strip() + "\n", path=str(path),
+                      params=tuple(params))
+
+
+def search_path() -> list[Path]:
+    dirs = [HERE]
+    dirs.append(Path(os.path.expanduser("~/.config/kql/queries")))
+    for d in os.environ.get("KQL_QUERY_PATH", "").split(":"):
+        if d:
+            dirs.append(Path(d))
+    return dirs
+
+
+def all_queries() -> dict[str, SavedQuery]:
+    out: dict[str, SavedQuery] = {}
+    for d in search_path():
+        if d.is_dir():
+            for f in sorted(d.glob("*.kql")):
+                q = parse_file(f)
+                out[q.name] = q
+    return out
+
+
+def get(name: str) -> SavedQuery:
+    qs = all_queries()
+    if name in qs:
+        return qs[name]
+    import difflib
+    close = difflib.get_close_matches(name, list(qs), n=1)
+    hint = f"; did you mean @{close[0]}?" if close else " (kql queries lists them)"
+    raise QueryError(f"no saved query named @{name}{hint}")
