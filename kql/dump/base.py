@@ -72,7 +72,7 @@ class DumpStats:
     pages_read: int = 0
 
 
-@dataclass
+@dataclass(repr=False)
 class Dump:
     """One open vmcore.  See docs/ARCHITECTURE.md "Dumps" for the contract."""
 
@@ -140,6 +140,9 @@ class Dump:
         closers, self._closers = self._closers, []
         for close in closers:
             close()
+
+    def __repr__(self) -> str:
+        return f"<Dump {self.format} {self.describe_path()} {self.release or '?'}>"
 
     def __enter__(self) -> "Dump":
         return self
