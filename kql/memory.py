@@ -131,7 +131,8 @@ class PageTableLayer(Layer):
 
     def _fill(self, vpage: int) -> int:
         if not 0 <= vpage <= U64_MAX:
-            raise FaultError(vpage, f"cannot read {self.name} address {vpage:#x}: not a 64-bit address")
+            raise FaultError(vpage, f"cannot read {self.name} address {vpage:#x}: "
+                                    f"not a 64-bit address")
         tlb = self._tlb
         if len(tlb) >= self._tlb_limit:
             tlb.clear()
@@ -204,8 +205,8 @@ class PageTableLayer(Layer):
         return _U32(self.read(addr, 4))[0]
 
     def _rewrap(self, e: FaultError, vaddr: int, paddr: int) -> FaultError:
-        new = type(e)(vaddr, f"cannot read {self.name} address {vaddr:#x} (physical {paddr:#x}): {e}")
-        return new
+        return type(e)(vaddr, f"cannot read {self.name} address {vaddr:#x} "
+                              f"(physical {paddr:#x}): {e}")
 
     def flush(self) -> None:
         """Forget cached translations."""

@@ -205,12 +205,14 @@ class X86_64:
     def parse_qemu_cpu_state(self, desc: bytes) -> dict[str, int]:
         """A "QEMU" note (QEMUCPUState) -> registers, segments, cr0..cr4."""
         if len(desc) < _QEMU_MIN_SIZE:
-            raise DumpError(f"QEMU CPU-state note is {len(desc)} bytes; expected at least {_QEMU_MIN_SIZE}")
+            raise DumpError(f"QEMU CPU-state note is {len(desc)} bytes; "
+                            f"expected at least {_QEMU_MIN_SIZE}")
         version, size, *gprs = _QEMU_HEAD.unpack_from(desc, 0)
         state = {"version": version, "size": size}
         state.update(zip(_QEMU_GPRS, gprs))
         for i, seg in enumerate(_QEMU_SEGS):
-            selector, limit, flags, _pad, base = _QEMU_SEG.unpack_from(desc, 152 + i * _QEMU_SEG.size)
+            at = 152 + i * _QEMU_SEG.size
+            selector, limit, flags, _pad, base = _QEMU_SEG.unpack_from(desc, at)
             state[seg] = selector
             state[f"{seg}_base"] = base
             state[f"{seg}_limit"] = limit

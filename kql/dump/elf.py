@@ -144,9 +144,11 @@ def open_elf(path: str, mfile: MappedFile, *, zero_excluded: bool = False) -> Du
                         f"is this a vmlinux or module instead of a vmcore?")
     machine = detect_machine(e_machine)
     if machine is None:
-        raise DumpError(f"{path}: unsupported ELF machine {e_machine}: kql reads x86_64 vmcores only")
+        raise DumpError(f"{path}: unsupported ELF machine {e_machine}: "
+                        f"kql reads x86_64 vmcores only")
     if e_phentsize != _PHDR.size:
-        raise DumpError(f"{path}: ELF program headers are {e_phentsize} bytes, expected {_PHDR.size}")
+        raise DumpError(f"{path}: ELF program headers are {e_phentsize} bytes, "
+                        f"expected {_PHDR.size}")
     table_end = e_phoff + phnum * _PHDR.size
     if table_end > mfile.size:
         raise DumpError(f"{path}: truncated ELF core: {phnum} program headers need bytes "

@@ -118,7 +118,8 @@ class KdumpFile:
         signature, version = _HEADER.unpack_from(head, 0)
         self.signature = signature.decode("latin-1").strip()
         if not 1 <= version <= 6 and signature == b"KDUMP   ":
-            raise DumpError(f"{path}: unsupported kdump header version {version} (kql reads 1 to 6)")
+            raise DumpError(f"{path}: unsupported kdump header version {version} "
+                            f"(kql reads 1 to 6)")
         self.header_version = version
         uts = [_cstr(head[_UTS_OFFSET + i * _UTS_FIELD:_UTS_OFFSET + (i + 1) * _UTS_FIELD])
                for i in range(6)]
