@@ -440,6 +440,19 @@ def test_kdump_old_header_versions(tmp_path):
     assert str(e.value) == f"{path}: kdump dump has no VMCOREINFO"
 
 
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
+def test_kdump_header_versions(tmp_path, version):
+    # vmcoreinfo from v3, notes from v4, 64-bit pfn fields from v6.
+    path = _write(tmp_path, "d", build_kdump({1: PAGES[0], 63: PAGES[1]}, max_mapnr=64,
+                                             version=version))
+    dump = open_dump(path)
+    assert dump.header_version == version
+    assert bool(dump.vmcoreinfo) == (version >= 3)
+    assert [n.name for n in dump.notes] == (["CORE", "VMCOREINFO"] if version >= 4 else [])
+    assert dump.phys.read(63 * BS, BS) == PAGES[1]
+    assert dump.dump_level == 31
+
+
 def test_kdump_bad_version_and_block_size(tmp_path):
     data = bytearray(build_kdump({1: PAGES[0]}, max_mapnr=64))
     struct.pack_into("<i", data, 8, 9)
