@@ -92,7 +92,12 @@ class Object:
         t = self._t
         kind = t.kind
         v = self._value
-        if v is not None and not isinstance(v, (bytes, bytearray)):
+        if v is None:
+            if kind == "pointer":
+                return int.from_bytes(self.prog_.read(self.address_, 8), "little")
+        elif type(v) is int or type(v) is bool:
+            return v
+        elif not isinstance(v, (bytes, bytearray)):
             return v
         if kind in ("int", "enum", "pointer", "bool"):
             if self.bit_field_size_:
@@ -172,23 +177,41 @@ class Object:
         """The member called ``name`` (a path like ``"a.b"`` works); pointers to
         structs are dereferenced first.  Raises AttributeError."""
         t = self._t
-        obj = self
         if t.kind == "pointer":
-            obj = self.deref_()
-            t = obj._t
-        if t.kind not in ("struct", "union"):
-            raise AttributeError(f"'{self.type_.type_name()}' has no member '{name}'")
-        index = t._member_index
-        hit = index.get(name) if index is not None else None
-        if hit is None:
+            v = self._value
+            base = v if type(v) is int else self.value_()
+            raw = None
+            st = t._cache
+            if st is None:
+                st = t._cache = t.target.strip_typedefs()
+        else:
+            base = self.address_
+            raw = self._value
+            st = t
+        plans = st._cache
+        if plans is None:
+            if st.kind not in ("struct", "union"):
+                raise AttributeError(f"'{self.type_.type_name()}' has no member '{name}'")
+            plans = st._cache = {}
+        plan = plans.get(name)
+        if plan is None:
+            if st.kind not in ("struct", "union"):
+                raise AttributeError(f"'{self.type_.type_name()}' has no member '{name}'")
             try:
-                hit = t.member(name)
+                m, bit_offset = st.member(name)
             except MemberNotFoundError as e:
                 raise AttributeError(str(e)) from None
-        return obj._member_obj(hit[0], hit[1])
+            mt = m.type
+            plan = plans[name] = (mt, mt.strip_typedefs(), bit_offset >> 3, bit_offset & 7,
+                                  m.bit_size)
+        mt, mst, off, bitpos, bitsize = plan
+        if raw is not None:
+            nbytes = ((bitpos + bitsize + 7) >> 3) if bitsize else (mst.size or 0)
+            return Object._make(self.prog_, mt, mst, None, raw[off:off + nbytes], bitpos, bitsize)
+        return Object._make(self.prog_, mt, mst, base + off, None, bitpos, bitsize)
 
     def __getattr__(self, name: str) -> "Object":
-        if name.startswith("__"):
+        if name[:2] == "__":
             raise AttributeError(name)
         return self.member_(name)
 

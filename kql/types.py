@@ -107,7 +107,7 @@ class Type:
 
     __slots__ = ("kind", "name", "_size", "_target", "_members", "length", "signed",
                  "enumerators", "params", "variadic", "qualifiers", "complete",
-                 "_member_index", "_enum_by_value", "__weakref__")
+                 "_member_index", "_enum_by_value", "_cache", "__weakref__")
 
     def __init__(self, kind: str, name: str | None = None, size: int | None = None, *,
                  target=None, members=None, length: int | None = None,
@@ -129,6 +129,7 @@ class Type:
         self.complete = complete
         self._member_index = None
         self._enum_by_value = None
+        self._cache = None      # per-type scratch for kql.object (member access plans)
 
     # -- lazily resolved fields ------------------------------------------------
     @property
@@ -172,6 +173,7 @@ class Type:
             if slot != "__weakref__":
                 object.__setattr__(t, slot, getattr(self, slot))
         t.qualifiers = quals
+        t._cache = None
         return t
 
     def unqualified(self) -> "Type":
