@@ -9,14 +9,48 @@ Task iteration, ``task_state_index()`` and ``task_cpu()`` are in
 
 from __future__ import annotations
 
+from typing import Iterator
+
 from kql.errors import FaultError
 from kql.helpers.percpu import cpu_rq
-from kql.helpers.task import task_state_index, task_state_letters
+from kql.helpers.list import walk_warn
+from kql.helpers.pid import for_each_pid, pid_task
+from kql.helpers.task import for_each_task, task_state_index, task_state_letters
 from kql.object import Object
 
-__all__ = ["task_state_raw", "task_state_value", "task_state_code", "running_tasks",
+__all__ = ["for_each_task_and_pid", "task_state_raw", "task_state_value", "task_state_code", "running_tasks",
            "task_is_running", "get_mm_counter", "get_mm_counter_sum", "get_mm_rss", "task_rss_bytes",
            "task_vsz_bytes", "task_cmdline", "task_argv", "page_size", "MM_COUNTERS"]
+
+def for_each_task_and_pid(prog) -> Iterator[Object]:
+    """Every task as :func:`kql.helpers.task.for_each_task` visits them; if
+    that walk met damage (unreadable or filtered pages, a warning on the
+    kernel), also the tasks of the pid idr it could not reach: every task
+    has a struct pid there (crash builds its task table from both too).
+
+    :return: iterator of ``struct task_struct *``
+    """
+    warnings = getattr(prog, "warnings", None)
+    before = len(warnings) if warnings is not None else 0
+    seen: set[int] = set()
+    for task in for_each_task(prog):
+        seen.add(task.value_())
+        yield task
+    if warnings is None or len(warnings) == before:
+        return
+    try:
+        for pid in for_each_pid(prog):
+            try:
+                task = pid_task(pid, "PIDTYPE_PID")
+                addr = task.value_()
+            except FaultError:
+                continue
+            if addr and addr not in seen:
+                seen.add(addr)
+                yield task
+    except FaultError as e:
+        walk_warn(prog, f"for_each_task_and_pid: pid idr unreadable: {e}")
+
 
 # include/linux/sched.h bits beyond TASK_PARKED, which task_state_array does
 # not list (#defines, not in BTF).  They sit right above TASK_PARKED, in this

@@ -99,12 +99,12 @@ def totalram_bytes(prog) -> int:
 
 
 def nr_tasks(prog) -> int:
-    """Number of tasks :func:`kql.helpers.task.for_each_task` visits (idle
-    tasks included), counted once per dump."""
+    """Number of tasks (threads and idle tasks included; the rows of the
+    tasks table), counted once per dump."""
     n = prog.cache.get("nr_tasks")
     if n is None:
-        from kql.helpers.task import for_each_task
-        n = prog.cache["nr_tasks"] = sum(1 for _ in for_each_task(prog))
+        from kql.helpers.sched import for_each_task_and_pid
+        n = prog.cache["nr_tasks"] = sum(1 for _ in for_each_task_and_pid(prog))
     return n
 
 

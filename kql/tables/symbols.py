@@ -50,7 +50,13 @@ def all_symbols(prog) -> Iterator[tuple]:
         names, kinds, addrs = t.names, t.kinds, t.addresses
         size = t._size
         for i in range(len(names)):
-            yield (names[i], addrs[i], kinds[i], size(i), mod)
+            a = addrs[i]
+            n = size(i)
+            # The distance to the next symbol means nothing across regions
+            # (the last per-CPU offset symbol is followed by kernel text).
+            if (a ^ (a + n)) >> 63:
+                n = None
+            yield (names[i], a, kinds[i], n, mod)
     yield from _module_rows(prog)
 
 
@@ -62,7 +68,8 @@ def _by_name(ctx: ScanContext, values: list):
     prog = ctx.kernel
     for v in dict.fromkeys(v for v in values if isinstance(v, str)):
         for s in prog.symbols.lookup_all(v):
-            yield (s.name, s.address, s.kind, s.size, s.module)
+            a, n = s.address, s.size
+            yield (s.name, a, s.kind, None if (a ^ (a + n)) >> 63 else n, s.module)
         for row in _module_rows(prog):
             if row[0] == v:
                 yield row
@@ -85,7 +92,8 @@ TABLES = (
             Column("type", pa.string(), "nm type letter (T t D d R r B b V W ...)",
                    lambda r: r[2]),
             Column("size", pa.int64(), "size in bytes (the distance to the next "
-                   "symbol for kallsyms, st_size for module symbols)", lambda r: r[3]),
+                   "symbol for kallsyms, st_size for module symbols; NULL when the next "
+                   "symbol is in another region)", lambda r: r[3]),
             Column("module", pa.string(), "module name; NULL for vmlinux",
                    lambda r: r[4]),
         ),

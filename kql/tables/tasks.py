@@ -9,11 +9,10 @@ import pyarrow as pa
 
 from kql.errors import FaultError
 from kql.helpers.percpu import cpu_rq
-from kql.helpers.list import walk_warn
-from kql.helpers.pid import find_task, for_each_pid, pid_task
-from kql.helpers.sched import (running_tasks, task_argv, task_state_code, task_state_raw,
+from kql.helpers.pid import find_task
+from kql.helpers.sched import (for_each_task_and_pid, running_tasks, task_argv, task_state_code, task_state_raw,
                                task_state_value, get_mm_rss, page_size)
-from kql.helpers.task import PF_KTHREAD, for_each_task, task_cpu
+from kql.helpers.task import PF_KTHREAD, task_cpu
 from kql.tables.base import ADDRESS, Column, ScanContext, TableSpec
 
 __all__ = ["TABLES", "TaskRow"]
@@ -85,30 +84,8 @@ class TaskRow:
 
 
 def _rows(ctx: ScanContext):
-    prog = ctx.kernel
-    warnings = getattr(prog, "warnings", None)
-    before = len(warnings) if warnings is not None else 0
-    seen: set[int] = set()
-    for task in for_each_task(prog):
-        seen.add(task.value_())
+    for task in for_each_task_and_pid(ctx.kernel):
         yield TaskRow(task)
-    if warnings is None or len(warnings) == before:
-        return
-    # The task lists were damaged (unreadable or filtered pages): every task
-    # also has a struct pid in the pid idr, so look there for the ones the
-    # list walk could not reach (as crash builds its task table from both).
-    try:
-        for pid in for_each_pid(prog):
-            try:
-                task = pid_task(pid, "PIDTYPE_PID")
-                addr = task.value_()
-            except FaultError:
-                continue
-            if addr and addr not in seen:
-                seen.add(addr)
-                yield TaskRow(task)
-    except FaultError as e:
-        walk_warn(prog, f"tasks: pid idr unreadable: {e}")
 
 
 def _by_pid(ctx: ScanContext, values: list):
