@@ -440,6 +440,17 @@ def test_kdump_old_header_versions(tmp_path):
     assert str(e.value) == f"{path}: kdump dump has no VMCOREINFO"
 
 
+def test_legacy_diskdump_signature(tmp_path):
+    # "DISKDUMP": same header, bitmaps and page descriptors; its sub header is
+    # not the kdump one, so no dump level, VMCOREINFO or notes come from it.
+    data = bytearray(build_kdump({1: PAGES[0], 5: PAGES[1]}, max_mapnr=64))
+    data[0:8] = b"DISKDUMP"
+    dump = open_dump(_write(tmp_path, "dd", bytes(data)))
+    assert (dump.format, dump.machine, dump.dump_level, dump.notes) == ("kdump", "x86_64", None, [])
+    assert dump.vmcoreinfo == {} and dump.release == "6.1.0-test"
+    assert dump.phys.read(5 * BS, BS) == PAGES[1]
+
+
 @pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
 def test_kdump_header_versions(tmp_path, version):
     # vmcoreinfo from v3, notes from v4, 64-bit pfn fields from v6.
