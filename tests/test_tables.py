@@ -151,6 +151,8 @@ def test_tasks_match_proc(name, kind):
     assert all(r["comm"].startswith("swapper/") and r["is_kthread"] for r in idle)
 
     skip = set(truth["transient_pids"])
+    printer_parents = {truth["tasks"][str(p)]["ppid"] for p in skip
+                       if str(p) in truth["tasks"]}
     checked = 0
     for spid, t in truth["tasks"].items():
         pid = int(spid)
@@ -179,6 +181,12 @@ def test_tasks_match_proc(name, kind):
         if stat is not None:
             # fields 40 rt_priority, 41 policy
             expect.update(rt_priority=int(stat[37]), policy=int(stat[38]))
+            # field 39, the CPU it last ran on, holds at dump time for tasks
+            # that did not run since the print: not kernel threads (rcu,
+            # kworkers, kcompactd wake on timers; seen moving) and not the
+            # parents of the printer, which reaped it and went on (pid 1).
+            if not t["is_kthread"] and pid not in printer_parents:
+                expect["cpu"] = int(stat[36])
         got = dict(r)
         # /proc starttime is in USER_HZ (100) ticks of start_boottime.
         if got["start_time_ns"] is not None:

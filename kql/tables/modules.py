@@ -15,7 +15,8 @@ def _rows(ctx: ScanContext):
     return for_each_module(ctx.kernel)
 
 
-def _by_name(ctx: ScanContext, values: list):
+def find_module(ctx: ScanContext, values: list):
+    """``name = '...'``: walk the (short) module list for those names."""
     wanted = {v for v in values if isinstance(v, str)}
     if not wanted:
         return
@@ -31,7 +32,7 @@ TABLES = (
         object_column="module",
         walk="walk the modules list (struct module.list)",
         rows=_rows,
-        lookups={"name": _by_name},
+        lookups={"name": find_module},
         examples=("SELECT name, base, size, refcount FROM modules ORDER BY size DESC",),
         columns=(
             Column("module", ADDRESS, "the module (struct module *)",

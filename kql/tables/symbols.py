@@ -64,7 +64,8 @@ def _rows(ctx: ScanContext):
     return all_symbols(ctx.kernel)
 
 
-def _by_name(ctx: ScanContext, values: list):
+def kallsyms_lookup_name(ctx: ScanContext, values: list):
+    """``name = '...'``: the symbol table's name index, then module symbols."""
     prog = ctx.kernel
     for v in dict.fromkeys(v for v in values if isinstance(v, str)):
         for s in prog.symbols.lookup_all(v):
@@ -83,7 +84,7 @@ TABLES = (
             "/proc/kallsyms and crash `sym -l`.",
         walk="kallsyms table + each module's mod->kallsyms",
         rows=_rows,
-        lookups={"name": _by_name},
+        lookups={"name": kallsyms_lookup_name},
         examples=("SELECT name, address FROM symbols WHERE name LIKE 'sys_%'",
                   "SELECT module, count(*) FROM symbols GROUP BY module"),
         columns=(

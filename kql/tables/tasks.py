@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from kql.errors import FaultError
 from kql.helpers.percpu import cpu_rq
-from kql.helpers.pid import find_task
+from kql.helpers import pid as pid_helpers
 from kql.helpers.sched import (for_each_task_and_pid, running_tasks, task_argv, task_state_code, task_state_raw,
                                task_state_value, get_mm_rss, page_size)
 from kql.helpers.task import PF_KTHREAD, task_cpu
@@ -88,7 +88,7 @@ def _rows(ctx: ScanContext):
         yield TaskRow(task)
 
 
-def _by_pid(ctx: ScanContext, values: list):
+def find_task(ctx: ScanContext, values: list):
     """``pid = N`` / ``pid IN (...)``: find_task through the pid idr; pid 0
     (the idle tasks, which are in no pid table) from each CPU's rq->idle."""
     prog = ctx.kernel
@@ -110,7 +110,7 @@ def _by_pid(ctx: ScanContext, values: list):
             tasks = [prog.object("struct task_struct", a).address_of_() for a in addrs if a]
         else:
             try:
-                t = find_task(prog, nr)
+                t = pid_helpers.find_task(prog, nr)
             except FaultError:
                 continue
             tasks = [t] if t.value_() else []
@@ -133,7 +133,7 @@ TABLES = (
         walk="walk init_task.tasks + thread groups (signal->thread_head) + per-CPU "
              "idle tasks (rq->idle)",
         rows=_rows,
-        lookups={"pid": _by_pid},
+        lookups={"pid": find_task},
         examples=(
             "SELECT pid, comm, state FROM tasks WHERE state = 2",
             "SELECT pid, comm, task->se.vruntime FROM tasks WHERE NOT is_kthread",
