@@ -108,6 +108,10 @@ def for_each_thread(task: Object) -> Iterator[Object]:
 def for_each_task(prog, *, idle: bool = True) -> Iterator[Object]:
     """Every thread of every process, plus each CPU's idle task.
 
+    When the process or thread lists are broken (a filtered or corrupt page),
+    the PID IDR of the initial namespace is swept as well, so only tasks whose
+    own ``task_struct`` is unreadable go missing (each with a warning).
+
     :param idle: include the idle tasks of CPUs other than 0 (``rq->idle``)
     :return: iterator of ``struct task_struct *``
     """
@@ -128,6 +132,9 @@ def for_each_task(prog, *, idle: bool = True) -> Iterator[Object]:
                 seen.add(addr)
                 yield _ptr(prog, pt, addr)
     off = lay["tasks"]
+    broken = False
+    warnings = getattr(prog, "warnings", None)
+    before = len(warnings) if warnings is not None else 0
     for pos in _walk(prog, init + off, 0, 10_000_000, "for_each_task"):
         leader = pos - off
         try:
@@ -135,12 +142,48 @@ def for_each_task(prog, *, idle: bool = True) -> Iterator[Object]:
         except FaultError as e:
             walk_warn(prog, f"for_each_task: threads of task {leader:#x} unreadable: {e}")
             threads = [leader]
+            broken = True
         if leader not in threads:
             threads.insert(0, leader)   # e.g. a zombie leader already off its thread list
         for addr in threads:
             if addr not in seen:
                 seen.add(addr)
                 yield _ptr(prog, pt, addr)
+    if warnings is not None and len(warnings) > before:
+        broken = True
+    if broken:
+        yield from _sweep_pids(prog, pt, seen)
+
+
+def _sweep_pids(prog, pt, seen: set) -> Iterator[Object]:
+    """Tasks reachable from init_pid_ns.idr but not yet seen (readable ones)."""
+    from kql.helpers.pid import for_each_pid, pid_task
+    found = lost = 0
+    try:
+        pids = list(for_each_pid(prog))
+    except FaultError as e:
+        walk_warn(prog, f"for_each_task: PID IDR unreadable: {e}")
+        return
+    pid_off = prog.types.find_type("struct task_struct").offsetof("pid")
+    for pid in pids:
+        try:
+            addr = pid_task(pid, "PIDTYPE_PID").value_()
+        except FaultError:
+            lost += 1
+            continue
+        if not addr or addr in seen:
+            continue
+        seen.add(addr)
+        try:
+            prog.read(addr + pid_off, 4)
+        except FaultError as e:
+            lost += 1
+            walk_warn(prog, f"for_each_task: task_struct at {addr:#x} unreadable: {e}")
+            continue
+        found += 1
+        yield _ptr(prog, pt, addr)
+    walk_warn(prog, f"for_each_task: task lists were broken; the PID IDR gave {found} more "
+                    f"tasks ({lost} unreadable)")
 
 
 def is_group_leader(task: Object) -> bool:
