@@ -145,6 +145,8 @@ def scan(spec: TableSpec, ctx: ScanContext,
                 if warnings is not None:
                     warnings.add(f"{spec.name}.{name}", e)
             data[i].append(v)
+    if not fns:  # count(*): rows without columns (Arrow needs one column)
+        return pa.table({"__kql_row": pa.nulls(n, pa.int8())})
     arrays = []
     for (name, typ, _fn), values in zip(fns, data):
         try:

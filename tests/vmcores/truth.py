@@ -56,10 +56,12 @@ def parse_status(text: str) -> dict:
 
 
 def expected_comm(name: str, flags: int) -> str:
-    # wq_worker_comm() appends "-<workqueue>" to kworker names; rescuer
-    # threads (also PF_WQ_WORKER) are named after their workqueue and keep it.
-    if flags & PF_WQ_WORKER and name.startswith("kworker/") and "-" in name:
-        name = name.split("-", 1)[0]
+    # wq_worker_comm() appends "-<workqueue>" to a busy or named kworker
+    # ("kworker/0:1-events", "kworker/u4:2H-kblockd"); rescuers keep their own
+    # names, which may hold a '-' (6.12: "kworker/R-kvfree_rcu_reclaim").
+    m = re.match(r"(kworker/u?\d+:\d+H?)-", name)
+    if flags & PF_WQ_WORKER and m:
+        name = m.group(1)
     return name.encode()[:TASK_COMM_LEN - 1].decode(errors="replace")
 
 
