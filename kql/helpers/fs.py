@@ -620,7 +620,7 @@ def inode_type(inode: Object) -> str:
     :param inode: ``struct inode *``
     """
     mode = inode.i_mode.value_()
-    t = S_IFMT_NAMES.get(mode & stat.S_IFMT)
+    t = S_IFMT_NAMES.get(stat.S_IFMT(mode))
     if t is None:
         raise ValueError(f"inode {inode.value_():#x}: bad i_mode {mode:#o}")
     return t

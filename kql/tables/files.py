@@ -1,0 +1,157 @@
+"""open_files and mounts: crash ``files`` and ``mount``, /proc/PID/fd and
+/proc/mounts."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import pyarrow as pa
+
+from kql.errors import FaultError
+from kql.helpers.fs import (d_path, for_each_file, for_each_mount, inode_type, mount_devname,
+                            mount_fstype, mount_options, mount_path, mount_readonly)
+from kql.helpers.pid import find_task
+from kql.helpers.task import for_each_process
+from kql.helpers.list import walk_warn
+from kql.tables.base import ADDRESS, Column, ScanContext, TableSpec
+
+__all__ = ["TABLES", "FileRow"]
+
+
+class FileRow:
+    """One open file descriptor of one process."""
+
+    def __init__(self, task, fd, file):
+        self.task = task            # struct task_struct * (thread-group leader)
+        self.fd = fd
+        self.file = file            # struct file *
+
+    @cached_property
+    def f(self):
+        return self.file.read_()
+
+    @cached_property
+    def inode(self):
+        return self.file.f_inode
+
+    def path(self) -> str:
+        return d_path(self.f.f_path).decode(errors="surrogateescape")
+
+    def comm(self) -> str:
+        return self.task.comm.string_().decode(errors="replace")
+
+
+def _process_files(prog, task):
+    try:
+        for fd, file in for_each_file(task):
+            yield FileRow(task, fd, file)
+    except FaultError as e:
+        walk_warn(prog, f"open_files: fd table of task {task.value_():#x} unreadable: {e}")
+
+
+def _rows(ctx: ScanContext):
+    prog = ctx.kernel
+    for task in for_each_process(prog):
+        yield from _process_files(prog, task)
+
+
+def _by_pid(ctx: ScanContext, values: list):
+    prog = ctx.kernel
+    for nr in sorted({v for v in values if isinstance(v, int) and 0 < v < 1 << 31}):
+        try:
+            task = find_task(prog, nr)
+            if not task.value_() or task.tgid.value_() != nr:
+                continue        # rows are per process: pid is the tgid
+        except FaultError:
+            continue
+        yield from _process_files(prog, task)
+
+
+def _mount_rows(ctx: ScanContext):
+    return for_each_mount(ctx.kernel)
+
+
+def _parent_id(m) -> int:
+    return m.mnt_parent.mnt_id.value_()
+
+
+TABLES = (
+    TableSpec(
+        name="open_files",
+        doc="Every open file descriptor of every process (crash `files`, "
+            "/proc/PID/fd): one row per (process, fd); threads share their "
+            "process's table.",
+        object_column="file",
+        walk="for each process (init_task.tasks): files->fdt->fd[0..max_fds)",
+        rows=_rows,
+        lookups={"pid": _by_pid, "tgid": _by_pid},
+        examples=(
+            "SELECT pid, comm, fd, path FROM open_files WHERE type = 'SOCK'",
+            "SELECT path, count(*) FROM open_files GROUP BY path ORDER BY 2 DESC",
+        ),
+        columns=(
+            Column("pid", pa.int32(), "process id (the thread-group leader's pid)",
+                   lambda r: r.task.pid.value_()),
+            Column("tgid", pa.int32(), "thread-group id (= pid)",
+                   lambda r: r.task.tgid.value_()),
+            Column("comm", pa.string(), "the process's command name", FileRow.comm),
+            Column("fd", pa.int32(), "file descriptor number", lambda r: r.fd),
+            Column("file", ADDRESS, "the open file (struct file *)",
+                   lambda r: r.file.value_(), object_type="struct file *"),
+            Column("path", pa.string(), "the path as /proc/PID/fd links show it (d_path "
+                   "across mounts; 'socket:[ino]', 'pipe:[ino]', 'anon_inode:[eventpoll]'; "
+                   "' (deleted)' when unlinked)", FileRow.path),
+            Column("dentry", ADDRESS, "file->f_path.dentry (struct dentry *)",
+                   lambda r: r.f.f_path.dentry.value_()),
+            Column("inode", ADDRESS, "file->f_inode (struct inode *)",
+                   lambda r: r.f.f_inode.value_()),
+            Column("ino", pa.int64(), "inode number (inode->i_ino)",
+                   lambda r: r.inode.i_ino.value_()),
+            Column("type", pa.string(), "'REG', 'DIR', 'CHR', 'BLK', 'FIFO', 'SOCK', 'LNK' "
+                   "or 'ANON' (anonymous inode: eventfd, epoll, timerfd ...)",
+                   lambda r: inode_type(r.inode)),
+            Column("pos", pa.int64(), "file position (file->f_pos)",
+                   lambda r: r.f.f_pos.value_()),
+            Column("flags", pa.int64(), "open flags (file->f_flags: O_* bits; /proc fdinfo "
+                   "shows them in octal)", lambda r: r.f.f_flags.value_()),
+            Column("mode", pa.int64(), "file->f_mode (FMODE_* bits)",
+                   lambda r: r.f.f_mode.value_()),
+        ),
+    ),
+    TableSpec(
+        name="mounts",
+        doc="The mounts of pid 1's mount namespace in /proc/mounts order (crash "
+            "`mount`); device, path, fstype and options as /proc/mounts prints them.",
+        object_column="mount",
+        walk="pid 1's nsproxy->mnt_ns: the mount rbtree (6.8+) or list",
+        rows=_mount_rows,
+        examples=(
+            "SELECT device, path, fstype, options FROM mounts",
+            "SELECT path FROM mounts WHERE readonly",
+        ),
+        columns=(
+            Column("mount", ADDRESS, "the mount (struct mount *)", lambda m: m.value_(),
+                   object_type="struct mount *"),
+            Column("superblock", ADDRESS, "its superblock (mnt.mnt_sb, struct super_block *)",
+                   lambda m: m.mnt.mnt_sb.value_()),
+            Column("fstype", pa.string(), "filesystem type (sb->s_type->name[.subtype])",
+                   mount_fstype),
+            Column("device", pa.string(), "device name as given to mount (mnt_devname; "
+                   "'none' if unset)", mount_devname),
+            Column("path", pa.string(), "mount point relative to pid 1's root (octal "
+                   "escapes for space, tab, newline and backslash, as /proc/mounts)",
+                   mount_path),
+            Column("options", pa.string(), "options as /proc/mounts prints them: rw/ro, "
+                   "superblock and mount flags, then the filesystem's own (known for "
+                   "tmpfs/devtmpfs, proc, sysfs and other kernfs, ramfs; left out with a "
+                   "warning for others)", mount_options),
+            Column("readonly", pa.bool_(), "read-only mount or superblock", mount_readonly),
+            Column("mnt_id", pa.int32(), "mount id (as /proc/PID/mountinfo)",
+                   lambda m: m.mnt_id.value_()),
+            Column("parent_id", pa.int32(), "parent mount's id (its own for the "
+                   "namespace root)", _parent_id),
+            Column("flags", pa.int64(), "mnt.mnt_flags (MNT_* bits)",
+                   lambda m: m.mnt.mnt_flags.value_()),
+        ),
+    ),
+)
