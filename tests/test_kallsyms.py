@@ -166,3 +166,28 @@ def test_module_symbolize(dump_kernel):
         assert hit is not None and hit[0].module == name, (name, hit)
     sched = k.symbol("schedule")
     assert k.symbolize(sched.address + 2) == (sched, 2)
+
+
+def test_system_map_fallback_without_kallsyms_keys(dump_kernel):
+    """A kernel older than 6.0 has no SYMBOL(kallsyms_*) keys: System.map,
+    moved by KERNELOFFSET, must give the same addresses as the dump's kallsyms."""
+    from kql.dump import open_dump
+    from kql.kernel import Kernel
+    fx, k = dump_kernel
+    smap_path = glob.glob(os.path.join(os.path.dirname(fx.vmlinux), "System.map-*"))[0]
+    dump = open_dump(fx.dump())
+    for key in [key for key in dump.vmcoreinfo if key.startswith("SYMBOL(kallsyms_")]:
+        del dump.vmcoreinfo[key]
+    old = Kernel(dump, system_map=smap_path)
+    assert old.symbols.source == "System.map"
+    for name in ("init_task", "schedule", "init_uts_ns", "__start_BTF", "runqueues"):
+        assert old.symbols.address(name) == k.symbols.address(name)
+    assert old.var("init_uts_ns").name.release.string_().decode() == fx.release
+    old.close()
+    dump2 = open_dump(fx.dump())
+    for key in [key for key in dump2.vmcoreinfo if key.startswith("SYMBOL(kallsyms_")]:
+        del dump2.vmcoreinfo[key]
+    from kql.errors import DumpError
+    with pytest.raises(DumpError, match="System.map"):
+        Kernel(dump2).symbols
+    dump2.close()
