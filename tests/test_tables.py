@@ -98,7 +98,7 @@ def proc_stat_fields(fx, tid: int) -> list[str] | None:
 
 TASK_COLUMNS = ["task", "pid", "tgid", "ppid", "comm", "state", "st", "state_raw", "cpu",
                 "active", "uid", "gid", "euid", "prio", "policy", "threads", "rss_bytes",
-                "vsz_bytes", "start_time_ns", "is_kthread", "nice", "rt_priority"]
+                "vsz_bytes", "start_time_ns", "is_kthread", "nice", "rt_priority", "pgid", "sid"]
 
 
 # -- the catalog ---------------------------------------------------------------------
@@ -181,6 +181,8 @@ def test_tasks_match_proc(name, kind):
         if stat is not None:
             # fields 40 rt_priority, 41 policy
             expect.update(rt_priority=int(stat[37]), policy=int(stat[38]))
+            # fields 5 pgrp, 6 session
+            expect.update(pgid=int(stat[2]), sid=int(stat[3]))
             # field 39, the CPU it last ran on, holds at dump time for tasks
             # that did not run since the print: not kernel threads (rcu,
             # kworkers, kcompactd wake on timers; seen moving) and not the

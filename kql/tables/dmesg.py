@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from kql.errors import DumpError
 from kql.helpers.printk import LOG_CONT, get_printk_records
 from kql.tables.base import Column, ScanContext, TableSpec
 
@@ -11,7 +12,10 @@ __all__ = ["TABLES"]
 
 
 def _rows(ctx: ScanContext):
-    return iter(get_printk_records(ctx.kernel))
+    try:
+        return iter(get_printk_records(ctx.kernel))
+    except LookupError as e:
+        raise DumpError(f"cannot read the kernel log: {e}") from None
 
 
 TABLES = (

@@ -12,6 +12,8 @@ __all__ = ["TABLES"]
 
 
 def _rows(ctx: ScanContext):
+    if ctx.kernel.symbols.get("modules") is None:
+        return iter(())          # a kernel without CONFIG_MODULES
     return for_each_module(ctx.kernel)
 
 

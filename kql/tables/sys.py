@@ -47,6 +47,18 @@ def _rows(ctx: ScanContext):
     yield SysRow(ctx.kernel)
 
 
+def _col(name: str, type: pa.DataType, doc: str, fn) -> Column:
+    """A column whose kernel symbol or type may be missing on some kernels:
+    that value is then NULL with a counted warning, like unreadable memory."""
+    def value(r):
+        try:
+            return fn(r)
+        except LookupError as e:
+            raise ValueError(f"not available in this kernel: {e}") from None
+    value.__name__ = name
+    return Column(name, type, doc, value)
+
+
 TABLES = (
     TableSpec(
         name="sys",
@@ -56,50 +68,50 @@ TABLES = (
         rows=_rows,
         examples=("SELECT release, uptime_s, panic FROM sys",),
         columns=(
-            Column("release", pa.string(), "kernel release (uname -r)",
+            _col("release", pa.string(), "kernel release (uname -r)",
                    lambda r: r.uts("release")),
-            Column("version", pa.string(), "kernel version string (uname -v)",
+            _col("version", pa.string(), "kernel version string (uname -v)",
                    lambda r: r.uts("version")),
-            Column("machine", pa.string(), "hardware name (uname -m)",
+            _col("machine", pa.string(), "hardware name (uname -m)",
                    lambda r: r.uts("machine")),
-            Column("nodename", pa.string(), "host name (uname -n)",
+            _col("nodename", pa.string(), "host name (uname -n)",
                    lambda r: r.uts("nodename")),
-            Column("domainname", pa.string(), "NIS domain name",
+            _col("domainname", pa.string(), "NIS domain name",
                    lambda r: r.uts("domainname")),
-            Column("cpus", pa.int32(), "online CPUs (__cpu_online_mask)",
+            _col("cpus", pa.int32(), "online CPUs (__cpu_online_mask)",
                    lambda r: len(r.prog.online_cpus())),
-            Column("date", pa.timestamp("us", tz="UTC"), "wall-clock time of the dump "
+            _col("date", pa.timestamp("us", tz="UTC"), "wall-clock time of the dump "
                    "from the kernel's clock (timekeeper xtime; else the kdump header)",
                    SysRow.date),
-            Column("uptime_s", pa.float64(), "seconds since boot (CLOCK_BOOTTIME, as "
+            _col("uptime_s", pa.float64(), "seconds since boot (CLOCK_BOOTTIME, as "
                    "/proc/uptime)", lambda r: sysh.uptime_ns(r.prog) / 1e9),
-            Column("load_1", pa.float64(), "1-minute load average (avenrun[0])",
+            _col("load_1", pa.float64(), "1-minute load average (avenrun[0])",
                    lambda r: r.load[0]),
-            Column("load_5", pa.float64(), "5-minute load average (avenrun[1])",
+            _col("load_5", pa.float64(), "5-minute load average (avenrun[1])",
                    lambda r: r.load[1]),
-            Column("load_15", pa.float64(), "15-minute load average (avenrun[2])",
+            _col("load_15", pa.float64(), "15-minute load average (avenrun[2])",
                    lambda r: r.load[2]),
-            Column("tasks", pa.int64(), "tasks, threads and idle tasks included (rows "
+            _col("tasks", pa.int64(), "tasks, threads and idle tasks included (rows "
                    "of the tasks table)", lambda r: sysh.nr_tasks(r.prog)),
-            Column("memory_bytes", pa.int64(), "RAM managed by the kernel "
+            _col("memory_bytes", pa.int64(), "RAM managed by the kernel "
                    "(totalram_pages, /proc/meminfo MemTotal)",
                    lambda r: sysh.totalram_bytes(r.prog)),
-            Column("panic", pa.string(), "the 'Kernel panic - not syncing: ...' line "
+            _col("panic", pa.string(), "the 'Kernel panic - not syncing: ...' line "
                    "of the log; NULL if none", lambda r: sysh.panic_message(r.prog)),
-            Column("panic_cpu", pa.int32(), "CPU that panicked (panic_cpu); NULL if "
+            _col("panic_cpu", pa.int32(), "CPU that panicked (panic_cpu); NULL if "
                    "none", lambda r: sysh.panic_cpu(r.prog)),
-            Column("panic_pid", pa.int32(), "pid of the task running on the panic CPU; "
+            _col("panic_pid", pa.int32(), "pid of the task running on the panic CPU; "
                    "NULL if no panic", SysRow.panic_pid),
-            Column("kaslr_offset", ADDRESS, "KASLR offset of the kernel text",
+            _col("kaslr_offset", ADDRESS, "KASLR offset of the kernel text",
                    lambda r: r.prog.kaslr_offset),
-            Column("page_offset", ADDRESS, "start of the direct map (page_offset_base)",
+            _col("page_offset", ADDRESS, "start of the direct map (page_offset_base)",
                    lambda r: r.prog.page_offset),
-            Column("pgtable_levels", pa.int32(), "page-table levels (4, or 5 with "
+            _col("pgtable_levels", pa.int32(), "page-table levels (4, or 5 with "
                    "LA57)", lambda r: r.prog.pgtable_levels),
-            Column("dump_format", pa.string(), "dump file format ('elf', 'kdump', ...)",
+            _col("dump_format", pa.string(), "dump file format ('elf', 'kdump', ...)",
                    lambda r: r.prog.dump.format),
-            Column("dump_path", pa.string(), "dump file path(s)", SysRow.dump_path),
-            Column("build_id", pa.string(), "kernel build id (VMCOREINFO BUILD-ID)",
+            _col("dump_path", pa.string(), "dump file path(s)", SysRow.dump_path),
+            _col("build_id", pa.string(), "kernel build id (VMCOREINFO BUILD-ID)",
                    lambda r: r.prog.vmcoreinfo.get("BUILD-ID")),
         ),
     ),

@@ -75,6 +75,19 @@ class TaskRow:
                 return t.member_(name).value_()
         return t.start_time.value_()
 
+    def group_id(self, pidtype: str) -> int | None:
+        """pid_nr() of the task's process group / session (0 if none)."""
+        t = self.task
+        i = pid_helpers.PIDTYPE(t.prog_, pidtype)
+        # Since Linux 4.19 (commit 2c4704756cab "pids: Move the pgrp and
+        # session pid pointers from task_struct to signal_struct") they are
+        # in signal->pids[]; before, task->pids[type].pid.
+        if t.signal.has_member_("pids"):
+            pid = t.signal.pids[i]
+        else:
+            pid = t.pids[i].pid
+        return pid.numbers[0].nr.value_() if pid.value_() else 0
+
     def cmdline(self) -> str | None:
         argv = task_argv(self.task)
         return None if argv is None else " ".join(argv)
@@ -193,6 +206,10 @@ TABLES = (
                    lambda r: r.task.static_prio.value_() - 120),
             Column("rt_priority", pa.int32(), "real-time priority (task->rt_priority)",
                    lambda r: r.task.rt_priority.value_()),
+            Column("pgid", pa.int32(), "process group id (signal->pids[PIDTYPE_PGID])",
+                   lambda r: r.group_id("PIDTYPE_PGID")),
+            Column("sid", pa.int32(), "session id (signal->pids[PIDTYPE_SID])",
+                   lambda r: r.group_id("PIDTYPE_SID")),
             Column("mm", ADDRESS, "address space (task->mm; NULL for kernel threads)",
                    lambda r: r.task.mm.value_() or None),
             Column("cmdline", pa.string(), "command line, arguments joined by spaces, "
