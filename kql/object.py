@@ -211,8 +211,8 @@ class Object:
         return Object._make(self.prog_, mt, mst, base + off, None, bitpos, bitsize)
 
     def __getattr__(self, name: str) -> "Object":
-        if name[:2] == "__":
-            raise AttributeError(name)
+        if name[:2] == "__" and name[-2:] == "__":
+            raise AttributeError(name)      # dunders only: __state is a member
         return self.member_(name)
 
     def has_member_(self, name: str) -> bool:

@@ -212,6 +212,11 @@ def test_task_members_against_truth(kernel):
                 assert task.real_parent.tgid.value_() == t["ppid"]
                 assert task.signal.nr_threads.value_() == t["num_threads"]
             assert task.cred.uid.val.value_() == t["uid"][0]
+            if not t["is_kthread"] and t["state"]:
+                # Linux 5.14 renamed state to __state: attribute access must reach it
+                state = task.__state if task.has_member_("__state") else task.state
+                # TASK_REPORT bits, as /proc reports them (fs/proc/array.c)
+                assert (state.value_() | task.exit_state.value_()) & 0x7F == t["state"], pid
         except ExcludedPageError:
             # makedumpfile -d 31 on 6.12 drops some slab pages (drgn agrees)
             assert fx.recipe.get("makedumpfile")
