@@ -1,0 +1,419 @@
+"""Memory counters: the vm_stat families and /proc/meminfo as the kernel
+computes it (include/linux/vmstat.h, mm/vmstat.c, fs/proc/meminfo.c,
+mm/page_alloc.c si_mem_available(), mm/util.c, mm/hugetlb.c,
+arch/x86/mm/pat/set_memory.c arch_report_meminfo()).
+
+The kernel keeps each counter as a global ``atomic_long_t`` plus per-CPU
+``s8`` deltas that vmstat_update() folds in about once a second; the
+``global_*_page_state`` helpers here add the deltas (``exact=True``, the
+default) so the value is the one the kernel would see after folding.
+
+Item names are the kernel's enumerators (``"NR_FREE_PAGES"``), looked up in
+its own ``enum zone_stat_item`` / ``enum node_stat_item``, so counters that
+moved between kernel versions are found by name.
+"""
+
+from __future__ import annotations
+
+from kql.errors import FaultError
+from kql.helpers.list import list_for_each_entry, walk_warn
+from kql.object import Object
+
+__all__ = ["enum_items", "global_zone_page_state", "global_node_page_state",
+           "totalram_pages", "totalreserve_pages", "nr_blockdev_pages",
+           "total_swapcache_pages", "si_mem_available", "vm_commit_limit",
+           "vm_memory_committed", "hugetlb_total_pages", "percpu_counter_sum",
+           "for_each_online_pgdat", "for_each_zone", "meminfo"]
+
+
+def page_shift(prog) -> int:
+    return int(prog.vmcoreinfo.get("PAGESIZE", "4096")).bit_length() - 1
+
+
+def enum_items(prog, enum: str) -> dict[str, int]:
+    """``{enumerator: value}`` of a kernel enum such as ``"enum node_stat_item"``
+    ({} if the kernel has no such enum)."""
+    cache = prog.cache.setdefault("mmstat_enums", {})
+    items = cache.get(enum)
+    if items is None:
+        try:
+            items = dict(prog.types.find_type(enum).strip_typedefs().enumerators or ())
+        except LookupError:
+            items = {}
+        cache[enum] = items
+    return items
+
+
+def _ulong(prog, name: str, default: int | None = 0) -> int | None:
+    sym = prog.symbols.get(name)
+    if sym is None:
+        return default
+    return prog.read_u64(sym.address)
+
+
+def _slong(prog, name: str) -> int:
+    sym = prog.symbols.get(name)
+    return prog.read_s64(sym.address) if sym is not None else 0
+
+
+def for_each_online_pgdat(prog):
+    """Every node's ``pg_data_t`` (``node_data[]`` on NUMA kernels, else
+    ``contig_page_data``).
+
+    :return: iterator of ``struct pglist_data *``
+    """
+    sym = prog.symbols.get("node_data")
+    pgt = prog.types.find_type("struct pglist_data")
+    if sym is None:
+        yield prog.var("contig_page_data", pgt).address_of_()
+        return
+    nodes = prog.var("node_data", f"struct pglist_data *[{prog._nr_node_ids()}]")
+    for p in nodes:
+        if p.value_():
+            yield p.read_()
+
+
+def for_each_zone(prog):
+    """Every zone of every node, populated or not (``for_each_zone``).
+
+    :return: iterator of ``struct zone *``
+    """
+    for pgdat in for_each_online_pgdat(prog):
+        for z in pgdat.node_zones:
+            yield z.address_of_()
+
+
+def _global_state(prog, kind: str, item: str, exact: bool) -> int:
+    """kind 'zone' or 'node'."""
+    enum = "enum zone_stat_item" if kind == "zone" else "enum node_stat_item"
+    idx = enum_items(prog, enum).get(item)
+    if idx is None:
+        raise LookupError(f"this kernel has no {kind} counter {item}")
+    sym = prog.symbols.get(f"vm_{kind}_stat")
+    if sym is None:
+        raise LookupError(f"no symbol vm_{kind}_stat")
+    value = prog.read_s64(sym.address + 8 * idx)
+    if exact:
+        value += _deltas(prog, kind)[idx]
+    # include/linux/vmstat.h: CONFIG_SMP clamps transient negatives to 0
+    return max(value, 0)
+
+
+def _deltas(prog, kind: str) -> list[int]:
+    """Sum over every node/zone and possible CPU of the per-CPU ``s8`` deltas
+    (``vm_node_stat_diff`` / ``vm_stat_diff``), per item (cached)."""
+    key = f"mmstat_{kind}_deltas"
+    out = prog.cache.get(key)
+    if out is not None:
+        return out
+    if kind == "node":
+        pct = prog.types.find_type("struct per_cpu_nodestat")
+        member, field = "per_cpu_nodestats", "vm_node_stat_diff"
+        owners = list(for_each_online_pgdat(prog))
+    else:
+        pct = prog.types.find_type("struct per_cpu_zonestat")
+        member, field = "per_cpu_zonestats", "vm_stat_diff"
+        owners = list(for_each_zone(prog))
+    m, off = pct.member(field)
+    n = m.type.strip_typedefs().length
+    out = [0] * n
+    cpus = prog.possible_cpus()
+    for owner in owners:
+        try:
+            base = owner.member_(member).value_()
+        except FaultError as e:
+            walk_warn(prog, f"vm {kind} stat deltas: {e}")
+            continue
+        if not base:
+            continue
+        for cpu in cpus:
+            try:
+                raw = prog.read(base + prog.per_cpu_offset(cpu) + off // 8, n)
+            except FaultError as e:
+                walk_warn(prog, f"vm {kind} stat deltas of CPU {cpu}: {e}")
+                continue
+            for i, b in enumerate(raw):
+                out[i] += b - 256 if b > 127 else b
+    prog.cache[key] = out
+    return out
+
+
+def global_zone_page_state(prog, item: str, *, exact: bool = True) -> int:
+    """``global_zone_page_state(item)`` in pages (per-CPU deltas added when
+    ``exact``).  Raises LookupError for a counter this kernel does not have."""
+    return _global_state(prog, "zone", item, exact)
+
+
+def global_node_page_state(prog, item: str, *, exact: bool = True) -> int:
+    """``global_node_page_state(item)`` (pages; kB for NR_KERNEL_STACK_KB;
+    the NR_SLAB_*_B counters are kept in pages too)."""
+    return _global_state(prog, "node", item, exact)
+
+
+def _node(prog, item: str, default: int = 0) -> int:
+    try:
+        return global_node_page_state(prog, item)
+    except LookupError:
+        return default
+
+
+def _zone(prog, item: str, default: int = 0) -> int:
+    try:
+        return global_zone_page_state(prog, item)
+    except LookupError:
+        return default
+
+
+def totalram_pages(prog) -> int:
+    """``totalram_pages()``: pages managed by the buddy allocator."""
+    # Since Linux 5.0 (commit ca79b0c211af "mm: convert totalram_pages and
+    # totalhigh_pages variables to atomic") the variable is _totalram_pages.
+    for name in ("_totalram_pages", "totalram_pages"):
+        sym = prog.symbols.get(name)
+        if sym is not None:
+            return prog.read_u64(sym.address)
+    raise LookupError("no totalram_pages symbol")
+
+
+def totalreserve_pages(prog) -> int:
+    return _ulong(prog, "totalreserve_pages")
+
+
+def percpu_counter_sum(counter: Object) -> int:
+    """``percpu_counter_sum()``: ``count`` plus every possible CPU's delta.
+
+    :param counter: ``struct percpu_counter *``
+    """
+    prog = counter.prog_
+    total = counter.count.value_()
+    counters = counter.counters.value_()
+    if counters:
+        for cpu in prog.possible_cpus():
+            total += prog.read_s32(counters + prog.per_cpu_offset(cpu))
+    return total
+
+
+def nr_blockdev_pages(prog) -> int:
+    """``nr_blockdev_pages()``: page-cache pages of block devices (Buffers)."""
+    sb = _ulong(prog, "blockdev_superblock", 0)
+    if not sb:
+        return 0
+    sbo = Object(prog, "struct super_block", sb)
+    total = 0
+    for inode in list_for_each_entry("struct inode", sbo.s_inodes.address_of_(), "i_sb_list"):
+        try:
+            total += inode.i_mapping.nrpages.value_()
+        except FaultError as e:
+            walk_warn(prog, f"nr_blockdev_pages: inode {inode.value_():#x}: {e}")
+    return total
+
+
+def total_swapcache_pages(prog) -> int:
+    """``total_swapcache_pages()``."""
+    # Since Linux 5.13 (commit b6038942480e "mm: memcg: add swapcache stat for
+    # memcg v2") it is the NR_SWAPCACHE node counter.
+    if "NR_SWAPCACHE" in enum_items(prog, "enum node_stat_item"):
+        return global_node_page_state(prog, "NR_SWAPCACHE")
+    raise LookupError("total_swapcache_pages: kernels before 5.13 are not supported")
+
+
+def _low_wmark_total(prog) -> int:
+    zt = prog.types.find_type("struct zone")
+    wm_off = zt.offsetof("_watermark") if zt.has_member("_watermark") else zt.offsetof("watermark")
+    low = enum_items(prog, "enum zone_watermarks").get("WMARK_LOW", 1)
+    boost_off = zt.offsetof("watermark_boost") if zt.has_member("watermark_boost") else None
+    total = 0
+    for z in for_each_zone(prog):
+        a = z.value_()
+        total += prog.read_u64(a + wm_off + 8 * low)
+        if boost_off is not None:
+            total += prog.read_u64(a + boost_off)
+    return total
+
+
+def si_mem_available(prog) -> int:
+    """``si_mem_available()`` in pages (MemAvailable)."""
+    wmark_low = _low_wmark_total(prog)
+    available = global_zone_page_state(prog, "NR_FREE_PAGES") - totalreserve_pages(prog)
+    pagecache = _node(prog, "NR_ACTIVE_FILE") + _node(prog, "NR_INACTIVE_FILE")
+    pagecache -= min(pagecache // 2, wmark_low)
+    available += pagecache
+    reclaimable = _node(prog, "NR_SLAB_RECLAIMABLE_B") + _node(prog, "NR_KERNEL_MISC_RECLAIMABLE")
+    available += reclaimable - min(reclaimable // 2, wmark_low)
+    return max(available, 0)
+
+
+def _hstates(prog):
+    sym = prog.symbols.get("hstates")
+    if sym is None:
+        return []
+    n = prog.read_s32(prog.symbols.lookup("hugetlb_max_hstate").address)
+    ht = prog.types.find_type("struct hstate")
+    return [Object(prog, ht, sym.address + i * ht.size) for i in range(max(0, min(n, 16)))]
+
+
+def hugetlb_total_pages(prog) -> int:
+    """``hugetlb_total_pages()``: base pages held by huge page pools."""
+    return sum(h.nr_huge_pages.value_() << h.order.value_() for h in _hstates(prog))
+
+
+def vm_commit_limit(prog) -> int:
+    """``vm_commit_limit()`` in pages (CommitLimit)."""
+    kbytes = _ulong(prog, "sysctl_overcommit_kbytes")
+    if kbytes:
+        allowed = kbytes >> (page_shift(prog) - 10)
+    else:
+        ratio = prog.read_s32(prog.symbols.lookup("sysctl_overcommit_ratio").address)
+        allowed = (totalram_pages(prog) - hugetlb_total_pages(prog)) * ratio // 100
+    return allowed + _slong(prog, "total_swap_pages")
+
+
+def vm_memory_committed(prog) -> int:
+    """``vm_memory_committed()``: ``percpu_counter_sum_positive(&vm_committed_as)``
+    in pages (Committed_AS)."""
+    c = prog.var("vm_committed_as", "struct percpu_counter")
+    return max(percpu_counter_sum(c.address_of_()), 0)
+
+
+# arch/x86/include/asm/pgtable_64_types.h VMALLOC_SIZE_TB_L4 / _L5 (#defines):
+# VMALLOC_END = VMALLOC_START + (size << 40) - 1.
+_X86_VMALLOC_TB = {4: 32, 5: 12800}
+
+
+def _vmalloc_total_kb(prog) -> int | None:
+    tb = _X86_VMALLOC_TB.get(prog.pgtable_levels)
+    return None if tb is None else ((tb << 40) - 1) >> 10
+
+
+def _vmalloc_used_pages(prog) -> int:
+    # mm/vmalloc.c vmalloc_nr_pages(): atomic_long_t nr_vmalloc_pages (5.13+)
+    sym = prog.symbols.get("nr_vmalloc_pages")
+    if sym is None:
+        raise LookupError("no nr_vmalloc_pages (kernel before 5.13)")
+    return prog.read_s64(sym.address)
+
+
+def _percpu_pages(prog) -> int:
+    # mm/percpu.c pcpu_nr_pages(): pcpu_nr_populated * pcpu_nr_units
+    return _ulong(prog, "pcpu_nr_populated") * prog.read_s32(
+        prog.symbols.lookup("pcpu_nr_units").address)
+
+
+def _direct_map(prog) -> list[tuple[str, int]]:
+    sym = prog.symbols.get("direct_pages_count")
+    if sym is None:
+        return []
+    lv = enum_items(prog, "enum pg_level")
+    counts = [prog.read_u64(sym.address + 8 * i) for i in range(lv.get("PG_LEVEL_1G", 3) + 1)]
+    out = [("DirectMap4k", counts[lv.get("PG_LEVEL_4K", 1)] << 2),
+           ("DirectMap2M", counts[lv.get("PG_LEVEL_2M", 2)] << 11)]
+    gb = prog.symbols.get("direct_gbpages")
+    if gb is not None and prog.read_s32(gb.address):
+        out.append(("DirectMap1G", counts[lv.get("PG_LEVEL_1G", 3)] << 20))
+    return out
+
+
+def meminfo(prog) -> list[tuple[str, int, str]]:
+    """/proc/meminfo as ``[(name, value, unit)]`` in the kernel's order, unit
+    ``"kB"`` or ``""`` (the HugePages_* counts), computed as
+    meminfo_proc_show() does with per-CPU counter deltas folded in.  Lines that
+    depend on kernel configuration appear when the dump shows the option is
+    built in (its symbol or enumerator exists)."""
+    sh = page_shift(prog) - 10
+    out: list[tuple[str, int, str]] = []
+
+    def kb(name, pages):
+        out.append((name, pages << sh, "kB"))
+
+    def has(sym):
+        return prog.symbols.get(sym) is not None
+
+    zone_items = enum_items(prog, "enum zone_stat_item")
+    node_items = enum_items(prog, "enum node_stat_item")
+    totalram = totalram_pages(prog)
+    freeram = global_zone_page_state(prog, "NR_FREE_PAGES")
+    bufferram = nr_blockdev_pages(prog)
+    swapcache = total_swapcache_pages(prog)
+    cached = max(global_node_page_state(prog, "NR_FILE_PAGES") - swapcache - bufferram, 0)
+    lru = {n: _node(prog, n) for n in ("NR_INACTIVE_ANON", "NR_ACTIVE_ANON",
+                                       "NR_INACTIVE_FILE", "NR_ACTIVE_FILE",
+                                       "NR_UNEVICTABLE")}
+    srecl = _node(prog, "NR_SLAB_RECLAIMABLE_B")
+    sunrecl = _node(prog, "NR_SLAB_UNRECLAIMABLE_B")
+    # mm/swapfile.c si_swapinfo() (nr_to_be_unused only during swapoff: ignored)
+    swap_total = _slong(prog, "total_swap_pages")
+    swap_free = _slong(prog, "nr_swap_pages")
+
+    kb("MemTotal", totalram)
+    kb("MemFree", freeram)
+    kb("MemAvailable", si_mem_available(prog))
+    kb("Buffers", bufferram)
+    kb("Cached", cached)
+    kb("SwapCached", swapcache)
+    kb("Active", lru["NR_ACTIVE_ANON"] + lru["NR_ACTIVE_FILE"])
+    kb("Inactive", lru["NR_INACTIVE_ANON"] + lru["NR_INACTIVE_FILE"])
+    kb("Active(anon)", lru["NR_ACTIVE_ANON"])
+    kb("Inactive(anon)", lru["NR_INACTIVE_ANON"])
+    kb("Active(file)", lru["NR_ACTIVE_FILE"])
+    kb("Inactive(file)", lru["NR_INACTIVE_FILE"])
+    kb("Unevictable", lru["NR_UNEVICTABLE"])
+    kb("Mlocked", _zone(prog, "NR_MLOCK"))
+    kb("SwapTotal", swap_total)
+    kb("SwapFree", swap_free)
+    kb("Dirty", _node(prog, "NR_FILE_DIRTY"))
+    kb("Writeback", _node(prog, "NR_WRITEBACK"))
+    kb("AnonPages", _node(prog, "NR_ANON_MAPPED"))
+    kb("Mapped", _node(prog, "NR_FILE_MAPPED"))
+    kb("Shmem", _node(prog, "NR_SHMEM"))
+    kb("KReclaimable", srecl + _node(prog, "NR_KERNEL_MISC_RECLAIMABLE"))
+    kb("Slab", srecl + sunrecl)
+    kb("SReclaimable", srecl)
+    kb("SUnreclaim", sunrecl)
+    out.append(("KernelStack", _node(prog, "NR_KERNEL_STACK_KB"), "kB"))
+    kb("PageTables", _node(prog, "NR_PAGETABLE"))
+    # Since Linux 6.0 (commit ebc97a52b5d6 "mm: add NR_SECONDARY_PAGETABLE")
+    if "NR_SECONDARY_PAGETABLE" in node_items:
+        kb("SecPageTables", _node(prog, "NR_SECONDARY_PAGETABLE"))
+    kb("NFS_Unstable", 0)
+    kb("Bounce", _zone(prog, "NR_BOUNCE"))
+    kb("WritebackTmp", _node(prog, "NR_WRITEBACK_TEMP"))
+    kb("CommitLimit", vm_commit_limit(prog))
+    kb("Committed_AS", vm_memory_committed(prog))
+    vt = _vmalloc_total_kb(prog)
+    if vt is not None:
+        out.append(("VmallocTotal", vt, "kB"))
+    kb("VmallocUsed", _vmalloc_used_pages(prog))
+    kb("VmallocChunk", 0)
+    kb("Percpu", _percpu_pages(prog))
+    if has("num_poisoned_pages"):          # CONFIG_MEMORY_FAILURE
+        kb("HardwareCorrupted", _slong(prog, "num_poisoned_pages"))
+    if has("transparent_hugepage_flags"):  # CONFIG_TRANSPARENT_HUGEPAGE
+        for name, item in (("AnonHugePages", "NR_ANON_THPS"),
+                           ("ShmemHugePages", "NR_SHMEM_THPS"),
+                           ("ShmemPmdMapped", "NR_SHMEM_PMDMAPPED"),
+                           ("FileHugePages", "NR_FILE_THPS"),
+                           ("FilePmdMapped", "NR_FILE_PMDMAPPED")):
+            kb(name, _node(prog, item))
+    if has("cma_areas"):                   # CONFIG_CMA
+        kb("CmaTotal", _ulong(prog, "totalcma_pages"))
+        kb("CmaFree", _zone(prog, "NR_FREE_CMA_PAGES"))
+    if "NR_UNACCEPTED" in zone_items:      # CONFIG_UNACCEPTED_MEMORY (6.5+)
+        kb("Unaccepted", _zone(prog, "NR_UNACCEPTED"))
+    hs = _hstates(prog)
+    if hs:                                 # CONFIG_HUGETLB_PAGE: hugetlb_report_meminfo()
+        idx = prog.read_s32(prog.symbols.lookup("default_hstate_idx").address)
+        total_kb = 0
+        for i, h in enumerate(hs):
+            h = h.read_()
+            size_kb = (1 << h.order.value_()) << (sh + 10) >> 10
+            total_kb += size_kb * h.nr_huge_pages.value_()
+            if i == idx:
+                out.append(("HugePages_Total", h.nr_huge_pages.value_(), ""))
+                out.append(("HugePages_Free", h.free_huge_pages.value_(), ""))
+                out.append(("HugePages_Rsvd", h.resv_huge_pages.value_(), ""))
+                out.append(("HugePages_Surp", h.surplus_huge_pages.value_(), ""))
+                out.append(("Hugepagesize", size_kb, "kB"))
+        out.append(("Hugetlb", total_kb, "kB"))
+    for name, v in _direct_map(prog):
+        out.append((name, v, "kB"))
+    return out
