@@ -84,7 +84,6 @@ KNOWN_VARIABLE_TYPES = {
     "inode_hashtable": "struct hlist_head *",
     "dentry_hashtable": "struct hlist_head *",
     "vmap_area_root": "struct rb_root",
-    "init_nsproxy": "struct nsproxy",
     "nr_node_ids": "unsigned int",
     "task_state_array": "const char * const [{task_state_array_len}]",
     "system_state": "enum system_states",
@@ -332,20 +331,20 @@ class Kernel:
         t = self._var_types.get(name)
         if t is not None:
             return t
+        btf = self.btf
+        # vmlinux BTF has VAR records for per-CPU variables only; trust them first
+        t = btf.find_var_type(name) if btf is not None else None
         spelled = KNOWN_VARIABLE_TYPES.get(name)
-        if spelled is not None:
+        if t is None and spelled is not None:
             if "{" in spelled:
                 spelled = spelled.format(nr_cpu_ids=self.nr_cpu_ids,
                                          nr_node_ids=self._nr_node_ids(),
                                          task_state_array_len=self._symbol_len(
                                              "task_state_array", 8))
             t = self.types.find_type(spelled)
-        else:
-            btf = self.btf
-            t = btf.find_var_type(name) if btf is not None else None
-            if t is None:
-                raise LookupError(f"type of variable '{name}' unknown (BTF describes only "
-                                  f"per-CPU variables): pass type=")
+        if t is None:
+            raise LookupError(f"type of variable '{name}' unknown (BTF describes only "
+                              f"per-CPU variables): pass type=")
         self._var_types[name] = t
         return t
 
