@@ -1,0 +1,382 @@
+"""Kernel stack traces of tasks (crash ``bt``, drgn ``prog.stack_trace(task)``).
+
+Where a walk starts (arch/x86/kernel/unwind_orc.c ``__unwind_start()``,
+REFERENCE §1 and §7):
+
+- a task that is some CPU's ``rq->curr``: that CPU's registers from the
+  dump's NT_PRSTATUS notes.  A kdump (VMCOREINFO has CRASHTIME) saved them
+  in the per-CPU ``crash_notes`` buffer, read here from memory, since kdump
+  skips offline CPUs and every idle task has pr_pid 0; QEMU writes one note
+  per vCPU with ``pr_pid = cpu + 1``.  The panicking CPU's note holds the
+  registers ``crash_setup_regs()`` took in ``__crash_kexec()``; the other
+  CPUs' hold where the crash NMI stopped them.  User-mode registers mean an
+  empty kernel stack.
+- any other task: ``task->thread.sp`` points at its ``struct
+  inactive_task_frame`` (read by member name): the walk starts at
+  ``ret_addr`` with ``sp = thread.sp + sizeof(frame)`` and ``bp = frame.bp``.
+
+The walk itself is arch code (:mod:`kql.arch.orc`).  Frames are named as
+the kernel's ``%pB`` names them in /proc/PID/stack: a return address is
+looked up at ``pc - 1`` (so a call at the very end of a function is named
+after its caller) and exact addresses (the first frame of a running task,
+an address taken from pt_regs) at ``pc``; among symbols at one address the
+one the kernel's kallsyms lookup finds first.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+from typing import Iterator
+
+from kql.errors import FaultError
+from kql.object import Object
+
+__all__ = ["Frame", "stack_trace", "task_stack_names", "task_stack_words",
+           "task_stack_bounds", "task_unwind_start", "cpu_registers", "thread_size",
+           "frame_symbol", "kallsyms_name", "SCHED_TEXT"]
+
+#: Default THREAD_SIZE on x86_64 (16 KiB; 32 KiB with KASAN), used only when
+#: the kernel's init stack bounds are not in kallsyms.
+DEFAULT_THREAD_SIZE = 16384
+
+SCHED_TEXT = ("__sched_text_start", "__sched_text_end")
+
+
+class Frame:
+    """One stack frame.
+
+    ``level`` 0 is the innermost; ``pc`` the return (or exact) address;
+    ``sp`` the stack pointer in that frame; ``function`` / ``offset`` /
+    ``module`` name ``pc`` as kallsyms does (``module`` None for vmlinux,
+    ``function`` None when no symbol covers it); ``kind`` is ``"regs"`` when
+    this frame's caller state was a ``pt_regs`` (syscall, interrupt,
+    exception entry), else ``"call"``; ``regs`` are the registers of that
+    pt_regs (or of the CPU, for a running task's first frame).
+    """
+
+    __slots__ = ("level", "pc", "sp", "function", "offset", "module", "kind", "exact",
+                 "regs")
+
+    def __init__(self, level, pc, sp, function, offset, module, kind, exact, regs=None):
+        self.level = level
+        self.pc = pc
+        self.sp = sp
+        self.function = function
+        self.offset = offset
+        self.module = module
+        self.kind = kind
+        self.exact = exact
+        self.regs = regs
+
+    @property
+    def symbol(self) -> str | None:
+        """``name+0xoff`` (with `` [module]``), as crash and /proc print it."""
+        if self.function is None:
+            return None
+        mod = f" [{self.module}]" if self.module else ""
+        return f"{self.function}+{self.offset:#x}{mod}"
+
+    def __repr__(self) -> str:
+        name = self.symbol or f"{self.pc:#x}"
+        return f"#{self.level} {name} sp={self.sp:#x} ({self.kind})"
+
+
+# -- layout ---------------------------------------------------------------------------
+
+def thread_size(prog) -> int:
+    """THREAD_SIZE: the size of ``init_task``'s stack (``__end_init_task -
+    __start_init_task``, vmlinux.lds.h INIT_TASK_DATA)."""
+    n = prog.cache.get("thread_size")
+    if n is None:
+        n = DEFAULT_THREAD_SIZE
+        start = prog.symbols.get("__start_init_task") or prog.symbols.get("init_stack")
+        end = prog.symbols.get("__end_init_task")
+        if start is not None and end is not None and 0 < end.address - start.address <= 1 << 20:
+            n = end.address - start.address
+        prog.cache["thread_size"] = n
+    return n
+
+
+def _layout(prog) -> dict:
+    lay = prog.cache.get("stack_layout")
+    if lay is None:
+        types = prog.types
+        t = types.find_type("struct task_struct")
+        thread = t.offsetof("thread")
+        ts = types.find_type("struct thread_struct")
+        f = types.find_type("struct inactive_task_frame")
+        lay = {
+            "stack": t.offsetof("stack"),
+            "thread_sp": thread + ts.offsetof("sp"),
+            "frame_bp": f.offsetof("bp"),
+            "frame_ret": f.offsetof("ret_addr"),
+            "frame_size": f.size,
+            "refcount": None,
+        }
+        # Since Linux 4.20-ish kernels with CONFIG_THREAD_INFO_IN_TASK (commit
+        # f0b89d3958d7 "sched/core: Allow putting thread_struct into
+        # task_struct") a dead task's stack is freed once its refcount drops.
+        if t.has_member("stack_refcount"):
+            lay["refcount"] = t.offsetof("stack_refcount")
+        # ret_from_fork is where a never-run task "returns" to; the kernel
+        # looks its ORC entry up at the exact address.  Since Linux 6.7
+        # (commit 3aec4ecb3d1f "x86: Rewrite ret_from_fork() in C") the
+        # assembly part is ret_from_fork_asm.
+        syms = prog.symbols
+        rf = syms.get("ret_from_fork_asm") or syms.get("ret_from_fork")
+        lay["ret_from_fork"] = rf.address if rf is not None else None
+        prog.cache["stack_layout"] = lay
+    return lay
+
+
+def task_stack_bounds(task: Object) -> tuple[int, int] | None:
+    """``(low, high)`` of the task's kernel stack (``task->stack`` and
+    ``+ THREAD_SIZE``), None if it has none (a reaped task frees its stack).
+
+    :param task: ``struct task_struct *``
+    """
+    prog = task.prog_
+    lay = _layout(prog)
+    addr = task.value_()
+    base = prog.read_u64(addr + lay["stack"])
+    if not base:
+        return None
+    if lay["refcount"] is not None and prog.read_u32(addr + lay["refcount"]) == 0:
+        return None
+    return base, base + thread_size(prog)
+
+
+# -- registers of CPUs ------------------------------------------------------------------
+
+_NHDR = struct.Struct("<III")
+
+
+def _crash_note_registers(prog, cpu: int) -> dict | None:
+    """The NT_PRSTATUS registers a kdump kernel saved for ``cpu`` in the
+    per-CPU ``crash_notes`` buffer (kernel/crash_core.c crash_save_cpu())."""
+    sym = prog.symbols.get("crash_notes")
+    if sym is None:
+        return None
+    arch = prog.arch
+    base = prog.read_u64(sym.address)
+    if not base:
+        return None
+    addr = (base + prog.per_cpu_offset(cpu)) & ((1 << 64) - 1)
+    namesz, descsz, ntype = _NHDR.unpack(prog.read(addr, 12))
+    if ntype != 1 or namesz != 5 or not 0 < descsz <= 4096:
+        return None      # CPU offline or never saved: the buffer is empty
+    name_pad = (namesz + 3) & ~3
+    if prog.read(addr + 12, 4) != b"CORE":
+        return None
+    desc = prog.read(addr + 12 + name_pad, descsz)
+    return arch.parse_prstatus(desc)[1]
+
+
+def cpu_registers(prog, cpu: int) -> dict | None:
+    """Registers of ``cpu`` at dump time (``{"rip": ..., "rsp": ..., ...}``),
+    or None if the dump has none for it."""
+    cache = prog.cache.setdefault("cpu_registers", {})
+    if cpu in cache:
+        return cache[cpu]
+    regs = None
+    notes = None
+    try:
+        notes = prog.dump.prstatus()
+    except Exception:   # noqa: BLE001 - a malformed note: no registers
+        notes = []
+    if "CRASHTIME" in prog.vmcoreinfo:
+        try:
+            regs = _crash_note_registers(prog, cpu)
+        except FaultError:
+            regs = None
+        if regs is None:
+            # crash_notes unreadable: kdump wrote the online CPUs' notes in CPU order.
+            online = prog.online_cpus()
+            if len(notes) == len(online) and cpu in online:
+                regs = notes[online.index(cpu)][1]
+    else:
+        # QEMU dump-guest-memory: pr_pid is cpu_index + 1 (qemu dump/dump.c).
+        for pid, r in notes:
+            if pid == cpu + 1:
+                regs = r
+                break
+    cache[cpu] = regs
+    return regs
+
+
+def _running_cpu(task: Object) -> int | None:
+    from kql.helpers.sched import running_tasks
+    return running_tasks(task.prog_).get(task.value_())
+
+
+def task_unwind_start(task: Object) -> tuple | None:
+    """Where to start unwinding ``task``: ``(ip, sp, bp, regs, exact)``, or
+    None when it has no kernel stack to walk (reaped, or running in user
+    mode).
+
+    :param task: ``struct task_struct *``
+    """
+    prog = task.prog_
+    lay = _layout(prog)
+    if task_stack_bounds(task) is None:
+        return None
+    cpu = _running_cpu(task)
+    if cpu is not None:
+        regs = cpu_registers(prog, cpu)
+        if regs is not None:
+            if regs.get("cs", 0) & 3:
+                return None          # in user mode: nothing on the kernel stack
+            return regs["rip"], regs["rsp"], regs["rbp"], regs, True
+    sp = prog.read_u64(task.value_() + lay["thread_sp"])
+    frame = prog.read(sp, lay["frame_size"])
+    bp = int.from_bytes(frame[lay["frame_bp"]:lay["frame_bp"] + 8], "little")
+    ip = int.from_bytes(frame[lay["frame_ret"]:lay["frame_ret"] + 8], "little")
+    return ip, sp + lay["frame_size"], bp, None, ip == lay["ret_from_fork"]
+
+
+# -- names ----------------------------------------------------------------------------
+
+def _linker_provided(name: str) -> bool:
+    # scripts/kallsyms.c may_be_linker_script_provide_symbol()
+    if len(name) < 8 or not name.startswith("__"):
+        return False
+    return (name.startswith(("__start_", "__stop_", "__end_"))
+            or name.endswith(("_start", "_end")))
+
+
+def kallsyms_name(table, sym) -> str:
+    """The name the kernel's kallsyms lookup gives ``sym``'s address.
+
+    kallsyms (the dump's own) is already in the kernel's order, where the
+    first of several symbols at one address wins.  Tables from a vmlinux or
+    System.map are reordered among aliases as scripts/kallsyms.c
+    ``compare_symbols()`` orders them: non-weak first, then not
+    linker-provided, then fewer leading underscores, then ``nm -n``'s name
+    order.
+    """
+    if getattr(table, "source", "kallsyms") == "kallsyms" or sym.module:
+        return sym.name
+    addrs = table.addresses
+    lo = bisect.bisect_left(addrs, sym.address)
+    hi = bisect.bisect_right(addrs, sym.address, lo)
+    if hi - lo < 2:
+        return sym.name
+    cands = []
+    for i in range(lo, hi):
+        kind = table.kinds[i]
+        if kind not in "tTwW":
+            continue
+        name = table.names[i]
+        cands.append((kind in "wW", _linker_provided(name), len(name) - len(name.lstrip("_")),
+                      name))
+    return min(cands)[3] if cands else sym.name
+
+
+def frame_symbol(prog, pc: int, exact: bool) -> tuple[str | None, int, str | None]:
+    """``(function, offset, module)`` for a frame's pc, as ``%pB`` names it
+    (cached per dump)."""
+    cache = prog.cache.get("frame_symbols")
+    if cache is None:
+        cache = prog.cache["frame_symbols"] = {}
+    key = pc if exact else -pc
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    look = pc if exact else pc - 1
+    s = prog.symbolize(look)
+    if s is None:
+        hit = (None, 0, None)
+    else:
+        sym = s[0]
+        name = kallsyms_name(prog.symbols, sym) if sym.module is None else sym.name
+        hit = (name, pc - sym.address, sym.module)
+    cache[key] = hit
+    return hit
+
+
+# -- traces ---------------------------------------------------------------------------
+
+def _unwind(task: Object):
+    from kql.arch.orc import get_unwinder
+    start = task_unwind_start(task)
+    if start is None:
+        return [], "no kernel stack"
+    ip, sp, bp, regs, exact = start
+    bounds = task_stack_bounds(task)
+    return get_unwinder(task.prog_).unwind(ip, sp, bp, regs=regs, exact=exact,
+                                           stack_bounds=bounds)
+
+
+def stack_trace(task: Object) -> list[Frame]:
+    """The task's kernel stack, innermost frame first (scheduler frames
+    included, as crash ``bt`` shows them).
+
+    :param task: ``struct task_struct *``
+    :raises FaultError: if the task's start registers cannot be read
+    """
+    prog = task.prog_
+    raw, _stop = _unwind(task)
+    out = []
+    for level, f in enumerate(raw):
+        name, off, mod = frame_symbol(prog, f.pc, f.exact)
+        out.append(Frame(level, f.pc, f.sp, name, off, mod, f.kind, f.exact, f.regs))
+    return out
+
+
+def task_stack_names(task: Object) -> list[str]:
+    """Function names of the task's stack, innermost first (``tasks.stack``);
+    an address no symbol covers appears as hex.
+
+    :param task: ``struct task_struct *``
+    """
+    prog = task.prog_
+    raw, _stop = _unwind(task)
+    out = []
+    for f in raw:
+        name = frame_symbol(prog, f.pc, f.exact)[0]
+        out.append(name if name is not None else f"{f.pc:#x}")
+    return out
+
+
+def task_stack_words(task: Object) -> Iterator[tuple[int, int]]:
+    """``(address, value)`` of each word of the live part of the task's kernel
+    stack: from its stack pointer (the saved ``thread.sp`` of a sleeping
+    task, the CPU's rsp of a running one) to the top of the stack.
+
+    :param task: ``struct task_struct *``
+    """
+    prog = task.prog_
+    bounds = task_stack_bounds(task)
+    if bounds is None:
+        return
+    lo, hi = bounds
+    cpu = _running_cpu(task)
+    sp = None
+    if cpu is not None:
+        regs = cpu_registers(prog, cpu)
+        if regs is not None and not regs.get("cs", 0) & 3 and lo <= regs["rsp"] < hi:
+            sp = regs["rsp"]
+    if sp is None:
+        sp = prog.read_u64(task.value_() + _layout(prog)["thread_sp"])
+    if not lo <= sp < hi:
+        sp = lo
+    sp &= ~7
+    data = prog.read(sp, hi - sp)
+    for i, (v,) in enumerate(struct.iter_unpack("<Q", data)):
+        yield sp + 8 * i, v
+
+
+def text_symbol(prog, value: int) -> str | None:
+    """``name+0xoff`` if ``value`` points into a kernel or module function,
+    else None."""
+    if value < 0xFFFF800000000000:
+        return None
+    s = prog.symbolize(value)
+    if s is None:
+        return None
+    sym, off = s
+    if sym.kind not in "tTwW" or (sym.size and off >= sym.size):
+        return None
+    mod = f" [{sym.module}]" if sym.module else ""
+    return f"{sym.name}+{off:#x}{mod}"
