@@ -246,6 +246,20 @@ def test_rbtree_inorder_agrees_with_rb_next(kernel):
         starts = [va.va_start.value_()
                   for va in rbtree_inorder_for_each_entry("struct vmap_area", root, "rb_node")]
         assert len(starts) > 10 and starts == sorted(starts)
+        nodes = [n.value_() for n in rbtree_inorder_for_each(root)]
+        walked = []
+        node = rb_first(root)
+        while node.value_() and len(walked) < 100000:
+            walked.append(node.value_())
+            node = rb_next(node)
+        assert walked == nodes
+        from kql.helpers.rbtree import rb_last, rb_prev
+        back = []
+        node = rb_last(root)
+        while node.value_() and len(back) < 100000:
+            back.append(node.value_())
+            node = rb_prev(node)
+        assert back == nodes[::-1]
 
 
 # -- corrupted lists, on purpose ----------------------------------------------------------
