@@ -13,7 +13,7 @@ import re
 import pytest
 
 from fixtures import DUMPS, fixture
-from kql.errors import ExcludedPageError, FaultError
+from kql.errors import ExcludedPageError
 from kql.helpers.pid import find_task
 from kql.kernel import Kernel
 from kql.tables import catalog, get_table

@@ -18,9 +18,10 @@ from kql.helpers.pid import for_each_pid, pid_task
 from kql.helpers.task import for_each_task, task_state_index, task_state_letters
 from kql.object import Object
 
-__all__ = ["for_each_task_and_pid", "task_state_raw", "task_state_value", "task_state_code", "running_tasks",
-           "task_is_running", "get_mm_counter", "get_mm_counter_sum", "get_mm_rss", "task_rss_bytes",
-           "task_vsz_bytes", "task_cmdline", "task_argv", "page_size", "MM_COUNTERS"]
+__all__ = ["for_each_task_and_pid", "task_state_raw", "task_state_value", "task_state_code",
+           "running_tasks", "task_is_running", "get_mm_counter", "get_mm_counter_sum",
+           "get_mm_rss", "task_rss_bytes", "task_vsz_bytes", "task_cmdline", "task_argv",
+           "page_size", "MM_COUNTERS"]
 
 def for_each_task_and_pid(prog) -> Iterator[Object]:
     """Every task as :func:`kql.helpers.task.for_each_task` visits them; if

@@ -10,8 +10,8 @@ import pyarrow as pa
 from kql.errors import FaultError
 from kql.helpers.percpu import cpu_rq
 from kql.helpers import pid as pid_helpers
-from kql.helpers.sched import (for_each_task_and_pid, running_tasks, task_argv, task_state_code, task_state_raw,
-                               task_state_value, get_mm_rss, page_size)
+from kql.helpers.sched import (for_each_task_and_pid, get_mm_rss, page_size, running_tasks,
+                               task_argv, task_state_code, task_state_raw, task_state_value)
 from kql.helpers.task import PF_KTHREAD, task_cpu
 from kql.tables.base import ADDRESS, Column, ScanContext, TableSpec
 
