@@ -853,6 +853,8 @@ class DwarfTypes(TypeSourceBase):
             for p in hits:
                 if p < done_cu:
                     continue
+                if len(pats) == 1 and info._buf[info._base + p:info._base + p + 4] != pats[0][:4]:
+                    continue       # a hit of a pattern dropped below
                 i = bisect.bisect_right(offsets, p) - 1
                 cu_off = offsets[i]
                 cu_end = offsets[i + 1] if i + 1 < len(offsets) else size
@@ -861,19 +863,18 @@ class DwarfTypes(TypeSourceBase):
                     die = self._die_naming(p, tags, name)
                     if die is None:
                         continue
-                    if len(pats) > 1 and self._str is not None:
-                        # Now we know which copy of the string DIEs use.
-                        q = die.attributes["DW_AT_name"].raw_value
-                        if die.attributes["DW_AT_name"].form == "DW_FORM_strp":
-                            self._strp.setdefault(name, q)
+                    if len(pats) > 1 or self._is_definition(die):
+                        # A probe can be fooled by bytes that happen to parse
+                        # as a DIE; the CU's own top-level list cannot.  It
+                        # also tells which copy of the string DIEs use.
+                        idx = self._index_cu(cu_off)
+                        q = self._strp.get(name)
+                        if q is not None and len(pats) > 1:
                             pats = [struct.pack("<I", q)]
-                    if not self._is_definition(die):
+                    else:
                         found_decl = True
                         done_cu = cu_end
                         continue
-                    # A probe can be fooled by bytes that happen to parse as a
-                    # DIE; the CU's own top-level list cannot.
-                    idx = self._index_cu(cu_off)
                 done_cu = cu_end
                 hit = idx.get(key)
                 if hit is not None:
@@ -911,11 +912,34 @@ class DwarfTypes(TypeSourceBase):
                 if die.tag not in tags:
                     continue
                 attr = die.attributes.get("DW_AT_name")
-                if attr is not None and attr.offset == p and self._name(die) == name:
+                if attr is None or attr.offset != p or self._name(die) != name:
+                    continue
+                if self._refs_in_cu(die, cu):
                     return die
         finally:
             stream.limit = None
         return None
+
+    @staticmethod
+    def _refs_in_cu(die, cu) -> bool:
+        """Sanity of a guessed DIE: its sibling and type references stay in
+        its CU (random bytes rarely do)."""
+        end = cu.cu_offset + cu.size
+        for name in ("DW_AT_sibling", "DW_AT_type"):
+            attr = die.attributes.get(name)
+            if attr is None:
+                continue
+            if attr.form in _REF_FORMS:
+                target = cu.cu_offset + attr.raw_value
+            elif attr.form == "DW_FORM_ref_addr":
+                continue
+            else:
+                return False
+            if not cu.cu_die_offset <= target < end:
+                return False
+            if name == "DW_AT_sibling" and target <= die.offset:
+                return False
+        return True
 
     def _name_leads(self, cu, tags) -> list[tuple[bytes, int]] | None:
         """For each abbreviation of ``tags`` in the CU's table: its code as
