@@ -263,6 +263,8 @@ def _decode_fast(blob: bytes, token_table: bytes, token_index: bytes, count: int
             pos += 1
         s = join(map(get, blob[pos:pos + n]))
         pos += n
+        if pos > len(blob):
+            raise IndexError("kallsyms_names blob too short")
         append_k(s[:1])
         append_n(s[1:])
     return names, kinds
@@ -299,8 +301,19 @@ def load_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
         limit = None
         if addr["kallsyms_markers"] and addr["kallsyms_markers"] > addr["kallsyms_names"]:
             limit = addr["kallsyms_markers"] - addr["kallsyms_names"]
-        blob, _ = _read_names_blob(read, addr["kallsyms_names"], count, limit)
-        names, kinds = _decode_fast(blob, token_table, token_index, count)
+        names = None
+        if limit is None:
+            # One optimistic read (names average ~14 bytes; the tables after
+            # them are mapped too), decoded in one pass; fall back to careful
+            # chunked reading if it faults or comes up short.
+            try:
+                blob = read(addr["kallsyms_names"], count * 24)
+                names, kinds = _decode_fast(blob, token_table, token_index, count)
+            except (FaultError, IndexError):
+                names = None
+        if names is None:
+            blob, _ = _read_names_blob(read, addr["kallsyms_names"], count, limit)
+            names, kinds = _decode_fast(blob, token_table, token_index, count)
         addresses = _addresses(read, addr, count, vmcoreinfo, names, known)
     except FaultError as e:
         raise KallsymsError(f"cannot read kallsyms tables: {e}") from None
