@@ -20,7 +20,8 @@ from kql.tables import catalog, get_table
 from kql.tables.base import ScanContext, Warnings, scan
 
 BIG = "6.1-big"
-SMALL_DUMPS = [d for d in DUMPS if d[0] != BIG]
+# The sample shipped in the repository (a filtered 6.1 panic kdump) too.
+SMALL_DUMPS = [d for d in DUMPS if d[0] != BIG] + [("sample", "kdump")]
 SMALL_FIXTURES = sorted({n for n, _ in SMALL_DUMPS})
 PANIC_FIXTURES = [n for n in SMALL_FIXTURES if "panic" in n]
 
