@@ -1,0 +1,180 @@
+"""stack_frames and stack_words: every task's kernel stack as rows (crash
+``bt``, ``bt -r``).  The walking is in :mod:`kql.helpers.stack`."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from kql.errors import FaultError
+from kql.helpers import pid as pid_helpers
+from kql.helpers.percpu import cpu_rq
+from kql.helpers.sched import for_each_task_and_pid
+from kql.helpers.stack import stack_trace, task_stack_words, text_symbol
+from kql.tables.base import ADDRESS, Column, ScanContext, TableSpec
+
+__all__ = ["TABLES"]
+
+
+class _Task:
+    """A task and the values every row of it shares, read once."""
+
+    __slots__ = ("task", "addr", "pid", "comm")
+
+    def __init__(self, task):
+        self.task = task
+        self.addr = task.value_()
+        self.pid = task.pid.value_()
+        self.comm = task.comm.string_().decode(errors="replace")
+
+
+class FrameRow:
+    __slots__ = ("t", "frame")
+
+    def __init__(self, t: _Task, frame):
+        self.t = t
+        self.frame = frame
+
+
+class WordRow:
+    __slots__ = ("t", "address", "value")
+
+    def __init__(self, t: _Task, address: int, value: int):
+        self.t = t
+        self.address = address
+        self.value = value
+
+
+def _warn(ctx: ScanContext, where: str, err: Exception) -> None:
+    if ctx.warnings is not None:
+        ctx.warnings.add(where, err)
+
+
+def _all_tasks(ctx: ScanContext):
+    return for_each_task_and_pid(ctx.kernel)
+
+
+def _tasks_by_pid(ctx: ScanContext, values: list):
+    """Tasks whose pid is in ``values`` (pid 0: every CPU's idle task)."""
+    prog = ctx.kernel
+    seen: set[int] = set()
+    for v in values:
+        try:
+            nr = int(v)
+        except (TypeError, ValueError):
+            continue
+        if nr != v or nr < 0 or nr >= 1 << 31:
+            continue
+        tasks = []
+        if nr == 0:
+            addrs = [prog.symbols.lookup("init_task").address]
+            for cpu in prog.possible_cpus():
+                try:
+                    addrs.append(cpu_rq(prog, cpu).idle.value_())
+                except FaultError:
+                    continue
+            tasks = [prog.object("struct task_struct", a).address_of_() for a in addrs if a]
+        else:
+            try:
+                t = pid_helpers.find_task(prog, nr)
+            except FaultError:
+                continue
+            if t.value_():
+                tasks = [t]
+        for t in tasks:
+            if t.value_() not in seen:
+                seen.add(t.value_())
+                yield t
+
+
+def _frames(ctx: ScanContext, tasks):
+    for task in tasks:
+        try:
+            t = _Task(task)
+            frames = stack_trace(task)
+        except FaultError as e:
+            _warn(ctx, "stack_frames.task", e)
+            continue
+        for f in frames:
+            yield FrameRow(t, f)
+
+
+def _words(ctx: ScanContext, tasks):
+    for task in tasks:
+        try:
+            t = _Task(task)
+            words = list(task_stack_words(task))
+        except FaultError as e:
+            _warn(ctx, "stack_words.task", e)
+            continue
+        for address, value in words:
+            yield WordRow(t, address, value)
+
+
+def _task_columns():
+    return (
+        Column("task", ADDRESS, "the task (struct task_struct *)",
+               lambda r: r.t.addr, object_type="struct task_struct *"),
+        Column("pid", pa.int32(), "thread id (task->pid; 0 for the idle tasks)",
+               lambda r: r.t.pid),
+        Column("comm", pa.string(), "command name (task->comm)", lambda r: r.t.comm),
+    )
+
+
+TABLES = (
+    TableSpec(
+        name="stack_frames",
+        doc="One row per frame of every task's kernel stack, innermost first "
+            "(crash `bt`): ORC unwinding from the task's saved context (sleeping) or "
+            "its CPU's registers (running, panicking), across pt_regs frames.",
+        object_column="task",
+        walk="every task (as tasks), each stack unwound with ORC",
+        rows=lambda ctx: _frames(ctx, _all_tasks(ctx)),
+        lookups={"pid": lambda ctx, values: _frames(ctx, _tasks_by_pid(ctx, values))},
+        examples=(
+            "SELECT pid, level, function, offset, kind FROM stack_frames WHERE pid = 1",
+            "SELECT function, count(*) AS n FROM stack_frames GROUP BY function "
+            "ORDER BY n DESC LIMIT 10",
+        ),
+        columns=_task_columns() + (
+            Column("level", pa.int32(), "frame number, 0 = innermost",
+                   lambda r: r.frame.level),
+            Column("sp", ADDRESS, "stack pointer in this frame", lambda r: r.frame.sp),
+            Column("pc", ADDRESS, "program counter: a return address, or the exact "
+                   "address for a running task's first frame and a frame interrupted "
+                   "by an exception", lambda r: r.frame.pc),
+            Column("function", pa.string(), "function name as kallsyms names pc "
+                   "(/proc/PID/stack's %pB: a return address is looked up at pc - 1); "
+                   "NULL if no symbol covers it", lambda r: r.frame.function),
+            Column("offset", pa.int64(), "pc - the function's address",
+                   lambda r: r.frame.offset if r.frame.function is not None else None),
+            Column("module", pa.string(), "module the function is in; NULL for vmlinux",
+                   lambda r: r.frame.module),
+            Column("kind", pa.string(), "'regs' if this frame holds a pt_regs (syscall, "
+                   "interrupt or exception entry) the unwinder crossed, else 'call'",
+                   lambda r: r.frame.kind),
+            Column("symbol", pa.string(), "pc as 'function+0xoffset' (' [module]')",
+                   lambda r: r.frame.symbol),
+        ),
+    ),
+    TableSpec(
+        name="stack_words",
+        doc="Raw words of the live part of every task's kernel stack, from its stack "
+            "pointer to the top, with the function each points into (crash `bt -r`).",
+        object_column="task",
+        walk="every task (as tasks), stack read from its sp to task->stack + THREAD_SIZE",
+        rows=lambda ctx: _words(ctx, _all_tasks(ctx)),
+        lookups={"pid": lambda ctx, values: _words(ctx, _tasks_by_pid(ctx, values))},
+        examples=(
+            "SELECT address, value, symbol FROM stack_words WHERE pid = 1 AND symbol "
+            "IS NOT NULL",
+        ),
+        columns=_task_columns() + (
+            Column("address", ADDRESS, "address of the word on the stack",
+                   lambda r: r.address),
+            Column("value", ADDRESS, "the 8-byte word", lambda r: r.value),
+            Column("symbol", pa.string(), "'name+0xoff' when value points into a kernel "
+                   "or module function, else NULL",
+                   lambda r: text_symbol(r.t.task.prog_, r.value)),
+        ),
+    ),
+)
