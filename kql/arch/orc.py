@@ -262,6 +262,7 @@ class OrcTables:
         self.vmlinux = vmlinux_table
         self.source = source            # "dump" or "vmlinux"
         self._modules: list[OrcTable] | None = None
+        self._ranges: list[tuple[int, int, OrcTable]] = []
         self._module_starts: list[int] = []
 
     @property
@@ -269,20 +270,29 @@ class OrcTables:
         return self.vmlinux.layout if self.vmlinux is not None else None
 
     def modules(self) -> list[OrcTable]:
+        """Module tables, loaded on first use."""
         if self._modules is None:
-            self._modules = load_module_tables(self.kernel, self.layout)
-            self._modules.sort(key=lambda t: t.start)
-            self._module_starts = [t.start for t in self._modules]
+            loaded = load_module_tables(self.kernel, self.layout)
+            self._modules = [t for t, _ in loaded]
+            # Like the kernel's orc_module_find(), a module's table answers
+            # only for addresses in that module's text (__module_address()):
+            # a table also lists the module's freed init text, which a
+            # later module's text may now occupy.
+            ranges = sorted((lo, hi, t) for t, spans in loaded for lo, hi in spans)
+            self._ranges = ranges
+            self._module_starts = [r[0] for r in ranges]
         return self._modules
 
     def table_for(self, ip: int) -> OrcTable | None:
         v = self.vmlinux
         if v is not None and v.start <= ip <= v.end:
             return v
-        mods = self.modules()
+        self.modules()
         i = bisect.bisect_right(self._module_starts, ip) - 1
-        if i >= 0 and mods[i].covers(ip):
-            return mods[i]
+        if i >= 0:
+            lo, hi, t = self._ranges[i]
+            if ip < hi:
+                return t
         return None
 
     def find(self, ip: int) -> OrcEntry | None:
@@ -337,12 +347,45 @@ def load_vmlinux_table(path: str, kaslr_offset: int) -> OrcTable:
         return build_table("vmlinux", base, ip_sec.data(), u_sec.data(), has_header)
 
 
-def load_module_tables(kernel, layout: str | None) -> list[OrcTable]:
+def module_text_ranges(mod) -> list[tuple[int, int]]:
+    """``[(start, end)]`` of a module's text (core, and init while it is
+    still loaded).
+
+    :param mod: ``struct module *``
+    """
+    prog = mod.prog_
+    out = []
+    # Since Linux kernel commit ac3b43283923 ("module: replace module_layout
+    # with module_memory") (in v6.4) the regions are mod->mem[MOD_TEXT] and
+    # mod->mem[MOD_INIT_TEXT]; before, core_layout / init_layout with a
+    # text_size.
+    if mod.has_member_("mem"):
+        enum = prog.types.find_type("enum mod_mem_type").strip_typedefs()
+        values = dict(enum.enumerators)
+        for name in ("MOD_TEXT", "MOD_INIT_TEXT"):
+            if name in values:
+                m = mod.mem[values[name]]
+                base, size = m.base.value_(), m.size.value_()
+                if base and size:
+                    out.append((base, base + size))
+    else:
+        for name in ("core_layout", "init_layout"):
+            lay = mod.member_(name)
+            base, size = lay.base.value_(), lay.text_size.value_()
+            if base and size:
+                out.append((base, base + size))
+    return out
+
+
+def load_module_tables(kernel, layout: str | None) -> list[tuple[OrcTable, list]]:
     """Each loaded module's ORC table (``mod->arch.orc_unwind_ip``,
-    ``orc_unwind``, ``num_orcs``; module tables use vmlinux's layout).
-    Unreadable modules are skipped with a warning."""
+    ``orc_unwind``, ``num_orcs``; module tables use vmlinux's layout) with
+    the module's text ranges.  Unreadable modules are skipped with a
+    warning."""
     from kql.helpers.module import for_each_module, module_name
-    out: list[OrcTable] = []
+    out: list[tuple[OrcTable, list]] = []
+    if kernel.symbols.get("modules") is None:
+        return out                      # no CONFIG_MODULES
     has_header = _has_header_symbol(kernel)
     try:
         mods = list(for_each_module(kernel))
@@ -360,10 +403,10 @@ def load_module_tables(kernel, layout: str | None) -> list[OrcTable]:
             if n > 1_000_000:
                 raise DumpError(f"implausible num_orcs {n}")
             name = module_name(mod)
-            out.append(build_table(name, ip_addr, kernel.read(ip_addr, 4 * n),
-                                   kernel.read(u_addr, ORC_ENTRY_SIZE * n), has_header,
-                                   layout))
-        except (FaultError, DumpError, AttributeError) as e:
+            table = build_table(name, ip_addr, kernel.read(ip_addr, 4 * n),
+                                kernel.read(u_addr, ORC_ENTRY_SIZE * n), has_header, layout)
+            out.append((table, module_text_ranges(mod)))
+        except (FaultError, DumpError, AttributeError, LookupError) as e:
             kernel.warn(f"ORC: table of module at {mod.value_():#x} unreadable: {e}")
     return out
 
