@@ -81,7 +81,11 @@ class Object:
 
     def read_(self) -> "Object":
         """A value copy of this object (one read; members then come from the copy)."""
-        if self.address_ is None or self.bit_field_size_:
+        if self.address_ is None:
+            return self
+        if self._t.kind in ("int", "enum", "pointer", "bool"):
+            return Object._make(self.prog_, self.type_, self._t, None, self.value_())
+        if self.bit_field_size_:
             return self
         return Object._make(self.prog_, self.type_, self._t, None, self._bytes())
 

@@ -107,7 +107,7 @@ class Type:
 
     __slots__ = ("kind", "name", "_size", "_target", "_members", "length", "signed",
                  "enumerators", "params", "variadic", "qualifiers", "complete",
-                 "_member_index", "_enum_by_value", "_cache", "__weakref__")
+                 "_member_index", "_enum_by_value", "_cache", "_pointer", "__weakref__")
 
     def __init__(self, kind: str, name: str | None = None, size: int | None = None, *,
                  target=None, members=None, length: int | None = None,
@@ -130,6 +130,7 @@ class Type:
         self._member_index = None
         self._enum_by_value = None
         self._cache = None      # per-type scratch for kql.object (member access plans)
+        self._pointer = None    # the cached ``self *`` type
 
     # -- lazily resolved fields ------------------------------------------------
     @property
@@ -174,6 +175,7 @@ class Type:
                 object.__setattr__(t, slot, getattr(self, slot))
         t.qualifiers = quals
         t._cache = None
+        t._pointer = None
         return t
 
     def unqualified(self) -> "Type":
@@ -364,7 +366,13 @@ def void_type() -> Type:
 
 
 def pointer_to(target: Type, size: int = POINTER_SIZE) -> Type:
-    return Type("pointer", None, size, target=target)
+    """``target *`` (one shared Type per target, so per-type caches stay warm)."""
+    p = target._pointer
+    if p is None or p._size != size:
+        p = Type("pointer", None, size, target=target)
+        if size == POINTER_SIZE:
+            target._pointer = p
+    return p
 
 
 def array_of(target: Type, length: int | None) -> Type:
