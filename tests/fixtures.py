@@ -63,7 +63,9 @@ class Fixture:
 
     @property
     def system_map(self) -> str:
-        return self.meta["system_map"]
+        # the real System.map sits beside the debug vmlinux (boot/System.map
+        # in the image package is a placeholder)
+        return str(Path(self.vmlinux).parent / f"System.map-{self.release}")
 
     @property
     def release(self) -> str:

@@ -134,7 +134,8 @@ def kernel_dir(series: str) -> dict[str, Path]:
         "root": root,
         "vmlinuz": root / "boot" / f"vmlinuz-{kver}",
         "vmlinux": root / "usr/lib/debug/boot" / f"vmlinux-{kver}",
-        "system_map": root / "boot" / f"System.map-{kver}",
+        # boot/System.map is Debian's placeholder; the real one ships with -dbg
+        "system_map": root / "usr/lib/debug/boot" / f"System.map-{kver}",
         "modules": root / "lib/modules" / kver,
         "release": kver,
     }
