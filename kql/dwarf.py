@@ -47,7 +47,7 @@ from kql.types import Member, Type, TypeSourceBase, normalize_base_name
 __all__ = ["DwarfTypes", "default_cache_dir", "check_build_id"]
 
 #: Bump when the record layout or the search rules change: old caches are ignored.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 # Windows of .debug_info searched at a time, growing: the definition of a
 # common kernel type is usually in the first few CUs.
@@ -619,7 +619,9 @@ class DwarfTypes(TypeSourceBase):
                 return ("base", "bool", name, size, False)
             if enc in (_ATE_FLOAT, _ATE_COMPLEX_FLOAT):
                 return ("base", "float", name, size, True)
-            return ("base", "int", name, size, enc in (_ATE_SIGNED, _ATE_SIGNED_CHAR))
+            # Spelled like kql.btf does: "unsigned long", not "long unsigned int".
+            return ("base", "int", normalize_base_name(name) if name else None, size,
+                    enc in (_ATE_SIGNED, _ATE_SIGNED_CHAR))
         if tag == "DW_TAG_pointer_type":
             return ("ptr", self._ref(die, "DW_AT_type"), self._udata(die, "DW_AT_byte_size", 8))
         if tag in _QUALIFIER:
