@@ -241,7 +241,7 @@ def build_table(name: str, ip_base: int, ip_raw: bytes, entries_raw: bytes,
     mask = (1 << 64) - 1
     ips = [(ip_base + 4 * i + o) & mask for i, o in enumerate(offs)]
     entries_raw = bytes(entries_raw[:n * ORC_ENTRY_SIZE])
-    if any(ips[i] > ips[i + 1] for i in range(n - 1)):
+    if ips != sorted(ips):
         # The kernel sorts vmlinux's tables at build time (scripts/sorttable)
         # and modules' at load time; keep equal addresses in table order.
         order = sorted(range(n), key=ips.__getitem__)
