@@ -12,6 +12,7 @@ from kql.helpers.percpu import cpu_rq
 from kql.helpers import pid as pid_helpers
 from kql.helpers.sched import (for_each_task_and_pid, get_mm_rss, page_size, running_tasks,
                                task_argv, task_state_code, task_state_raw, task_state_value)
+from kql.helpers.stack import task_stack_names
 from kql.helpers.task import PF_KTHREAD, task_cpu
 from kql.tables.base import ADDRESS, Column, ScanContext, TableSpec
 
@@ -212,6 +213,10 @@ TABLES = (
                    lambda r: r.group_id("PIDTYPE_SID")),
             Column("mm", ADDRESS, "address space (task->mm; NULL for kernel threads)",
                    lambda r: r.task.mm.value_() or None),
+            Column("stack", pa.list_(pa.string()), "kernel stack: function names, "
+                   "innermost first, as crash `bt` lists them (scheduler frames "
+                   "included; /proc/PID/stack omits those); [] without a kernel stack",
+                   lambda r: task_stack_names(r.task)),
             Column("cmdline", pa.string(), "command line, arguments joined by spaces, "
                    "read from user memory (mm->arg_start..arg_end); NULL when the pages "
                    "are not in the dump or without an mm", TaskRow.cmdline, optional=True),
