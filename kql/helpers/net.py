@@ -20,6 +20,7 @@ from typing import Iterator
 
 from kql.errors import FaultError
 from kql.helpers.list import _ptr, list_for_each_entry, walk_warn
+from kql.helpers.pid import for_each_pid, pid_task
 from kql.helpers.task import for_each_process
 from kql.object import Object
 from kql.types import pointer_to
@@ -536,9 +537,39 @@ def task_files(task: Object) -> Iterator[tuple[int, int]]:
             yield fd, f
 
 
+def _processes(prog) -> Iterator[Object]:
+    """Thread-group leaders from the task list; when that walk warned (a
+    damaged list or a filtered page), also those only the pid idr reaches."""
+    warnings = getattr(prog, "warnings", None)
+    before = len(warnings) if warnings is not None else 0
+    seen = set()
+    for task in for_each_process(prog):
+        seen.add(task.value_())
+        yield task
+    if warnings is None or len(warnings) == before:
+        return
+    try:
+        for pid in for_each_pid(prog):
+            try:
+                task = pid_task(pid, "PIDTYPE_PID")
+                a = task.value_()
+                if a and a not in seen and task.group_leader.value_() == a:
+                    seen.add(a)
+                    yield task
+            except FaultError as e:
+                try:
+                    nr = pid.numbers[0].nr.value_()
+                except FaultError:
+                    nr = "?"
+                walk_warn(prog, f"socket_owners: task of pid {nr} unreadable: {e}")
+    except FaultError as e:
+        walk_warn(prog, f"socket_owners: pid idr unreadable: {e}")
+
+
 def socket_owners(prog) -> dict[int, list[tuple[int, int]]]:
     """``{struct sock address: [(tgid, fd), ...]}`` for every socket some process
-    has open, from the fd tables of every thread-group leader (cached).
+    has open, from the fd tables of every thread-group leader (cached; the pid
+    idr supplies the processes a damaged task list hides).
     Threads share their leader's table; tables seen twice are walked once."""
     owners = prog.cache.get("socket_owners")
     if owners is not None:
@@ -553,7 +584,7 @@ def socket_owners(prog) -> dict[int, list[tuple[int, int]]]:
     f_op, priv = ft.offsetof("f_op"), ft.offsetof("private_data")
     sk_off = prog.types.find_type("struct socket").offsetof("sk")
     seen_tables = set()
-    for task in for_each_process(prog):
+    for task in _processes(prog):
         try:
             files = task.files.value_()
             if not files or files in seen_tables:
