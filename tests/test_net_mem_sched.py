@@ -151,6 +151,13 @@ def test_socket_owners_match_fd_links(dump):
     for (pid, fd), ino in got.items():
         if str(pid) in truth["processes"] and pid not in _transient(truth):
             assert links.get((pid, fd)) == ino, (pid, fd)
+    # pid = N visits only that process's fd table, with the same rows
+    pids = sorted({pid for pid, _ in got})
+    for pid in pids:
+        one = s.query(f"SELECT pid, fd, ino FROM sockets WHERE pid = {pid}").to_pylist()
+        assert sorted((r["fd"], r["ino"]) for r in one) == \
+            sorted((fd, ino) for (p, fd), ino in got.items() if p == pid)
+    assert s.query("SELECT * FROM sockets WHERE pid = 0").num_rows == 0
 
 
 def test_socket_helpers_each_socket_once(dump):

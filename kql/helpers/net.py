@@ -20,6 +20,7 @@ from typing import Iterator
 
 from kql.errors import FaultError
 from kql.helpers.list import _ptr, list_for_each_entry, walk_warn
+from kql.helpers.fs import for_each_file
 from kql.helpers.pid import for_each_pid, pid_task
 from kql.helpers.task import for_each_process
 from kql.object import Object
@@ -29,8 +30,9 @@ __all__ = [
     "for_each_net", "for_each_netdev", "netdev_ipv4_addresses", "netdev_ipv6_addresses",
     "netdev_mac", "for_each_tcp_sock", "for_each_udp_sock", "for_each_unix_sock",
     "for_each_socket", "sock_i_ino", "sock_family", "sock_type", "sock_protocol",
-    "sock_state", "sock_state_name", "tcp_state_names", "init_net", "socket_ino", "sock_local", "sock_remote", "unix_sock_path", "socket_owners",
-    "task_files", "AF_NAMES", "SOCK_TYPES", "IPPROTO_NAMES", "IFF_UP",
+    "sock_state", "sock_state_name", "tcp_state_names", "init_net", "socket_ino",
+    "sock_local", "sock_remote", "unix_sock_path", "socket_owners", "task_sockets",
+    "AF_NAMES", "SOCK_TYPES", "IPPROTO_NAMES", "IFF_UP",
 ]
 
 # include/linux/socket.h address families (user ABI, stable since they were added).
@@ -515,28 +517,6 @@ def socket_ino(prog, sock: int) -> int:
 
 # -- owners ---------------------------------------------------------------------------------
 
-def task_files(task: Object) -> Iterator[tuple[int, int]]:
-    """``(fd, struct file address)`` of each open file of a task
-    (``files->fdt->fd[]``, non-NULL slots below ``max_fds``).
-
-    :param task: ``struct task_struct *``
-    """
-    prog = task.prog_
-    files = task.files.value_()
-    if not files:
-        return
-    fdt = Object(prog, "struct files_struct", files).fdt
-    n = fdt.max_fds.value_()
-    arr = fdt.fd.value_()
-    if not arr or n <= 0:
-        return
-    n = min(n, 1 << 20)
-    raw = prog.read(arr, 8 * n)
-    for fd, (f,) in enumerate(struct.iter_unpack("<Q", raw)):
-        if f:
-            yield fd, f
-
-
 def _processes(prog) -> Iterator[Object]:
     """Thread-group leaders from the task list; when that walk warned (a
     damaged list or a filtered page), also those only the pid idr reaches."""
@@ -566,23 +546,48 @@ def _processes(prog) -> Iterator[Object]:
         walk_warn(prog, f"socket_owners: pid idr unreadable: {e}")
 
 
+def task_sockets(task: Object) -> Iterator[tuple[int, Object]]:
+    """The sockets among a task's open files: ``(fd, struct sock *)`` for each
+    file whose ``f_op`` is ``socket_file_ops`` (``file->private_data`` is the
+    ``struct socket``).  An unreadable file is skipped with a warning.
+
+    :param task: ``struct task_struct *``
+    """
+    prog = task.prog_
+    lay = prog.cache.get("task_sockets_layout")
+    if lay is None:
+        sym = prog.symbols.get("socket_file_ops")
+        ft = prog.types.find_type("struct file")
+        lay = prog.cache["task_sockets_layout"] = (
+            sym.address if sym is not None else None, ft.offsetof("f_op"),
+            ft.offsetof("private_data"), prog.types.find_type("struct socket").offsetof("sk"))
+    ops, f_op, priv, sk_off = lay
+    if ops is None:
+        return
+    for fd, f in for_each_file(task):
+        f = f.value_()
+        try:
+            if prog.read_pointer(f + f_op) != ops:
+                continue
+            sock = prog.read_pointer(f + priv)
+            sk = prog.read_pointer(sock + sk_off) if sock else 0
+        except FaultError as e:
+            walk_warn(prog, f"task_sockets: file {f:#x} (pid {task.tgid.value_()} fd {fd}) "
+                            f"unreadable: {e}")
+            continue
+        if sk:
+            yield fd, _sock_ptr(prog, sk)
+
+
 def socket_owners(prog) -> dict[int, list[tuple[int, int]]]:
     """``{struct sock address: [(tgid, fd), ...]}`` for every socket some process
     has open, from the fd tables of every thread-group leader (cached; the pid
-    idr supplies the processes a damaged task list hides).
-    Threads share their leader's table; tables seen twice are walked once."""
+    idr supplies the processes a damaged task list hides).  Threads share
+    their leader's table; tables seen twice are walked once."""
     owners = prog.cache.get("socket_owners")
     if owners is not None:
         return owners
     owners = {}
-    sym = prog.symbols.get("socket_file_ops")
-    if sym is None:
-        prog.cache["socket_owners"] = owners
-        return owners
-    ops = sym.address
-    ft = prog.types.find_type("struct file")
-    f_op, priv = ft.offsetof("f_op"), ft.offsetof("private_data")
-    sk_off = prog.types.find_type("struct socket").offsetof("sk")
     seen_tables = set()
     for task in _processes(prog):
         try:
@@ -591,21 +596,9 @@ def socket_owners(prog) -> dict[int, list[tuple[int, int]]]:
                 continue
             seen_tables.add(files)
             tgid = task.tgid.value_()
-            opened = list(task_files(task))
+            for fd, sk in task_sockets(task):
+                owners.setdefault(sk.value_(), []).append((tgid, fd))
         except FaultError as e:
             walk_warn(prog, f"socket_owners: files of task {task.value_():#x} unreadable: {e}")
-            continue
-        for fd, f in opened:
-            try:
-                if prog.read_pointer(f + f_op) != ops:
-                    continue
-                sock = prog.read_pointer(f + priv)
-                sk = prog.read_pointer(sock + sk_off) if sock else 0
-            except FaultError as e:
-                walk_warn(prog, f"socket_owners: file {f:#x} (pid {tgid} fd {fd}) "
-                                f"unreadable: {e}")
-                continue
-            if sk:
-                owners.setdefault(sk, []).append((tgid, fd))
     prog.cache["socket_owners"] = owners
     return owners

@@ -12,8 +12,9 @@ from kql.helpers.net import (
     _sock_ptr, for_each_net, for_each_netdev, for_each_socket, init_net,
     netdev_ipv4_addresses, netdev_ipv6_addresses, netdev_mac, sock_family, sock_i_ino,
     sock_local, sock_protocol, sock_remote, sock_state_name, sock_type, socket_owners,
-    IFF_UP,
+    task_sockets, IFF_UP,
 )
+from kql.helpers.pid import find_task
 from kql.tables.base import ADDRESS, Column, ScanContext, TableSpec
 
 __all__ = ["TABLES"]
@@ -60,6 +61,24 @@ def _socket_rows(ctx: ScanContext):
                 yield SockRow(sk, pid, fd)
 
 
+def _by_pid(ctx: ScanContext, values: list):
+    """``pid = N``: only process N's fd table (a process id, as the pid column)."""
+    prog = ctx.kernel
+    for v in dict.fromkeys(values):
+        if not isinstance(v, int) or not 0 < v < 1 << 31:
+            continue
+        try:
+            task = find_task(prog, v)
+            if not task.value_() or task.tgid.value_() != v:
+                continue
+            socks = list(task_sockets(task))
+        except FaultError as e:
+            walk_warn(prog, f"sockets: fd table of pid {v} unreadable: {e}")
+            continue
+        for fd, sk in socks:
+            yield SockRow(sk, v, fd)
+
+
 class DevRow:
     __slots__ = ("dev", "net")
 
@@ -98,6 +117,7 @@ SOCKETS = TableSpec(
     walk="tcp_hashinfo lhash2 + ehash, udp_table, net->unx.table of every net; "
          "fd tables of every process (socket_file_ops files)",
     rows=_socket_rows,
+    lookups={"pid": _by_pid},
     examples=("SELECT pid, fd, protocol, local_addr, local_port FROM sockets "
               "WHERE state = 'LISTEN'",),
     columns=(
