@@ -6,10 +6,17 @@ Layout of an export directory (plain Parquet, readable without kql)::
     DIR/dumps/<dump_id>.parquet       the manifest row of each dump
 
 Every exported row carries provenance columns: dump_id, release, build_id,
-dump_time, dump_path.  Files are written atomically (temporary file, then
-rename), so an interrupted export never leaves a partial Parquet file; each
-dump is independent, so a fleet can export on many machines into one
-directory or object-store prefix and query it with any engine:
+dump_time, dump_path.  Files are written atomically: a temporary file
+``.<dump_id>.parquet.<host>-<pid>.<random>.tmp`` beside the target, then a
+rename, so an interrupted export never leaves a partial Parquet file under a
+``*.parquet`` name (temporary names start with a dot and end in ``.tmp``, so
+no ``*.parquet`` glob reads them).  A temporary file left by a killed export
+(SIGKILL, power loss) is removed by the next export of the same dump into the
+directory once its writer process is gone.  The manifest row is written
+last: a dump with table files but no ``dumps/<dump_id>.parquet`` was
+interrupted.  Each dump is independent, so a fleet can export on many
+machines into one directory or object-store prefix and query it with any
+engine:
 
     SELECT release, st, count(*) FROM read_parquet('DIR/tasks/*.parquet') GROUP BY ALL
 """
@@ -17,17 +24,21 @@ directory or object-store prefix and query it with any engine:
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime
 import hashlib
 import os
+import re
+import signal
+import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pyarrow as pa
 
 from kql.errors import KqlError, QueryError
-from kql.output import atomic_file
 
 PROVENANCE = ("dump_id", "release", "build_id", "dump_time", "dump_path")
 
@@ -60,7 +71,16 @@ def exportable_tables(only=None) -> list[str]:
     return names
 
 
-def _dump_time(kernel) -> datetime.datetime | None:
+def _dump_time(session, kernel) -> datetime.datetime | None:
+    """When the dump was taken: the kernel's own clock (``sys.date``), the
+    same for every format of one crash; else the kdump header's timestamp;
+    else NULL (ELF cores have no header time)."""
+    try:
+        date = session.query("SELECT date FROM sys").column(0)[0].as_py()
+    except KqlError:
+        date = None
+    if date is not None:
+        return date
     ts = getattr(kernel.dump, "timestamp", None)
     if ts:
         return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
@@ -102,15 +122,16 @@ def export_dump(path, outdir: str, tables=None, vmlinux=None, zero_excluded=Fals
     t0 = time.time()
     kernel = Kernel(open_dump(path, zero_excluded=zero_excluded), vmlinux=vmlinux)
     did = dump_id(kernel)
+    session = Session({None: kernel})
     prov = {
         "dump_id": did,
         "release": kernel.release,
         "build_id": kernel.vmcoreinfo.get("BUILD-ID"),
-        "dump_time": _dump_time(kernel),
+        "dump_time": _dump_time(session, kernel),
         "dump_path": os.path.abspath(path if isinstance(path, str) else path[0]),
     }
-    session = Session({None: kernel})
     names = exportable_tables(tables)
+    remove_stale_temps(outdir, did)
     bar = Progress(os.path.basename(prov["dump_path"]), len(names)) if progress else None
     rows, errors, warnings = {}, {}, 0
     for name in names:
@@ -162,25 +183,121 @@ def _with_provenance(t: pa.Table, prov: dict) -> pa.Table:
     return t
 
 
+def _temp_tag() -> str:
+    # host and pid of the writer, so a later export can tell a stale
+    # temporary file (writer gone) from one being written right now
+    return f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
+
+
+_TEMP = re.compile(r"^\.(?P<target>.+\.parquet)\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
+
+
 def _write_parquet(t: pa.Table, path: Path) -> None:
+    """Write ``t`` to ``path`` atomically: a hidden temporary file beside it
+    (``.<name>.<host>-<pid>.<random>.tmp``: never matches ``*.parquet``),
+    flushed to disk, then renamed over ``path``.  On any exception, including
+    KeyboardInterrupt, the temporary file is removed."""
     import pyarrow.parquet as pq
-    with atomic_file(str(path), "wb") as f:
-        pq.write_table(t, f, compression="zstd")
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_temp_tag()}.",
+                               suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pq.write_table(t, f, compression="zstd")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(outdir, did: str | None = None) -> list[str]:
+    """Remove temporary files that killed exports left in ``outdir``: those
+    of dump ``did`` (all dumps if None) whose writer, on this host, is gone.
+    Another host's temporary files are left alone (its writer may be alive);
+    no ``*.parquet`` glob reads them either way.  Returns the removed paths."""
+    host = socket.gethostname().replace(".", "_")
+    removed = []
+    d = Path(outdir)
+    if not d.is_dir():
+        return removed
+    for sub in d.iterdir():
+        if not sub.is_dir():
+            continue
+        for f in sub.glob(".*.tmp"):
+            m = _TEMP.match(f.name)
+            if not m or m["host"] != host or _pid_alive(int(m["pid"])):
+                continue
+            if did is not None and m["target"] != f"{did}.parquet":
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+                removed.append(str(f))
+    return removed
+
+
+def _terminate(signum, frame):
+    # SIGTERM (batch schedulers, timeout(1)) unwinds like Ctrl-C, so the
+    # temporary file being written is removed
+    raise KeyboardInterrupt
 
 
 def export(paths, outdir: str, tables=None, jobs: int | None = None, vmlinux=None,
            zero_excluded=False) -> list[dict]:
-    """Export several dumps, in parallel processes."""
+    """Export several dumps, in parallel processes.  SIGINT or SIGTERM stops
+    every worker, each removing the temporary file it was writing."""
     os.makedirs(outdir, exist_ok=True)
     exportable_tables(tables)  # unknown names fail before any work
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(paths)))
-    if jobs == 1:
-        return [export_dump(p, outdir, tables, vmlinux, zero_excluded) for p in paths]
-    out = []
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
-        futs = [pool.submit(export_dump, p, outdir, tables, vmlinux, zero_excluded) for p in paths]
-        for f in futs:
-            out.append(f.result())
+    old = signal.signal(signal.SIGTERM, _terminate) \
+        if _in_main_thread() else None
+    try:
+        if jobs == 1:
+            return [export_dump(p, outdir, tables, vmlinux, zero_excluded) for p in paths]
+        return _export_parallel(paths, outdir, tables, jobs, vmlinux, zero_excluded)
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+def _in_main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _worker_init() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def _export_parallel(paths, outdir, tables, jobs, vmlinux, zero_excluded) -> list[dict]:
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init)
+    try:
+        futs = [pool.submit(export_dump, p, outdir, tables, vmlinux, zero_excluded)
+                for p in paths]
+        out = [f.result() for f in futs]
+    except BaseException:
+        # Interrupted (or one dump failed hard): stop the other workers the
+        # way Ctrl-C would, so each removes its temporary file, then wait.
+        for f in futs if "futs" in locals() else ():
+            f.cancel()
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            with contextlib.suppress(ProcessLookupError, AttributeError):
+                os.kill(proc.pid, signal.SIGINT)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return out
 
 
