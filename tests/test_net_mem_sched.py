@@ -536,3 +536,17 @@ def test_with_vmlinux(name):
         assert k.warnings == []
     finally:
         k.close()
+
+
+def test_meminfo_unreadable_value_is_null(fresh):
+    """blockdev_superblock pointing at unmapped memory: Buffers (and Cached,
+    which subtracts it) are NULL with a warning; the other lines stand."""
+    fx, k = fresh
+    p = Patched(k)
+    p.put(k.symbols.lookup("blockdev_superblock").address, k.page_offset + (32 << 40))
+    rows = {r["name"]: r for r in Session({None: k}).query("SELECT * FROM meminfo").to_pylist()}
+    assert list(rows) == list(_proc_meminfo(fx.truth))
+    assert rows["Buffers"]["bytes"] is None and rows["Cached"]["value"] is None
+    assert rows["MemTotal"]["value"] == _proc_meminfo(fx.truth)["MemTotal"]
+    assert sum(r["value"] is None for r in rows.values()) == 2
+    assert any(w.startswith("meminfo: nr_blockdev_pages") for w in k.warnings)

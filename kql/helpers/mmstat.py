@@ -299,121 +299,141 @@ def _percpu_pages(prog) -> int:
         prog.symbols.lookup("pcpu_nr_units").address)
 
 
-def _direct_map(prog) -> list[tuple[str, int]]:
+def _direct_map(prog) -> list[tuple[str, int, str]]:
     sym = prog.symbols.get("direct_pages_count")
     if sym is None:
         return []
     lv = enum_items(prog, "enum pg_level")
     counts = [prog.read_u64(sym.address + 8 * i) for i in range(lv.get("PG_LEVEL_1G", 3) + 1)]
-    out = [("DirectMap4k", counts[lv.get("PG_LEVEL_4K", 1)] << 2),
-           ("DirectMap2M", counts[lv.get("PG_LEVEL_2M", 2)] << 11)]
+    out = [("DirectMap4k", counts[lv.get("PG_LEVEL_4K", 1)] << 2, "kB"),
+           ("DirectMap2M", counts[lv.get("PG_LEVEL_2M", 2)] << 11, "kB")]
     gb = prog.symbols.get("direct_gbpages")
     if gb is not None and prog.read_s32(gb.address):
-        out.append(("DirectMap1G", counts[lv.get("PG_LEVEL_1G", 3)] << 20))
+        out.append(("DirectMap1G", counts[lv.get("PG_LEVEL_1G", 3)] << 20, "kB"))
     return out
 
 
-def meminfo(prog) -> list[tuple[str, int, str]]:
+def meminfo(prog) -> list[tuple[str, int | None, str]]:
     """/proc/meminfo as ``[(name, value, unit)]`` in the kernel's order, unit
     ``"kB"`` or ``""`` (the HugePages_* counts), computed as
     meminfo_proc_show() does with per-CPU counter deltas folded in.  Lines that
     depend on kernel configuration appear when the dump shows the option is
-    built in (its symbol or enumerator exists)."""
+    built in (its symbol or enumerator exists).  A value that cannot be
+    computed (unreadable memory, a counter this kernel lacks) is None, with a
+    warning on the kernel."""
     sh = page_shift(prog) - 10
-    out: list[tuple[str, int, str]] = []
+    out: list[tuple[str, int | None, str]] = []
+
+    def get(what, fn, *args):
+        try:
+            return fn(*args)
+        except (FaultError, LookupError) as e:
+            walk_warn(prog, f"meminfo: {what}: {e}")
+            return None
+
+    def add(*xs):
+        return None if any(x is None for x in xs) else sum(xs)
 
     def kb(name, pages):
-        out.append((name, pages << sh, "kB"))
+        out.append((name, None if pages is None else pages << sh, "kB"))
 
     def has(sym):
         return prog.symbols.get(sym) is not None
 
+    def node(item):
+        return get(item, global_node_page_state, prog, item)
+
+    def zone(item):
+        return get(item, global_zone_page_state, prog, item)
+
     zone_items = enum_items(prog, "enum zone_stat_item")
     node_items = enum_items(prog, "enum node_stat_item")
-    totalram = totalram_pages(prog)
-    freeram = global_zone_page_state(prog, "NR_FREE_PAGES")
-    bufferram = nr_blockdev_pages(prog)
-    swapcache = total_swapcache_pages(prog)
-    cached = max(global_node_page_state(prog, "NR_FILE_PAGES") - swapcache - bufferram, 0)
-    lru = {n: _node(prog, n) for n in ("NR_INACTIVE_ANON", "NR_ACTIVE_ANON",
-                                       "NR_INACTIVE_FILE", "NR_ACTIVE_FILE",
-                                       "NR_UNEVICTABLE")}
-    srecl = _node(prog, "NR_SLAB_RECLAIMABLE_B")
-    sunrecl = _node(prog, "NR_SLAB_UNRECLAIMABLE_B")
-    # mm/swapfile.c si_swapinfo() (nr_to_be_unused only during swapoff: ignored)
-    swap_total = _slong(prog, "total_swap_pages")
-    swap_free = _slong(prog, "nr_swap_pages")
+    bufferram = get("nr_blockdev_pages", nr_blockdev_pages, prog)
+    swapcache = get("total_swapcache_pages", total_swapcache_pages, prog)
+    file_pages = node("NR_FILE_PAGES")
+    cached = None if None in (file_pages, swapcache, bufferram) else \
+        max(file_pages - swapcache - bufferram, 0)
+    lru = {n: node(n) for n in ("NR_INACTIVE_ANON", "NR_ACTIVE_ANON", "NR_INACTIVE_FILE",
+                                "NR_ACTIVE_FILE", "NR_UNEVICTABLE")}
+    srecl = node("NR_SLAB_RECLAIMABLE_B")
+    sunrecl = node("NR_SLAB_UNRECLAIMABLE_B")
 
-    kb("MemTotal", totalram)
-    kb("MemFree", freeram)
-    kb("MemAvailable", si_mem_available(prog))
+    kb("MemTotal", get("totalram_pages", totalram_pages, prog))
+    kb("MemFree", zone("NR_FREE_PAGES"))
+    kb("MemAvailable", get("si_mem_available", si_mem_available, prog))
     kb("Buffers", bufferram)
     kb("Cached", cached)
     kb("SwapCached", swapcache)
-    kb("Active", lru["NR_ACTIVE_ANON"] + lru["NR_ACTIVE_FILE"])
-    kb("Inactive", lru["NR_INACTIVE_ANON"] + lru["NR_INACTIVE_FILE"])
+    kb("Active", add(lru["NR_ACTIVE_ANON"], lru["NR_ACTIVE_FILE"]))
+    kb("Inactive", add(lru["NR_INACTIVE_ANON"], lru["NR_INACTIVE_FILE"]))
     kb("Active(anon)", lru["NR_ACTIVE_ANON"])
     kb("Inactive(anon)", lru["NR_INACTIVE_ANON"])
     kb("Active(file)", lru["NR_ACTIVE_FILE"])
     kb("Inactive(file)", lru["NR_INACTIVE_FILE"])
     kb("Unevictable", lru["NR_UNEVICTABLE"])
-    kb("Mlocked", _zone(prog, "NR_MLOCK"))
-    kb("SwapTotal", swap_total)
-    kb("SwapFree", swap_free)
-    kb("Dirty", _node(prog, "NR_FILE_DIRTY"))
-    kb("Writeback", _node(prog, "NR_WRITEBACK"))
-    kb("AnonPages", _node(prog, "NR_ANON_MAPPED"))
-    kb("Mapped", _node(prog, "NR_FILE_MAPPED"))
-    kb("Shmem", _node(prog, "NR_SHMEM"))
-    kb("KReclaimable", srecl + _node(prog, "NR_KERNEL_MISC_RECLAIMABLE"))
-    kb("Slab", srecl + sunrecl)
+    kb("Mlocked", zone("NR_MLOCK"))
+    # mm/swapfile.c si_swapinfo() (nr_to_be_unused only during swapoff: ignored)
+    kb("SwapTotal", get("total_swap_pages", _slong, prog, "total_swap_pages"))
+    kb("SwapFree", get("nr_swap_pages", _slong, prog, "nr_swap_pages"))
+    kb("Dirty", node("NR_FILE_DIRTY"))
+    kb("Writeback", node("NR_WRITEBACK"))
+    kb("AnonPages", node("NR_ANON_MAPPED"))
+    kb("Mapped", node("NR_FILE_MAPPED"))
+    kb("Shmem", node("NR_SHMEM"))
+    kb("KReclaimable", add(srecl, node("NR_KERNEL_MISC_RECLAIMABLE")))
+    kb("Slab", add(srecl, sunrecl))
     kb("SReclaimable", srecl)
     kb("SUnreclaim", sunrecl)
-    out.append(("KernelStack", _node(prog, "NR_KERNEL_STACK_KB"), "kB"))
-    kb("PageTables", _node(prog, "NR_PAGETABLE"))
+    out.append(("KernelStack", node("NR_KERNEL_STACK_KB"), "kB"))
+    kb("PageTables", node("NR_PAGETABLE"))
     # Since Linux 6.0 (commit ebc97a52b5d6 "mm: add NR_SECONDARY_PAGETABLE")
     if "NR_SECONDARY_PAGETABLE" in node_items:
-        kb("SecPageTables", _node(prog, "NR_SECONDARY_PAGETABLE"))
+        kb("SecPageTables", node("NR_SECONDARY_PAGETABLE"))
     kb("NFS_Unstable", 0)
-    kb("Bounce", _zone(prog, "NR_BOUNCE"))
-    kb("WritebackTmp", _node(prog, "NR_WRITEBACK_TEMP"))
-    kb("CommitLimit", vm_commit_limit(prog))
-    kb("Committed_AS", vm_memory_committed(prog))
+    kb("Bounce", zone("NR_BOUNCE"))
+    kb("WritebackTmp", node("NR_WRITEBACK_TEMP"))
+    kb("CommitLimit", get("vm_commit_limit", vm_commit_limit, prog))
+    kb("Committed_AS", get("vm_memory_committed", vm_memory_committed, prog))
     vt = _vmalloc_total_kb(prog)
     if vt is not None:
         out.append(("VmallocTotal", vt, "kB"))
-    kb("VmallocUsed", _vmalloc_used_pages(prog))
+    kb("VmallocUsed", get("vmalloc_nr_pages", _vmalloc_used_pages, prog))
     kb("VmallocChunk", 0)
-    kb("Percpu", _percpu_pages(prog))
+    kb("Percpu", get("pcpu_nr_pages", _percpu_pages, prog))
     if has("num_poisoned_pages"):          # CONFIG_MEMORY_FAILURE
-        kb("HardwareCorrupted", _slong(prog, "num_poisoned_pages"))
+        kb("HardwareCorrupted", get("num_poisoned_pages", _slong, prog, "num_poisoned_pages"))
     if has("transparent_hugepage_flags"):  # CONFIG_TRANSPARENT_HUGEPAGE
         for name, item in (("AnonHugePages", "NR_ANON_THPS"),
                            ("ShmemHugePages", "NR_SHMEM_THPS"),
                            ("ShmemPmdMapped", "NR_SHMEM_PMDMAPPED"),
                            ("FileHugePages", "NR_FILE_THPS"),
                            ("FilePmdMapped", "NR_FILE_PMDMAPPED")):
-            kb(name, _node(prog, item))
+            kb(name, node(item))
     if has("cma_areas"):                   # CONFIG_CMA
-        kb("CmaTotal", _ulong(prog, "totalcma_pages"))
-        kb("CmaFree", _zone(prog, "NR_FREE_CMA_PAGES"))
+        kb("CmaTotal", get("totalcma_pages", _ulong, prog, "totalcma_pages"))
+        kb("CmaFree", zone("NR_FREE_CMA_PAGES"))
     if "NR_UNACCEPTED" in zone_items:      # CONFIG_UNACCEPTED_MEMORY (6.5+)
-        kb("Unaccepted", _zone(prog, "NR_UNACCEPTED"))
-    hs = _hstates(prog)
+        kb("Unaccepted", zone("NR_UNACCEPTED"))
+    hs = get("hstates", _hstates, prog)
     if hs:                                 # CONFIG_HUGETLB_PAGE: hugetlb_report_meminfo()
-        idx = prog.read_s32(prog.symbols.lookup("default_hstate_idx").address)
-        total_kb = 0
-        for i, h in enumerate(hs):
-            h = h.read_()
-            size_kb = (1 << h.order.value_()) << (sh + 10) >> 10
-            total_kb += size_kb * h.nr_huge_pages.value_()
-            if i == idx:
-                out.append(("HugePages_Total", h.nr_huge_pages.value_(), ""))
-                out.append(("HugePages_Free", h.free_huge_pages.value_(), ""))
-                out.append(("HugePages_Rsvd", h.resv_huge_pages.value_(), ""))
-                out.append(("HugePages_Surp", h.surplus_huge_pages.value_(), ""))
-                out.append(("Hugepagesize", size_kb, "kB"))
-        out.append(("Hugetlb", total_kb, "kB"))
-    for name, v in _direct_map(prog):
-        out.append((name, v, "kB"))
+        out.extend(get("hugetlb_report_meminfo", _hugetlb_lines, prog, hs, sh) or ())
+    out.extend(get("arch_report_meminfo", _direct_map, prog) or ())
+    return out
+
+
+def _hugetlb_lines(prog, hs, sh) -> list[tuple[str, int, str]]:
+    out = []
+    idx = prog.read_s32(prog.symbols.lookup("default_hstate_idx").address)
+    total_kb = 0
+    for i, h in enumerate(hs):
+        h = h.read_()
+        size_kb = (1 << h.order.value_()) << sh
+        total_kb += size_kb * h.nr_huge_pages.value_()
+        if i == idx:
+            out.append(("HugePages_Total", h.nr_huge_pages.value_(), ""))
+            out.append(("HugePages_Free", h.free_huge_pages.value_(), ""))
+            out.append(("HugePages_Rsvd", h.resv_huge_pages.value_(), ""))
+            out.append(("HugePages_Surp", h.surplus_huge_pages.value_(), ""))
+            out.append(("Hugepagesize", size_kb, "kB"))
+    out.append(("Hugetlb", total_kb, "kB"))
     return out

@@ -6,6 +6,7 @@ from functools import cached_property
 
 import pyarrow as pa
 
+from kql.errors import DumpError
 from kql.helpers.mmstat import meminfo
 from kql.helpers.slab import for_each_kmem_cache, kmem_cache_name, slab_cache_info
 from kql.tables.base import ADDRESS, Column, ScanContext, TableSpec
@@ -30,7 +31,7 @@ MEMINFO = TableSpec(
         Column("name", pa.string(), "the /proc/meminfo name (MemTotal, MemFree, Cached, "
                "Slab, ...)", lambda r: r[0]),
         Column("bytes", pa.int64(), "the value in bytes (NULL for the HugePages_* counts)",
-               lambda r: r[1] * 1024 if r[2] == "kB" else None),
+               lambda r: r[1] * 1024 if r[2] == "kB" and r[1] is not None else None),
         Column("value", pa.int64(), "the number as /proc/meminfo prints it (kB, or a count)",
                lambda r: r[1]),
         Column("unit", pa.string(), "'kB', or NULL for a count", lambda r: r[2] or None),
@@ -48,6 +49,10 @@ class SlabRow:
 
 
 def _slab_rows(ctx: ScanContext):
+    if not ctx.kernel.types.find_type("struct kmem_cache").has_member("cpu_slab"):
+        # SLAB (removed in Linux 6.8) and SLOB count objects differently.
+        raise DumpError("slabs: this kernel does not use the SLUB allocator "
+                        "(struct kmem_cache has no cpu_slab); only SLUB is supported")
     for s in for_each_kmem_cache(ctx.kernel):
         yield SlabRow(s)
 
