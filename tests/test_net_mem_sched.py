@@ -550,3 +550,50 @@ def test_meminfo_unreadable_value_is_null(fresh):
     assert rows["MemTotal"]["value"] == _proc_meminfo(fx.truth)["MemTotal"]
     assert sum(r["value"] is None for r in rows.values()) == 2
     assert any(w.startswith("meminfo: nr_blockdev_pages") for w in k.warnings)
+
+
+def test_runqueue_descends_into_group_queues(fresh):
+    """A CFS entity with my_q is a task group: CPU 1's timeline gets one
+    entity whose my_q is CPU 0's cfs_rq, whose timeline holds a task."""
+    fx, k = fresh
+    group_t, task_t_ = _sleepers(k, fx.truth, 2)
+    p = Patched(k)
+    rb = k.find_type("struct rb_node")
+    tt = k.find_type("struct task_struct")
+    rq0, rq1 = cpu_rq(k, 0), cpu_rq(k, 1)
+    node = group_t.value_() + tt.offsetof("se.run_node")
+    p.put(rq1.cfs.tasks_timeline.address_, node)
+    p.put(node + rb.offsetof("rb_left"), 0)
+    p.put(node + rb.offsetof("rb_right"), 0)
+    p.put(group_t.value_() + tt.offsetof("se.my_q"), rq0.cfs.address_)
+    inner = task_t_.value_() + tt.offsetof("se.run_node")
+    p.put(rq0.cfs.tasks_timeline.address_, inner)
+    p.put(inner + rb.offsetof("rb_left"), 0)
+    p.put(inner + rb.offsetof("rb_right"), 0)
+    p.put(task_t_.value_() + tt.offsetof("se.my_q"), 0)
+    p.put(rq0.cfs.curr.address_, 0)
+    got = [(e.task.value_(), e.sched_class) for e in runq_entries(k, 1) if not e.current]
+    assert got == [(task_t_.value_(), "CFS")]     # the group entity itself is no task
+    assert k.warnings == []
+
+
+def test_connected_inet_socket_fields(fresh):
+    """A UDP socket 'connected' by rewriting its sock_common: the peer address
+    and port come out in host order, the state follows sk_state."""
+    fx, k = fresh
+    udp4 = [sk for sk in for_each_socket(k)
+            if sk.member_("__sk_common").skc_family.value_() == 2
+            and sk.sk_protocol.value_() == 17]
+    sk = udp4[0]
+    st = k.find_type("struct sock")
+    p = Patched(k)
+    p.put(sk.value_() + st.offsetof("__sk_common.skc_daddr"),
+          int.from_bytes(ipaddress.IPv4Address("10.77.0.2").packed, "little"), 4)
+    # __be16: network byte order in memory
+    p.put(sk.value_() + st.offsetof("__sk_common.skc_dport"),
+          int.from_bytes((4242).to_bytes(2, "big"), "little"), 2)
+    p.put(sk.value_() + st.offsetof("__sk_common.skc_state"), 1, 1)
+    rows = Session({None: k}).query(
+        f"SELECT * FROM sockets WHERE sock = {sk.value_()}").to_pylist()
+    assert [(r["remote_addr"], r["remote_port"], r["state"], r["protocol"]) for r in rows] == \
+        [("10.77.0.2", 4242, "ESTABLISHED", "UDP")]
