@@ -210,11 +210,12 @@ def nr_blockdev_pages(prog) -> int:
 
 def total_swapcache_pages(prog) -> int:
     """``total_swapcache_pages()``."""
-    # Since Linux 5.13 (commit b6038942480e "mm: memcg: add swapcache stat for
-    # memcg v2") it is the NR_SWAPCACHE node counter.
+    # Since Linux commit b6038942480e ("mm: memcg: add swapcache stat for memcg
+    # v2") it is the NR_SWAPCACHE node counter; older kernels sum their swap
+    # address spaces, which kql does not do.
     if "NR_SWAPCACHE" in enum_items(prog, "enum node_stat_item"):
         return global_node_page_state(prog, "NR_SWAPCACHE")
-    raise LookupError("total_swapcache_pages: kernels before 5.13 are not supported")
+    raise LookupError("total_swapcache_pages: this kernel has no NR_SWAPCACHE counter")
 
 
 def _low_wmark_total(prog) -> int:

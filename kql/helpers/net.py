@@ -49,12 +49,12 @@ IPPROTO_NAMES = {0: "IP", 1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 33: "DCCP",
 # include/uapi/linux/if.h
 IFF_UP = 0x1
 
-# include/net/af_unix.h: UNIX_HASH_SIZE (a #define, not in BTF).  Since Linux
+# include/net/af_unix.h UNIX_HASH_SIZE (a #define, not in BTF).  Since Linux
 # 5.19 (commit 79b05beaa5c3 "af_unix: Define a per-netns hash table.") each
 # net has a table of 256 * 2 buckets; before, the global unix_socket_table had
-# 256 + 1.
+# 2 * 256 (since 3.4, commit 7123aaa3a140 "af_unix: speedup /proc/net/unix").
 _UNIX_NET_BUCKETS = 512
-_UNIX_GLOBAL_BUCKETS = 257
+_UNIX_GLOBAL_BUCKETS = 512
 # TCP states that are not full sockets in ehash (include/net/tcp_states.h).
 TCP_TIME_WAIT = 6
 TCP_NEW_SYN_RECV = 12
@@ -248,20 +248,18 @@ def for_each_tcp_sock(prog) -> Iterator[Object]:
     lb = prog.types.find_type("struct inet_listen_hashbucket")
     for addr in _inet_hashinfos(prog):
         h = Object(prog, ht, addr).read_()
+        head_off = lb.offsetof("nulls_head" if lb.has_member("nulls_head") else "head")
         # Since Linux 5.19 (commit cae3873c5b3a "net: inet: Retire port only
-        # listening_hash") listeners are only in lhash2; since 6.0 (commit
-        # 8dbd76e79a16 "tcp/dccp: Use hlist_nulls_head for lhash2") each bucket
-        # is an hlist_nulls chain of sk_nulls_node.
-        if lb.has_member("nulls_head"):
-            yield from _walk_table(prog, h.lhash2.value_() + lb.offsetof("nulls_head"),
-                                   h.lhash2_mask.value_() + 1, lb.size, "tcp lhash2")
+        # listening_hash") listeners are only in lhash2, chained by
+        # sk_nulls_node; before, each is also in listening_hash, chained by
+        # sk_nulls_node (sk_node before 4.x's hlist_nulls), walked instead.
+        if ht.has_member("listening_hash"):
+            lh = h.listening_hash
+            yield from _walk_table(prog, addr + ht.offsetof("listening_hash") + head_off,
+                                   len(lh), lb.size, "tcp listening_hash")
         else:
-            off = prog.types.find_type("struct inet_connection_sock").offsetof(
-                "icsk_listen_portaddr_node")
-            for first in _chains(prog, h.lhash2.value_() + lb.offsetof("head"),
-                                 h.lhash2_mask.value_() + 1, lb.size, "tcp lhash2"):
-                for node in _chain(prog, first, "tcp lhash2"):
-                    yield _sock_ptr(prog, node - off)
+            yield from _walk_table(prog, h.lhash2.value_() + head_off,
+                                   h.lhash2_mask.value_() + 1, lb.size, "tcp lhash2")
         eb = prog.types.find_type("struct inet_ehash_bucket")
         yield from _walk_table(prog, h.ehash.value_(), h.ehash_mask.value_() + 1, eb.size,
                                "tcp ehash")
@@ -321,7 +319,10 @@ def for_each_unix_sock(prog) -> Iterator[Object]:
         return
     sym = prog.symbols.get("unix_socket_table")
     if sym is not None:
-        yield from _walk_table(prog, sym.address, _UNIX_GLOBAL_BUCKETS, 8, "unix_socket_table")
+        n = _UNIX_GLOBAL_BUCKETS
+        if sym.size and sym.size // 8 < n:
+            n = sym.size // 8
+        yield from _walk_table(prog, sym.address, n, 8, "unix_socket_table")
 
 
 def for_each_socket(prog) -> Iterator[Object]:
