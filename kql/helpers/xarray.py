@@ -59,18 +59,18 @@ def _xa_load_raw(prog, head: int, index: int) -> int:
     chunk_shift = nslots.bit_length() - 1
     entry = head
     if not xa_is_node(entry):
-        return entry if index == 0 else 0
-    for _ in range(16):
+        return entry if index == 0 and not xa_is_internal(entry) else 0
+    node = entry - 2
+    if (index >> prog.read_u8(node + shift_off)) >> chunk_shift:
+        return 0               # beyond what the root node covers
+    for _depth in range(16):   # 64-bit indexes need at most 11 levels
         node = entry - 2
         shift = prog.read_u8(node + shift_off)
-        if (index >> shift) >> chunk_shift and _ == 0:
-            return 0           # beyond what the root node covers
         offset = (index >> shift) & (nslots - 1)
         entry = prog.read_pointer(node + slots_off + 8 * offset)
         if xa_is_internal(entry) and not xa_is_node(entry) and entry < ((nslots - 1) << 2) | 2:
             # sibling entry: the canonical slot holds the value
-            offset = entry >> 2
-            entry = prog.read_pointer(node + slots_off + 8 * offset)
+            entry = prog.read_pointer(node + slots_off + 8 * (entry >> 2))
         if not xa_is_node(entry) or shift == 0:
             return 0 if xa_is_internal(entry) else entry
     return 0
