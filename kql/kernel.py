@@ -211,38 +211,13 @@ class Kernel:
         if self.cache.get("module_symbols_loaded"):
             return False
         self.cache["module_symbols_loaded"] = True
-        try:
-            from kql.helpers.module import for_each_module, module_name, module_symbols
-        except ImportError:      # pragma: no cover - helpers.module is optional
-            return False
+        from kql.symbols import module_symbol_tables
         table = self.symbols
         have = {t.module for t in table.extra if t.module}
         added = False
-        try:
-            mods = list(for_each_module(self))
-        except (FaultError, LookupError) as e:
-            self.warn(f"module symbols: module list unreadable: {e}")
-            return False
-        for mod in mods:
-            try:
-                name = module_name(mod)
-                if name in have:
-                    continue
-                names, kinds, addrs, sizes = [], [], [], []
-                for sname, addr, size, letter in module_symbols(mod):
-                    if addr < 0xFFFF800000000000:
-                        continue      # absolute / CRC symbols are not addresses
-                    names.append(sname)
-                    kinds.append(letter)
-                    addrs.append(addr)
-                    sizes.append(size)
-            except FaultError as e:
-                self.warn(f"module symbols: symbols of module at {mod.value_():#x} "
-                          f"unreadable: {e}")
-                continue
-            if names:
-                table.add_table(SymbolTable(names, kinds, addrs, source="module kallsyms",
-                                            module=name, sizes=sizes))
+        for t in module_symbol_tables(self):
+            if t.module not in have:
+                table.add_table(t)
                 added = True
         return added
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from kql.errors import DumpError, FaultError
 from kql.kallsyms import SymbolTable
 
-__all__ = ["load_system_map", "VmlinuxFile", "shifted"]
+__all__ = ["load_system_map", "VmlinuxFile", "shifted", "module_symbol_tables"]
 
 
 def load_system_map(path: str) -> SymbolTable:
@@ -141,3 +141,38 @@ class VmlinuxFile:
             addrs.append(sym["st_value"])
             sizes.append(sym["st_size"])
         return SymbolTable(names, kinds, addrs, source="vmlinux", sizes=sizes)
+
+
+def module_symbol_tables(kernel) -> list[SymbolTable]:
+    """One SymbolTable per loaded module, from its own ``mod->kallsyms``
+    (what /proc/kallsyms lists for it).  Unreadable modules are skipped with a
+    warning on the kernel."""
+    try:
+        from kql.helpers.module import for_each_module, module_name, module_symbols
+    except ImportError:      # pragma: no cover - kql.helpers.module is optional
+        return []
+    try:
+        mods = list(for_each_module(kernel))
+    except (FaultError, LookupError) as e:
+        kernel.warn(f"module symbols: module list unreadable: {e}")
+        return []
+    tables = []
+    for mod in mods:
+        try:
+            name = module_name(mod)
+            names, kinds, addrs, sizes = [], [], [], []
+            for sname, addr, size, letter in module_symbols(mod):
+                if addr < 0xFFFF800000000000:
+                    continue      # absolute / CRC symbols are not addresses
+                names.append(sname)
+                kinds.append(letter)
+                addrs.append(addr)
+                sizes.append(size)
+        except FaultError as e:
+            kernel.warn(f"module symbols: symbols of module at {mod.value_():#x} "
+                        f"unreadable: {e}")
+            continue
+        if names:
+            tables.append(SymbolTable(names, kinds, addrs, source="module kallsyms",
+                                      module=name, sizes=sizes))
+    return tables
