@@ -558,3 +558,91 @@ def test_frame_repr_and_symbol():
     f = Frame(0, 0xFFFFFFFF81000010, 0xFFFFC90000010000, "foo", 0x10, "loop", "call", False)
     assert f.symbol == "foo+0x10 [loop]"
     assert repr(f) == "#0 foo+0x10 [loop] sp=0xffffc90000010000 (call)"
+
+
+# -- more shapes ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["6.1-live", "6.12-live", "6.1-big"])
+def test_zombie_has_no_stack(name):
+    """A zombie's stack was freed at its last switch (task->stack NULL);
+    /proc printed nothing and kql gives [] rather than stale frames."""
+    fx = fixture(name)
+    k = kernel(name)
+    zombies = [int(p) for p, t in fx.truth["tasks"].items() if t["state_letter"] == "Z"]
+    assert zombies
+    for pid in zombies:
+        task = find_task(k, pid)
+        assert task_stack_bounds(task) is None
+        assert stack_trace(task) == [] and task_stack_names(task) == []
+        assert list(task_stack_words(task)) == []
+
+
+def test_frame_pointer_fallback_outside_orc():
+    """An address no ORC table covers (BPF JIT, trampolines) is unwound as a
+    frame-pointer function: CFA = bp + 16, return address at bp + 8,
+    caller's bp at bp."""
+    sp = 0xFFFFC90000010000
+    bp = sp + 0x40
+    jit = 0xFFFFFFFFA0000010                    # below the fake table
+    k = FakeKernel({bp: sp + 0x100, bp + 8: FakeKernel.TEXT + 0x20, sp + 0x100: 0,
+                    sp + 0x108: 0}, sp_offset=8)
+    frames, stop = orc.OrcUnwinder(k).unwind(jit, sp, bp, exact=True)
+    assert [(f.pc, f.sp) for f in frames][:2] == [(jit, sp), (FakeKernel.TEXT + 0x20, bp + 16)]
+
+
+def test_unwind_crosses_iret_frame():
+    """REGS_PARTIAL (6.1 type 2): an IRET frame (ip, cs, flags, sp, ss) at
+    the CFA; the next lookup uses the exact ip."""
+    sp = 0xFFFFC90000010000
+    text = FakeKernel.TEXT
+    words = {sp: text + 0x30, sp + 8: 0x10, sp + 16: 0x246, sp + 24: sp + 0x800,
+             sp + 32: 0x18, sp + 0x800: 0, sp + 0x7F8: 0}
+    k = FakeKernel(words, entry_flags=0x205, sp_offset=0)
+    frames, stop = orc.OrcUnwinder(k).unwind(text + 0x10, sp, 0)
+    assert frames[0].kind == "regs" and frames[0].regs["rsp"] == sp + 0x800
+    assert (frames[1].pc, frames[1].sp, frames[1].exact) == (text + 0x30, sp + 0x800, True)
+
+
+STACK_CONTRACT = {
+    "stack_frames": "task pid comm level sp pc function offset module kind",
+    "stack_words": "task pid address value symbol",
+}
+
+
+@pytest.mark.parametrize("table", sorted(STACK_CONTRACT))
+def test_stack_tables_contract(table):
+    spec = get_table(table)
+    assert spec.doc and spec.walk and spec.object_column == "task"
+    for name in STACK_CONTRACT[table].split():
+        assert spec.column(name) is not None, name
+    assert all(c.doc for c in spec.columns)
+    assert spec.column("task").object_type == "struct task_struct *"
+    assert "pid" in spec.lookups
+    assert get_table("tasks").column("stack") is not None
+
+
+def test_names_from_vmlinux_symtab_match_kallsyms():
+    """Symbols from a vmlinux's .symtab name every frame (and every alias
+    group of functions) as the dump's kallsyms does."""
+    from kql.symbols import VmlinuxFile, shifted
+    fx = fixture("6.1-live")
+    k = kernel("6.1-live")
+    v = VmlinuxFile(fx.vmlinux)
+    try:
+        table = shifted(v.symbols(), k.kaslr_offset)
+    finally:
+        v.close()
+    for task in for_each_task_and_pid(k):
+        for f in stack_trace(task):
+            sym = table.symbolize(f.pc if f.exact else f.pc - 1)[0]
+            assert kallsyms_name(table, sym) == f.function
+    ks = k.symbols
+    addrs = ks.addresses
+    groups = 0
+    for i in range(1, len(addrs)):
+        if addrs[i] == addrs[i - 1] and ks.kinds[i] in "tT" and addrs[i - 2] != addrs[i]:
+            hit = table.symbolize(addrs[i])
+            if hit is not None:
+                groups += 1
+                assert kallsyms_name(table, hit[0]) == ks.symbolize(addrs[i])[0].name
+    assert groups > 20
