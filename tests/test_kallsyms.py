@@ -191,3 +191,24 @@ def test_system_map_fallback_without_kallsyms_keys(dump_kernel):
     with pytest.raises(DumpError, match="System.map"):
         Kernel(dump2).symbols
     dump2.close()
+
+
+@pytest.mark.parametrize("vmlinux", VMLINUXES[:1], ids=os.path.basename)   # ~20 s each
+def test_vmlinux_symtab_matches_system_map(vmlinux):
+    """The ELF .symtab loader (fallback when a dump has no kallsyms keys) agrees
+    with System.map on addresses and nm letters of globals."""
+    smap = load_system_map(glob.glob(os.path.join(os.path.dirname(vmlinux), "System.map-*"))[0])
+    image = VmlinuxFile(vmlinux)
+    table = image.symbols()
+    image.close()
+    checked = 0
+    for s in smap:
+        if s.kind not in "TDRB":
+            continue
+        got = table.lookup_all(s.name)
+        assert any(g.address == s.address for g in got), s
+        assert any(g.kind == s.kind for g in got if g.address == s.address), s
+        checked += 1
+    assert checked > 10000
+    # ELF sizes are real object sizes
+    assert table.lookup("init_task").size == smap.lookup("init_task").size
