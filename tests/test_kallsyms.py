@@ -193,7 +193,7 @@ def test_system_map_fallback_without_kallsyms_keys(dump_kernel):
     dump2.close()
 
 
-@pytest.mark.parametrize("vmlinux", VMLINUXES[:1], ids=os.path.basename)   # ~20 s each
+@pytest.mark.parametrize("vmlinux", VMLINUXES, ids=os.path.basename)
 def test_vmlinux_symtab_matches_system_map(vmlinux):
     """The ELF .symtab loader (fallback when a dump has no kallsyms keys) agrees
     with System.map on addresses and nm letters of globals."""
