@@ -379,8 +379,9 @@ def assert_only_complete_parquet(out):
         assert not f.name.startswith(".")
     for tmp in temps(out):
         assert not tmp.match("*.parquet")
+    con = duckdb.connect()
     for sub in {f.parent for f in files}:
-        n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{sub}/*.parquet')").fetchone()[0]
+        n = con.execute(f"SELECT count(*) FROM read_parquet('{sub}/*.parquet')").fetchone()[0]
         assert n == sum(pq.read_metadata(f).num_rows for f in sub.glob("*.parquet"))
     return files
 
