@@ -426,11 +426,13 @@ def _key_predicate(e, scope: Scope):
         return None
     values = []
     for v in items:
-        if isinstance(v, (A.Literal, A.HexLiteral)) and isinstance(v.value, int) \
+        if isinstance(v, (A.Literal, A.HexLiteral)) and isinstance(v.value, (int, str)) \
                 and not isinstance(v.value, bool):
             values.append(v.value)
         else:
             return None
+    if len({type(v) for v in values}) > 1:
+        return None
     hits = []
     for alias, s in scope.relations:
         if s is None or (col.table is not None and col.table.lower() != alias):

@@ -43,7 +43,7 @@ def parse_stat(text: str) -> dict:
     f.update(ppid=num[0], pgrp=num[1], session=num[2], flags=num[5],
              utime=num[10], stime=num[11], priority=num[14], nice=num[15],
              num_threads=num[16], starttime=num[18], vsize=num[19], rss_pages=num[20],
-             processor=num[34], rt_priority=num[35], policy=num[36])
+             processor=num[35], rt_priority=num[36], policy=num[37])
     return f
 
 
