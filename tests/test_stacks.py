@@ -36,7 +36,6 @@ from kql.tables import get_table
 from kql.tables.base import ScanContext, Warnings, scan
 
 ALL_DUMPS = DUMPS + [("sample", "kdump")]
-LIVE = [n for n in FIXTURES if "live" in n or "la57" in n]
 PANIC = [n for n in FIXTURES if "panic" in n] + ["sample"]
 SYSCALL_ENTRY = "entry_SYSCALL_64_after_hwframe"
 PANIC_CHAIN = ["sysrq_handle_crash", "write_sysrq_trigger", "vfs_write", "ksys_write",

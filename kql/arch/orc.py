@@ -620,18 +620,26 @@ class OrcUnwinder:
                     crossed = dict(zip(self.pt_regs_names, words))
                     new_ip, new_sp = crossed["rip"], crossed["rsp"]
                     new_regs = crossed
-                    new_signal = True
+                    # Before 6.3 the unwinder always took the next ip
+                    # literally after a pt_regs; since then the entry's own
+                    # signal bit says so (decode_flags() normalizes both).
+                    new_signal = orc.signal
                 else:   # REGS_PARTIAL: an IRET frame at the CFA
                     ip_, cs, flags, sp_, ss = _IRET.unpack(reader.block(cfa, 40))
                     crossed = {"rip": ip_, "cs": cs, "eflags": flags, "rsp": sp_, "ss": ss}
                     new_ip, new_sp = ip_, sp_
-                    new_regs = dict(full_regs, **crossed) if full_regs else crossed
-                    new_signal = True
+                    new_regs = crossed
+                    new_signal = orc.signal
                 # Find BP.
                 br = orc.bp_reg
                 if br == REG_UNDEFINED:
+                    # unwind_orc.c get_reg(): from a full pt_regs just
+                    # crossed, or for an IRET frame from the full pt_regs
+                    # crossed one step before (prev_regs).
                     if t == REGS:
                         bp = crossed["rbp"]
+                    elif t == REGS_PARTIAL and full_regs is not None and "rbp" in full_regs:
+                        bp = full_regs["rbp"]
                 elif br == REG_PREV_SP:
                     bp = u64(cfa + orc.bp_offset)
                 elif br == REG_BP:
