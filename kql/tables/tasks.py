@@ -3,6 +3,7 @@ crash ``ps``."""
 
 from __future__ import annotations
 
+import hashlib
 from functools import cached_property
 
 import pyarrow as pa
@@ -89,12 +90,28 @@ class TaskRow:
             pid = t.pids[i].pid
         return pid.numbers[0].nr.value_() if pid.value_() else 0
 
+    @cached_property
+    def stack(self) -> list[str]:
+        return task_stack_names(self.task)
+
     def cmdline(self) -> str | None:
         argv = task_argv(self.task)
         return None if argv is None else " ".join(argv)
 
     def __repr__(self) -> str:
         return f"TaskRow({self.addr:#x})"
+
+
+def stack_signature(names: list[str] | None) -> str | None:
+    """``tasks.stack_sig``: sha1 of ``'\\n'.join(names)``, 16 hex digits;
+    None for no stack (NULL or empty).
+
+    >>> stack_signature(["__do_sys_pause", "do_syscall_64"])
+    '253cc5e32cfcfaea'
+    """
+    if not names:
+        return None
+    return hashlib.sha1("\n".join(names).encode()).hexdigest()[:16]
 
 
 def _rows(ctx: ScanContext):
@@ -216,7 +233,12 @@ TABLES = (
             Column("stack", pa.list_(pa.string()), "kernel stack: function names, "
                    "innermost first, as crash `bt` lists them (scheduler frames "
                    "included; /proc/PID/stack omits those); [] without a kernel stack",
-                   lambda r: task_stack_names(r.task)),
+                   lambda r: r.stack),
+            Column("stack_sig", pa.string(), "signature of the stack for grouping across "
+                   "tasks and dumps: the first 16 hex digits of the sha1 of the function "
+                   "names joined by newlines (offsets excluded, so the same code path has "
+                   "the same signature on every dump of a build); NULL without a stack",
+                   lambda r: stack_signature(r.stack)),
             Column("cmdline", pa.string(), "command line, arguments joined by spaces, "
                    "read from user memory (mm->arg_start..arg_end); NULL when the pages "
                    "are not in the dump or without an mm", TaskRow.cmdline, optional=True),
