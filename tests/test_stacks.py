@@ -645,3 +645,27 @@ def test_names_from_vmlinux_symtab_match_kallsyms():
                 groups += 1
                 assert kallsyms_name(table, hit[0]) == ks.symbolize(addrs[i])[0].name
     assert groups > 20
+
+
+def test_corrupt_saved_sp_is_null_and_warning():
+    """A thread.sp outside the task's stack is a corrupt task: tasks.stack is
+    NULL with a counted warning, stack_frames has no rows for it."""
+    fx = fixture("6.1-live")
+    k = Kernel(fx.dump("elf"))
+    try:
+        task = find_task(k, 1)
+        from kql.helpers.stack import _layout
+        where = task.value_() + _layout(k)["thread_sp"]
+        real = k.read_u64
+        k.read_u64 = lambda addr: 0xFFFF888000001000 if addr == where else real(addr)
+        with pytest.raises(ValueError, match="outside its stack"):
+            stack_trace(task)
+        rows, w = run(k, "tasks", ["pid", "stack"], keys={"pid": [1]})
+        assert rows == [{"pid": 1, "stack": None}]
+        assert ("tasks.stack", "ValueError") in w.counts
+        rows, w = run(k, "stack_frames", ["pid", "function"], keys={"pid": [1]})
+        assert rows == [] and ("stack_frames.task", "ValueError") in w.counts
+        k.read_u64 = real
+        assert run(k, "stack_frames", ["pid"], keys={"pid": [1]})[0]
+    finally:
+        k.close()

@@ -494,11 +494,8 @@ class OrcUnwinder:
         offs = arch.pt_regs_offsets
         self.pt_regs_names = tuple(sorted(offs, key=offs.__getitem__))
         self.pt_regs_size = arch.pt_regs_size
-        self.rip_off = offs["rip"]
-        self.rsp_off = offs["rsp"]
-        self.cs_off = offs["cs"]
-        # Offset of the IRET frame (ip, cs, flags, sp, ss) in pt_regs.
-        self.iret_offset = offs["rip"]
+        if self.pt_regs_size != _PT_REGS_WORDS.size:      # pragma: no cover
+            raise DumpError(f"unexpected pt_regs size {self.pt_regs_size}")
 
     # ORC REG values read from a full pt_regs (unwind_orc.c get_reg()).
     _REG_NAMES = {REG_DX: "rdx", REG_DI: "rdi", REG_R10: "r10", REG_R13: "r13",

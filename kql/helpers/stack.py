@@ -219,7 +219,8 @@ def task_unwind_start(task: Object) -> tuple | None:
     """
     prog = task.prog_
     lay = _layout(prog)
-    if task_stack_bounds(task) is None:
+    bounds = task_stack_bounds(task)
+    if bounds is None:
         return None
     cpu = _running_cpu(task)
     if cpu is not None:
@@ -229,6 +230,9 @@ def task_unwind_start(task: Object) -> tuple | None:
                 return None          # in user mode: nothing on the kernel stack
             return regs["rip"], regs["rsp"], regs["rbp"], regs, True
     sp = prog.read_u64(task.value_() + lay["thread_sp"])
+    if not bounds[0] <= sp < bounds[1]:
+        raise ValueError(f"task {task.value_():#x}: thread.sp {sp:#x} is outside its "
+                         f"stack {bounds[0]:#x}-{bounds[1]:#x}")
     frame = prog.read(sp, lay["frame_size"])
     bp = int.from_bytes(frame[lay["frame_bp"]:lay["frame_bp"] + 8], "little")
     ip = int.from_bytes(frame[lay["frame_ret"]:lay["frame_ret"] + 8], "little")
@@ -314,6 +318,7 @@ def stack_trace(task: Object) -> list[Frame]:
 
     :param task: ``struct task_struct *``
     :raises FaultError: if the task's start registers cannot be read
+    :raises ValueError: if its saved stack pointer is not on its stack
     """
     prog = task.prog_
     raw, _stop = _unwind(task)

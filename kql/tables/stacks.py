@@ -91,7 +91,7 @@ def _frames(ctx: ScanContext, tasks):
         try:
             t = _Task(task)
             frames = stack_trace(task)
-        except FaultError as e:
+        except (FaultError, ValueError) as e:
             _warn(ctx, "stack_frames.task", e)
             continue
         for f in frames:
