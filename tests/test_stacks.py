@@ -669,3 +669,23 @@ def test_corrupt_saved_sp_is_null_and_warning():
         assert run(k, "stack_frames", ["pid"], keys={"pid": [1]})[0]
     finally:
         k.close()
+
+
+def test_kdump_registers_fall_back_to_note_order():
+    """Without a readable crash_notes buffer, a kdump's notes are taken as
+    the online CPUs' in CPU order (kdump writes one per online CPU)."""
+    fx = fixture("sample")
+    k = Kernel(fx.dump())
+    try:
+        want = [cpu_registers(k, cpu) for cpu in k.online_cpus()]
+        k.cache.pop("cpu_registers")
+        real = k.read_u64
+        notes_ptr = k.symbols.lookup("crash_notes").address
+        k.read_u64 = lambda addr: (_ for _ in ()).throw(FaultError(addr, "test")) \
+            if addr == notes_ptr else real(addr)
+        assert [cpu_registers(k, cpu) for cpu in k.online_cpus()] == want
+        # the panicking task (on CPU 1 in the sample) still unwinds from panic
+        names = task_stack_names(find_task(k, fx.truth["panic_pid"]))
+        assert names[:2] == ["__crash_kexec", "panic"] and names[-1] == SYSCALL_ENTRY
+    finally:
+        k.close()

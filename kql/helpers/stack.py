@@ -29,7 +29,7 @@ import bisect
 import struct
 from typing import Iterator
 
-from kql.errors import FaultError
+from kql.errors import DumpError, FaultError
 from kql.object import Object
 
 __all__ = ["Frame", "stack_trace", "task_stack_names", "task_stack_words",
@@ -183,12 +183,13 @@ def cpu_registers(prog, cpu: int) -> dict | None:
     notes = None
     try:
         notes = prog.dump.prstatus()
-    except Exception:   # noqa: BLE001 - a malformed note: no registers
+    except DumpError as e:          # a malformed note: no registers from notes
+        prog.warn(f"NT_PRSTATUS notes unreadable: {e}")
         notes = []
     if "CRASHTIME" in prog.vmcoreinfo:
         try:
             regs = _crash_note_registers(prog, cpu)
-        except FaultError:
+        except (FaultError, DumpError):
             regs = None
         if regs is None:
             # crash_notes unreadable: kdump wrote the online CPUs' notes in CPU order.
