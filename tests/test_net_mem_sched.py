@@ -17,10 +17,8 @@ from pathlib import Path
 import pytest
 
 from fixtures import DUMPS, fixture
-from kql.errors import ExcludedPageError, FaultError
 from kql.execute import Session
-from kql.helpers.list import list_for_each_entry
-from kql.helpers.mmstat import global_node_page_state, global_zone_page_state, meminfo
+from kql.helpers.mmstat import global_node_page_state, global_zone_page_state
 from kql.helpers.net import for_each_socket, socket_owners
 from kql.helpers.percpu import cpu_rq
 from kql.helpers.pid import find_task

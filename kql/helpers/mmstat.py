@@ -23,7 +23,7 @@ __all__ = ["enum_items", "global_zone_page_state", "global_node_page_state",
            "totalram_pages", "totalreserve_pages", "nr_blockdev_pages",
            "total_swapcache_pages", "si_mem_available", "vm_commit_limit",
            "vm_memory_committed", "hugetlb_total_pages", "percpu_counter_sum",
-           "for_each_online_pgdat", "for_each_zone", "meminfo"]
+           "for_each_online_pgdat", "for_each_zone", "meminfo", "nr_node_ids"]
 
 
 def page_shift(prog) -> int:
@@ -56,6 +56,20 @@ def _slong(prog, name: str) -> int:
     return prog.read_s64(sym.address) if sym is not None else 0
 
 
+def nr_node_ids(prog) -> int:
+    """``nr_node_ids`` (1 on kernels without NUMA)."""
+    n = prog.cache.get("mmstat_nr_node_ids")
+    if n is None:
+        sym = prog.symbols.get("nr_node_ids")
+        try:
+            n = prog.read_u32(sym.address) if sym is not None else 1
+        except FaultError:
+            n = 1
+        n = n if 0 < n <= 1 << 10 else 1
+        prog.cache["mmstat_nr_node_ids"] = n
+    return n
+
+
 def for_each_online_pgdat(prog):
     """Every node's ``pg_data_t`` (``node_data[]`` on NUMA kernels, else
     ``contig_page_data``).
@@ -67,7 +81,7 @@ def for_each_online_pgdat(prog):
     if sym is None:
         yield prog.var("contig_page_data", pgt).address_of_()
         return
-    nodes = prog.var("node_data", f"struct pglist_data *[{prog._nr_node_ids()}]")
+    nodes = prog.var("node_data", f"struct pglist_data *[{nr_node_ids(prog)}]")
     for p in nodes:
         if p.value_():
             yield p.read_()

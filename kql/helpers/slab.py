@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator
 
-from kql.errors import FaultError
-from kql.helpers.list import _walk, list_for_each_entry, walk_warn
+from kql.helpers.list import _walk, list_for_each_entry
+from kql.helpers.mmstat import nr_node_ids
 from kql.object import Object
 
 __all__ = ["for_each_kmem_cache", "find_kmem_cache", "slab_cache_info", "SlabInfo",
@@ -74,7 +74,7 @@ def for_each_kmem_cache_node(s: Object) -> Iterator[tuple[int, Object]]:
     :param s: ``struct kmem_cache *``
     """
     prog = s.prog_
-    n = prog._nr_node_ids()
+    n = nr_node_ids(prog)
     base = s.node.address_
     ptrs = prog.read(base, 8 * n)
     nt = prog.types.find_type("struct kmem_cache_node")
