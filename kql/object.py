@@ -286,14 +286,95 @@ class Object:
     def __add__(self, n: int) -> "Object":
         t = self._t
         if t.kind != "pointer":
-            return self.value_() + n
+            return self._scalar() + _plain(n)
         return Object._make(self.prog_, self.type_, t, None,
                             (self.value_() + int(n) * (t.target.size or 1)) & ((1 << 64) - 1))
 
     def __sub__(self, n):
         if isinstance(n, Object) and n._t.kind == "pointer" and self._t.kind == "pointer":
             return (self.value_() - n.value_()) // (self._t.target.size or 1)
+        if self._t.kind != "pointer":
+            return self._scalar() - _plain(n)
         return self + (-int(n))
+
+    # -- comparisons and integer arithmetic (scalars; results are plain ints) ------------
+    def _scalar(self):
+        if self._t.kind not in ("int", "enum", "pointer", "bool", "float"):
+            raise TypeError(f"'{self.type_.type_name()}' is not a scalar")
+        return self.value_()
+
+    def __eq__(self, other):
+        if self._t.kind not in ("int", "enum", "pointer", "bool", "float"):
+            return self is other
+        if isinstance(other, Object):
+            if other._t.kind not in ("int", "enum", "pointer", "bool", "float"):
+                return False
+            other = other.value_()
+        return self.value_() == other
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def __hash__(self):
+        if self._t.kind in ("int", "enum", "pointer", "bool", "float"):
+            return hash(self.value_())
+        return id(self)
+
+    def __lt__(self, other):
+        return self._scalar() < _plain(other)
+
+    def __le__(self, other):
+        return self._scalar() <= _plain(other)
+
+    def __gt__(self, other):
+        return self._scalar() > _plain(other)
+
+    def __ge__(self, other):
+        return self._scalar() >= _plain(other)
+
+    def __radd__(self, n):
+        return _plain(n) + self._scalar()
+
+    def __rsub__(self, n):
+        return _plain(n) - self._scalar()
+
+    def __mul__(self, n):
+        return self._scalar() * _plain(n)
+
+    __rmul__ = __mul__
+
+    def __floordiv__(self, n):
+        return self._scalar() // _plain(n)
+
+    def __mod__(self, n):
+        return self._scalar() % _plain(n)
+
+    def __and__(self, n):
+        return self._scalar() & _plain(n)
+
+    __rand__ = __and__
+
+    def __or__(self, n):
+        return self._scalar() | _plain(n)
+
+    __ror__ = __or__
+
+    def __xor__(self, n):
+        return self._scalar() ^ _plain(n)
+
+    __rxor__ = __xor__
+
+    def __lshift__(self, n):
+        return self._scalar() << _plain(n)
+
+    def __rshift__(self, n):
+        return self._scalar() >> _plain(n)
+
+    def __neg__(self):
+        return -self._scalar()
+
+    def __invert__(self):
+        return ~self._scalar()
 
     # -- strings ----------------------------------------------------------------------
     def string_(self, max_size: int = 4096) -> bytes:
@@ -331,6 +412,11 @@ class Object:
 
     def format_(self) -> str:
         return repr(self)
+
+
+def _plain(v):
+    """An Object operand as its Python value."""
+    return v.value_() if isinstance(v, Object) else v
 
 
 def _read_cstring(prog, addr: int, max_size: int) -> bytes:

@@ -230,3 +230,16 @@ def test_page_offset(kernel):
     fx, k = kernel
     # the direct map really maps physical 0x1000 (a kernel page walk, not a formula)
     assert k.memory.translate(k.page_offset + 0x100000) == 0x100000
+
+
+def test_scalar_comparisons_and_arithmetic():
+    k, node = _fake()
+    a = Object(k, node, FakeKernel.BASE)
+    assert a.value == 7 and a.value != 8 and 7 == a.value
+    assert a.value < 8 and a.value >= 7
+    assert a.value + 1 == 8 and 1 + a.value == 8 and a.value - 1 == 6
+    assert a.flags & 4 == 4 and a.flags | 2 == 7 and a.value << 1 == 14
+    assert a.next == FakeKernel.BASE + 0x40 and a.next.next == 0
+    assert a.value == Object(k, INT, value=7)
+    assert {a.value: 1}[7] == 1               # hashes like its value
+    assert a != Object(k, node, FakeKernel.BASE)   # structs compare by identity
