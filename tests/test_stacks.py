@@ -218,7 +218,8 @@ def test_dstate_vfork_parent_and_kthreads(name):
     kthreadd = find_task(k, 2)
     names = task_stack_names(kthreadd)
     assert ends_with(names, truth["2"]["stack"]) and "kthreadd" in names
-    # Kernel threads end cleanly at ret_from_fork (6.7+: ret_from_fork_asm).
+    # Kernel threads end cleanly at ret_from_fork (ret_from_fork_asm since
+    # ret_from_fork() was rewritten in C; 6.12 has it).
     end = names[-1]
     assert end in ("ret_from_fork", "ret_from_fork_asm")
     for p, t in truth.items():

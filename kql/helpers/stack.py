@@ -114,15 +114,15 @@ def _layout(prog) -> dict:
             "frame_size": f.size,
             "refcount": None,
         }
-        # Since Linux 4.20-ish kernels with CONFIG_THREAD_INFO_IN_TASK (commit
-        # f0b89d3958d7 "sched/core: Allow putting thread_struct into
-        # task_struct") a dead task's stack is freed once its refcount drops.
+        # Since Linux 4.9 ("sched/core: Free the stack early if
+        # CONFIG_THREAD_INFO_IN_TASK") a dead task's stack is freed when
+        # stack_refcount drops to 0 (and task->stack set to NULL).
         if t.has_member("stack_refcount"):
             lay["refcount"] = t.offsetof("stack_refcount")
         # ret_from_fork is where a never-run task "returns" to; the kernel
-        # looks its ORC entry up at the exact address.  Since Linux 6.7
-        # (commit 3aec4ecb3d1f "x86: Rewrite ret_from_fork() in C") the
-        # assembly part is ret_from_fork_asm.
+        # looks its ORC entry up at the exact address.  Since the 2023
+        # rewrite of ret_from_fork() in C ("x86: Rewrite ret_from_fork() in
+        # C"; 6.12 has it) the assembly part is ret_from_fork_asm.
         syms = prog.symbols
         rf = syms.get("ret_from_fork_asm") or syms.get("ret_from_fork")
         lay["ret_from_fork"] = rf.address if rf is not None else None
