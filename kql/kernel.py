@@ -166,18 +166,29 @@ class Kernel:
         except KallsymsError as e:
             errors.append(str(e))
         if self.system_map_path:
-            table = shifted(load_system_map(self.system_map_path), self.kaslr_offset)
+            table = load_system_map(self.system_map_path)
+            table = shifted(table, self._link_offset(table))
             self._check_symbols(table, "System.map")
             return table
         if self.vmlinux_path:
             v = VmlinuxFile(self.vmlinux_path)
             try:
-                table = shifted(v.symbols(), self.kaslr_offset)
+                table = v.symbols()
             finally:
                 v.close()
+            table = shifted(table, self._link_offset(table))
             self._check_symbols(table, "vmlinux")
             return table
         raise DumpError(f"no kernel symbols: {errors[0]}")
+
+    def _link_offset(self, table: SymbolTable) -> int:
+        """Runtime minus link-time address: from SYMBOL(_stext) when both know
+        it (works without KERNELOFFSET), else KERNELOFFSET."""
+        want = self.vmcoreinfo.get("SYMBOL(_stext)")
+        got = table.get("_stext")
+        if want and got is not None:
+            return int(want, 16) - got.address
+        return self.kaslr_offset
 
     def _check_symbols(self, table: SymbolTable, what: str) -> None:
         for name in ("_stext", "init_uts_ns"):
