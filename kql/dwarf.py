@@ -88,6 +88,11 @@ _GCC_SPELLING = {
 }
 
 _INCOMPLETE = -1
+# More copies of a name in .debug_str than this and we look harder for the
+# one DIEs use before searching .debug_info for all of them.
+_FEW_PATTERNS = 4
+# init/main.c is looked for among this many leading CUs.
+_PREFIX_MAX = 16
 
 # Attribute forms of a fixed size in 32-bit DWARF (strp & co. are added per CU).
 _FIXED_FORM_SIZE = {
@@ -269,6 +274,51 @@ class _DeclType(Type):
         return _DeclType(self.kind, self.name, self._resolve)
 
 
+class _SearchCache:
+    """What name searches learn about the DWARF (per-CU type indexes, string
+    offsets of names, abbreviation layouts).  Saved next to the records but in
+    its own file, read only when a search is needed, so that a later query
+    that meets a new type skips the slow parts (pyelftools parsing abbrev
+    tables and CUs)."""
+
+    def __init__(self, path: Path | None, header: dict):
+        self.path = path
+        self.header = header
+        self.cu_index: dict[int, dict] = {}
+        self.strp: dict[str, int] = {}
+        self.leads: dict = {}
+        self.learned_members = False
+        self.prefix: int | None = None
+        self.dirty = False
+        self.loaded = False
+
+    def load(self) -> None:
+        self.loaded = True
+        data = _load_pickle(self.path, self.header) if self.path else None
+        if data is not None:
+            self.cu_index = data["cu_index"]
+            self.strp = data["strp"]
+            self.leads = data["leads"]
+            self.learned_members = data["learned_members"]
+            self.prefix = data["prefix"]
+
+    def save(self) -> None:
+        if not self.dirty or self.path is None:
+            return
+        data = dict(self.header, cu_index=self.cu_index, strp=self.strp, leads=self.leads,
+                    learned_members=self.learned_members, prefix=self.prefix)
+        try:
+            _atomic_pickle(self.path, data)
+        except OSError:
+            return
+        self.dirty = False
+
+
+def _save_all(store: _Store, search: _SearchCache) -> None:
+    store.save()
+    search.save()
+
+
 # -- the type source ---------------------------------------------------------------------
 
 class DwarfTypes(TypeSourceBase):
@@ -301,7 +351,9 @@ class DwarfTypes(TypeSourceBase):
         store_path = self._cache_dir / f"dwarf-{key}.pickle" if self._cache_dir else None
         self._store = _Store(store_path, header)
         self.cache_hit = self._store.load()
-        self._finalizer = weakref.finalize(self, _Store.save, self._store)
+        self._search_cache = _SearchCache(
+            self._cache_dir / f"dwarf-{key}.search.pickle" if self._cache_dir else None, header)
+        self._finalizer = weakref.finalize(self, _save_all, self._store, self._search_cache)
         self._types: dict[int, Type] = {}
         self._incomplete: dict[tuple[str, str], Type] = {}
         self._void = Type("void")
@@ -309,9 +361,6 @@ class DwarfTypes(TypeSourceBase):
         self._dwarf = None
         self._info = None      # _SectionStream over .debug_info
         self._str = None       # _SectionStream over .debug_str
-        self._cu_index: dict[int, dict] = {}   # CU offset -> _index_cu()
-        self._strp: dict[str, int] = {}        # name -> its .debug_str offset
-        self._leads_cache: dict = {}
         self.stats = {"dies_parsed": 0, "dies_probed": 0, "dies_indexed": 0,
                       "searches": 0, "bytes_searched": 0}
 
@@ -402,10 +451,23 @@ class DwarfTypes(TypeSourceBase):
                 out[name] = value
         return out
 
+    # Search state lives in self._search_cache (see _SearchCache).
+    @property
+    def _cu_index(self) -> dict:
+        return self._search_cache.cu_index
+
+    @property
+    def _strp(self) -> dict:
+        return self._search_cache.strp
+
+    @property
+    def _leads_cache(self) -> dict:
+        return self._search_cache.leads
+
     # -- lifecycle ---------------------------------------------------------------------
     def flush(self) -> None:
         """Write new records to the disk cache (also done at exit)."""
-        self._store.save()
+        _save_all(self._store, self._search_cache)
 
     def close(self) -> None:
         self.flush()
@@ -434,6 +496,8 @@ class DwarfTypes(TypeSourceBase):
             names[key] = hit
             self._store.dirty = True
         if self._store.dirty:
+            # Small: saved as we go.  The search state is saved by flush(),
+            # close() and at exit.
             self._store.save()
         if hit is None:
             return None
@@ -566,6 +630,8 @@ class DwarfTypes(TypeSourceBase):
             debug_rnglists_sec=None, debug_sup_sec=None, gnu_debugaltlink_sec=None,
             debug_types_sec=None)
         self._info = info.stream
+        if not self._search_cache.loaded:
+            self._search_cache.load()
         self._str = self._section(".debug_str")
         if self._store.cu_offsets is None:
             self._store.cu_offsets = [cu.cu_offset for cu in self._dwarf.iter_CUs()]
@@ -779,6 +845,7 @@ class DwarfTypes(TypeSourceBase):
         if idx is not None:
             return idx
         idx = self._cu_index[cu_off] = {}
+        self._search_cache.dirty = True
         cu = self._dwarfinfo().get_CU_at(cu_off)
         for die in cu.get_top_DIE().iter_children():
             kind = _KIND_OF_TAG.get(die.tag)
@@ -817,24 +884,69 @@ class DwarfTypes(TypeSourceBase):
                 break
             pats.append(struct.pack("<I", q))
             pos = q + 1
+        if len(pats) > _FEW_PATTERNS and self._learn_member_names():
+            # A common word ("mount", "slot") ends hundreds of strings;
+            # searching for every copy is slow, so learn the right one from
+            # the member names of the first CU if it is there.
+            known = self._strp.get(name)
+            if known is not None:
+                return [struct.pack("<I", known)]
         return pats
+
+    def _prefix_cus(self) -> int:
+        """How many leading CUs to index exactly: up to init/main.c if it is
+        among the first few, else just the first."""
+        sc = self._search_cache
+        if sc.prefix is None:
+            sc.prefix = 1
+            sc.dirty = True
+            di = self._dwarfinfo()
+            for i, cu_off in enumerate(self._store.cu_offsets[:_PREFIX_MAX]):
+                top = di.get_CU_at(cu_off).get_top_DIE()
+                if self._name(top) == "init/main.c":
+                    sc.prefix = i + 1
+                    break
+        return sc.prefix
+
+    def _learn_member_names(self) -> bool:
+        """Once: record the string offsets of the member and enumerator names
+        of the first CU's types (exact: read from real DIEs)."""
+        if self._search_cache.learned_members:
+            return False
+        self._search_cache.learned_members = True
+        self._search_cache.dirty = True
+        for cu_off in self._store.cu_offsets[:self._prefix_cus()]:
+            self._index_cu(cu_off)
+            cu = self._dwarfinfo().get_CU_at(cu_off)
+            for die in cu.get_top_DIE().iter_children():
+                if die.tag not in _COMPOUND or not die.has_children:
+                    continue
+                for child in die.iter_children():
+                    attr = child.attributes.get("DW_AT_name")
+                    if attr is not None and attr.form == "DW_FORM_strp":
+                        self._strp.setdefault(self._name(child), attr.raw_value)
+        return True
 
     def _search_by_bytes(self, key: tuple[str, str]) -> int | None:
         kind, name = key
         offsets = self._store.cu_offsets
-        # The first CU (init/main.c on x86_64) includes most core headers.
-        first = self._index_cu(offsets[0])
-        hit = first.get(key)
-        if hit is not None and hit[1]:
-            return hit[0]
-        found_decl = hit is not None
+        # init/main.c includes most core headers: index it (and the few small
+        # CUs before it) exactly; search the bytes of the rest.
+        found_decl = False
+        prefix = self._prefix_cus()
+        for cu_off in offsets[:prefix]:
+            hit = self._index_cu(cu_off).get(key)
+            if hit is not None:
+                if hit[1]:
+                    return hit[0]
+                found_decl = True
         pats = self._name_patterns(name)
         if not pats:
             return _INCOMPLETE if found_decl else None
         tags = _TAGS[kind]
         info = self._info
         size = info._size
-        start = offsets[1] if len(offsets) > 1 else size
+        start = offsets[prefix] if prefix < len(offsets) else size
         window = _WINDOW_MIN
         while start < size:
             end = min(size, start + window)
@@ -988,6 +1100,7 @@ class DwarfTypes(TypeSourceBase):
                         break
                 leads.append((bytes(uleb), len(uleb) + lead))
         self._leads_cache[key] = leads
+        self._search_cache.dirty = True
         return leads
 
     @staticmethod
