@@ -18,7 +18,7 @@ from kql.types import pointer_to
 
 __all__ = ["for_each_task", "for_each_process", "for_each_thread", "task_state_letter",
            "task_state_index", "task_state_name", "task_cpu", "task_is_kthread",
-           "task_state_letters", "PF_KTHREAD", "is_group_leader"]
+           "task_state_letters", "task_state_to_char", "PF_KTHREAD", "is_group_leader"]
 
 #: include/linux/sched.h; a #define, so not in BTF (unchanged since Linux 2.6).
 PF_KTHREAD = 0x00200000
@@ -269,3 +269,7 @@ def task_state_letter(task: Object) -> str:
     :param task: ``struct task_struct *``
     """
     return task_state_name(task)[:1]
+
+
+#: drgn's name for :func:`task_state_letter`.
+task_state_to_char = task_state_letter
