@@ -29,8 +29,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 
-def drgn_main(vmcore: str, vmlinux: str) -> int:
-    """The drgn side: print "pid<TAB>name,name,..." for every task."""
+def drgn_main(vmcore: str, vmlinux: str, names_too: bool = True) -> int:
+    """The drgn side: print "pid<TAB>name,name,..." for every task (or, with
+    ``names_too`` false, only walk the stacks and print frame counts)."""
     import drgn
     from drgn.helpers.linux.pid import for_each_task
 
@@ -41,6 +42,9 @@ def drgn_main(vmcore: str, vmlinux: str) -> int:
     for task in for_each_task(prog):
         try:
             trace = prog.stack_trace(task)
+            if not names_too:
+                out.append(f"{task.pid.value_()}\t{len(trace)}")
+                continue
             # kernel frames only (drgn goes on into user space through the
             # syscall's pt_regs)
             names = [f.name or hex(f.pc) for f in trace
@@ -86,8 +90,8 @@ def parse_drgn(out: str) -> dict[int, list[list[str]]]:
 
 
 def main() -> int:
-    if len(sys.argv) > 1 and sys.argv[1] == "--drgn":
-        return drgn_main(sys.argv[2], sys.argv[3])
+    if len(sys.argv) > 1 and sys.argv[1] in ("--drgn", "--drgn-trace-only"):
+        return drgn_main(sys.argv[2], sys.argv[3], sys.argv[1] == "--drgn")
     from fixtures import fixture
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -101,6 +105,7 @@ def main() -> int:
     kql = [py, "-m", "kql.cli", dump, args.query, "--format", "jsonl"]
     kql_vm = kql + ["--vmlinux", fx.vmlinux]
     drgn = [py, str(Path(__file__).resolve()), "--drgn", dump, fx.vmlinux]
+    drgn_walk = [py, str(Path(__file__).resolve()), "--drgn-trace-only", dump, fx.vmlinux]
 
     # correctness first (these runs also warm the page cache and kql's DWARF cache)
     k_out = subprocess.run(kql, capture_output=True, text=True, check=True).stdout
@@ -135,18 +140,20 @@ def main() -> int:
         print(f"  e.g. pid {pid}: kql {k1}\n  {'':>{len(str(pid)) + 8}}drgn {d1}")
 
     results: dict[str, list[tuple[float, int]]] = {
-        "kql (dump only: ORC, BTF)": [], "drgn 0.3.0 (vmlinux)": [],
-        "kql --vmlinux (warm cache)": []}
+        "kql (dump only: ORC, BTF)": [], "drgn 0.3.0 (vmlinux), names": [],
+        "drgn 0.3.0, stack_trace only": [], "kql --vmlinux (warm cache)": []}
     for _ in range(args.runs):
         results["kql (dump only: ORC, BTF)"].append(run_with_rusage(kql))
-        results["drgn 0.3.0 (vmlinux)"].append(run_with_rusage(drgn))
+        results["drgn 0.3.0 (vmlinux), names"].append(run_with_rusage(drgn))
+        results["drgn 0.3.0, stack_trace only"].append(run_with_rusage(drgn_walk))
         results["kql --vmlinux (warm cache)"].append(run_with_rusage(kql_vm))
-    print(f"{'':28} {'min s':>7} {'median s':>9} {'max s':>7} {'peak RSS MiB':>13}")
+    print(f"{'':30} {'min s':>7} {'median s':>9} {'max s':>7} {'peak RSS MiB':>13}")
     for name, rs in results.items():
         walls = [w for w, _ in rs]
         rss = max(r for _, r in rs) / 1024
-        print(f"{name:28} {min(walls):7.2f} {statistics.median(walls):9.2f} {max(walls):7.2f} "
+        print(f"{name:30} {min(walls):7.2f} {statistics.median(walls):9.2f} {max(walls):7.2f} "
               f"{rss:13.0f}")
+    print(f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
     return 0
 
 
