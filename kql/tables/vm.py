@@ -25,9 +25,10 @@ def _processes(ctx: ScanContext):
     """Every process, or those whose tgid was pushed down as ``pid``/``tgid``."""
     prog = ctx.kernel
     wanted = None
-    for col in ("pid", "tgid"):
+    for col in ("pid", "tgid"):          # both pushed down: their intersection
         if col in ctx.keys:
-            wanted = {v for v in ctx.keys[col] if isinstance(v, int) and 0 < v < 1 << 31}
+            vals = {v for v in ctx.keys[col] if isinstance(v, int) and 0 < v < 1 << 31}
+            wanted = vals if wanted is None else wanted & vals
     if wanted is None:
         yield from for_each_process(prog)
         return
