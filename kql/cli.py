@@ -111,8 +111,13 @@ def _export(argv) -> int:
                   zero_excluded=args.zero_excluded)
     failed = 0
     for m in rows:
-        print(f"{m['dump_path']}: {m['dump_id']} {m['release']} {m['rows']} rows "
-              f"in {m['seconds']:.1f} s" + (f"; errors: {m['errors']}" if m["errors"] else ""))
+        if m.get("failed"):  # the dump could not be exported at all
+            named = os.path.basename(m["dump_path"]) in m["errors"]
+            print(f"kql: error: {'' if named else m['dump_path'] + ': '}{m['errors']}",
+                  file=sys.stderr)
+        else:
+            print(f"{m['dump_path']}: {m['dump_id']} {m['release']} {m['rows']} rows "
+                  f"in {m['seconds']:.1f} s" + (f"; errors: {m['errors']}" if m["errors"] else ""))
         failed += bool(m["errors"])
     return 2 if failed else 0
 

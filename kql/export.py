@@ -88,13 +88,19 @@ def _dump_time(session, kernel) -> datetime.datetime | None:
 
 
 class Progress:
-    """One status line per dump on a terminal, plain lines otherwise."""
+    """A progress bar per dump on a terminal, plain lines otherwise.
 
-    def __init__(self, label: str, total: int, stream=None):
+    Several dumps exported at once each own one terminal line (``slot`` of
+    ``slots``, counted from the top of the block the parent reserved): a
+    worker redraws only its line (save cursor, move up, redraw, restore), in
+    one write, so parallel workers never garble each other's bars."""
+
+    def __init__(self, label: str, total: int, stream=None, slot: int = 0, slots: int = 0):
         self.label = label
         self.total = total
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
+        self.slot, self.slots = slot, slots
         self.done = 0
 
     def step(self, what: str) -> None:
@@ -103,17 +109,20 @@ class Progress:
         filled = width * self.done // max(1, self.total)
         line = f"kql export: {self.label} [{'#' * filled}{'.' * (width - filled)}] " \
                f"{self.done}/{self.total} {what}"
-        if self.tty:
+        if not self.tty:
+            self.stream.write(line + "\n")
+        elif self.slots:
+            up = self.slots - self.slot
+            self.stream.write(f"\x1b7\x1b[{up}A\r{line[:120]}\x1b[K\x1b8")
+        else:
             self.stream.write("\r" + line[:120].ljust(120))
             if self.done == self.total:
                 self.stream.write("\n")
-        else:
-            self.stream.write(line + "\n")
         self.stream.flush()
 
 
 def export_dump(path, outdir: str, tables=None, vmlinux=None, zero_excluded=False,
-                progress: bool = True) -> dict:
+                progress: bool = True, slot: int = 0, slots: int = 0) -> dict:
     """Export one dump; returns its manifest row."""
     from kql.dump import open_dump
     from kql.execute import Session
@@ -132,7 +141,8 @@ def export_dump(path, outdir: str, tables=None, vmlinux=None, zero_excluded=Fals
     }
     names = exportable_tables(tables)
     remove_stale_temps(outdir, did)
-    bar = Progress(os.path.basename(prov["dump_path"]), len(names)) if progress else None
+    bar = Progress(os.path.basename(prov["dump_path"]), len(names), slot=slot,
+                   slots=slots) if progress else None
     rows, errors, warnings = {}, {}, 0
     for name in names:
         try:
@@ -256,20 +266,44 @@ def _terminate(signum, frame):
 
 def export(paths, outdir: str, tables=None, jobs: int | None = None, vmlinux=None,
            zero_excluded=False) -> list[dict]:
-    """Export several dumps, in parallel processes.  SIGINT or SIGTERM stops
-    every worker, each removing the temporary file it was writing."""
+    """Export several dumps, in parallel processes; one manifest row each, in
+    the order given.  A dump that cannot be exported (bad file, unreadable
+    core data) gets a row with ``errors`` set and no files; the others go on.
+    SIGINT or SIGTERM stops every worker, each removing the temporary file
+    it was writing."""
     os.makedirs(outdir, exist_ok=True)
     exportable_tables(tables)  # unknown names fail before any work
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(paths)))
-    old = signal.signal(signal.SIGTERM, _terminate) \
-        if _in_main_thread() else None
+    slots = len(paths) if len(paths) > 1 and sys.stderr.isatty() else 0
+    if slots:
+        sys.stderr.write("\n" * slots)  # one line per dump for the bars
+        sys.stderr.flush()
+    old = signal.signal(signal.SIGTERM, _terminate) if _in_main_thread() else None
     try:
         if jobs == 1:
-            return [export_dump(p, outdir, tables, vmlinux, zero_excluded) for p in paths]
-        return _export_parallel(paths, outdir, tables, jobs, vmlinux, zero_excluded)
+            return [_export_one(p, outdir, tables, vmlinux, zero_excluded, i, slots)
+                    for i, p in enumerate(paths)]
+        return _export_parallel(paths, outdir, tables, jobs, vmlinux, zero_excluded, slots)
     finally:
         if old is not None:
             signal.signal(signal.SIGTERM, old)
+
+
+def _export_one(path, outdir, tables, vmlinux, zero_excluded, slot=0, slots=0) -> dict:
+    t0 = time.time()
+    try:
+        return export_dump(path, outdir, tables, vmlinux, zero_excluded, slot=slot, slots=slots)
+    except KqlError as e:
+        return {"dump_id": None, "release": None, "build_id": None, "dump_time": None,
+                "dump_path": os.path.abspath(path if isinstance(path, str) else path[0]),
+                "format": None, "tables": "", "rows": 0, "warnings": 0,
+                "errors": e.one_line(), "seconds": round(time.time() - t0, 3), "failed": True}
+
+
+def _terminate(signum, frame):
+    # SIGTERM (batch schedulers, timeout(1)) unwinds like Ctrl-C, so the
+    # temporary file being written is removed
+    raise KeyboardInterrupt
 
 
 def _in_main_thread() -> bool:
@@ -281,16 +315,17 @@ def _worker_init() -> None:
     signal.signal(signal.SIGTERM, _terminate)
 
 
-def _export_parallel(paths, outdir, tables, jobs, vmlinux, zero_excluded) -> list[dict]:
+def _export_parallel(paths, outdir, tables, jobs, vmlinux, zero_excluded, slots) -> list[dict]:
     pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init)
+    futs = []
     try:
-        futs = [pool.submit(export_dump, p, outdir, tables, vmlinux, zero_excluded)
-                for p in paths]
+        futs = [pool.submit(_export_one, p, outdir, tables, vmlinux, zero_excluded, i, slots)
+                for i, p in enumerate(paths)]
         out = [f.result() for f in futs]
     except BaseException:
-        # Interrupted (or one dump failed hard): stop the other workers the
-        # way Ctrl-C would, so each removes its temporary file, then wait.
-        for f in futs if "futs" in locals() else ():
+        # Interrupted (or a worker died): stop the other workers the way
+        # Ctrl-C would, so each removes its temporary file, then wait.
+        for f in futs:
             f.cancel()
         for proc in list((getattr(pool, "_processes", None) or {}).values()):
             with contextlib.suppress(ProcessLookupError, AttributeError):

@@ -458,3 +458,50 @@ def test_sigkill_unslowed_export_of_big_dump(tmp_path):
     n = cli_json("--parquet", out, "SELECT count(*) FILTER (WHERE pid > 0) AS n FROM tasks")[0]["n"]
     want = stable_tasks(fixture("6.1-big").truth)
     assert n == len(want) + 1  # + init.sh's final kql-initwait
+
+
+def test_a_bad_dump_does_not_stop_the_others(tmp_path):
+    """One unreadable file among the dumps: it is reported (exit 2), and the
+    good dump's export is complete."""
+    bad = tmp_path / "garbage.vmcore"
+    bad.write_bytes(b"\x7fELG" + bytes(4096))
+    out = tmp_path / "out"
+    good = fixture("sample").dump()
+    p = kql_cli("export", bad, good, "-o", out, "-j", "2", check=False, timeout=600)
+    assert p.returncode == 2
+    assert f"kql: error: {bad}: not a vmcore" in p.stderr
+    [m] = pq.read_table(out / "dumps").to_pylist()
+    assert m["dump_path"] == os.path.abspath(good) and m["errors"] is None
+    assert p.stdout.startswith(f"{m['dump_path']}: {m['dump_id']} ")
+    assert sorted(f.parent.name for f in out.glob("*/*.parquet")) == sorted(catalog_tables() + ["dumps"])
+
+
+def test_progress_bar_per_dump_on_a_terminal(tmp_path):
+    """On a terminal, each of two dumps exported at once redraws its own line
+    (cursor saved, moved up to the dump's line, restored) up to n/n."""
+    import pty
+    master, slave = pty.openpty()
+    dumps = [fixture("sample").dump(), fixture("6.1-live").dump("elf")]
+    proc = subprocess.Popen([sys.executable, "-m", "kql.cli", "export", *dumps, "-o",
+                             str(tmp_path / "out"), "-j", "2", "--tables", "sys,modules"],
+                            stdout=subprocess.PIPE, stderr=slave, text=False)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            b = os.read(master, 65536)
+        except OSError:
+            break
+        if not b:
+            break
+        chunks.append(b)
+    proc.wait(300)
+    os.close(master)
+    assert proc.returncode == 0
+    tty = b"".join(chunks).decode()
+    assert tty.startswith("\r\n\r\n")  # two lines reserved
+    for i, d in enumerate(dumps):
+        up = len(dumps) - i
+        name = re.escape(os.path.basename(d))
+        assert re.search(rf"\x1b7\x1b\[{up}A\r\r?kql export: {name} \[#{{20}}\] 2/2 modules\x1b\[K\x1b8",
+                         tty), tty
