@@ -22,6 +22,8 @@ def describe(table: str | None = None, markdown: bool = False) -> str:
         specs = [spec]
     else:
         specs = list(cat.values())
+    if markdown:
+        return _markdown(specs)
     out = []
     for spec in specs:
         head = spec.name if spec.params is None else f"{spec.name}({', '.join(spec.params)})"
@@ -45,3 +47,40 @@ def describe(table: str | None = None, markdown: bool = False) -> str:
             out.append(f"  e.g. {ex}")
         out.append("")
     return "\n".join(out)
+
+
+def _markdown(specs) -> str:
+    out = ["# kql tables", "",
+           "Generated from the table catalog (`python -m kql.describe --markdown`); "
+           "`kql --describe TABLE` prints the same.", ""]
+    for spec in specs:
+        head = spec.name if spec.params is None else f"{spec.name}({', '.join(spec.params)})"
+        out += [f"## {head}", "", spec.doc, ""]
+        if spec.walk:
+            out.append(f"Rows: {spec.walk}.  ")
+        if spec.lookups:
+            out.append(f"Key lookups (pushed down from `WHERE col = …`): {', '.join(spec.lookups)}.  ")
+        if spec.object_column:
+            out.append(f"Object column: `{spec.object_column}` (member paths: "
+                       f"`{spec.object_column}->member`).")
+        out += ["", "| column | type | description |", "|---|---|---|"]
+        for c in spec.columns:
+            extra = []
+            if c.object_type:
+                extra.append(f"object `{c.object_type}`")
+            if c.optional:
+                extra.append("not in `*`")
+            note = f" ({'; '.join(extra)})" if extra else ""
+            doc = c.doc.replace("|", "\\|")
+            out.append(f"| {c.name} | {_type_name(c.type)} | {doc}{note} |")
+        out.append("")
+        for ex in spec.examples:
+            out.append(f"    {ex}")
+        if spec.examples:
+            out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    import sys
+    sys.stdout.write(describe(None, markdown="--markdown" in sys.argv[1:]))

@@ -121,3 +121,12 @@ def test_describe_lists_every_table_with_docs():
 def test_no_traceback_on_any_syntax_error(q):
     p = kql(SAMPLE, q, check_rc=1)
     assert "Traceback" not in p.stderr and p.stderr.startswith("kql: ")
+
+
+def test_table_docs_are_generated_from_the_catalog():
+    """docs/tables.md is what `python -m kql.describe --markdown` prints."""
+    from pathlib import Path
+    from kql.describe import describe
+    doc = Path(__file__).resolve().parent.parent / "docs" / "tables.md"
+    assert doc.read_text() == describe(None, markdown=True), \
+        "regenerate: python -m kql.describe --markdown > docs/tables.md"
