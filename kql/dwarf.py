@@ -47,7 +47,7 @@ from kql.types import Member, Type, TypeSourceBase, normalize_base_name
 __all__ = ["DwarfTypes", "default_cache_dir", "check_build_id"]
 
 #: Bump when the record layout or the search rules change: old caches are ignored.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 
 # Windows of .debug_info searched at a time, growing: the definition of a
 # common kernel type is usually in the first few CUs.
@@ -312,6 +312,15 @@ class _SearchCache:
         except OSError:
             return
         self.dirty = False
+
+
+def _defines(idx: dict, key) -> bool:
+    hit = idx.get(key)
+    return hit is not None and hit[1]
+
+
+def _top_offsets(idx: dict) -> set:
+    return {off for off, _ in idx.values()}
 
 
 def _save_all(store: _Store, search: _SearchCache) -> None:
@@ -757,9 +766,11 @@ class DwarfTypes(TypeSourceBase):
         if upper.form not in _DATA_SIZES and upper.form not in ("DW_FORM_udata",
                                                                   "DW_FORM_sdata"):
             return None          # variable length (an expression or a reference)
-        hi = self._signed_const(upper, True)
+        hi = upper.value   # data1..8 read unsigned: "[256]" is data1 255
+        if upper.form == "DW_FORM_data8" and hi == (1 << 64) - 1:
+            hi = -1            # an old way to write "[0]" (GCC now uses DW_AT_count 0)
         lo = self._udata(die, "DW_AT_lower_bound", 0)
-        return max(0, hi - lo + 1)   # "[0]" is written as upper bound -1
+        return max(0, hi - lo + 1)
 
     def _parse_members(self, off: int) -> list[tuple]:
         self._dwarfinfo()
@@ -944,6 +955,7 @@ class DwarfTypes(TypeSourceBase):
         if not pats:
             return _INCOMPLETE if found_decl else None
         tags = _TAGS[kind]
+        nested = None
         info = self._info
         size = info._size
         start = offsets[prefix] if prefix < len(offsets) else size
@@ -967,16 +979,19 @@ class DwarfTypes(TypeSourceBase):
             for p in hits:
                 if p < done_cu:
                     continue
-                if len(pats) == 1 and info._buf[info._base + p:info._base + p + 4] != pats[0][:4]:
+                if len(pats) == 1 and info._buf[info._base + p:
+                                                info._base + p + len(pats[0])] != pats[0]:
                     continue       # a hit of a pattern dropped below
                 i = bisect.bisect_right(offsets, p) - 1
                 cu_off = offsets[i]
                 cu_end = offsets[i + 1] if i + 1 < len(offsets) else size
                 idx = self._cu_index.get(cu_off)
-                if idx is None:
+                die = None
+                if idx is None or (nested is None and not _defines(idx, key)):
                     die = self._die_naming(p, tags, name)
                     if die is None:
                         continue
+                if idx is None:
                     if len(pats) > 1 or self._is_definition(die):
                         # A probe can be fooled by bytes that happen to parse
                         # as a DIE; the CU's own top-level list cannot.  It
@@ -989,14 +1004,32 @@ class DwarfTypes(TypeSourceBase):
                         found_decl = True
                         done_cu = cu_end
                         continue
-                done_cu = cu_end
                 hit = idx.get(key)
                 if hit is not None:
                     if hit[1]:
                         return hit[0]
                     found_decl = True
+                if (die is not None and nested is None and self._is_definition(die)
+                        and die.offset not in _top_offsets(idx) and self._looks_whole(die)):
+                    # Defined inside a function: used only if no CU defines it
+                    # at file scope (BTF has such types too).
+                    nested = die.offset
+                if idx is not None and _defines(idx, key) or nested is not None:
+                    done_cu = cu_end
             start = end
+        if nested is not None:
+            return nested
         return _INCOMPLETE if found_decl else None
+
+    @staticmethod
+    def _looks_whole(die) -> bool:
+        """A guessed definition DIE whose children parse as members (or
+        enumerators): not a chance match in other bytes."""
+        want = "DW_TAG_enumerator" if die.tag == "DW_TAG_enumeration_type" else "DW_TAG_member"
+        try:
+            return all(c.tag == want for c in die.iter_children())
+        except Exception:
+            return False
 
     def _die_naming(self, p: int, tags, name: str):
         """A DIE of one of ``tags`` whose DW_AT_name attribute is at section
