@@ -170,7 +170,7 @@ TABLES = (
             "has one row with NULL name and value.",
         walk="for each process: user memory mm->env_start..env_end",
         rows=_env_rows,
-        lookups={"pid": _lookup(_env_rows), "tgid": _lookup(_env_rows)},
+        lookups={"pid": _lookup(_env_rows)},
         examples=("SELECT pid, value FROM environ WHERE name = 'PATH'",),
         columns=(
             Column("pid", pa.int32(), "process id", lambda r: r.task.pid.value_()),
