@@ -128,6 +128,25 @@ def test_function_pointer_enum_typedef(kernel):
     assert dwarf.find_type("_Bool").kind == "bool"
 
 
+def test_arrays_and_function_local_types(kernel):
+    dwarf, btf, _ = kernel
+    # DW_AT_upper_bound 255 as data1: 256 elements, not "-1 + 1".
+    upper = dwarf.find_type("union upper_chunk")
+    assert upper.member("data")[0].type.type_name() == "union lower_chunk *[256]"
+    assert upper.size == btf.find_type("union upper_chunk").size == 2048
+    # "[0]" (DW_AT_count 0) and "[]" (no bound) stay apart; BTF says [0] for both.
+    skb = dwarf.find_type("struct sk_buff")
+    assert skb.member("__cloned_offset")[0].type.length == 0
+    assert dwarf.find_type("struct mm_struct").member("cpu_bitmap")[0].type.length is None
+    # Multi-dimensional arrays keep their shape (kql.btf flattens them).
+    cntr = dwarf.find_type("struct p4_event_bind").member("cntr")[0].type
+    assert (cntr.length, cntr.target.length, cntr.size) == (2, 3, 6)
+    # A union declared inside a function body: no CU has it at file scope.
+    uu = dwarf.find_type("union uu")
+    assert [(m.name, m.type.type_name()) for m in uu.members] == [
+        (m.name, m.type.type_name()) for m in btf.find_type("union uu").members]
+
+
 def test_type_names(kernel):
     dwarf, _, _ = kernel
     f = dwarf.find_type("struct file")
