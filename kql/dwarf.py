@@ -47,7 +47,7 @@ from kql.types import Member, Type, TypeSourceBase, normalize_base_name
 __all__ = ["DwarfTypes", "default_cache_dir", "check_build_id"]
 
 #: Bump when the record layout or the search rules change: old caches are ignored.
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 
 # Windows of .debug_info searched at a time, growing: the definition of a
 # common kernel type is usually in the first few CUs.
@@ -731,14 +731,6 @@ class DwarfTypes(TypeSourceBase):
             return ("void",)
         raise DumpError(f"{self.path}: unsupported DWARF type tag {tag} at DIE 0x{off:x}")
 
-    @staticmethod
-    def _signed_const(attr, signed: bool) -> int:
-        v = attr.value
-        size = _DATA_SIZES.get(attr.form)
-        if signed and size and v >= 1 << (8 * size - 1):
-            v -= 1 << (8 * size)
-        return v
-
     def _parse_enum(self, die, name) -> tuple:
         signed = None
         under = self._ref(die, "DW_AT_type")
@@ -752,7 +744,10 @@ class DwarfTypes(TypeSourceBase):
                  for c in die.iter_children() if c.tag == "DW_TAG_enumerator"]
         if signed is None:
             signed = any(a.form == "DW_FORM_sdata" and a.value < 0 for _, a in attrs)
-        enumerators = tuple((n, self._signed_const(a, signed)) for n, a in attrs)
+        # GCC writes negative values as DW_FORM_sdata and the others as
+        # data1..8, unsigned: NF_IP_PRI_SELINUX_LAST = 225 is data1 0xe1 in a
+        # signed enum.
+        enumerators = tuple((n, a.value) for n, a in attrs)
         return ("enum", name, self._udata(die, "DW_AT_byte_size"), signed, enumerators)
 
     def _subrange_length(self, die) -> int | None:

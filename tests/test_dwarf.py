@@ -117,6 +117,12 @@ def test_function_pointer_enum_typedef(kernel):
     pid_type = dwarf.find_type("enum pid_type")
     assert pid_type.enumerators == btf.find_type("enum pid_type").enumerators
     assert pid_type.enum_value("PIDTYPE_PID") == 0
+    # Signed enums: negative values (sdata) and 225 written as data1 0xe1.
+    for name in ("enum nf_ip_hook_priorities", "enum perf_event_state"):
+        d, b = dwarf.find_type(name), btf.find_type(name)
+        assert (d.signed, d.size, d.enumerators) == (True, b.size, b.enumerators)
+    assert dwarf.find_type("enum nf_ip_hook_priorities").enum_value(
+        "NF_IP_PRI_SELINUX_LAST") == 225
     for name in ("pid_t", "u64", "atomic_t", "bool", "size_t"):
         d, b = dwarf.find_type(name), btf.find_type(name)
         assert d.kind == b.kind == "typedef"
