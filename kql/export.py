@@ -338,8 +338,10 @@ def _export_parallel(paths, outdir, tables, jobs, vmlinux, zero_excluded, slots)
 
 # ---------------------------------------------------------------- query exports
 
-def parquet_connection(directory: str):
-    """A DuckDB connection with one view per exported table of ``directory``."""
+def parquet_connection(directory: str, text: str | None = None):
+    """A DuckDB connection with one view per exported table of ``directory``
+    (only the tables whose names occur in ``text``, when given: binding a
+    view reads the schema of every file of its table)."""
     import duckdb
 
     d = Path(directory)
@@ -347,13 +349,17 @@ def parquet_connection(directory: str):
         raise QueryError(f"--parquet: {directory} is not a directory")
     con = duckdb.connect()
     views = []
+    words = set(re.findall(r"\w+", text.lower())) if text is not None else None
     for sub in sorted(p for p in d.iterdir() if p.is_dir()):
+        if words is not None and sub.name.lower() not in words:
+            continue
         if any(sub.glob("*.parquet")):
             glob = str(sub / "*.parquet").replace("'", "''")
             con.execute(f'CREATE VIEW "{sub.name}" AS SELECT * FROM '
                         f"read_parquet('{glob}', union_by_name = true)")
             views.append(sub.name)
-    if not views:
+    if not views and (words is None or not any(p.is_dir() and any(p.glob("*.parquet"))
+                                                for p in d.iterdir())):
         raise QueryError(f"--parquet: no exported tables in {directory}")
     con.create_function("kql_hex", lambda v: None if v is None else hex(v),
                         [duckdb.sqltypes.UBIGINT], duckdb.sqltypes.VARCHAR)
@@ -369,7 +375,7 @@ def query_parquet(directory: str, text: str) -> list[pa.Table]:
     from kql.grammar import parse
     from kql.planner import KQL_FUNCTIONS, name_outputs, rewrite
 
-    con, _ = parquet_connection(directory)
+    con, _ = parquet_connection(directory, text)
     out = []
     for stmt in parse(text):
         def lower(node):
@@ -383,6 +389,12 @@ def query_parquet(directory: str, text: str) -> list[pa.Table]:
         try:
             rel = con.sql(sql)
         except duckdb.Error as e:
-            raise ExecuteError(str(e).split("\n")[0], text, None) from None
+            msg = str(e).split("\n")[0]
+            m = re.match(r"Catalog Error: Table with name (\w+) does not exist", msg)
+            if m:
+                have = sorted(p.name for p in Path(directory).iterdir()
+                              if p.is_dir() and any(p.glob("*.parquet")))
+                msg = f"no exported table '{m[1]}' in {directory} (tables: {', '.join(have)})"
+            raise ExecuteError(msg, text, None) from None
         out.append(rel.to_arrow_table() if rel is not None else pa.table({}))
     return out

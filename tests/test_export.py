@@ -505,3 +505,16 @@ def test_progress_bar_per_dump_on_a_terminal(tmp_path):
         name = re.escape(os.path.basename(d))
         assert re.search(rf"\x1b7\x1b\[{up}A\r\r?kql export: {name} \[#{{20}}\] 2/2 modules\x1b\[K\x1b8",
                          tty), tty
+
+
+def test_parquet_query_errors(exported):
+    out, _, _ = exported
+    p = kql_cli("--parquet", out, "SELECT count(*) FROM nope", check=False)
+    have = ", ".join(sorted(catalog_tables() + ["dumps"]))
+    assert (p.returncode, p.stderr.strip()) == \
+        (1, f"kql: no exported table 'nope' in {out} (tables: {have})")
+    p = kql_cli("--parquet", out, "SELECT task->pid FROM tasks", check=False)
+    assert p.returncode == 1
+    assert p.stderr.startswith("kql: member paths need a live dump, not an export")
+    p = kql_cli("--parquet", out / "nowhere", "SELECT 1", check=False)
+    assert (p.returncode, p.stderr.strip()) == (1, f"kql: --parquet: {out / 'nowhere'} is not a directory")
