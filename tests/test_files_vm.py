@@ -18,7 +18,6 @@ derived from the truth and explained where they are applied:
 
 from __future__ import annotations
 
-import struct
 from collections import defaultdict
 
 import pytest
@@ -413,7 +412,7 @@ def test_with_vmlinux(name):
 class Corrupt:
     """Patch kernel memory as a fresh Kernel reads it: the physical reads of
     the kernel's address space see the patched bytes; the dump file is not
-    touched.  ``put(vaddr, value)`` stores a u64."""
+    touched.  ``put(vaddr, value, size=8)`` stores an integer."""
 
     def __init__(self, name: str, kind: str | None = None):
         fx = fixture(name)
@@ -436,8 +435,8 @@ class Corrupt:
         mem._phys_read = read
         mem.flush()
 
-    def put(self, vaddr: int, value: int) -> None:
-        self.patches[self.k.memory.translate(vaddr)] = struct.pack("<Q", value)
+    def put(self, vaddr: int, value: int, size: int = 8) -> None:
+        self.patches[self.k.memory.translate(vaddr)] = value.to_bytes(size, "little")
 
     def __enter__(self):
         return self
@@ -547,7 +546,7 @@ def test_corrupt_fdtable_size():
         task = find_task(k, 1)
         fdt = task.files.fdt.value_()
         off = k.types.find_type("struct fdtable").offsetof("max_fds")
-        c.put(fdt + off, 0x7FFFFFFF | (k.read_u64(fdt + off) & ~0xFFFFFFFF))
+        c.put(fdt + off, 0x7FFFFFFF, 4)
         rows, _ = run(k, "open_files", ["pid", "fd", "path"])
         got = defaultdict(dict)
         for r in rows:
@@ -571,3 +570,51 @@ def test_helpers_directly():
         pid = task.pid.value_()
         if pid in want:
             assert {fd: d_path(f.f_path).decode() for fd, f in for_each_file(task)} == want[pid]
+
+
+# -- names the fixtures do not show, through the kernel's own operation tables ---------------
+
+@pytest.mark.parametrize("name", ["6.1-live", "6.12-live"])
+def test_pseudo_file_names_from_kernel_dentry_operations(name):
+    """A dentry given the kernel's own anon-inode / pidfs ``dentry_operations``
+    is named by that ``d_dname`` (anon_inode:NAME, anon_inode:[pidfd]); an
+    unhashed dentry gets `` (deleted)``."""
+    truth = fixture(name).truth
+    pid, fds = next((p, f) for p, f in expected_fds(truth).items()
+                    if sum(1 for x in f.values() if x.startswith("/mnt/data/")) >= 2)
+    a, b = [fd for fd in sorted(fds) if fds[fd].startswith("/mnt/data/")][:2]
+    with Corrupt(name) as c:
+        k = c.k
+        files = dict(for_each_file(find_task(k, pid)))
+        dt = k.types.find_type("struct dentry")
+        da = files[a].f_path.dentry.value_()
+        db = files[b].f_path.dentry.value_()
+        c.put(da + dt.offsetof("d_op"), k.symbol("anon_inodefs_dentry_operations").address)
+        c.put(db + dt.offsetof("d_hash") + 8, 0)        # d_hash.pprev: unhashed
+        rows, w = run(k, "open_files", ["fd", "path"], keys={"pid": [pid]})
+        got = {r["fd"]: r["path"] for r in rows}
+        assert got[a] == "anon_inode:" + fds[a].rsplit("/", 1)[1]
+        assert got[b] == fds[b] + " (deleted)"
+        assert w.total == 0
+        pidfs = k.symbols.get("pidfs_dentry_operations")
+        if pidfs is not None:                          # Linux 6.9+
+            c.put(da + dt.offsetof("d_op"), pidfs.address)
+            assert d_path(files[a].f_path) == b"anon_inode:[pidfd]"
+
+
+@pytest.mark.parametrize("name", ["6.1-live", "6.12-live"])
+def test_mount_flags_in_options(name):
+    """Mount and superblock flags print in show_vfsmnt()'s order, before the
+    filesystem's own options."""
+    want = fixture(name).truth["files"]["/proc/mounts"].splitlines()
+    line = next(x for x in want if x.split()[2] == "tmpfs" and x.split()[3].startswith("rw,"))
+    dev, path, fstype, opts = line.split()[:4]
+    with Corrupt(name) as c:
+        k = c.k
+        m = next(m for m in for_each_mount(k) if mount_path(m) == path)
+        flags = m.mnt.mnt_flags
+        # MNT_NOSUID | MNT_NODEV | MNT_NOEXEC | MNT_NOSYMFOLLOW
+        c.put(flags.address_, flags.value_() | 0x01 | 0x02 | 0x04 | 0x80, 4)
+        rest = opts[len("rw,"):]
+        assert mount_options(m) == "rw,nosuid,nodev,noexec," + rest.replace(
+            "relatime", "relatime,nosymfollow", 1)
