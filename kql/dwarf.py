@@ -1,28 +1,34 @@
 """Types from the DWARF of a debug vmlinux (``--vmlinux PATH``), via pyelftools.
 
-A Debian debug vmlinux holds ~200 MB of ``.debug_info`` in ~2,400-3,000 CUs;
-parsing every top-level DIE with pyelftools takes minutes, and the kernel
-repeats most types in every CU.  So nothing is indexed up front:
+A Debian debug vmlinux holds ~160-210 MB of ``.debug_info`` in ~2,400 CUs, and
+the kernel repeats most types in every CU.  Parsing every CU's top-level DIEs
+with pyelftools takes ~90 s, so there is no up-front index:
 
-- **Finding a name** (``struct task_struct``): GCC writes names of 4+ bytes as
-  ``DW_FORM_strp`` offsets into ``.debug_str`` and shorter ones inline
-  (``DW_FORM_string``).  We find the name's offsets in ``.debug_str`` (several
-  when the linker tail-merged it into longer strings), search ``.debug_info``
-  in windows for those 4-byte values (or the inline bytes), and let pyelftools
-  parse the DIE that would own each hit.  A hit is accepted only when
-  pyelftools says a DIE of the wanted tag starts there and its ``DW_AT_name``
-  sits exactly at the hit.  The first complete (non-declaration) definition in
-  file order wins, so the answer does not depend on what was looked up before.
+- **Finding a name** (``struct task_struct``): the CUs up to ``init/main.c``
+  (which includes most core headers) are indexed exactly.  Elsewhere, GCC
+  writes a name of 4+ bytes as a ``DW_FORM_strp`` offset into ``.debug_str``
+  (shorter ones inline), so we look for those 4 bytes in ``.debug_info``, in
+  growing windows, in file order.  At each hit, the CU's abbreviation table
+  (parsed by pyelftools) tells where a struct/union/enum/typedef DIE naming it
+  would start; pyelftools parses that DIE.  A definition found that way is
+  confirmed against the CU's own top-level DIE list before it is used.  The
+  first file-scope definition in file order wins (a type defined only inside
+  a function is a last resort), so answers do not depend on what was looked
+  up before.  A name the linker tail-merged into longer strings has several
+  candidate offsets; the one DIEs use is learned from member names of
+  ``init/main.c`` or from the first confirmed DIE.
 - **Building types**: a DIE becomes a small plain-tuple *record*; ``Type``
   objects are built from records on demand, with pointer/typedef targets,
-  member lists and member types lazy (see ``kql.types``), so resolving
-  ``struct task_struct`` parses only that struct and its member list.
-  A forward declaration is resolved by name, like drgn does.
-- **Disk cache**: records, name lookups (including misses) and CU offsets are
-  pickled to ``<cache_dir>/dwarf-<build-id>.pickle`` (temp file + rename).  A
-  warm open reads that file and never touches the DWARF.
+  member lists and member types lazy (see ``kql.types``).  A struct a CU only
+  declares is a ``_DeclType``: it spells ``struct foo`` for free and looks the
+  definition up by name (as drgn does) only when its size or members are used.
+- **Disk cache** (``<cache_dir>/dwarf-<build-id>.pickle``, temp file +
+  rename): records, member lists and name lookups including misses.  A warm
+  open reads that file and never opens the DWARF.  What searches learn (CU
+  indexes, abbreviation layouts, string offsets) goes to
+  ``dwarf-<build-id>.search.pickle``, read only when a new name must be found.
 
-The ELF symbol table (name -> unrelocated address) is decoded and cached the
+The ELF symbol table (name -> link-time address) is decoded and cached the
 same way, in ``symbols-<build-id>.pickle``, only when asked for.
 """
 
@@ -53,9 +59,8 @@ CACHE_FORMAT = 4
 # common kernel type is usually in the first few CUs.
 _WINDOW_MIN = 1 << 20
 _WINDOW_MAX = 32 << 20
-# How far before a name attribute a DIE may start: abbrev code (<= 3 bytes of
-# ULEB128) plus attributes GCC puts before DW_AT_name (base types: byte_size,
-# encoding).
+# When an abbreviation puts a variable-size attribute before DW_AT_name, every
+# start this far before the name is tried.
 _MAX_NAME_LEAD = 16
 
 _TAGS = {
@@ -87,7 +92,7 @@ _GCC_SPELLING = {
     "long long": "long long int", "unsigned long long": "long long unsigned int",
 }
 
-_INCOMPLETE = -1
+_INCOMPLETE = -1   # names[...] value: only declarations exist
 # More copies of a name in .debug_str than this and we look harder for the
 # one DIEs use before searching .debug_info for all of them.
 _FEW_PATTERNS = 4
@@ -101,7 +106,7 @@ _FIXED_FORM_SIZE = {
     "DW_FORM_ref8": 8, "DW_FORM_ref_sig8": 8, "DW_FORM_flag": 1,
     "DW_FORM_flag_present": 0, "DW_FORM_implicit_const": 0, "DW_FORM_strx1": 1,
     "DW_FORM_strx2": 2, "DW_FORM_strx3": 3, "DW_FORM_strx4": 4,
-}   # names[...] value: only declarations exist
+}
 
 
 def default_cache_dir() -> Path:
@@ -845,8 +850,8 @@ class DwarfTypes(TypeSourceBase):
     def _index_cu(self, cu_off: int) -> dict:
         """Top-level named type DIEs of one CU: ``(kind, name) -> (offset,
         is_definition)``, the first definition winning.  Exact, and ~30 us
-        per top-level DIE, so done only for the first CU and for CUs where a
-        probe saw a definition."""
+        per top-level DIE, so done only for the CUs up to init/main.c and for
+        CUs where a probe saw the name."""
         idx = self._cu_index.get(cu_off)
         if idx is not None:
             return idx
@@ -893,7 +898,7 @@ class DwarfTypes(TypeSourceBase):
         if len(pats) > _FEW_PATTERNS and self._learn_member_names():
             # A common word ("mount", "slot") ends hundreds of strings;
             # searching for every copy is slow, so learn the right one from
-            # the member names of the first CU if it is there.
+            # the member names of init/main.c if it is there.
             known = self._strp.get(name)
             if known is not None:
                 return [struct.pack("<I", known)]
@@ -916,7 +921,8 @@ class DwarfTypes(TypeSourceBase):
 
     def _learn_member_names(self) -> bool:
         """Once: record the string offsets of the member and enumerator names
-        of the first CU's types (exact: read from real DIEs)."""
+        of the types in the CUs up to init/main.c (exact: read from real
+        DIEs)."""
         if self._search_cache.learned_members:
             return False
         self._search_cache.learned_members = True
