@@ -267,6 +267,17 @@ def test_stack_sig_groups_identical_stacks(exported, manifest):
     assert all(len(s) == 1 for s in sigs.values()), sigs
 
 
+def test_stack_sig_is_the_documented_hash():
+    """stack_sig = first 16 hex digits of sha1('\\n'.join(stack)); NULL without a stack."""
+    import hashlib
+    with kql.open(fixture("6.1-live").dump("elf")) as d:
+        rows = d.query("SELECT pid, stack, stack_sig FROM tasks").to_pylist()
+    assert sum(bool(r["stack"]) for r in rows) >= len(rows) - 2  # the zombie has no stack
+    for r in rows:
+        want = hashlib.sha1("\n".join(r["stack"]).encode()).hexdigest()[:16] if r["stack"] else None
+        assert r["stack_sig"] == want, r
+
+
 def test_cross_dump_live_join():
     """-d a=… -d b=…: a join of two live dumps' tasks on comm equals the
     product of the two guests' comm counts."""
