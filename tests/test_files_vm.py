@@ -618,3 +618,22 @@ def test_mount_flags_in_options(name):
         rest = opts[len("rw,"):]
         assert mount_options(m) == "rw,nosuid,nodev,noexec," + rest.replace(
             "relatime", "relatime,nosymfollow", 1)
+
+
+def test_user_memory_never_zeros_with_zero_excluded():
+    """zero_excluded reads filtered kernel pages as zeros; user memory still
+    reports them as missing, so cmdline/environ stay NULL, never ''."""
+    from kql.dump import open_dump
+    name = sorted(FILTERED - SLAB_FILTERED)[0]
+    fx = fixture(name)
+    with Kernel(open_dump(fx.dump(), zero_excluded=True)) as k:
+        for pid in (1, max(int(p) for p, v in fx.truth["processes"].items() if v["maps"]
+                           and int(p) not in _gone(fx.truth))):
+            task = find_task(k, pid)
+            with pytest.raises(ExcludedPageError):
+                task_cmdline_bytes(task)
+            with pytest.raises(ExcludedPageError):
+                task_environ_bytes(task)
+        rows, w = run(k, "environ", ["pid", "name"], keys={"pid": [1]})
+        assert rows == [{"pid": 1, "name": None}]
+        assert excluded(w, "environ", "name") == 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from kql.errors import FaultError
+from kql.errors import ExcludedPageError, FaultError
 from kql.helpers.fs import _d_path, _sym_name
 from kql.helpers.list import _ptr, walk_warn
 from kql.helpers.maple import mt_for_each
@@ -268,7 +268,37 @@ def access_remote_vm(mm: Object, addr: int, size: int) -> bytes:
     """
     if size < 0 or size > 1 << 26:
         raise ValueError(f"access_remote_vm: bad size {size}")
-    return mm_user_memory(mm).read(addr, size)
+    layer = mm_user_memory(mm)
+    data = layer.read(addr, size)
+    excluded = _excluded_test(mm.prog_)
+    if excluded is not None and size:
+        # With zero_excluded a filtered page reads as zeros: user memory must
+        # not turn that into an empty command line.
+        page = 1 << _page_shift(mm.prog_)
+        for va in range(addr & ~(page - 1), addr + size, page):
+            pa = layer.translate(va)
+            if excluded(pa):
+                raise ExcludedPageError(va, f"cannot read user address {va:#x} (physical "
+                                            f"{pa:#x}): excluded by the dump level")
+    return data
+
+
+def _excluded_test(prog):
+    """``fn(paddr) -> bool`` telling filtered pages when the dump reads them
+    as zeros (zero_excluded); None otherwise."""
+    if "excluded_test" not in prog.cache:
+        phys = prog.dump.phys
+        fn = None
+        zero = getattr(phys, "_zero_excluded", None)
+        if zero is None:
+            zero = any(getattr(p, "zero_excluded", False) for p in getattr(phys, "parts", ()))
+        if zero:
+            fn = getattr(phys, "is_excluded", None)
+            if fn is None and hasattr(phys, "excluded_ranges"):
+                ranges = phys.excluded_ranges()
+                fn = lambda pa: any(s <= pa < e for s, e in ranges)   # noqa: E731
+        prog.cache["excluded_test"] = fn
+    return prog.cache["excluded_test"]
 
 
 def task_cmdline_bytes(task: Object) -> bytes | None:
