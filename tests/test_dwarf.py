@@ -17,6 +17,7 @@ from kql.btf import Btf
 from kql.dump import open_dump
 from kql.dwarf import DwarfTypes
 from kql.errors import DumpError
+from kql.kernel import Kernel
 from kql.symbols import VmlinuxFile, load_system_map
 from kql.types import TypeNotFoundError
 
@@ -206,6 +207,24 @@ def test_build_id_mismatch_is_one_clear_line(kernel):
         dwarf.check_build_id("00" * 20)
     assert str(e.value) == (f"vmlinux build-id {dwarf.build_id()} does not match the "
                             f"dump's build-id {'00' * 20} ({dwarf.path})")
+
+
+def test_kernel_refuses_another_kernels_vmlinux():
+    dump = open_dump(fixture(KERNELS["6.12"]).dump())
+    other = _vmlinux("6.1")
+    kernel = Kernel(dump, vmlinux=other, dwarf_cache_dir=False)
+    try:
+        with pytest.raises(DumpError) as e:
+            kernel.types
+    finally:
+        kernel.close()
+    bid = dump.vmcoreinfo["BUILD-ID"]
+    own = open_dump(fixture(KERNELS["6.1"]).dump())      # the 6.1 kernel says its own
+    vbid = own.vmcoreinfo["BUILD-ID"]
+    own.close()
+    dump.close()
+    assert str(e.value) == (f"vmlinux build-id {vbid} does not match the dump's "
+                            f"build-id {bid} ({other})")
 
 
 def test_symbols_match_system_map(kernel):
