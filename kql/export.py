@@ -44,15 +44,19 @@ PROVENANCE = ("dump_id", "release", "build_id", "dump_time", "dump_path")
 
 
 def dump_id(kernel) -> str:
-    """A stable id for a dump: its VMCOREINFO (release, build-id, crash time,
-    KASLR offset…) and size hashed, so the same dump gets the same id on
-    every machine."""
+    """A stable id for a dump, the same on every machine: a hash of its
+    VMCOREINFO (release, build-id, crash time, KASLR offset…), its size, and
+    the first MiB of each file (headers and notes: kdump's timestamp, ELF's
+    per-CPU registers), so two live dumps of one boot (same VMCOREINFO, same
+    size) still get different ids."""
     h = hashlib.sha256(kernel.dump.vmcoreinfo_raw)
-    try:
-        size = sum(os.path.getsize(p) for p in _paths(kernel.dump.path))
-    except OSError:
-        size = 0
-    h.update(str(size).encode())
+    for p in _paths(kernel.dump.path):
+        try:
+            h.update(str(os.path.getsize(p)).encode())
+            with open(p, "rb") as f:
+                h.update(f.read(1 << 20))
+        except OSError:
+            pass
     return h.hexdigest()[:16]
 
 

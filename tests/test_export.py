@@ -529,3 +529,23 @@ def test_parquet_query_errors(exported):
     assert p.stderr.startswith("kql: member paths need a live dump, not an export")
     p = kql_cli("--parquet", out / "nowhere", "SELECT 1", check=False)
     assert (p.returncode, p.stderr.strip()) == (1, f"kql: --parquet: {out / 'nowhere'} is not a directory")
+
+
+def test_reexport_replaces_same_dump(tmp_path):
+    """A job run twice (or the same dump exported from a copy elsewhere) gets
+    the same dump_id, so its files are replaced, never duplicated."""
+    out = tmp_path / "out"
+    dump = fixture("sample").dump()
+    copy = tmp_path / "copy.kdump"
+    copy.write_bytes(Path(dump).read_bytes())
+    kql_cli("export", dump, "-o", out, "--tables", "sys,tasks", timeout=600)
+    first = cli_json("--parquet", out, "SELECT dump_id, count(*) AS n FROM tasks GROUP BY ALL")
+    kql_cli("export", dump, "-o", out, "--tables", "sys,tasks", timeout=600)
+    kql_cli("export", copy, "-o", out, "--tables", "sys,tasks", timeout=600)
+    again = cli_json("--parquet", out, "SELECT dump_id, count(*) AS n FROM tasks GROUP BY ALL")
+    assert again == first and len(first) == 1
+    assert len(list(out.glob("*/*.parquet"))) == 3
+    [m] = pq.read_table(out / "dumps").to_pylist()
+    assert m["dump_path"] == str(copy)  # the last export's provenance
+    want = stable_tasks(fixture("sample").truth)
+    assert first[0]["n"] >= len(want)
