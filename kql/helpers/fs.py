@@ -330,12 +330,15 @@ def for_each_mount(prog, ns: Object | None = None) -> Iterator[Object]:
         it = list_for_each_entry(mount_t, ns.list.address_of_(), "mnt_list")
     else:
         it = rbtree_inorder_for_each_entry(mount_t, ns.mounts.address_of_(), "mnt_node")
-    flags_off = mount_t.offsetof("mnt") + prog.types.find_type(
-        "struct vfsmount").offsetof("mnt_flags")
+    vfsmount = prog.types.find_type("struct vfsmount")
+    flags_off = mount_t.offsetof("mnt") + vfsmount.offsetof("mnt_flags")
+    sb_off = mount_t.offsetof("mnt") + vfsmount.offsetof("mnt_sb")
     for m in it:
         try:
-            # skip proc_mounts cursors (MNT_CURSOR, 5.8 to 6.7)
-            if prog.read_u32(m.value_() + flags_off) & MNT_FLAGS["CURSOR"]:
+            # skip the cursors of open /proc/mounts files (5.8 to 6.7): they
+            # have MNT_CURSOR and no superblock
+            if (prog.read_u32(m.value_() + flags_off) & MNT_FLAGS["CURSOR"]
+                    or not prog.read_pointer(m.value_() + sb_off)):
                 continue
         except FaultError as e:
             walk_warn(prog, f"for_each_mount: mount {m.value_():#x} unreadable: {e}")
@@ -408,8 +411,8 @@ def mnt_is_idmapped(mnt: Object) -> bool:
     """
     prog = mnt.prog_
     v = mnt.mnt
-    # Since Linux 6.3 (commit 256c8aed2b42 "fs: introduce dedicated idmap
-    # type for mounts") a mount has mnt_idmap (&nop_mnt_idmap when not
+    # Since "fs: introduce dedicated idmap type for mounts" (v6.3) a mount
+    # has mnt_idmap (&nop_mnt_idmap when not
     # idmapped); before, mnt_userns (&init_user_ns).
     if v.has_member_("mnt_idmap"):
         sym = prog.symbols.get("nop_mnt_idmap")
@@ -508,7 +511,7 @@ def _shmem_show_options(sb: Object) -> str:
         mode = Object(prog, "struct mempolicy", mpol).mode.value_()
         if mode:
             out.append(",mpol=" + (_MPOL_MODES[mode] if mode < len(_MPOL_MODES) else str(mode)))
-    # Since Linux 6.4 (commit 2c6efe9cf2d7 "shmem: add support to ignore swap")
+    # Since "shmem: add support to ignore swap" (v6.4)
     if info.has_member_("noswap") and info.noswap.value_():
         out.append(",noswap")
     return "".join(out)

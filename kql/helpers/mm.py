@@ -60,7 +60,7 @@ def for_each_vma(mm: Object) -> Iterator[Object]:
     pt = _vma_type(prog)
     # Since Linux kernel commit d4af56c5c7c6 ("mm: start tracking VMAs with
     # maple tree") (in v6.1) VMAs are in mm->mm_mt; the mm->mmap list
-    # (vm_next) went away in v6.1 too (commit 763ecb035029).
+    # (vm_next) went away in the same release ("mm: remove the vma linked list").
     if mm.has_member_("mm_mt"):
         for first, last, entry in mt_for_each(mm.mm_mt.address_of_()):
             yield _ptr(prog, pt, entry)
@@ -153,9 +153,8 @@ def vma_ino(vma: Object) -> int:
 
 def _anon_name(vma: Object, file: bool = False) -> bytes | None:
     # CONFIG_ANON_VMA_NAME (5.17+): vma->anon_name, set by prctl(PR_SET_VMA).
-    # Until Linux 6.2 (commit d09e8ca6cb93 "mm: anonymous shared memory
-    # naming") it shares a union with vma->shared and is valid only without
-    # a vm_file.
+    # Until "mm: anonymous shared memory naming" (v6.2) it shares a union
+    # with vma->shared and is valid only without a vm_file.
     if not vma.has_member_("anon_name"):
         return None
     if file:
