@@ -225,6 +225,14 @@ class _Store:
     def save(self) -> None:
         if not self.dirty or self.path is None:
             return
+        # Another process (kql export -j, a second query) may have added
+        # entries since we loaded: keep them.
+        disk = _load_pickle(self.path, self.header)
+        if disk is not None:
+            for name in ("records", "members", "names"):
+                mine = getattr(self, name)
+                for k, v in disk[name].items():
+                    mine.setdefault(k, v)
         data = dict(self.header, records=self.records, members=self.members,
                     names=self.names, cu_offsets=self.cu_offsets)
         try:
@@ -310,6 +318,15 @@ class _SearchCache:
     def save(self) -> None:
         if not self.dirty or self.path is None:
             return
+        disk = _load_pickle(self.path, self.header)
+        if disk is not None:
+            for name in ("cu_index", "strp", "leads"):
+                mine = getattr(self, name)
+                for k, v in disk[name].items():
+                    mine.setdefault(k, v)
+            self.learned_members = self.learned_members or disk["learned_members"]
+            if self.prefix is None:
+                self.prefix = disk["prefix"]
         data = dict(self.header, cu_index=self.cu_index, strp=self.strp, leads=self.leads,
                     learned_members=self.learned_members, prefix=self.prefix)
         try:

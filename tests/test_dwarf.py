@@ -190,6 +190,27 @@ def test_warm_cache_is_fast_and_reads_no_dwarf(kernel):
     assert elapsed < 1.0
 
 
+def test_two_writers_share_the_cache(kernel, tmp_path):
+    dwarf, _, _ = kernel
+    a = DwarfTypes(dwarf.path, cache_dir=tmp_path)
+    b = DwarfTypes(dwarf.path, cache_dir=tmp_path)
+    try:
+        a.find_type("struct file").members
+        b.find_type("struct dentry").members
+        a.flush()
+        b.flush()
+    finally:
+        a.close()
+        b.close()
+    c = DwarfTypes(dwarf.path, cache_dir=tmp_path)
+    try:
+        assert len(c.find_type("struct file").members) > 10
+        assert len(c.find_type("struct dentry").members) > 10
+        assert c.stats["searches"] == 0 and c._dwarf is None
+    finally:
+        c.close()
+
+
 def test_build_id_matches_the_dump(kernel):
     dwarf, _, _ = kernel
     kname = next(k for k in KERNELS if _vmlinux(k) == dwarf.path)
