@@ -67,6 +67,9 @@ def _by_pid(ctx: ScanContext, values: list):
         yield from _process_files(prog, task)
 
 
+_by_pid.__name__ = "find_task"      # as EXPLAIN shows the lookup
+
+
 def _mount_rows(ctx: ScanContext):
     return for_each_mount(ctx.kernel)
 

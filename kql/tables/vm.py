@@ -111,7 +111,11 @@ def _env_rows(ctx: ScanContext):
 
 
 def _lookup(rows):
-    return lambda ctx, values: rows(ctx)
+    """A key lookup (``pid = N``): the rows of the processes found by
+    find_task() (``_processes`` reads the pushed-down keys)."""
+    def find_task(ctx, values):
+        return rows(ctx)
+    return find_task
 
 
 TABLES = (
