@@ -142,8 +142,7 @@ TABLES = (
             Column("device", pa.string(), "device name as given to mount (mnt_devname; "
                    "'none' if unset)", mount_devname),
             Column("path", pa.string(), "mount point relative to pid 1's root (octal "
-                   "escapes for space, tab, newline and backslash, as /proc/mounts); "
-                   "NULL for a mount outside that root, which /proc/mounts hides",
+                   "escapes for space, tab, newline and backslash, as /proc/mounts)",
                    mount_path),
             Column("options", pa.string(), "options as /proc/mounts prints them: rw/ro, "
                    "superblock and mount flags, then the filesystem's own (known for "
