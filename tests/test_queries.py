@@ -157,3 +157,12 @@ def test_big_fixture_task_count(dumps):
     d = dumps("6.1-big")
     pids = {r["pid"] for r in d.query("SELECT pid FROM tasks").to_pylist()}
     assert set(stable_tasks(truth)) <= pids
+
+
+def test_cmdline_null_not_zeros_when_excluded_pages_read_as_zeros():
+    """--zero-excluded must not turn filtered user pages into a command line."""
+    fx = fixture("sample")
+    with kql.open(fx.dump(), zero_excluded=True) as d:
+        r = d.session.execute("SELECT pid, cmdline FROM tasks WHERE pid = 1")[-1]
+    assert r.table.to_pylist() == [{"pid": 1, "cmdline": None}]
+    assert r.warnings.total == 1

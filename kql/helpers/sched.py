@@ -253,44 +253,21 @@ def task_vsz_bytes(task: Object) -> int | None:
     return mm.total_vm.value_() * page_size(task.prog_)
 
 
-def _user_memory(prog, mm: Object):
-    """The user address space of ``mm`` (a layer reading through mm->pgd)."""
-    from kql.memory import UserVirtual
-    pgd = mm.pgd.value_()
-    kv = prog.memory
-    return UserVirtual(prog.dump.phys, prog.arch, kv.translate(pgd), levels=kv.levels,
-                       sme_mask=int(prog.vmcoreinfo.get("NUMBER(sme_mask)", "0") or 0))
-
-
 def task_argv(task: Object) -> list[str] | None:
     """The task's argv as /proc/PID/cmdline gives it, read from user memory
     through the task's own page tables; None for tasks without an mm.
     Raises FaultError when the pages are not in the dump (makedumpfile
-    -d 31 drops user pages).
+    -d 31 drops user pages), also when the dump reads them as zeros.
 
     :param task: ``struct task_struct *``
     """
-    prog = task.prog_
-    mm = task.mm
-    if not mm.value_():
+    from kql.helpers.mm import task_cmdline_bytes
+    raw = task_cmdline_bytes(task)
+    if raw is None:
         return None
-    mm = mm.read_()
-    start, end = mm.arg_start.value_(), mm.arg_end.value_()
-    if end <= start:
-        return []
-    uv = _user_memory(prog, mm)
-    size = min(end - start, 1 << 20)
-    raw = uv.read(start, size)
-    if raw[-1:] != b"\0":
-        # fs/proc/base.c get_mm_cmdline(): a non-NUL last byte means the task
-        # rewrote its arguments (setproctitle); /proc then shows the string
-        # at arg_start up to its first NUL, at most one page.
-        raw = uv.read(start, min(page_size(prog), max(size, 1)))
-        nul = raw.find(b"\0")
-        raw = raw if nul < 0 else raw[:nul + 1]
     if raw.endswith(b"\0"):
         raw = raw[:-1]
-    return [a.decode(errors="replace") for a in raw.split(b"\0")]
+    return [a.decode(errors="replace") for a in raw.split(b"\0")] if raw else []
 
 
 def task_cmdline(task: Object) -> str | None:
