@@ -389,6 +389,7 @@ class DwarfTypes(TypeSourceBase):
         self._incomplete: dict[tuple[str, str], Type] = {}
         self._void = Type("void")
         self._symbols: dict[str, int] | None = None
+        self._closed = False
         self._dwarf = None
         self._info = None      # _SectionStream over .debug_info
         self._str = None       # _SectionStream over .debug_str
@@ -501,6 +502,9 @@ class DwarfTypes(TypeSourceBase):
         _save_all(self._store, self._search_cache)
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self.flush()
         try:
             self._mm.close()
@@ -628,6 +632,8 @@ class DwarfTypes(TypeSourceBase):
         return _SectionStream(self._mm, sec["sh_offset"], sec["sh_size"])
 
     def _dwarfinfo(self):
+        if self._closed:
+            raise DumpError(f"vmlinux {self.path} was closed; its types cannot be read")
         if self._dwarf is not None:
             return self._dwarf
         from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DwarfConfig, DWARFInfo

@@ -259,6 +259,16 @@ def test_symbols_match_system_map(kernel):
         assert syms[name] == table.lookup(name).address, name
 
 
+def test_lazy_parts_after_close_are_a_dump_error(kernel):
+    dwarf, _, _ = kernel
+    d = DwarfTypes(dwarf.path, cache_dir=False)
+    task = d.find_type("struct task_struct")
+    d.close()
+    d.close()
+    with pytest.raises(DumpError, match="was closed"):
+        task.members
+
+
 def test_not_elf_and_no_dwarf(tmp_path):
     junk = tmp_path / "vmlinux"
     junk.write_bytes(b"this is not a kernel\n" * 10)
