@@ -111,6 +111,17 @@ class X86_64:
     prstatus_regs = PRSTATUS_REGS
     pt_regs_offsets = PT_REGS_OFFSETS
     pt_regs_size = PT_REGS_SIZE
+    # THREAD_SIZE (16 KiB; 32 KiB with KASAN), used only when the kernel's
+    # init stack bounds are not in kallsyms.
+    default_thread_size = 16384
+    # arch/x86/include/asm/pgtable_64_types.h VMALLOC_SIZE_TB_L4 / _L5:
+    # VMALLOC_END = VMALLOC_START + (size << 40) - 1.
+    vmalloc_size_tb = {4: 32, 5: 12800}
+
+    def vmalloc_size(self, levels: int) -> int | None:
+        """Bytes of the vmalloc area (VMALLOC_END - VMALLOC_START + 1)."""
+        tb = self.vmalloc_size_tb.get(levels)
+        return None if tb is None else tb << 40
 
     # -- page tables ---------------------------------------------------------------
     def page_table_format(self, levels: int = 4, *, sme_mask: int = 0) -> PageTableFormat:

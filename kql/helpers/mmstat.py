@@ -290,14 +290,10 @@ def vm_memory_committed(prog) -> int:
     return max(percpu_counter_sum(c.address_of_()), 0)
 
 
-# arch/x86/include/asm/pgtable_64_types.h VMALLOC_SIZE_TB_L4 / _L5 (#defines):
-# VMALLOC_END = VMALLOC_START + (size << 40) - 1.
-_X86_VMALLOC_TB = {4: 32, 5: 12800}
-
-
 def _vmalloc_total_kb(prog) -> int | None:
-    tb = _X86_VMALLOC_TB.get(prog.pgtable_levels)
-    return None if tb is None else ((tb << 40) - 1) >> 10
+    # VMALLOC_END - VMALLOC_START in kB, as /proc/meminfo's VmallocTotal
+    size = prog.arch.vmalloc_size(prog.pgtable_levels)
+    return None if size is None else (size - 1) >> 10
 
 
 def _vmalloc_used_pages(prog) -> int:

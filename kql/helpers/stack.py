@@ -36,9 +36,6 @@ __all__ = ["Frame", "stack_trace", "task_stack_names", "task_stack_words",
            "task_stack_bounds", "task_unwind_start", "cpu_registers", "thread_size",
            "frame_symbol", "kallsyms_name", "SCHED_TEXT"]
 
-#: Default THREAD_SIZE on x86_64 (16 KiB; 32 KiB with KASAN), used only when
-#: the kernel's init stack bounds are not in kallsyms.
-DEFAULT_THREAD_SIZE = 16384
 
 SCHED_TEXT = ("__sched_text_start", "__sched_text_end")
 
@@ -89,7 +86,7 @@ def thread_size(prog) -> int:
     __start_init_task``, vmlinux.lds.h INIT_TASK_DATA)."""
     n = prog.cache.get("thread_size")
     if n is None:
-        n = DEFAULT_THREAD_SIZE
+        n = prog.arch.default_thread_size
         start = prog.symbols.get("__start_init_task") or prog.symbols.get("init_stack")
         end = prog.symbols.get("__end_init_task")
         if start is not None and end is not None and 0 < end.address - start.address <= 1 << 20:
