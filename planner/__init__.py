@@ -66,6 +66,8 @@ class Ctx:
     scans: list[Scan] = field(default_factory=list)
     # per rewritten Select (by id): the relations visible in its FROM
     scopes: dict[int, "Scope"] = field(default_factory=dict)
+    # how many FROM items name each dump (for default aliases)
+    dump_uses: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -144,6 +146,9 @@ def name_outputs(stmt, source: str):
 # ---------------------------------------------------------------- qualify
 
 def qualify(stmt, ctx: Ctx):
+    for n in stmt.walk():
+        if isinstance(n, (A.TableRef, A.TableFunction)) and n.dump is not None:
+            ctx.dump_uses[n.dump] = ctx.dump_uses.get(n.dump, 0) + 1
     return _query(stmt, ctx, None, frozenset())
 
 
@@ -200,6 +205,15 @@ def _from_item(item, ctx: Ctx, scope: Scope, ctes: frozenset, outer: bool):
     raise error(f"unsupported FROM item {type(item).__name__}", ctx, item)
 
 
+def _default_alias(dump: str | None, table: str, ctx: Ctx) -> str:
+    """``tasks`` for ``FROM tasks``; for a dump-qualified table the dump name
+    (``FROM a.tasks JOIN b.tasks`` → ``a``, ``b``), or ``a_tasks`` when the
+    query names several tables of that dump."""
+    if dump is None:
+        return table
+    return dump if ctx.dump_uses.get(dump, 0) <= 1 else f"{dump}_{table}"
+
+
 def _new_scan(node, name: str, args: tuple, ctx: Ctx) -> Scan:
     spec = ctx.env.catalog.get(name.lower())
     is_func = isinstance(node, A.TableFunction)
@@ -217,7 +231,7 @@ def _new_scan(node, name: str, args: tuple, ctx: Ctx) -> Scan:
             raise error(f"{name}() takes ({', '.join(p.rstrip('?') for p in spec.params)}), "
                         f"got {len(args)} argument{'s' if len(args) != 1 else ''}", ctx, node)
     scan = Scan(id=f"__kql_scan_{len(ctx.scans)}", table=spec.name, spec=spec, dump=dump,
-                alias=node.alias or spec.name, args=args)
+                alias=node.alias or _default_alias(dump, spec.name, ctx), args=args)
     obj = spec.column(spec.object_column) if spec.object_column else None
     if obj is not None:
         scan.object_type = obj.object_type

@@ -300,8 +300,6 @@ def test_cross_dump_live_join():
         assert r["b_pid"] == min(p for p, w in sb.items() if w["comm"] == r["comm"])
 
 
-@pytest.mark.xfail(strict=True, reason="planner aliases both scans 'tasks' when a dump-qualified "
-                   "table has no alias, so DuckDB reports an ambiguous reference")
 def test_cross_dump_live_join_without_aliases():
     a, b = fixture("6.1-live"), fixture("6.12-live")
     rows = cli_json("-d", f"a={a.dump('elf')}", "-d", f"b={b.dump('elf')}",

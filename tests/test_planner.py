@@ -90,6 +90,15 @@ CASES = [
      "Scan procs: walk init_task.tasks\n    columns: (none)\n"
      'DuckDB: SELECT name FROM __kql_scan_0 AS mods WHERE size > (SELECT count(*) AS "count(*)" '
      "FROM __kql_scan_1 AS procs)"),
+    # dump-qualified tables default to the dump's name as alias
+    ("SELECT a.pid, b.pid FROM a.procs JOIN b.procs USING (comm)",
+     "Scan a.procs AS a: walk init_task.tasks\n    columns: comm, pid\n"
+     "Scan b.procs AS b: walk init_task.tasks\n    columns: comm, pid\n"
+     "DuckDB: SELECT a.pid, b.pid FROM __kql_scan_0 AS a JOIN __kql_scan_1 AS b USING (comm)"),
+    ("SELECT count(*) FROM a.procs, a.mods",
+     "Scan a.procs AS a_procs: walk init_task.tasks\n    columns: (none)\n"
+     "Scan a.mods AS a_mods: walk modules\n    columns: (none)\n"
+     'DuckDB: SELECT count(*) AS "count(*)" FROM __kql_scan_0 AS a_procs, __kql_scan_1 AS a_mods'),
     ("SELECT hex(pid) FROM procs",
      "Scan procs: walk init_task.tasks\n    columns: pid\n"
      'DuckDB: SELECT kql_hex(pid) AS "hex(pid)" FROM __kql_scan_0 AS procs'),
