@@ -15,6 +15,8 @@ ids and string offsets continue where the base ends.
 from __future__ import annotations
 
 import struct
+import zlib
+from array import array
 from typing import Iterator
 
 from kql.errors import DumpError
@@ -25,6 +27,9 @@ from kql.types import (
 __all__ = ["Btf", "BtfError", "load_btf"]
 
 BTF_MAGIC = 0xEB9F
+
+#: Bump when what Btf caches (its index) changes: old cache files are ignored.
+CACHE_FORMAT = 1
 
 KIND_INT, KIND_PTR, KIND_ARRAY, KIND_STRUCT, KIND_UNION, KIND_ENUM, KIND_FWD, \
     KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_FUNC, \
@@ -55,7 +60,11 @@ class BtfError(DumpError):
 class Btf(TypeSourceBase):
     """One BTF blob as a type source (``find_type("struct task_struct")``)."""
 
-    def __init__(self, data: bytes, base: "Btf | None" = None, name: str = "vmlinux"):
+    def __init__(self, data: bytes, base: "Btf | None" = None, name: str = "vmlinux",
+                 cache=None):
+        """``cache``: a :class:`kql.kernel.DiskCache` of this kernel build for
+        the index (what ``_index`` learns), kept for blobs of the same size
+        and CRC; None to always index."""
         super().__init__()
         self.name = name
         self.data = data = bytes(data)
@@ -77,7 +86,14 @@ class Btf(TypeSourceBase):
         self.first_id = 1 if base is None else base.first_id + base.count
         self.str_base = 0 if base is None else base.str_base + (base.str_end - base.str_start)
         self._types: dict[int, Type] = {}
-        self._index()
+        header = cached = None
+        if cache is not None and base is None:
+            header = {"format": CACHE_FORMAT, "size": len(data), "crc": zlib.crc32(data)}
+            cached = cache.load("btf", header)
+        if not self._use_index(cached):
+            self._index()
+            if header is not None:
+                cache.save("btf", header, {"offsets": self._offsets, "named": self._named})
         self._enumerators: dict[str, tuple[int, int]] | None = None
 
     # -- indexing -------------------------------------------------------------------
@@ -121,9 +137,24 @@ class Btf(TypeSourceBase):
             tid += 1
         if pos != end:
             raise BtfError(f"BTF ({self.name}): type section ends mid-record")
+        self._offsets = array("I", offsets)
+        self.count = len(offsets)
+        self._named = named
+
+    def _use_index(self, cached: dict | None) -> bool:
+        """Take an index from the cache if it looks like this blob's."""
+        if cached is None:
+            return False
+        offsets, named = cached.get("offsets"), cached.get("named")
+        if not (isinstance(offsets, array) and offsets.typecode == "I" and offsets
+                and isinstance(named, dict)):
+            return False
+        if offsets[0] != self.type_start or not offsets[-1] < self.type_end:
+            return False
         self._offsets = offsets
         self.count = len(offsets)
         self._named = named
+        return True
 
     def _string(self, off: int) -> str:
         if off < self.str_base:
@@ -303,8 +334,9 @@ class _LazyParams(list):
             yield self[i]
 
 
-def load_btf(read, start: int, stop: int, name: str = "vmlinux") -> Btf:
-    """Read ``[start, stop)`` through ``read(addr, size)`` and parse it."""
+def load_btf(read, start: int, stop: int, name: str = "vmlinux", cache=None) -> Btf:
+    """Read ``[start, stop)`` through ``read(addr, size)`` and parse it
+    (``cache``: see :class:`Btf`)."""
     if not 0 < stop - start < 256 << 20:
         raise BtfError(f"implausible BTF bounds {start:#x}..{stop:#x}")
-    return Btf(read(start, stop - start), name=name)
+    return Btf(read(start, stop - start), name=name, cache=cache)

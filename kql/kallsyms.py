@@ -21,8 +21,9 @@ here (REFERENCE §5; the layout is kernel/kallsyms.c and scripts/kallsyms.c):
 from __future__ import annotations
 
 import bisect
+import zlib
 from array import array
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 from kql.errors import DumpError, FaultError
 
@@ -73,23 +74,24 @@ class SymbolTable:
 
     def __init__(self, names: list[str], kinds: str | list[str], addresses: list[int],
                  *, source: str = "kallsyms", module: str | None = None,
-                 sizes: list[int] | None = None):
+                 sizes: list[int] | None = None, name_order: Sequence[int] | None = None):
         n = len(names)
-        if any(addresses[i] > addresses[i + 1] for i in range(n - 1)):
+        if addresses != sorted(addresses):
             order = sorted(range(n), key=addresses.__getitem__)  # stable: aliases keep order
             names = [names[i] for i in order]
             kinds = [kinds[i] for i in order]
             addresses = [addresses[i] for i in order]
             if sizes is not None:
                 sizes = [sizes[i] for i in order]
+            name_order = None
         self.names = names
         self.kinds = kinds
         self.addresses = addresses
         self._sizes = sizes
         self.source = source
         self.module = module
-        self._by_name: dict[str, int] | None = None
-        self._dups: dict[str, list[int]] = {}
+        # indexes of names in name order (ties by index): lookups by bisection
+        self._name_order = name_order
         self.extra: list[SymbolTable] = []
 
     def __len__(self) -> int:
@@ -112,25 +114,40 @@ class SymbolTable:
             yield self._symbol(i)
 
     # -- by name -----------------------------------------------------------------------
-    def _index(self) -> dict[str, int]:
-        by_name = self._by_name
-        if by_name is None:
-            by_name = {}
-            dups = self._dups
-            kinds = self.kinds
-            for i, name in enumerate(self.names):
-                j = by_name.setdefault(name, i)
-                if j != i:
-                    dups.setdefault(name, [j]).append(i)
-                    # prefer a global definition over a local one of the same name
-                    if kinds[j].islower() and kinds[i].isupper():
-                        by_name[name] = i
-            self._by_name = by_name
-        return by_name
+    @property
+    def name_order(self) -> Sequence[int]:
+        """Symbol indexes sorted by name (stable: equal names in address
+        order); what name lookups bisect.  Cheap to store, unlike a dict."""
+        if self._name_order is None:
+            self._name_order = array("I", sorted(range(len(self.names)),
+                                                 key=self.names.__getitem__))
+        return self._name_order
+
+    def _indexes(self, name: str) -> list[int]:
+        """Indexes of the symbols called ``name``, in address order."""
+        order = self.name_order
+        names = self.names
+        key = names.__getitem__
+        lo = bisect.bisect_left(order, name, key=key)
+        hi = lo
+        while hi < len(order) and names[order[hi]] == name:
+            hi += 1
+        return sorted(order[lo:hi]) if hi - lo > 1 else list(order[lo:hi])
+
+    def _find(self, name: str) -> int | None:
+        """Index of ``name``: its first global definition, else its first one."""
+        found = self._indexes(name)
+        if not found:
+            return None
+        kinds = self.kinds
+        for i in found:
+            if kinds[i].isupper():
+                return i
+        return found[0]
 
     def get(self, name: str) -> Symbol | None:
         """The symbol called ``name`` (globals preferred), or None."""
-        i = self._index().get(name)
+        i = self._find(name)
         if i is not None:
             return self._symbol(i)
         for t in self.extra:
@@ -148,12 +165,7 @@ class SymbolTable:
 
     def lookup_all(self, name: str) -> list[Symbol]:
         """Every symbol called ``name`` (static functions repeat)."""
-        idx = self._index()
-        out = []
-        if name in self._dups:
-            out = [self._symbol(i) for i in self._dups[name]]
-        elif name in idx:
-            out = [self._symbol(idx[name])]
+        out = [self._symbol(i) for i in self._indexes(name)]
         for t in self.extra:
             out.extend(t.lookup_all(name))
         return out
@@ -270,14 +282,23 @@ def _decode_fast(blob: bytes, token_table: bytes, token_index: bytes, count: int
     return names, kinds
 
 
+#: Bump when what load_kallsyms caches changes: old cache files are ignored.
+CACHE_FORMAT = 1
+
+
 def load_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
-                  *, known: dict[str, int] | None = None) -> SymbolTable:
+                  *, known: dict[str, int] | None = None, cache=None) -> SymbolTable:
     """Decode the kernel's kallsyms from dump memory.
 
     :param read: virtual read function ``read(addr, size) -> bytes``
     :param vmcoreinfo: parsed VMCOREINFO (needs the SYMBOL(kallsyms_*) keys)
     :param known: addresses to check the offset rule against; defaults to
         SYMBOL(_stext) and SYMBOL(init_uts_ns) from VMCOREINFO
+    :param cache: a :class:`kql.kernel.DiskCache` of this kernel build, or
+        None.  The decoded names (the slow part) are kept there, checked on
+        load against a CRC of the dump's own ``kallsyms_names`` ..
+        ``kallsyms_token_table`` bytes; addresses are always computed from the
+        dump (they move with KASLR) and checked against VMCOREINFO.
     :raises KallsymsError: tables missing or nothing reproduces a known address
     """
     need = ["kallsyms_names", "kallsyms_num_syms", "kallsyms_token_table",
@@ -298,16 +319,33 @@ def load_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
         idx.frombytes(token_index)
         table_len = max(idx) + 256
         token_table = read(addr["kallsyms_token_table"], table_len)
+        # scripts/kallsyms.c writes names, markers (, seqs_of_names), then the
+        # token table: that span holds every name, and its CRC identifies them.
+        span = None
+        size = addr["kallsyms_token_table"] - addr["kallsyms_names"]
+        if 0 < size <= 64 << 20:
+            try:
+                span = read(addr["kallsyms_names"], size)
+            except FaultError:
+                span = None
+        header = None
+        if cache is not None and span is not None:
+            crc = zlib.crc32(span, zlib.crc32(token_table, zlib.crc32(token_index)))
+            header = {"format": CACHE_FORMAT, "count": count, "crc": crc}
+            table = _from_cache(cache.load("kallsyms", header), read, addr, count,
+                                vmcoreinfo, known)
+            if table is not None:
+                return table
         limit = None
         if addr["kallsyms_markers"] and addr["kallsyms_markers"] > addr["kallsyms_names"]:
             limit = addr["kallsyms_markers"] - addr["kallsyms_names"]
         names = None
-        if limit is None:
+        if span is not None or limit is None:
             # One optimistic read (names average ~14 bytes; the tables after
             # them are mapped too), decoded in one pass; fall back to careful
             # chunked reading if it faults or comes up short.
             try:
-                blob = read(addr["kallsyms_names"], count * 24)
+                blob = span if span is not None else read(addr["kallsyms_names"], count * 24)
                 names, kinds = _decode_fast(blob, token_table, token_index, count)
             except (FaultError, IndexError):
                 names = None
@@ -317,7 +355,30 @@ def load_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
         addresses = _addresses(read, addr, count, vmcoreinfo, names, known)
     except FaultError as e:
         raise KallsymsError(f"cannot read kallsyms tables: {e}") from None
-    return SymbolTable(names, kinds, addresses, source="kallsyms")
+    table = SymbolTable(names, "".join(kinds), addresses, source="kallsyms")
+    if header is not None and table.names is names:  # in the dump's order
+        cache.save("kallsyms", header, {"names": names, "kinds": table.kinds,
+                                        "name_order": table.name_order})
+    return table
+
+
+def _from_cache(data: dict | None, read, addr: dict, count: int, vmcoreinfo: dict,
+                known: dict[str, int] | None) -> SymbolTable | None:
+    """The SymbolTable from cached names, or None when they do not fit."""
+    if data is None:
+        return None
+    try:
+        names, kinds, order = data["names"], data["kinds"], data["name_order"]
+        if not (isinstance(names, list) and isinstance(kinds, str) and
+                isinstance(order, array) and len(names) == len(kinds) == len(order) == count):
+            return None
+        addresses = _addresses(read, addr, count, vmcoreinfo, names, known)
+        table = SymbolTable(names, kinds, addresses, source="kallsyms", name_order=order)
+    except (KallsymsError, FaultError, KeyError, TypeError, ValueError, IndexError):
+        return None   # decode the dump instead: it says what is wrong, if anything
+    if table.names is not names:
+        return None   # not in the order the name index was made for
+    return table
 
 
 def _read_names_blob(read, start: int, count: int, limit: int | None):

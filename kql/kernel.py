@@ -20,7 +20,7 @@ from kql.kallsyms import KallsymsError, Symbol, SymbolTable, load_kallsyms
 from kql.object import Object
 from kql.types import ChainTypeSource, Type, TypeNotFoundError, TypeSourceBase, array_of
 
-__all__ = ["Kernel", "open_kernel", "KNOWN_VARIABLE_TYPES"]
+__all__ = ["Kernel", "DiskCache", "open_kernel", "KNOWN_VARIABLE_TYPES"]
 
 # Globals whose type BTF cannot tell us (vmlinux BTF has VAR records only for
 # per-CPU variables): name -> C type.
@@ -93,6 +93,44 @@ KNOWN_VARIABLE_TYPES = {
 }
 
 
+class DiskCache:
+    """What was parsed from one kernel build, kept between runs in
+    ``<directory>/<what>-<build-id>.pickle`` (the directory and the atomic
+    writes of :mod:`kql.dwarf`'s cache).  Each ``header`` (format version,
+    sizes, CRCs of the dump bytes it was parsed from) must match on load;
+    anything wrong with a file (missing, corrupt, another format, unwritable
+    directory) is a miss: the cache only ever saves time."""
+
+    def __init__(self, directory, build_id: str):
+        from pathlib import Path
+        self.directory = Path(directory)
+        self.build_id = build_id
+
+    def path(self, what: str):
+        return self.directory / f"{what}-{self.build_id}.pickle"
+
+    def load(self, what: str, header: dict) -> dict | None:
+        import gc
+        from kql.dwarf import _load_pickle
+        header = dict(header, build_id=self.build_id)
+        paused = gc.isenabled()
+        gc.disable()  # unpickling many small objects would trigger collections for nothing
+        try:
+            return _load_pickle(self.path(what), header)
+        except Exception:  # noqa: BLE001 - a cache file is never worth failing for
+            return None
+        finally:
+            if paused:
+                gc.enable()
+
+    def save(self, what: str, header: dict, data: dict) -> None:
+        from kql.dwarf import _atomic_pickle
+        try:
+            _atomic_pickle(self.path(what), dict(header, build_id=self.build_id, **data))
+        except Exception:  # noqa: BLE001 - unwritable: only slower next time
+            pass
+
+
 class ModuleBtfTypes(TypeSourceBase):
     """Types defined only in loaded modules' split BTF (asked after vmlinux)."""
 
@@ -112,7 +150,11 @@ class Kernel:
     """One open dump.  See docs/ARCHITECTURE.md "Kernel"."""
 
     def __init__(self, dump, vmlinux: str | None = None, system_map: str | None = None,
-                 *, dwarf_cache_dir=None):
+                 *, cache_dir=None, dwarf_cache_dir=None):
+        """``cache_dir``: where what is parsed from this kernel build (kallsyms
+        names, the BTF index, DWARF) is cached by build-id; None for
+        :func:`kql.dwarf.default_cache_dir`, False for no disk cache.
+        ``dwarf_cache_dir`` overrides it for DWARF alone."""
         if isinstance(dump, (str, os.PathLike, list)):
             from kql.dump import open_dump
             dump = open_dump(dump)
@@ -122,7 +164,8 @@ class Kernel:
         self.cache: dict = {}
         self.vmlinux_path = vmlinux
         self.system_map_path = system_map
-        self._dwarf_cache_dir = dwarf_cache_dir
+        self._cache_dir = cache_dir
+        self._dwarf_cache_dir = cache_dir if dwarf_cache_dir is None else dwarf_cache_dir
         self._symbols: SymbolTable | None = None
         self._types = None
         self._btf = None
@@ -162,7 +205,7 @@ class Kernel:
         from kql.symbols import VmlinuxFile, load_system_map, shifted
         errors = []
         try:
-            return load_kallsyms(self.read, self.vmcoreinfo)
+            return load_kallsyms(self.read, self.vmcoreinfo, cache=self.disk_cache)
         except KallsymsError as e:
             errors.append(str(e))
         if self.system_map_path:
@@ -232,6 +275,23 @@ class Kernel:
                 added = True
         return added
 
+    @property
+    def disk_cache(self) -> DiskCache | None:
+        """This kernel build's :class:`DiskCache` (None without a BUILD-ID in
+        VMCOREINFO or with ``cache_dir=False``)."""
+        if "disk_cache" not in self.cache:
+            bid = (self.vmcoreinfo.get("BUILD-ID") or "").strip().lower()
+            dc = None
+            if self._cache_dir is not False and bid and all(
+                    c in "0123456789abcdef" for c in bid):
+                if self._cache_dir is None:
+                    from kql.dwarf import default_cache_dir
+                    dc = DiskCache(default_cache_dir(), bid)
+                else:
+                    dc = DiskCache(self._cache_dir, bid)
+            self.cache["disk_cache"] = dc
+        return self.cache["disk_cache"]
+
     # -- types --------------------------------------------------------------------
     @property
     def btf(self):
@@ -244,7 +304,8 @@ class Kernel:
                 self._btf = False
             else:
                 try:
-                    self._btf = load_btf(self.read, start.address, stop.address)
+                    self._btf = load_btf(self.read, start.address, stop.address,
+                                         cache=self.disk_cache)
                 except FaultError as e:
                     raise DumpError(f"cannot read the kernel's BTF: {e}") from None
         return self._btf or None
