@@ -1,8 +1,9 @@
 """ELF vmcores: /proc/vmcore copies (kdump), makedumpfile -E, QEMU dump-guest-memory.
 
-pyelftools validates the ELF header and resolves the segment count (e_phnum
-== 0xffff: real count in section 0's sh_info); the program headers are then
-unpacked in one go and physical reads go through a sorted segment list with
+The ELF header is unpacked with struct (pyelftools costs ~40 ms to import
+and is asked only to name an unsupported machine); the segment count is
+e_phnum, or section 0's sh_info when e_phnum is 0xffff.  The program headers
+are then unpacked in one go and physical reads go through a sorted segment list with
 bisect.  Only p_paddr is used (QEMU's p_vaddr == p_paddr; kdump's p_vaddr is
 the direct-map address, which gives ``direct_map_hint``).
 """
@@ -12,8 +13,6 @@ from __future__ import annotations
 import struct
 from bisect import bisect_right
 from collections import Counter
-
-from elftools.elf.elffile import ELFFile
 
 from kql.arch import detect_machine
 from kql.dump.base import Dump, parse_notes
@@ -25,6 +24,12 @@ ELF_MAGIC = b"\x7fELF"
 PT_LOAD = 1
 PT_NOTE = 4
 _PHDR = struct.Struct("<IIQQQQQQ")    # type, flags, offset, vaddr, paddr, filesz, memsz, align
+# Elf64_Ehdr after e_ident: type, machine, version, entry, phoff, shoff, flags,
+# ehsize, phentsize, phnum, shentsize, shnum, shstrndx
+_EHDR = struct.Struct("<HHIQQQIHHHHHH")
+_ET_NAMES = {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"}
+EM_X86_64 = 62
+PN_XNUM = 0xFFFF
 
 # Kernel direct map lives below the kernel-text mapping at 0xffffffff80000000.
 _KERNEL_HALF = 0xFFFF800000000000
@@ -125,20 +130,16 @@ def open_elf(path: str, mfile: MappedFile, *, zero_excluded: bool = False) -> Du
         raise DumpError(f"{path}: 32-bit ELF file; kql reads 64-bit (x86_64) vmcores only")
     if buf[5] != 1:
         raise DumpError(f"{path}: big-endian ELF file; kql reads x86_64 vmcores only")
-    try:
-        elf = ELFFile(mfile._file)
-        e_type = elf["e_type"]
-        e_machine = elf["e_machine"]
-        e_phoff = elf["e_phoff"]
-        e_phentsize = elf["e_phentsize"]
-        if elf["e_phnum"] == 0xFFFF and elf["e_shoff"] + 64 > mfile.size:
+    (e_type, e_machine, _version, _entry, e_phoff, e_shoff, _flags, _ehsize, e_phentsize,
+     e_phnum, _shentsize, _shnum, _shstrndx) = _EHDR.unpack_from(buf, 16)
+    phnum = e_phnum
+    if e_phnum == PN_XNUM:
+        if e_shoff + 64 > mfile.size:
             raise DumpError(f"{path}: truncated ELF core: e_phnum is 0xffff but section 0 "
-                            f"(at offset {elf['e_shoff']}) is missing")
-        phnum = elf.num_segments()
-    except DumpError:
-        raise
-    except Exception as e:   # ELFError, and construct errors pyelftools lets through
-        raise DumpError(f"{path}: corrupt ELF header: {e}") from None
+                            f"(at offset {e_shoff}) is missing")
+        phnum = struct.unpack_from("<I", buf, e_shoff + 44)[0]   # section 0's sh_info
+    e_type = _ET_NAMES.get(e_type, e_type)
+    e_machine = "EM_X86_64" if e_machine == EM_X86_64 else _machine_name(e_machine)
     if e_type != "ET_CORE":
         raise DumpError(f"{path}: ELF file is not a core dump (e_type {e_type}); "
                         f"is this a vmlinux or module instead of a vmcore?")
@@ -195,6 +196,18 @@ def open_elf(path: str, mfile: MappedFile, *, zero_excluded: bool = False) -> Du
                             file_end=mfile.size)
     dump._closers.append(mfile.close)
     return dump
+
+
+def _machine_name(code: int) -> str | int:
+    """pyelftools' name for an ELF e_machine (EM_AARCH64), for messages."""
+    try:
+        from elftools.elf.enums import ENUM_E_MACHINE
+    except ImportError:
+        return code
+    for name, value in ENUM_E_MACHINE.items():
+        if value == code:
+            return name
+    return code
 
 
 def _non_overlapping(loads):
