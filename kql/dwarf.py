@@ -585,7 +585,11 @@ class DwarfTypes(TypeSourceBase):
         key = (kind, name)
         t = self._incomplete.get(key)
         if t is None:
-            t = self._incomplete[key] = Type(kind, name, None, members=[], complete=False)
+            if kind == "enum":      # "enum foo;" (a GCC extension) or a module's enum
+                t = Type(kind, name, None, enumerators=[], complete=False)
+            else:
+                t = Type(kind, name, None, members=[], complete=False)
+            self._incomplete[key] = t
         return t
 
     # -- records -> Type -------------------------------------------------------------------
