@@ -927,16 +927,18 @@ class DwarfTypes(TypeSourceBase):
         self._search_cache.dirty = True
         cu = self._dwarfinfo().get_CU_at(cu_off)
         for die in cu.get_top_DIE().iter_children():
-            kind = _KIND_OF_TAG.get(die.tag)
-            if kind is None:
-                continue
             attr = die.attributes.get("DW_AT_name")
             if attr is None:
                 continue
             self.stats["dies_indexed"] += 1
-            name = self._name(die)
             if attr.form == "DW_FORM_strp":
-                self._strp.setdefault(name, attr.raw_value)
+                # Functions and variables too: the name of a type may be
+                # one of theirs, and then we know which copy DIEs use.
+                self._strp.setdefault(self._name(die), attr.raw_value)
+            kind = _KIND_OF_TAG.get(die.tag)
+            if kind is None:
+                continue
+            name = self._name(die)
             old = idx.get((kind, name))
             if old is None or (not old[1] and self._is_definition(die)):
                 idx[(kind, name)] = (die.offset, self._is_definition(die))
