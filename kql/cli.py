@@ -210,7 +210,7 @@ def _main(argv: list[str]) -> int:
         if res.explain is not None:
             sys.stdout.write(res.explain + "\n")
             continue
-        output.write(res.table, args.format, out=sys.stdout, path=args.output,
+        output.write(res.columns, args.format, out=sys.stdout, path=args.output,
                      address_columns=res.address_columns)
         if res.warnings.total:
             for line in res.warnings.lines():

@@ -11,15 +11,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
-
 from kql.errors import ExecuteError, KqlError, QueryError
 from kql.grammar import ast as A
 from kql.grammar import parse
 from kql.planner import Env, plan as make_plan
 from kql.planner.plan import Plan
 from kql.tables import ScanContext, Warnings, catalog
-from kql.tables.base import scan as run_scan
+from kql.tables.base import STRING, UINT64, Columns
+from kql.tables.base import scan_columns as run_scan
 
 log = logging.getLogger("kql")
 
@@ -44,16 +43,21 @@ class Stats:
 
 @dataclass
 class Result:
-    table: pa.Table
+    columns: Columns     # the result as Python lists (pyarrow only if asked)
     plan: Plan
     warnings: Warnings
     stats: Stats
     explain: str | None = None
 
     @property
+    def table(self):
+        """The result as a pyarrow.Table."""
+        return self.columns.to_arrow()
+
+    @property
     def address_columns(self) -> set[str]:
-        return {n for n in self.table.column_names
-                if n.lower() in self.plan.address_columns and self.table.schema.field(n).type == pa.uint64()}
+        return {n for n, t in zip(self.columns.names, self.columns.types)
+                if n.lower() in self.plan.address_columns and UINT64 == t}
 
 
 class Session:
@@ -80,7 +84,8 @@ class Session:
         """Run every statement in ``text``; one Result each."""
         return [self.run_statement(stmt, text) for stmt in parse(text)]
 
-    def query(self, text: str) -> pa.Table:
+    def query(self, text: str):
+        """The last statement's result as a pyarrow.Table."""
         results = self.execute(text)
         if not results:
             raise QueryError("empty query", text, 0)
@@ -94,7 +99,9 @@ class Session:
         stats = Stats()
         if p.explain_only:
             text = p.explain()
-            return Result(pa.table({"plan": text.split("\n")}), p, warnings, stats, explain=text)
+            lines = text.split("\n")
+            return Result(Columns(["plan"], [STRING], [lines], len(lines)), p, warnings, stats,
+                          explain=text)
         for s in p.scans:  # symbols and types first: not the scan's cost
             k = self.kernel_for(s.dump)
             if k is not None:
@@ -114,12 +121,10 @@ class Session:
         stats.scan_seconds = time.perf_counter() - t0
         stats.pages_read = self._pages_read() - pages0
         if p.direct is not None:
-            t = tables[p.scans[0].id]
-            table = pa.Table.from_arrays([t.column(src) for src, _ in p.direct],
-                                         names=[out for _, out in p.direct])
+            table = tables[p.scans[0].id].select(p.direct)
         else:
             t1 = time.perf_counter()
-            table = self._duckdb(p, tables, source)
+            table = Columns.from_arrow(self._duckdb(p, tables, source))
             stats.duckdb_seconds = time.perf_counter() - t1
             stats.used_duckdb = True
         return Result(table, p, warnings, stats)
@@ -132,14 +137,15 @@ class Session:
         return n
 
     # ------------------------------------------------------------ DuckDB
-    def _duckdb(self, p: Plan, tables: dict[str, pa.Table], source: str) -> pa.Table:
+    def _duckdb(self, p: Plan, tables: dict[str, Columns], source: str):
         import duckdb  # loaded only for queries that need it
+        import pyarrow as pa
 
         con = duckdb.connect()
         try:
             self._register_functions(con)
             for name, t in tables.items():
-                con.register(name, t)
+                con.register(name, t.to_arrow())
             try:
                 sql = p.sql
             except A.NotLowered as e:

@@ -16,8 +16,6 @@ import os
 import sys
 import tempfile
 
-import pyarrow as pa
-
 FORMATS = ("table", "csv", "json", "jsonl", "parquet", "arrow")
 BINARY_FORMATS = ("parquet", "arrow")
 
@@ -51,15 +49,26 @@ def _cell(v, is_addr: bool):
     return v
 
 
-def format_table(table: pa.Table, address_columns: set[str]) -> str:
+def _columns(table):
+    """A pyarrow.Table or kql Columns as Columns (what the writers read)."""
+    from kql.tables.base import Columns
+    return table if isinstance(table, Columns) else Columns.from_arrow(table)
+
+
+def _is_number(t) -> bool:
+    name = str(t)
+    return name.startswith(("int", "uint")) or name in ("halffloat", "float", "double")
+
+
+def format_table(table, address_columns: set[str]) -> str:
     from tabulate import tabulate
 
+    table = _columns(table)
     cols = table.column_names
     addr = [c in address_columns for c in cols]
     rows = [[_cell(v, a) for v, a in zip(row, addr)]
-            for row in zip(*(table.column(c).to_pylist() for c in cols))] if cols else []
-    numeric = [pa.types.is_integer(table.schema.field(c).type) or
-               pa.types.is_floating(table.schema.field(c).type) for c in cols]
+            for row in zip(*(table.pylist(i) for i in range(len(cols))))] if cols else []
+    numeric = [_is_number(t) for t in table.types]
     colalign = ["left" if a or not n else "right" for a, n in zip(addr, numeric)]
     text = tabulate(rows, headers=cols, tablefmt="simple", disable_numparse=True,
                     colalign=colalign or None)
@@ -78,12 +87,15 @@ def _jsonable(v):
     return v
 
 
-def write(table: pa.Table, fmt: str, out=None, path: str | None = None,
+def write(table, fmt: str, out=None, path: str | None = None,
           address_columns: set[str] = frozenset()) -> None:
-    """Write ``table`` in ``fmt`` to ``path`` (atomically) or the text stream ``out``."""
+    """Write ``table`` (a pyarrow.Table or kql Columns) in ``fmt`` to ``path``
+    (atomically) or the text stream ``out``."""
     if fmt in BINARY_FORMATS:
         if path is None:
             raise ValueError(f"--format {fmt} needs -o FILE")
+        import pyarrow as pa
+        table = _columns(table).to_arrow()
         with atomic_file(path, "wb") as f:
             if fmt == "parquet":
                 import pyarrow.parquet as pq
@@ -100,10 +112,12 @@ def write(table: pa.Table, fmt: str, out=None, path: str | None = None,
         (out or sys.stdout).write(text)
 
 
-def render(table: pa.Table, fmt: str, address_columns: set[str] = frozenset()) -> str:
+def render(table, fmt: str, address_columns: set[str] = frozenset()) -> str:
+    table = _columns(table)
     if fmt == "table":
         return format_table(table, address_columns)
-    rows = table.to_pylist()
+    names = table.column_names
+    rows = [dict(zip(names, r)) for r in zip(*(table.pylist(i) for i in range(len(names))))]
     if fmt == "json":
         return json.dumps([_jsonable(r) for r in rows], indent=1) + "\n"
     if fmt == "jsonl":

@@ -575,11 +575,11 @@ def _direct(sel, ctx: Ctx):
 
 
 def _address_columns(sel, ctx: Ctx) -> set[str]:
-    import pyarrow as pa
+    from kql.tables.base import UINT64
     names = set()
     for s in ctx.scans:
         for c in s.spec.columns:
-            if c.type == pa.uint64():
+            if UINT64 == c.type:
                 names.add(c.name.lower())
         for m in s.members.values():
             if m.c_type.endswith("*"):

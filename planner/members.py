@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import pyarrow as pa
-
 from kql.errors import PlanError
+from kql.tables.base import BOOL, FLOAT64, INT64, STRING, UINT64
 from kql.types import MemberNotFoundError, Type, TypeNotFoundError
 
 
@@ -64,30 +63,30 @@ def _decoder(t: Type, bit):
             if signed and v >> (bit_size - 1):
                 v -= 1 << bit_size
             return v
-        return pa.int64(), dec_bits
+        return INT64, dec_bits
     if kind == "pointer":
-        return pa.uint64(), lambda read, a, size: int.from_bytes(read(a, 8), "little")
+        return UINT64, lambda read, a, size: int.from_bytes(read(a, 8), "little")
     if kind in ("int", "enum", "bool"):
         signed = kind != "bool" and bool(st.signed)
         if kind == "bool":
-            return pa.bool_(), lambda read, a, size: read(a, size) != b"\0" * size
+            return BOOL, lambda read, a, size: read(a, size) != b"\0" * size
         if size_of(st) == 8 and not signed:
             # u64 values (counters, masks): int64 when they fit, else NULL is
             # wrong, so keep them unsigned.
-            return pa.uint64(), lambda read, a, size: int.from_bytes(read(a, 8), "little")
-        return pa.int64(), lambda read, a, size: int.from_bytes(read(a, size), "little",
+            return UINT64, lambda read, a, size: int.from_bytes(read(a, 8), "little")
+        return INT64, lambda read, a, size: int.from_bytes(read(a, size), "little",
                                                                 signed=signed)
     if kind == "float":
         import struct
         fmt = "<d" if size_of(st) == 8 else "<f"
-        return pa.float64(), lambda read, a, size: struct.unpack(fmt, read(a, size))[0]
+        return FLOAT64, lambda read, a, size: struct.unpack(fmt, read(a, size))[0]
     if kind == "array" and st.target is not None and st.target.is_char():
         def dec_str(read, a, size):
             raw = read(a, size)
             return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-        return pa.string(), dec_str
+        return STRING, dec_str
     # struct, union, other arrays: the object's address
-    return pa.uint64(), lambda read, a, size: a
+    return UINT64, lambda read, a, size: a
 
 
 def size_of(t: Type) -> int:

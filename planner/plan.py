@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import pyarrow as pa
-
 from kql.grammar import ast as A
 
 
@@ -22,7 +20,7 @@ class MemberColumn:
 
     name: str            # the generated column name (__m0)
     text: str            # what the user wrote (task->mm->map_count)
-    type: pa.DataType
+    type: Any            # kql.tables.base.ColumnType
     fn: Callable[[Any], Any]
     c_type: str          # the C type of the result
 

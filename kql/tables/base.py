@@ -11,6 +11,11 @@ Columns are computed lazily, per row, only when the query uses them
 and a counted warning; the row survives.
 
 No table walks lists itself: row generators call helpers in kql.helpers.
+
+A scan's values stay Python lists (:class:`Columns`) until something needs
+Arrow (DuckDB, the Python API, Parquet): ``kql DUMP "SELECT ... FROM tasks"
+-f csv`` never imports pyarrow (and numpy with it, ~0.15 s).  Column types
+may be pyarrow types or the :class:`ColumnType` names below.
 """
 
 from __future__ import annotations
@@ -19,17 +24,73 @@ import collections
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
-import pyarrow as pa
-
 from kql.errors import FaultError, KqlError
 
-ADDRESS = pa.uint64()
+
+class ColumnType:
+    """An Arrow type named without importing pyarrow: ``INT32`` stands for
+    ``pa.int32()``.  Compares equal to the pyarrow type it names (``str``
+    is Arrow's spelling); :func:`arrow_type` gives that type."""
+
+    __slots__ = ("factory", "item", "_str")
+
+    def __init__(self, factory: str, spelled: str, item: "ColumnType | None" = None):
+        self.factory = factory      # the pyarrow function: "int32", "list_"
+        self.item = item
+        self._str = spelled
+
+    def arrow(self):
+        import pyarrow as pa
+        if self.item is not None:
+            return getattr(pa, self.factory)(arrow_type(self.item))
+        return getattr(pa, self.factory)()
+
+    def __str__(self) -> str:
+        return self._str
+
+    def __repr__(self) -> str:
+        return f"ColumnType({self._str})"
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, ColumnType) or type(other).__module__.startswith("pyarrow"):
+            return self._str == str(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._str)
+
+
+INT8 = ColumnType("int8", "int8")
+INT32 = ColumnType("int32", "int32")
+INT64 = ColumnType("int64", "int64")
+UINT64 = ColumnType("uint64", "uint64")
+BOOL = ColumnType("bool_", "bool")
+STRING = ColumnType("string", "string")
+FLOAT64 = ColumnType("float64", "double")
+
+
+def list_of(item: ColumnType) -> ColumnType:
+    return ColumnType("list_", f"list<item: {item}>", item)
+
+
+ADDRESS = UINT64
+STRING_LIST = list_of(STRING)
+
+_INT_RANGE = {"int8": (-1 << 7, 1 << 7), "int16": (-1 << 15, 1 << 15),
+              "int32": (-1 << 31, 1 << 31), "int64": (-1 << 63, 1 << 63),
+              "uint8": (0, 1 << 8), "uint16": (0, 1 << 16), "uint32": (0, 1 << 32),
+              "uint64": (0, 1 << 64)}
+
+
+def arrow_type(t):
+    """The pyarrow type for a column type (ColumnType or pyarrow type)."""
+    return t.arrow() if isinstance(t, ColumnType) else t
 
 
 @dataclass(frozen=True)
 class Column:
     name: str
-    type: pa.DataType
+    type: Any           # ColumnType or a pyarrow DataType
     doc: str
     fn: Callable[[Any], Any]
     # Expensive columns left out of ``SELECT *`` (still available by name).
@@ -115,10 +176,101 @@ def row_sources(spec: TableSpec, ctx: ScanContext) -> Iterator[Any]:
     return iter(spec.rows(ctx))
 
 
-def scan(spec: TableSpec, ctx: ScanContext,
-         extra: dict[str, tuple[pa.DataType, Callable[[Any], Any]]] | None = None
-         ) -> pa.Table:
-    """Run one scan into an Arrow table with ``ctx.columns`` (plus ``extra``
+class Columns:
+    """A result as Python lists: ``names``, ``types`` (ColumnType or pyarrow
+    types) and one list of values per column.  :meth:`pylist` gives a column's
+    values as pyarrow would hand them back; :meth:`to_arrow` the pyarrow.Table
+    (whose conversion also checks every value against its type)."""
+
+    def __init__(self, names: list[str], types: list, data: list[list], num_rows: int,
+                 table=None):
+        self.names = list(names)
+        self.types = list(types)
+        self.data = data
+        self.num_rows = num_rows
+        self._arrow = table
+
+    @classmethod
+    def from_arrow(cls, table) -> "Columns":
+        return cls(table.column_names, [f.type for f in table.schema],
+                   [None] * table.num_columns, table.num_rows, table)
+
+    @property
+    def column_names(self) -> list[str]:
+        return self.names
+
+    def select(self, pairs: list[tuple[str, str]]) -> "Columns":
+        """Columns ``src`` renamed ``out`` for each ``(src, out)``."""
+        at = {n: i for i, n in enumerate(self.names)}
+        idx = [at[src] for src, _ in pairs]
+        return Columns([out for _, out in pairs], [self.types[i] for i in idx],
+                       [self.data[i] for i in idx], self.num_rows)
+
+    def pylist(self, i: int) -> list:
+        """Column ``i``'s values (ints, strs, bools, floats, lists, None) as
+        pyarrow would give them back; without pyarrow when every value is
+        already of the plain Python type its column holds."""
+        values = self.data[i]
+        if self._arrow is None and values is not None:
+            kind = _PLAIN.get(str(self.types[i]))
+            if kind is not None and _plain(kind, str(self.types[i]), values):
+                return values
+        return self.to_arrow().column(i).to_pylist()
+
+    where = ""
+
+    def _where(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def to_arrow(self):
+        if self._arrow is None:
+            import pyarrow as pa
+            arrays = []
+            for name, typ, values in zip(self.names, self.types, self.data):
+                try:
+                    arrays.append(pa.array(values, type=arrow_type(typ)))
+                except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
+                    raise KqlError(f"internal error: column {self._where(name)}: {e}") from None
+            self._arrow = pa.Table.from_arrays(arrays, names=self.names)
+        return self._arrow
+
+
+# Types whose plain Python values come back from pyarrow as they went in: the
+# kind of check (_plain) each needs.
+_PLAIN = {**{n: "int" for n in _INT_RANGE}, "bool": "bool", "string": "str",
+          "double": "float", "list<item: string>": "strlist"}
+
+
+def _plain(kind: str, typ: str, values: list) -> bool:
+    """Whether pyarrow would hand ``values`` back unchanged (else it converts
+    or refuses them: let it)."""
+    if kind == "int":
+        lo, hi = _INT_RANGE[typ]
+        return all(v is None or (type(v) is int and lo <= v < hi) for v in values)
+    if kind == "str":
+        return all(v is None or (type(v) is str and (v.isascii() or _utf8(v)))
+                   for v in values)
+    if kind == "bool":
+        return all(v is None or type(v) is bool for v in values)
+    if kind == "float":
+        return all(v is None or type(v) is float for v in values)
+    return all(v is None or (type(v) is list and all(
+        x is None or (type(x) is str and (x.isascii() or _utf8(x))) for x in v))
+        for v in values)
+
+
+def _utf8(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: pyarrow refuses them
+        return False
+    return True
+
+
+def scan_columns(spec: TableSpec, ctx: ScanContext,
+                 extra: dict[str, tuple[Any, Callable[[Any], Any]]] | None = None
+                 ) -> Columns:
+    """Run one scan into :class:`Columns` with ``ctx.columns`` (plus ``extra``
     computed columns such as compiled member paths)."""
     cols = [spec.column(n) for n in ctx.columns]
     fns = [(c.name, c.type, c.fn) for c in cols]
@@ -146,11 +298,13 @@ def scan(spec: TableSpec, ctx: ScanContext,
                     warnings.add(f"{spec.name}.{name}", e)
             data[i].append(v)
     if not fns:  # count(*): rows without columns (Arrow needs one column)
-        return pa.table({"__kql_row": pa.nulls(n, pa.int8())})
-    arrays = []
-    for (name, typ, _fn), values in zip(fns, data):
-        try:
-            arrays.append(pa.array(values, type=typ))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
-            raise KqlError(f"internal error: column {spec.name}.{name}: {e}") from None
-    return pa.Table.from_arrays(arrays, names=[f[0] for f in fns])
+        fns, data = [("__kql_row", INT8, None)], [[None] * n]
+    out = Columns([f[0] for f in fns], [f[1] for f in fns], data, n)
+    out.where = spec.name
+    return out
+
+
+def scan(spec: TableSpec, ctx: ScanContext,
+         extra: dict[str, tuple[Any, Callable[[Any], Any]]] | None = None):
+    """:func:`scan_columns` as a pyarrow.Table."""
+    return scan_columns(spec, ctx, extra).to_arrow()

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 from functools import cached_property
 
-import pyarrow as pa
-
 from kql.errors import FaultError
 from kql.helpers.percpu import cpu_rq
 from kql.helpers import pid as pid_helpers
@@ -15,7 +13,8 @@ from kql.helpers.sched import (for_each_task_and_pid, get_mm_rss, page_size, run
                                task_argv, task_state_code, task_state_raw, task_state_value)
 from kql.helpers.stack import task_stack_names
 from kql.helpers.task import PF_KTHREAD, task_cpu
-from kql.tables.base import ADDRESS, Column, ScanContext, TableSpec
+from kql.tables.base import (ADDRESS, BOOL, INT32, INT64, STRING, STRING_LIST, Column,
+                             ScanContext, TableSpec)
 
 __all__ = ["TABLES", "TaskRow"]
 
@@ -172,77 +171,77 @@ TABLES = (
         columns=(
             Column("task", ADDRESS, "the task (struct task_struct *)",
                    lambda r: r.addr, object_type="struct task_struct *"),
-            Column("pid", pa.int32(), "thread id (task->pid; 0 for the idle tasks)",
+            Column("pid", INT32, "thread id (task->pid; 0 for the idle tasks)",
                    lambda r: r.task.pid.value_()),
-            Column("tgid", pa.int32(), "process id (task->tgid)",
+            Column("tgid", INT32, "process id (task->tgid)",
                    lambda r: r.task.tgid.value_()),
-            Column("ppid", pa.int32(), "parent's process id (task->real_parent->tgid), "
+            Column("ppid", INT32, "parent's process id (task->real_parent->tgid), "
                    "as /proc reports it", TaskRow.ppid),
-            Column("comm", pa.string(), "command name (task->comm, at most 15 bytes)",
+            Column("comm", STRING, "command name (task->comm, at most 15 bytes)",
                    TaskRow.comm),
-            Column("state", pa.int32(),
+            Column("state", INT32,
                    "state as /proc reports it: 0 R, 1 S, 2 D, 4 T, 8 t, 16 X, 32 Z, 64 P, "
                    "128 I (task_state_index())", lambda r: task_state_value(r.task)),
-            Column("st", pa.string(),
+            Column("st", STRING,
                    "crash's state code: RU IN UN ID ZO ST TR DE PA WA NE",
                    lambda r: task_state_code(r.task, r.state_raw)),
-            Column("state_raw", pa.int64(), "task->__state | task->exit_state",
+            Column("state_raw", INT64, "task->__state | task->exit_state",
                    lambda r: r.state_raw),
-            Column("cpu", pa.int32(), "CPU the task last ran on (task_cpu())", _cpu),
-            Column("active", pa.bool_(), "running on a CPU at dump time (some online "
+            Column("cpu", INT32, "CPU the task last ran on (task_cpu())", _cpu),
+            Column("active", BOOL, "running on a CPU at dump time (some online "
                    "CPU's rq->curr)", lambda r: r.addr in running_tasks(r.task.prog_)),
-            Column("uid", pa.int64(), "real user id (real_cred->uid)",
+            Column("uid", INT64, "real user id (real_cred->uid)",
                    lambda r: r.cred_id("uid")),
-            Column("gid", pa.int64(), "real group id (real_cred->gid)",
+            Column("gid", INT64, "real group id (real_cred->gid)",
                    lambda r: r.cred_id("gid")),
-            Column("euid", pa.int64(), "effective user id (real_cred->euid)",
+            Column("euid", INT64, "effective user id (real_cred->euid)",
                    lambda r: r.cred_id("euid")),
-            Column("prio", pa.int32(), "task->prio (0-99 real-time, 100-139 normal; "
+            Column("prio", INT32, "task->prio (0-99 real-time, 100-139 normal; "
                    "/proc's priority + 100)", lambda r: r.task.prio.value_()),
-            Column("policy", pa.int32(), "scheduling policy (task->policy: 0 NORMAL, "
+            Column("policy", INT32, "scheduling policy (task->policy: 0 NORMAL, "
                    "1 FIFO, 2 RR, 3 BATCH, 5 IDLE, 6 DEADLINE)",
                    lambda r: r.task.policy.value_()),
-            Column("threads", pa.int32(), "threads in its thread group "
+            Column("threads", INT32, "threads in its thread group "
                    "(signal->nr_threads)", lambda r: r.task.signal.nr_threads.value_()),
-            Column("rss_bytes", pa.int64(), "resident set size in bytes (mm rss counters "
+            Column("rss_bytes", INT64, "resident set size in bytes (mm rss counters "
                    "file+anon+shmem, as /proc VmRSS); NULL without an mm",
                    TaskRow.rss_bytes),
-            Column("vsz_bytes", pa.int64(), "virtual memory size in bytes "
+            Column("vsz_bytes", INT64, "virtual memory size in bytes "
                    "(mm->total_vm, as /proc VmSize); NULL without an mm",
                    TaskRow.vsz_bytes),
-            Column("start_time_ns", pa.int64(), "start time in ns since boot, suspend "
+            Column("start_time_ns", INT64, "start time in ns since boot, suspend "
                    "included (task->start_boottime, as /proc/PID/stat starttime)",
                    TaskRow.start_time_ns),
-            Column("utime_ns", pa.int64(), "user CPU time in ns (task->utime, not "
+            Column("utime_ns", INT64, "user CPU time in ns (task->utime, not "
                    "scaled as /proc scales it)", lambda r: r.task.utime.value_()),
-            Column("stime_ns", pa.int64(), "system CPU time in ns (task->stime)",
+            Column("stime_ns", INT64, "system CPU time in ns (task->stime)",
                    lambda r: r.task.stime.value_()),
-            Column("flags", pa.int64(), "task->flags (PF_* bits)", lambda r: r.flags),
-            Column("is_kthread", pa.bool_(), "kernel thread (PF_KTHREAD)",
+            Column("flags", INT64, "task->flags (PF_* bits)", lambda r: r.flags),
+            Column("is_kthread", BOOL, "kernel thread (PF_KTHREAD)",
                    lambda r: bool(r.flags & PF_KTHREAD)),
-            Column("nice", pa.int32(), "nice value (task->static_prio - 120)",
+            Column("nice", INT32, "nice value (task->static_prio - 120)",
                    lambda r: r.task.static_prio.value_() - 120),
-            Column("rt_priority", pa.int32(), "real-time priority (task->rt_priority)",
+            Column("rt_priority", INT32, "real-time priority (task->rt_priority)",
                    lambda r: r.task.rt_priority.value_()),
-            Column("pgid", pa.int32(), "process group id (signal->pids[PIDTYPE_PGID])",
+            Column("pgid", INT32, "process group id (signal->pids[PIDTYPE_PGID])",
                    lambda r: r.group_id("PIDTYPE_PGID")),
-            Column("sid", pa.int32(), "session id (signal->pids[PIDTYPE_SID])",
+            Column("sid", INT32, "session id (signal->pids[PIDTYPE_SID])",
                    lambda r: r.group_id("PIDTYPE_SID")),
             Column("mm", ADDRESS, "address space (task->mm; NULL for kernel threads)",
                    lambda r: r.task.mm.value_() or None),
-            Column("stack", pa.list_(pa.string()), "kernel stack: function names, "
+            Column("stack", STRING_LIST, "kernel stack: function names, "
                    "innermost first, as crash `bt` lists them (scheduler frames "
                    "included; /proc/PID/stack omits those); [] without a kernel stack",
                    lambda r: r.stack),
-            Column("stack_sig", pa.string(), "signature of the stack for grouping across "
+            Column("stack_sig", STRING, "signature of the stack for grouping across "
                    "tasks and dumps: the first 16 hex digits of the sha1 of the function "
                    "names joined by newlines (offsets excluded, so the same code path has "
                    "the same signature on every dump of a build); NULL without a stack",
                    lambda r: stack_signature(r.stack)),
-            Column("cmdline", pa.string(), "command line, arguments joined by spaces, "
+            Column("cmdline", STRING, "command line, arguments joined by spaces, "
                    "read from user memory (mm->arg_start..arg_end); NULL when the pages "
                    "are not in the dump or without an mm", TaskRow.cmdline, optional=True),
-            Column("argv", pa.list_(pa.string()), "the arguments as a list, as "
+            Column("argv", STRING_LIST, "the arguments as a list, as "
                    "/proc/PID/cmdline has them", lambda r: task_argv(r.task), optional=True),
         ),
     ),
