@@ -454,6 +454,10 @@ class DwarfTypes(TypeSourceBase):
         if not has_info:
             raise DumpError(f"{self.path} has no DWARF debug info (.debug_info); "
                             f"pass the debug vmlinux, e.g. from linux-image-*-dbg")
+        if self._elf["e_type"] == "ET_REL":
+            # Its DWARF only makes sense after relocation (a module, an object
+            # file); a vmlinux is linked.
+            raise DumpError(f"{self.path} is a relocatable object (a module?), not a vmlinux")
         try:
             self._mm = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError) as e:

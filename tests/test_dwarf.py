@@ -7,6 +7,8 @@ is checked against the VMCOREINFO ``BUILD-ID`` of a dump of that kernel.
 """
 
 import os
+import shutil
+import subprocess
 import time
 from collections import namedtuple
 
@@ -284,6 +286,18 @@ def test_not_elf_and_no_dwarf(tmp_path):
             pytest.skip("/bin/true has debug info here")
     with pytest.raises(DumpError, match=r"has no DWARF debug info"):
         DwarfTypes(true, cache_dir=False)
+
+
+def test_relocatable_object_is_refused(tmp_path):
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("no gcc to build an object file")
+    src = tmp_path / "m.c"
+    src.write_text("struct s { int a; } v;\n")
+    obj = tmp_path / "m.o"
+    subprocess.run([gcc, "-g", "-c", str(src), "-o", str(obj)], check=True)
+    with pytest.raises(DumpError, match=r"is a relocatable object \(a module\?\), not a vmlinux"):
+        DwarfTypes(obj, cache_dir=False)
 
 
 # -- DWARF 2/3 bitfields (DW_AT_bit_offset), which GCC 12 no longer writes --------
