@@ -117,17 +117,17 @@ def render(table, fmt: str, address_columns: set[str] = frozenset()) -> str:
     if fmt == "table":
         return format_table(table, address_columns)
     names = table.column_names
-    rows = [dict(zip(names, r)) for r in zip(*(table.pylist(i) for i in range(len(names))))]
+    tuples = zip(*(table.pylist(i) for i in range(len(names))))
     if fmt == "json":
-        return json.dumps([_jsonable(r) for r in rows], indent=1) + "\n"
+        return json.dumps([_jsonable(dict(zip(names, r))) for r in tuples], indent=1) + "\n"
     if fmt == "jsonl":
-        return "".join(json.dumps(_jsonable(r)) + "\n" for r in rows)
+        return "".join(json.dumps(_jsonable(dict(zip(names, r)))) + "\n" for r in tuples)
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(table.column_names)
-        for r in rows:
-            w.writerow(["" if v is None else
-                        json.dumps(v) if isinstance(v, list) else v for v in r.values()])
+        w.writerow(names)
+        # one field per column, even when two columns share a name
+        w.writerows(["" if v is None else json.dumps(v) if isinstance(v, list) else v
+                     for v in r] for r in tuples)
         return buf.getvalue()
     raise ValueError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")

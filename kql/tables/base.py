@@ -229,7 +229,7 @@ class Columns:
             for name, typ, values in zip(self.names, self.types, self.data):
                 try:
                     arrays.append(pa.array(values, type=arrow_type(typ)))
-                except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
+                except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeError) as e:
                     raise KqlError(f"internal error: column {self._where(name)}: {e}") from None
             self._arrow = pa.Table.from_arrays(arrays, names=self.names)
         return self._arrow

@@ -19,11 +19,37 @@ from kql.tables.base import (ADDRESS, BOOL, INT32, INT64, STRING, STRING_LIST, C
 __all__ = ["TABLES", "TaskRow"]
 
 
+def _fields(prog) -> dict:
+    """Where the members the common columns read sit in struct task_struct:
+    name -> (offset, size, signed), found once per kernel."""
+    fields = prog.cache.get("tasks_table_fields")
+    if fields is None:
+        t = prog.types.find_type("struct task_struct")
+        fields = {}
+        for name in ("pid", "tgid", "comm"):
+            m, bit = t.member(name)
+            mt = m.type.strip_typedefs()
+            fields[name] = (bit >> 3, mt.size, bool(mt.signed) if mt.kind == "int" else False)
+        prog.cache["tasks_table_fields"] = fields
+    return fields
+
+
 class TaskRow:
     """One task; values shared by several columns are read once, on demand."""
 
     def __init__(self, task):
         self.task = task            # struct task_struct *
+
+    def _int(self, name: str) -> int:
+        off, size, signed = _fields(self.task.prog_)[name]
+        return int.from_bytes(self.task.prog_.read(self.addr + off, size), "little",
+                              signed=signed)
+
+    def pid(self) -> int:
+        return self._int("pid")
+
+    def tgid(self) -> int:
+        return self._int("tgid")
 
     @cached_property
     def addr(self) -> int:
@@ -49,7 +75,9 @@ class TaskRow:
         return mm.read_() if mm.value_() else None
 
     def comm(self) -> str:
-        return self.task.comm.string_().decode(errors="replace")
+        off, size, _ = _fields(self.task.prog_)["comm"]
+        raw = self.task.prog_.read(self.addr + off, size)
+        return raw.split(b"\0", 1)[0].decode(errors="replace")
 
     def ppid(self) -> int:
         # fs/proc/array.c: task_tgid_nr_ns(real_parent) (0 for pid 0/1/2,
@@ -171,10 +199,8 @@ TABLES = (
         columns=(
             Column("task", ADDRESS, "the task (struct task_struct *)",
                    lambda r: r.addr, object_type="struct task_struct *"),
-            Column("pid", INT32, "thread id (task->pid; 0 for the idle tasks)",
-                   lambda r: r.task.pid.value_()),
-            Column("tgid", INT32, "process id (task->tgid)",
-                   lambda r: r.task.tgid.value_()),
+            Column("pid", INT32, "thread id (task->pid; 0 for the idle tasks)", TaskRow.pid),
+            Column("tgid", INT32, "process id (task->tgid)", TaskRow.tgid),
             Column("ppid", INT32, "parent's process id (task->real_parent->tgid), "
                    "as /proc reports it", TaskRow.ppid),
             Column("comm", STRING, "command name (task->comm, at most 15 bytes)",
