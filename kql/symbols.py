@@ -88,7 +88,8 @@ class VmlinuxFile:
         if sec is None:
             return None
         for note in sec.iter_notes():
-            if note["n_type"] == "NT_GNU_BUILD_ID":
+            # .notes also holds Xen notes; only GNU's type 3 is the build-id
+            if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
                 return note["n_desc"]
         return None
 

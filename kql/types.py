@@ -182,8 +182,14 @@ class Type:
         """This type without const/volatile/restrict."""
         if not self.qualifiers:
             return self
-        t = self.qualified(())
+        # a copy: qualified(()) returns self, which other users share
+        t = object.__new__(Type)
+        for slot in Type.__slots__:
+            if slot != "__weakref__":
+                object.__setattr__(t, slot, getattr(self, slot))
         t.qualifiers = _NO_QUALS
+        t._cache = None
+        t._pointer = None
         return t
 
     def strip_typedefs(self) -> "Type":

@@ -9,7 +9,6 @@ is checked against the VMCOREINFO ``BUILD-ID`` of a dump of that kernel.
 import os
 import shutil
 import subprocess
-import time
 from collections import namedtuple
 
 import pytest
@@ -170,7 +169,9 @@ def test_type_names(kernel):
         dwarf.find_type("kql_no_such_typedef_t")
 
 
-def test_warm_cache_is_fast_and_reads_no_dwarf(kernel):
+def test_warm_cache_reads_no_dwarf(kernel):
+    """A warm open answers from the cache alone (speed is measured in
+    benchmarks/, not asserted here)."""
     dwarf, _, cache = kernel
     for name in STRUCTS:
         _layout(dwarf.find_type(name))
@@ -178,18 +179,15 @@ def test_warm_cache_is_fast_and_reads_no_dwarf(kernel):
     assert not [p for p in os.listdir(cache) if p.endswith(".tmp")]
     cold = {name: _layout(dwarf.find_type(name)) for name in STRUCTS}
 
-    start = time.perf_counter()
     warm = DwarfTypes(dwarf.path, cache_dir=cache)
     try:
         got = {name: _layout(warm.find_type(name)) for name in STRUCTS}
-        elapsed = time.perf_counter() - start
         assert warm.cache_hit
         assert warm.stats["dies_parsed"] == 0 and warm.stats["searches"] == 0
         assert warm._dwarf is None      # the DWARF sections were never opened
     finally:
         warm.close()
     assert got == cold
-    assert elapsed < 1.0
 
 
 def test_two_writers_share_the_cache(kernel, tmp_path):

@@ -212,3 +212,15 @@ def test_vmlinux_symtab_matches_system_map(vmlinux):
     assert checked > 10000
     # ELF sizes are real object sizes
     assert table.lookup("init_task").size == smap.lookup("init_task").size
+
+
+def test_vmlinux_build_id_is_the_gnu_note():
+    """The 6.1 vmlinux's .notes starts with Xen notes: only GNU's counts."""
+    from fixtures import fixture
+    from kql.dump import open_dump
+    from kql.symbols import VmlinuxFile
+    fx = fixture("6.1-live")
+    with open_dump(fx.dump()) as d:
+        want = d.vmcoreinfo["BUILD-ID"]
+    bid = VmlinuxFile(fx.vmlinux).build_id()
+    assert (bid.hex() if isinstance(bid, bytes) else bid) == want

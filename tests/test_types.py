@@ -101,3 +101,11 @@ def test_enum():
     assert e.enum_value("PIDTYPE_TGID") == 1
     assert e.enum_name(0) == "PIDTYPE_PID"
     assert e.enum_name(7) is None
+
+
+def test_unqualified_does_not_change_the_shared_type():
+    from kql.types import int_type
+    const_int = int_type("int", 4, True).qualified(("const",))
+    plain = const_int.unqualified()
+    assert plain.qualifiers == frozenset() and const_int.qualifiers == frozenset({"const"})
+    assert plain is not const_int
