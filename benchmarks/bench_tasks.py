@@ -10,12 +10,18 @@ Each run is a fresh process (import and open costs count), kql and drgn
 alternating, on the same dump.  Reports wall time (min / median / max) and peak
 RSS per tool, and checks that both printed the same set of pids.  drgn reads
 types from the debug vmlinux (DWARF); kql is measured from the dump alone
-(BTF + kallsyms), and with --vmlinux cold (empty DWARF cache) and warm.
+(BTF + kallsyms) with a warm cache (decoded kallsyms names and BTF index of
+this build-id on disk, as after any earlier query on a dump of that kernel)
+and a cold one (emptied before every run), and with --vmlinux cold (empty
+DWARF cache) and warm.  kql's packages are byte-compiled first, as an
+installed package is (PYTHONDONTWRITEBYTECODE would otherwise make every run
+compile them from source).
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import shutil
 import statistics
@@ -58,11 +64,15 @@ def main() -> int:
     py = sys.executable
     kql = [py, "-m", "kql.cli", dump, args.query, "--format", "csv"]
     drgn = [py, str(HERE / "drgn_tasks.py"), dump, fx.vmlinux]
+    for pkg in ("kql", "grammar", "planner"):
+        compileall.compile_dir(str(HERE.parent / pkg), quiet=1)
     cache = tempfile.mkdtemp(prefix="kql-bench-cache-")
     env_cold = dict(os.environ, XDG_CACHE_HOME=cache)
+    btf_cache = tempfile.mkdtemp(prefix="kql-bench-btf-cache-")
+    env_btf = dict(os.environ, XDG_CACHE_HOME=btf_cache)
 
     # correctness first: same pids (drgn's for_each_task leaves out idle tasks)
-    k_out = subprocess.run(kql, capture_output=True, text=True, check=True).stdout
+    k_out = subprocess.run(kql, capture_output=True, text=True, check=True, env=env_btf).stdout
     d_out = subprocess.run(drgn, capture_output=True, text=True, check=True).stdout
     k_pids = {int(line.split(",")[0]) for line in k_out.splitlines()[1:]}
     d_pids = {int(line.split(",")[0]) for line in d_out.splitlines()[1:]}
@@ -70,12 +80,16 @@ def main() -> int:
           f"drgn's missing from kql: {len(d_pids - k_pids)}")
 
     results: dict[str, list[tuple[float, int]]] = {"kql (BTF, no vmlinux)": [], "drgn 0.3.0 (vmlinux)": [],
+                                                   "kql (BTF, cold cache)": [],
                                                    "kql --vmlinux (warm cache)": [],
                                                    "kql --vmlinux (cold cache)": []}
     kql_vm = kql + ["--vmlinux", fx.vmlinux]
     for i in range(args.runs):
-        results["kql (BTF, no vmlinux)"].append(run_with_rusage(kql))
+        results["kql (BTF, no vmlinux)"].append(run_with_rusage(kql, env_btf))
         results["drgn 0.3.0 (vmlinux)"].append(run_with_rusage(drgn))
+        shutil.rmtree(btf_cache, ignore_errors=True)
+        os.makedirs(btf_cache)
+        results["kql (BTF, cold cache)"].append(run_with_rusage(kql, env_btf))
         if i == 0:
             shutil.rmtree(cache, ignore_errors=True)
             os.makedirs(cache)
@@ -88,6 +102,7 @@ def main() -> int:
         print(f"{name:28} {min(walls):7.2f} {statistics.median(walls):9.2f} {max(walls):7.2f} "
               f"{rss:13.0f}")
     shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(btf_cache, ignore_errors=True)
     return 0
 
 
