@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kql", description="SQL over Linux kernel memory dumps (vmcores).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dump", nargs="?", help="the vmcore (ELF, kdump, flattened kdump)")
+    p.add_argument("dump", nargs="?",
+                   help="the vmcore (ELF, kdump, flattened kdump; split kdump parts "
+                        "comma-separated)")
     p.add_argument("query", nargs="?", help="the SQL query (quote it)")
     p.add_argument("-d", "--dump", dest="named", action="append", default=[], metavar="NAME=DUMP",
                    help="open DUMP as NAME for cross-dump queries (FROM NAME.tasks); repeatable")
@@ -145,6 +147,14 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
 
+def dump_parts(spec: str):
+    """A dump argument: one file, or the parts of a split kdump comma-separated
+    (``dump.1,dump.2``) when no file has that literal name."""
+    if "," in spec and not os.path.exists(spec):
+        return [p for p in spec.split(",") if p]
+    return spec
+
+
 def _main(argv: list[str]) -> int:
     if argv and argv[0] in ("queries", "export") and not os.path.isfile(argv[0]):
         return {"queries": _list_queries, "export": _export}[argv[0]](argv[1:])
@@ -197,10 +207,10 @@ def _main(argv: list[str]) -> int:
     statements = parse(query)  # syntax errors before opening any dump
     kernels = {}
     if dump is not None:
-        kernels[None] = Kernel(open_dump(dump, zero_excluded=args.zero_excluded),
+        kernels[None] = Kernel(open_dump(dump_parts(dump), zero_excluded=args.zero_excluded),
                                vmlinux=args.vmlinux, system_map=args.system_map)
     for name, path in named.items():
-        kernels[name] = Kernel(open_dump(path, zero_excluded=args.zero_excluded),
+        kernels[name] = Kernel(open_dump(dump_parts(path), zero_excluded=args.zero_excluded),
                                vmlinux=args.vmlinux, system_map=args.system_map)
     session = Session(kernels)
     from kql import output

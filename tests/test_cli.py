@@ -130,3 +130,17 @@ def test_table_docs_are_generated_from_the_catalog():
     doc = Path(__file__).resolve().parent.parent / "docs" / "tables.md"
     assert doc.read_text() == describe(None, markdown=True), \
         "regenerate: python -m kql.describe --markdown > docs/tables.md"
+
+
+def test_split_dump_parts_comma_separated(tmp_path):
+    """makedumpfile --split output, given as PART1,PART2, reads like the whole."""
+    parts = [tmp_path / "p1", tmp_path / "p2"]
+    subprocess.run(["makedumpfile", "--split", "-d", "31", SAMPLE, *map(str, parts)],
+                   check=True, capture_output=True)
+    q = "SELECT pid, comm, state FROM tasks ORDER BY pid, comm"
+    whole = kql(SAMPLE, q, "-f", "csv", check_rc=0).stdout
+    split = kql(",".join(map(str, parts)), q, "-f", "csv", check_rc=0).stdout
+    assert split == whole
+    pids = {int(line.split(",")[0]) for line in whole.splitlines()[1:]}
+    truth = fixture("sample").truth
+    assert {int(p) for p in truth["tasks"]} - set(truth["transient_pids"]) <= pids
