@@ -355,8 +355,10 @@ def load_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
         addresses = _addresses(read, addr, count, vmcoreinfo, names, known)
     except FaultError as e:
         raise KallsymsError(f"cannot read kallsyms tables: {e}") from None
-    table = SymbolTable(names, "".join(kinds), addresses, source="kallsyms")
-    if header is not None and table.names is names:  # in the dump's order
+    joined = "".join(kinds)   # one letter each: a str is smaller and pickles faster
+    table = SymbolTable(names, joined if len(joined) == count else kinds, addresses,
+                        source="kallsyms")
+    if header is not None and table.names is names and isinstance(table.kinds, str):
         cache.save("kallsyms", header, {"names": names, "kinds": table.kinds,
                                         "name_order": table.name_order})
     return table
