@@ -79,24 +79,8 @@ class Layer:
         return _U64(self.read(addr, 8))[0]
 
     def read_cstring(self, addr: int, max_size: int = 4096) -> bytes:
-        """Bytes up to (not including) the first NUL, at most ``max_size``.
-
-        Reads page by page so a string near the end of a mapping does not
-        fault on the bytes after its NUL.
-        """
-        out = []
-        total = 0
-        while total < max_size:
-            chunk = min(max_size - total, 4096 - (addr & 0xFFF))
-            data = self.read(addr, chunk)
-            nul = data.find(b"\0")
-            if nul >= 0:
-                out.append(data[:nul])
-                break
-            out.append(data)
-            total += chunk
-            addr += chunk
-        return b"".join(out)
+        """Bytes up to (not including) the first NUL, at most ``max_size``."""
+        return read_cstring(self.read, addr, max_size)
 
 
 class PageTableLayer(Layer):
@@ -225,3 +209,22 @@ class UserVirtual(PageTableLayer):
     """A task's user address space (root: physical address of ``mm->pgd``)."""
 
     name = "user"
+
+
+def read_cstring(read, addr: int, max_size: int = 4096) -> bytes:
+    """Bytes up to (not including) the first NUL, at most ``max_size``, from
+    ``read(addr, size)``.  Reads page by page so a string near the end of a
+    mapping does not fault on the bytes after its NUL."""
+    out = []
+    total = 0
+    while total < max_size:
+        chunk = min(max_size - total, 4096 - (addr & 0xFFF))
+        data = read(addr, chunk)
+        nul = data.find(b"\0")
+        if nul >= 0:
+            out.append(data[:nul])
+            break
+        out.append(data)
+        total += chunk
+        addr += chunk
+    return b"".join(out)

@@ -423,19 +423,8 @@ def _read_cstring(prog, addr: int, max_size: int) -> bytes:
     fn = getattr(prog, "read_cstring", None)
     if fn is not None:
         return fn(addr, max_size)
-    out = []
-    total = 0
-    while total < max_size:
-        chunk = min(max_size - total, 4096 - (addr & 0xFFF))
-        data = prog.read(addr, chunk)
-        nul = data.find(b"\0")
-        if nul >= 0:
-            out.append(data[:nul])
-            break
-        out.append(data)
-        total += chunk
-        addr += chunk
-    return b"".join(out)
+    from kql.memory import read_cstring
+    return read_cstring(prog.read, addr, max_size)
 
 
 def _normalize_value(st: Type, v):

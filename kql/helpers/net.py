@@ -21,8 +21,7 @@ from typing import Iterator
 from kql.errors import FaultError
 from kql.helpers.list import _ptr, list_for_each_entry, walk_warn
 from kql.helpers.fs import for_each_file
-from kql.helpers.pid import for_each_pid, pid_task
-from kql.helpers.task import for_each_process
+from kql.helpers.sched import for_each_task_and_pid
 from kql.object import Object
 from kql.types import pointer_to
 
@@ -518,35 +517,6 @@ def socket_ino(prog, sock: int) -> int:
 
 # -- owners ---------------------------------------------------------------------------------
 
-def _processes(prog) -> Iterator[Object]:
-    """Thread-group leaders from the task list; when that walk warned (a
-    damaged list or a filtered page), also those only the pid idr reaches."""
-    warnings = getattr(prog, "warnings", None)
-    before = len(warnings) if warnings is not None else 0
-    seen = set()
-    for task in for_each_process(prog):
-        seen.add(task.value_())
-        yield task
-    if warnings is None or len(warnings) == before:
-        return
-    try:
-        for pid in for_each_pid(prog):
-            try:
-                task = pid_task(pid, "PIDTYPE_PID")
-                a = task.value_()
-                if a and a not in seen and task.group_leader.value_() == a:
-                    seen.add(a)
-                    yield task
-            except FaultError as e:
-                try:
-                    nr = pid.numbers[0].nr.value_()
-                except FaultError:
-                    nr = "?"
-                walk_warn(prog, f"socket_owners: task of pid {nr} unreadable: {e}")
-    except FaultError as e:
-        walk_warn(prog, f"socket_owners: pid idr unreadable: {e}")
-
-
 def task_sockets(task: Object) -> Iterator[tuple[int, Object]]:
     """The sockets among a task's open files: ``(fd, struct sock *)`` for each
     file whose ``f_op`` is ``socket_file_ops`` (``file->private_data`` is the
@@ -590,7 +560,7 @@ def socket_owners(prog) -> dict[int, list[tuple[int, int]]]:
         return owners
     owners = {}
     seen_tables = set()
-    for task in _processes(prog):
+    for task in for_each_task_and_pid(prog, leaders_only=True):
         try:
             files = task.files.value_()
             if not files or files in seen_tables:

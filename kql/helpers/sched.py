@@ -15,16 +15,18 @@ from kql.errors import FaultError
 from kql.helpers.percpu import cpu_rq
 from kql.helpers.list import walk_warn
 from kql.helpers.pid import for_each_pid, pid_task
-from kql.helpers.task import for_each_task, task_state_index, task_state_letters
+from kql.helpers.task import (for_each_process, for_each_task, task_state_index,
+                              task_state_letters)
 from kql.object import Object
 
-__all__ = ["for_each_task_and_pid", "task_state_raw", "task_state_value", "task_state_code",
+__all__ = ["for_each_task_and_pid", "find_tasks", "task_state_raw", "task_state_value", "task_state_code",
            "running_tasks", "task_is_running", "get_mm_counter", "get_mm_counter_sum",
            "get_mm_rss", "task_rss_bytes", "task_vsz_bytes", "task_cmdline", "task_argv",
            "page_size", "MM_COUNTERS"]
 
-def for_each_task_and_pid(prog) -> Iterator[Object]:
-    """Every task as :func:`kql.helpers.task.for_each_task` visits them; if
+def for_each_task_and_pid(prog, *, leaders_only: bool = False) -> Iterator[Object]:
+    """Every task as :func:`kql.helpers.task.for_each_task` visits them
+    (``leaders_only``: thread-group leaders, as ``for_each_process``); if
     that walk met damage (unreadable or filtered pages, a warning on the
     kernel), also the tasks of the pid idr it could not reach: every task
     has a struct pid there (crash builds its task table from both too).
@@ -34,7 +36,7 @@ def for_each_task_and_pid(prog) -> Iterator[Object]:
     warnings = getattr(prog, "warnings", None)
     before = len(warnings) if warnings is not None else 0
     seen: set[int] = set()
-    for task in for_each_task(prog):
+    for task in (for_each_process if leaders_only else for_each_task)(prog):
         seen.add(task.value_())
         yield task
     if warnings is None or len(warnings) == before:
@@ -44,11 +46,18 @@ def for_each_task_and_pid(prog) -> Iterator[Object]:
             try:
                 task = pid_task(pid, "PIDTYPE_PID")
                 addr = task.value_()
-            except FaultError:
+                if not addr or addr in seen or (
+                        leaders_only and task.group_leader.value_() != addr):
+                    continue
+            except FaultError as e:
+                try:
+                    nr = pid.numbers[0].nr.value_()
+                except FaultError:
+                    nr = "?"
+                walk_warn(prog, f"for_each_task_and_pid: task of pid {nr} unreadable: {e}")
                 continue
-            if addr and addr not in seen:
-                seen.add(addr)
-                yield task
+            seen.add(addr)
+            yield task
     except FaultError as e:
         walk_warn(prog, f"for_each_task_and_pid: pid idr unreadable: {e}")
 
@@ -59,6 +68,42 @@ def for_each_task_and_pid(prog) -> Iterator[Object]:
 # TASK_IDLE printing") to 6.12: TASK_DEAD, TASK_WAKEKILL, TASK_WAKING,
 # TASK_NOLOAD, TASK_NEW, TASK_RTLOCK_WAIT (5.15+).
 _ABOVE_PARKED = ("DEAD", "WAKEKILL", "WAKING", "NOLOAD", "NEW", "RTLOCK_WAIT")
+
+
+def find_tasks(prog, pids) -> Iterator[Object]:
+    """The tasks whose pid is in ``pids``, each once: ``find_task`` through
+    the pid idr; pid 0 (the idle tasks, in no pid table) is init_task and
+    every CPU's ``rq->idle``.  Values that are not pids are skipped.
+
+    :return: iterator of ``struct task_struct *``
+    """
+    from kql.helpers import pid as pid_helpers
+    seen: set[int] = set()
+    for v in pids:
+        try:
+            nr = int(v)
+        except (TypeError, ValueError):
+            continue
+        if nr != v or nr < 0 or nr >= 1 << 31:
+            continue
+        if nr == 0:
+            addrs = [prog.symbols.lookup("init_task").address]
+            for cpu in prog.possible_cpus():
+                try:
+                    addrs.append(cpu_rq(prog, cpu).idle.value_())
+                except FaultError:
+                    continue
+            tasks = [prog.object("struct task_struct", a).address_of_() for a in addrs if a]
+        else:
+            try:
+                t = pid_helpers.find_task(prog, nr)
+            except FaultError:
+                continue
+            tasks = [t] if t.value_() else []
+        for t in tasks:
+            if t.value_() not in seen:
+                seen.add(t.value_())
+                yield t
 
 
 def _state_bits(prog) -> dict[str, int]:

@@ -6,9 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from kql.errors import FaultError
-from kql.helpers import pid as pid_helpers
-from kql.helpers.percpu import cpu_rq
-from kql.helpers.sched import for_each_task_and_pid
+from kql.helpers.sched import find_tasks, for_each_task_and_pid
 from kql.helpers.stack import stack_trace, task_stack_words, text_symbol
 from kql.tables.base import ADDRESS, Column, ScanContext, TableSpec
 
@@ -55,35 +53,7 @@ def _all_tasks(ctx: ScanContext):
 
 def _tasks_by_pid(ctx: ScanContext, values: list):
     """Tasks whose pid is in ``values`` (pid 0: every CPU's idle task)."""
-    prog = ctx.kernel
-    seen: set[int] = set()
-    for v in values:
-        try:
-            nr = int(v)
-        except (TypeError, ValueError):
-            continue
-        if nr != v or nr < 0 or nr >= 1 << 31:
-            continue
-        tasks = []
-        if nr == 0:
-            addrs = [prog.symbols.lookup("init_task").address]
-            for cpu in prog.possible_cpus():
-                try:
-                    addrs.append(cpu_rq(prog, cpu).idle.value_())
-                except FaultError:
-                    continue
-            tasks = [prog.object("struct task_struct", a).address_of_() for a in addrs if a]
-        else:
-            try:
-                t = pid_helpers.find_task(prog, nr)
-            except FaultError:
-                continue
-            if t.value_():
-                tasks = [t]
-        for t in tasks:
-            if t.value_() not in seen:
-                seen.add(t.value_())
-                yield t
+    return find_tasks(ctx.kernel, values)
 
 
 def _frames(ctx: ScanContext, tasks):

@@ -6,10 +6,8 @@ from __future__ import annotations
 import hashlib
 from functools import cached_property
 
-from kql.errors import FaultError
-from kql.helpers.percpu import cpu_rq
 from kql.helpers import pid as pid_helpers
-from kql.helpers.sched import (for_each_task_and_pid, get_mm_rss, page_size, running_tasks,
+from kql.helpers.sched import (find_tasks, for_each_task_and_pid, get_mm_rss, page_size, running_tasks,
                                task_argv, task_state_code, task_state_raw, task_state_value)
 from kql.helpers.stack import task_stack_names
 from kql.helpers.task import PF_KTHREAD, task_cpu
@@ -149,33 +147,8 @@ def _rows(ctx: ScanContext):
 def find_task(ctx: ScanContext, values: list):
     """``pid = N`` / ``pid IN (...)``: find_task through the pid idr; pid 0
     (the idle tasks, which are in no pid table) from each CPU's rq->idle."""
-    prog = ctx.kernel
-    seen: set[int] = set()
-    for v in values:
-        try:
-            nr = int(v)
-        except (TypeError, ValueError):
-            continue
-        if nr != v or nr < 0 or nr >= 1 << 31:
-            continue
-        if nr == 0:
-            addrs = [prog.symbols.lookup("init_task").address]
-            for cpu in prog.possible_cpus():
-                try:
-                    addrs.append(cpu_rq(prog, cpu).idle.value_())
-                except FaultError:
-                    continue
-            tasks = [prog.object("struct task_struct", a).address_of_() for a in addrs if a]
-        else:
-            try:
-                t = pid_helpers.find_task(prog, nr)
-            except FaultError:
-                continue
-            tasks = [t] if t.value_() else []
-        for t in tasks:
-            if t.value_() not in seen:
-                seen.add(t.value_())
-                yield TaskRow(t)
+    for t in find_tasks(ctx.kernel, values):
+        yield TaskRow(t)
 
 
 def _cpu(r: TaskRow) -> int:
