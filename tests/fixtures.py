@@ -83,3 +83,37 @@ FIXTURES = [n for n in build.RECIPES if n != "sample"]
 # parametrize the tests).
 DUMPS = [(n, k) for n in FIXTURES
          for k in (build.RECIPES[n].get("dumps") or ["kdump-flat", "kdump"])]
+
+
+# ---------------------------------------------------------------- shared test helpers
+
+_kernels: dict = {}
+
+
+def kernel(name: str, kind: str | None = None, vmlinux: bool = False):
+    """A Kernel on one dump of a fixture, opened once per test session
+    (closed by conftest.py at the end)."""
+    from kql.kernel import Kernel
+    fx = fixture(name)
+    kind = kind or fx.kinds[0]
+    key = (name, kind, vmlinux)
+    k = _kernels.get(key)
+    if k is None:
+        k = _kernels[key] = Kernel(fx.dump(kind), vmlinux=fx.vmlinux if vmlinux else None)
+    return k
+
+
+def close_kernels() -> None:
+    for k in _kernels.values():
+        k.close()
+    _kernels.clear()
+
+
+def run(k, table: str, columns=None, **kw):
+    """Scan ``table`` directly (no planner) → (list of row dicts, Warnings)."""
+    from kql.tables import get_table
+    from kql.tables.base import ScanContext, Warnings, scan
+    spec = get_table(table)
+    w = Warnings()
+    ctx = ScanContext(k, list(columns or spec.star_columns()), warnings=w, **kw)
+    return scan(spec, ctx).to_pylist(), w

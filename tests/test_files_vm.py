@@ -22,7 +22,7 @@ from collections import defaultdict
 
 import pytest
 
-from fixtures import DUMPS, FIXTURES, fixture
+from fixtures import DUMPS, FIXTURES, fixture, kernel, run
 from kql.errors import ExcludedPageError, FaultError
 from kql.helpers.fs import (d_path, for_each_file, for_each_mount, mount_devname,
                             mount_fstype, mount_options, mount_path)
@@ -31,8 +31,7 @@ from kql.helpers.mm import (for_each_vma, task_cmdline_bytes, task_environ_bytes
 from kql.helpers.pid import find_task
 from kql.helpers.task import for_each_process
 from kql.kernel import Kernel
-from kql.tables import get_table
-from kql.tables.base import ScanContext, Warnings, scan
+from kql.tables.base import Warnings
 
 FILTERED = {n for n in FIXTURES + ["sample"] if fixture(n).recipe.get("makedumpfile")}
 LIVE = [n for n in FIXTURES if n not in FILTERED]
@@ -42,33 +41,8 @@ LIVE = [n for n in FIXTURES if n not in FILTERED]
 SLAB_FILTERED = {"6.12-panic"}
 ALL_DUMPS = DUMPS + [("sample", k) for k in fixture("sample").kinds]
 
-_kernels: dict = {}
 
 
-def kernel(name: str, kind: str | None = None, vmlinux: bool = False) -> Kernel:
-    fx = fixture(name)
-    kind = kind or fx.kinds[0]
-    key = (name, kind, vmlinux)
-    k = _kernels.get(key)
-    if k is None:
-        k = _kernels[key] = Kernel(fx.dump(kind), vmlinux=fx.vmlinux if vmlinux else None)
-    return k
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _close_kernels():
-    yield
-    for k in _kernels.values():
-        k.close()
-    _kernels.clear()
-
-
-def run(k: Kernel, table: str, columns=None, **kw):
-    """Scan ``table`` -> (list of row dicts, Warnings)."""
-    spec = get_table(table)
-    w = Warnings()
-    ctx = ScanContext(k, list(columns or spec.star_columns()), warnings=w, **kw)
-    return scan(spec, ctx).to_pylist(), w
 
 
 def excluded(w: Warnings, table: str, column: str) -> int:

@@ -23,7 +23,7 @@ import struct
 import pytest
 
 import kql
-from fixtures import DUMPS, FIXTURES, fixture
+from fixtures import DUMPS, FIXTURES, fixture, kernel, run
 from kql.arch import orc
 from kql.errors import ExcludedPageError, FaultError
 from kql.helpers.pid import find_task
@@ -33,7 +33,6 @@ from kql.helpers.stack import (Frame, cpu_registers, kallsyms_name, stack_trace,
 from kql.kallsyms import SymbolTable
 from kql.kernel import Kernel
 from kql.tables import get_table
-from kql.tables.base import ScanContext, Warnings, scan
 
 ALL_DUMPS = DUMPS + [("sample", "kdump")]
 PANIC = [n for n in FIXTURES if "panic" in n] + ["sample"]
@@ -41,25 +40,6 @@ SYSCALL_ENTRY = "entry_SYSCALL_64_after_hwframe"
 PANIC_CHAIN = ["sysrq_handle_crash", "write_sysrq_trigger", "vfs_write", "ksys_write",
                "do_syscall_64", SYSCALL_ENTRY]
 
-_kernels: dict = {}
-
-
-def kernel(name: str, kind: str | None = None, vmlinux: bool = False) -> Kernel:
-    fx = fixture(name)
-    kind = kind or fx.kinds[0]
-    key = (name, kind, vmlinux)
-    k = _kernels.get(key)
-    if k is None:
-        k = _kernels[key] = Kernel(fx.dump(kind), vmlinux=fx.vmlinux if vmlinux else None)
-    return k
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _close_kernels():
-    yield
-    for k in _kernels.values():
-        k.close()
-    _kernels.clear()
 
 
 def sched_names(k: Kernel) -> set[str]:
@@ -487,11 +467,6 @@ def test_return_address_named_at_pc_minus_one():
 
 # -- tables ---------------------------------------------------------------------------
 
-def run(k: Kernel, table: str, columns=None, **kw):
-    spec = get_table(table)
-    w = Warnings()
-    ctx = ScanContext(k, list(columns or spec.star_columns()), warnings=w, **kw)
-    return scan(spec, ctx).to_pylist(), w
 
 
 @pytest.mark.parametrize("name", ["6.1-panic-zlib", "6.12-live"])

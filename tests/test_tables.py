@@ -12,12 +12,11 @@ import re
 
 import pytest
 
-from fixtures import DUMPS, fixture
+from fixtures import DUMPS, fixture, kernel, run
 from kql.errors import ExcludedPageError
 from kql.helpers.pid import find_task
-from kql.kernel import Kernel
-from kql.tables import catalog, get_table
-from kql.tables.base import ScanContext, Warnings, scan
+from kql.tables import catalog
+from kql.tables.base import Warnings
 
 BIG = "6.1-big"
 # The sample shipped in the repository (a filtered 6.1 panic kdump) too.
@@ -29,32 +28,8 @@ PF_KTHREAD = 0x00200000
 PF_WQ_WORKER = 0x00000020
 TASK_COMM_LEN = 16
 
-_kernels: dict[tuple[str, str], Kernel] = {}
 
 
-def kernel(name: str, kind: str | None = None) -> Kernel:
-    fx = fixture(name)
-    kind = kind or fx.kinds[0]
-    k = _kernels.get((name, kind))
-    if k is None:
-        k = _kernels[(name, kind)] = Kernel(fx.dump(kind))
-    return k
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _close_kernels():
-    yield
-    for k in _kernels.values():
-        k.close()
-    _kernels.clear()
-
-
-def run(k: Kernel, table: str, columns=None, **kw):
-    """Scan ``table`` → (list of row dicts, Warnings)."""
-    spec = get_table(table)
-    w = Warnings()
-    ctx = ScanContext(k, list(columns or spec.star_columns()), warnings=w, **kw)
-    return scan(spec, ctx).to_pylist(), w
 
 
 def null_explained(w: Warnings, table: str, column: str) -> bool:
