@@ -22,11 +22,11 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
+from bench_tasks import run_with_rusage  # noqa: E402  (one measuring function for all benchmarks)
 
 
 def drgn_main(vmcore: str, vmlinux: str, names_too: bool = True) -> int:
@@ -54,22 +54,6 @@ def drgn_main(vmcore: str, vmlinux: str, names_too: bool = True) -> int:
         out.append(f"{task.pid.value_()}\t{','.join(names)}")
     sys.stdout.write("\n".join(out) + "\n")
     return 0
-
-
-def run_with_rusage(cmd, env=None) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one fresh process (output discarded)."""
-    t0 = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:  # child
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        os.execvpe(cmd[0], cmd, env or os.environ)
-    _, status, ru = os.wait4(pid, 0)
-    wall = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"{' '.join(cmd[:4])} … failed")
-    return wall, ru.ru_maxrss
 
 
 def parse_kql(out: str) -> dict[int, list[list[str]]]:
