@@ -168,7 +168,6 @@ def _build() -> Lark:
     atomically; any problem with it just means building again.
     """
     import pickle
-    import tempfile
 
     with open(GRAMMAR_PATH, encoding="utf-8") as f:
         grammar = f.read()
@@ -179,22 +178,13 @@ def _build() -> Lark:
     except Exception:  # missing, unreadable, truncated, from another lark: rebuild
         pass
     parser = Lark(grammar, lexer=KqlLexer, **_OPTIONS)
-    tmp = None
     try:
+        from kql.atomic import atomic_file
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".grammar-")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_file(path, "wb") as f:
             parser.save(f)
-        os.replace(tmp, path)
-        tmp = None
     except (OSError, pickle.PicklingError):
-        pass
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        pass  # no cache this time: the parser is built and works
     return parser
 
 

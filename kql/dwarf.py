@@ -41,12 +41,11 @@ import hashlib
 import io
 import mmap
 import os
-import pickle
 import struct
-import tempfile
 import weakref
 from pathlib import Path
 
+from kql.atomic import atomic_pickle, default_cache_dir, load_pickle
 from kql.errors import DumpError
 from kql.types import Member, Type, TypeSourceBase, normalize_base_name
 
@@ -109,12 +108,6 @@ _FIXED_FORM_SIZE = {
 }
 
 
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/kql``, else ``~/.cache/kql``."""
-    base = os.environ.get("XDG_CACHE_HOME")
-    return Path(base) / "kql" if base else Path.home() / ".cache" / "kql"
-
-
 def check_build_id(vmlinux_build_id: str | None, dump_build_id: str | None,
                    path: str | os.PathLike) -> None:
     """Raise DumpError unless the two build-ids agree (either unknown: pass)."""
@@ -170,33 +163,6 @@ class _SectionStream:
         return -1 if hit < 0 else hit - self._base
 
 
-def _atomic_pickle(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _load_pickle(path: Path, check: dict):
-    try:
-        with open(path, "rb") as f:
-            data = pickle.load(f)
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError,
-            IndexError, ValueError, TypeError):
-        return None
-    if not isinstance(data, dict) or any(data.get(k) != v for k, v in check.items()):
-        return None
-    return data
-
-
 class _Store:
     """What goes to disk.  Kept apart from DwarfTypes so a finalizer can save
     it without holding the DwarfTypes alive."""
@@ -213,7 +179,7 @@ class _Store:
     def load(self) -> bool:
         if self.path is None:
             return False
-        data = _load_pickle(self.path, self.header)
+        data = load_pickle(self.path, self.header)
         if data is None:
             return False
         self.records = data["records"]
@@ -227,7 +193,7 @@ class _Store:
             return
         # Another process (kql export -j, a second query) may have added
         # entries since we loaded: keep them.
-        disk = _load_pickle(self.path, self.header)
+        disk = load_pickle(self.path, self.header)
         if disk is not None:
             for name in ("records", "members", "names"):
                 mine = getattr(self, name)
@@ -236,7 +202,7 @@ class _Store:
         data = dict(self.header, records=self.records, members=self.members,
                     names=self.names, cu_offsets=self.cu_offsets)
         try:
-            _atomic_pickle(self.path, data)
+            atomic_pickle(self.path, data)
         except OSError:
             return   # a cache we cannot write is only slower, never wrong
         self.dirty = False
@@ -346,7 +312,7 @@ class _SearchCache:
 
     def load(self) -> None:
         self.loaded = True
-        data = _load_pickle(self.path, self.header) if self.path else None
+        data = load_pickle(self.path, self.header) if self.path else None
         if data is not None:
             self.cu_index = data["cu_index"]
             self.strp = data["strp"]
@@ -357,7 +323,7 @@ class _SearchCache:
     def save(self) -> None:
         if not self.dirty or self.path is None:
             return
-        disk = _load_pickle(self.path, self.header)
+        disk = load_pickle(self.path, self.header)
         if disk is not None:
             for name in ("cu_index", "strp", "leads"):
                 mine = getattr(self, name)
@@ -369,7 +335,7 @@ class _SearchCache:
         data = dict(self.header, cu_index=self.cu_index, strp=self.strp, leads=self.leads,
                     learned_members=self.learned_members, prefix=self.prefix)
         try:
-            _atomic_pickle(self.path, data)
+            atomic_pickle(self.path, data)
         except OSError:
             return
         self.dirty = False
@@ -492,14 +458,14 @@ class DwarfTypes(TypeSourceBase):
             path = (self._cache_dir / f"symbols-{self._store.header['build_id']}.pickle"
                     if self._cache_dir else None)
             header = {"format": CACHE_FORMAT, "build_id": self._store.header["build_id"]}
-            data = _load_pickle(path, header) if path else None
+            data = load_pickle(path, header) if path else None
             if data is not None:
                 self._symbols = data["symbols"]
             else:
                 self._symbols = self._read_symtab()
                 if path is not None:
                     try:
-                        _atomic_pickle(path, dict(header, symbols=self._symbols))
+                        atomic_pickle(path, dict(header, symbols=self._symbols))
                     except OSError:
                         pass
         return self._symbols

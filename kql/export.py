@@ -32,12 +32,12 @@ import re
 import signal
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pyarrow as pa
 
+from kql.atomic import atomic_file
 from kql.errors import KqlError, QueryError
 
 PROVENANCE = ("dump_id", "release", "build_id", "dump_time", "dump_path")
@@ -213,18 +213,8 @@ def _write_parquet(t: pa.Table, path: Path) -> None:
     KeyboardInterrupt, the temporary file is removed."""
     import pyarrow.parquet as pq
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_temp_tag()}.",
-                               suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pq.write_table(t, f, compression="zstd")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, "wb", tag=_temp_tag(), fsync=True) as f:
+        pq.write_table(t, f, compression="zstd")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -302,12 +292,6 @@ def _export_one(path, outdir, tables, vmlinux, zero_excluded, slot=0, slots=0) -
                 "dump_path": os.path.abspath(path if isinstance(path, str) else path[0]),
                 "format": None, "tables": "", "rows": 0, "warnings": 0,
                 "errors": e.one_line(), "seconds": round(time.time() - t0, 3), "failed": True}
-
-
-def _terminate(signum, frame):
-    # SIGTERM (batch schedulers, timeout(1)) unwinds like Ctrl-C, so the
-    # temporary file being written is removed
-    raise KeyboardInterrupt
 
 
 def _in_main_thread() -> bool:

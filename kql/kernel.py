@@ -111,12 +111,12 @@ class DiskCache:
 
     def load(self, what: str, header: dict) -> dict | None:
         import gc
-        from kql.dwarf import _load_pickle
+        from kql.atomic import load_pickle
         header = dict(header, build_id=self.build_id)
         paused = gc.isenabled()
         gc.disable()  # unpickling many small objects would trigger collections for nothing
         try:
-            return _load_pickle(self.path(what), header)
+            return load_pickle(self.path(what), header)
         except Exception:  # noqa: BLE001 - a cache file is never worth failing for
             return None
         finally:
@@ -124,9 +124,9 @@ class DiskCache:
                 gc.enable()
 
     def save(self, what: str, header: dict, data: dict) -> None:
-        from kql.dwarf import _atomic_pickle
+        from kql.atomic import atomic_pickle
         try:
-            _atomic_pickle(self.path(what), dict(header, build_id=self.build_id, **data))
+            atomic_pickle(self.path(what), dict(header, build_id=self.build_id, **data))
         except Exception:  # noqa: BLE001 - unwritable: only slower next time
             pass
 
@@ -153,7 +153,7 @@ class Kernel:
                  *, cache_dir=None, dwarf_cache_dir=None):
         """``cache_dir``: where what is parsed from this kernel build (kallsyms
         names, the BTF index, DWARF) is cached by build-id; None for
-        :func:`kql.dwarf.default_cache_dir`, False for no disk cache.
+        :func:`kql.atomic.default_cache_dir`, False for no disk cache.
         ``dwarf_cache_dir`` overrides it for DWARF alone."""
         if isinstance(dump, (str, os.PathLike, list)):
             from kql.dump import open_dump
@@ -285,7 +285,7 @@ class Kernel:
             if self._cache_dir is not False and bid and all(
                     c in "0123456789abcdef" for c in bid):
                 if self._cache_dir is None:
-                    from kql.dwarf import default_cache_dir
+                    from kql.atomic import default_cache_dir
                     dc = DiskCache(default_cache_dir(), bid)
                 else:
                     dc = DiskCache(self._cache_dir, bid)

@@ -8,31 +8,15 @@ interrupted export never leaves a partial file under the real name.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
-import os
 import sys
-import tempfile
+
+from kql.atomic import atomic_file  # noqa: F401  (re-exported for callers)
 
 FORMATS = ("table", "csv", "json", "jsonl", "parquet", "arrow")
 BINARY_FORMATS = ("parquet", "arrow")
-
-
-@contextlib.contextmanager
-def atomic_file(path: str, mode: str = "wb"):
-    """Open a temporary file beside ``path``; rename it over ``path`` on success."""
-    d = os.path.dirname(os.path.abspath(path)) or "."
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _cell(v, is_addr: bool):
