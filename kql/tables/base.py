@@ -32,18 +32,20 @@ class ColumnType:
     ``pa.int32()``.  Compares equal to the pyarrow type it names (``str``
     is Arrow's spelling); :func:`arrow_type` gives that type."""
 
-    __slots__ = ("factory", "item", "_str")
+    __slots__ = ("factory", "item", "_str", "args")
 
-    def __init__(self, factory: str, spelled: str, item: "ColumnType | None" = None):
+    def __init__(self, factory: str, spelled: str, item: "ColumnType | None" = None,
+                 args: tuple = ()):
         self.factory = factory      # the pyarrow function: "int32", "list_"
         self.item = item
         self._str = spelled
+        self.args = args            # its arguments: timestamp("us", "UTC")
 
     def arrow(self):
         import pyarrow as pa
         if self.item is not None:
             return getattr(pa, self.factory)(arrow_type(self.item))
-        return getattr(pa, self.factory)()
+        return getattr(pa, self.factory)(*self.args)
 
     def __str__(self) -> str:
         return self._str
@@ -67,6 +69,7 @@ UINT64 = ColumnType("uint64", "uint64")
 BOOL = ColumnType("bool_", "bool")
 STRING = ColumnType("string", "string")
 FLOAT64 = ColumnType("float64", "double")
+TIMESTAMP_UTC = ColumnType("timestamp", "timestamp[us, tz=UTC]", args=("us", "UTC"))
 
 
 def list_of(item: ColumnType) -> ColumnType:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
 
 from kql.errors import DumpError
 from kql.helpers.printk import LOG_CONT, get_printk_records
-from kql.tables.base import Column, ScanContext, TableSpec
+from kql.tables.base import (BOOL, Column, INT32, INT64, STRING, ScanContext, TableSpec)
 
 __all__ = ["TABLES"]
 
@@ -27,23 +26,23 @@ TABLES = (
         rows=_rows,
         examples=("SELECT ts_ns / 1e9 AS t, text FROM dmesg WHERE level <= 3",),
         columns=(
-            Column("seq", pa.int64(), "record sequence number", lambda r: r.seq),
-            Column("ts_ns", pa.int64(), "timestamp, ns since boot (local_clock)",
+            Column("seq", INT64, "record sequence number", lambda r: r.seq),
+            Column("ts_ns", INT64, "timestamp, ns since boot (local_clock)",
                    lambda r: r.ts_nsec),
-            Column("level", pa.int32(), "log level (0 emerg ... 7 debug)",
+            Column("level", INT32, "log level (0 emerg ... 7 debug)",
                    lambda r: r.level),
-            Column("facility", pa.int32(), "syslog facility (0 kernel, 1 user ...)",
+            Column("facility", INT32, "syslog facility (0 kernel, 1 user ...)",
                    lambda r: r.facility),
-            Column("caller", pa.string(), "who printed it: 'T<tid>' (a task) or "
+            Column("caller", STRING, "who printed it: 'T<tid>' (a task) or "
                    "'C<cpu>' (interrupt context)", lambda r: r.caller),
-            Column("text", pa.string(), "message text, without the trailing newline "
+            Column("text", STRING, "message text, without the trailing newline "
                    "(a record may hold several lines); NULL if unreadable",
                    lambda r: r.text),
-            Column("cont", pa.bool_(), "a continuation (LOG_CONT) that could not be "
+            Column("cont", BOOL, "a continuation (LOG_CONT) that could not be "
                    "merged into the previous record", lambda r: bool(r.flags & LOG_CONT)),
-            Column("subsystem", pa.string(), "device subsystem (dev_printk: "
+            Column("subsystem", STRING, "device subsystem (dev_printk: "
                    "SUBSYSTEM=), NULL if none", lambda r: r.subsystem or None),
-            Column("device", pa.string(), "device (dev_printk: DEVICE=), NULL if none",
+            Column("device", STRING, "device (dev_printk: DEVICE=), NULL if none",
                    lambda r: r.device or None),
         ),
     ),

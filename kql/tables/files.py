@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from functools import cached_property
 
-import pyarrow as pa
 
 from kql.errors import FaultError
 from kql.helpers.fs import (d_path, for_each_file, for_each_mount, inode_type, mount_devname,
@@ -13,7 +12,8 @@ from kql.helpers.fs import (d_path, for_each_file, for_each_mount, inode_type, m
 from kql.helpers.pid import find_task
 from kql.helpers.task import for_each_process
 from kql.helpers.list import walk_warn
-from kql.tables.base import ADDRESS, Column, ScanContext, TableSpec
+from kql.tables.base import (ADDRESS, BOOL, Column, INT32, INT64, STRING, ScanContext,
+                            TableSpec)
 
 __all__ = ["TABLES", "FileRow"]
 
@@ -93,31 +93,31 @@ TABLES = (
             "SELECT path, count(*) FROM open_files GROUP BY path ORDER BY 2 DESC",
         ),
         columns=(
-            Column("pid", pa.int32(), "process id (the thread-group leader's pid)",
+            Column("pid", INT32, "process id (the thread-group leader's pid)",
                    lambda r: r.task.pid.value_()),
-            Column("tgid", pa.int32(), "thread-group id (= pid)",
+            Column("tgid", INT32, "thread-group id (= pid)",
                    lambda r: r.task.tgid.value_()),
-            Column("comm", pa.string(), "the process's command name", FileRow.comm),
-            Column("fd", pa.int32(), "file descriptor number", lambda r: r.fd),
+            Column("comm", STRING, "the process's command name", FileRow.comm),
+            Column("fd", INT32, "file descriptor number", lambda r: r.fd),
             Column("file", ADDRESS, "the open file (struct file *)",
                    lambda r: r.file.value_(), object_type="struct file *"),
-            Column("path", pa.string(), "the path as /proc/PID/fd links show it (d_path "
+            Column("path", STRING, "the path as /proc/PID/fd links show it (d_path "
                    "across mounts; 'socket:[ino]', 'pipe:[ino]', 'anon_inode:[eventpoll]'; "
                    "' (deleted)' when unlinked)", FileRow.path),
             Column("dentry", ADDRESS, "file->f_path.dentry (struct dentry *)",
                    lambda r: r.f.f_path.dentry.value_()),
             Column("inode", ADDRESS, "file->f_inode (struct inode *)",
                    lambda r: r.f.f_inode.value_()),
-            Column("ino", pa.int64(), "inode number (inode->i_ino)",
+            Column("ino", INT64, "inode number (inode->i_ino)",
                    lambda r: r.inode.i_ino.value_()),
-            Column("type", pa.string(), "'REG', 'DIR', 'CHR', 'BLK', 'FIFO', 'SOCK', 'LNK' "
+            Column("type", STRING, "'REG', 'DIR', 'CHR', 'BLK', 'FIFO', 'SOCK', 'LNK' "
                    "or 'ANON' (anonymous inode: eventfd, epoll, timerfd ...)",
                    lambda r: inode_type(r.inode)),
-            Column("pos", pa.int64(), "file position (file->f_pos)",
+            Column("pos", INT64, "file position (file->f_pos)",
                    lambda r: r.f.f_pos.value_()),
-            Column("flags", pa.int64(), "open flags (file->f_flags: O_* bits; /proc fdinfo "
+            Column("flags", INT64, "open flags (file->f_flags: O_* bits; /proc fdinfo "
                    "shows them in octal)", lambda r: r.f.f_flags.value_()),
-            Column("mode", pa.int64(), "file->f_mode (FMODE_* bits)",
+            Column("mode", INT64, "file->f_mode (FMODE_* bits)",
                    lambda r: r.f.f_mode.value_()),
         ),
     ),
@@ -137,23 +137,23 @@ TABLES = (
                    object_type="struct mount *"),
             Column("superblock", ADDRESS, "its superblock (mnt.mnt_sb, struct super_block *)",
                    lambda m: m.mnt.mnt_sb.value_()),
-            Column("fstype", pa.string(), "filesystem type (sb->s_type->name[.subtype])",
+            Column("fstype", STRING, "filesystem type (sb->s_type->name[.subtype])",
                    mount_fstype),
-            Column("device", pa.string(), "device name as given to mount (mnt_devname; "
+            Column("device", STRING, "device name as given to mount (mnt_devname; "
                    "'none' if unset)", mount_devname),
-            Column("path", pa.string(), "mount point relative to pid 1's root (octal "
+            Column("path", STRING, "mount point relative to pid 1's root (octal "
                    "escapes for space, tab, newline and backslash, as /proc/mounts)",
                    mount_path),
-            Column("options", pa.string(), "options as /proc/mounts prints them: rw/ro, "
+            Column("options", STRING, "options as /proc/mounts prints them: rw/ro, "
                    "superblock and mount flags, then the filesystem's own (known for "
                    "tmpfs/devtmpfs, proc, sysfs and other kernfs, ramfs; left out with a "
                    "warning for others)", mount_options),
-            Column("readonly", pa.bool_(), "read-only mount or superblock", mount_readonly),
-            Column("mnt_id", pa.int32(), "mount id (as /proc/PID/mountinfo)",
+            Column("readonly", BOOL, "read-only mount or superblock", mount_readonly),
+            Column("mnt_id", INT32, "mount id (as /proc/PID/mountinfo)",
                    lambda m: m.mnt_id.value_()),
-            Column("parent_id", pa.int32(), "parent mount's id (its own for the "
+            Column("parent_id", INT32, "parent mount's id (its own for the "
                    "namespace root)", _parent_id),
-            Column("flags", pa.int64(), "mnt.mnt_flags (MNT_* bits)",
+            Column("flags", INT64, "mnt.mnt_flags (MNT_* bits)",
                    lambda m: m.mnt.mnt_flags.value_()),
         ),
     ),

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import re
 
-import pyarrow as pa
 
-from kql.errors import FaultError, PlanError
+from kql.errors import PlanError
 from kql.helpers.list import list_for_each
 from kql.helpers.memory import read_words, resolve_address
 from kql.object import Object
-from kql.tables.base import ADDRESS, Column, TableSpec
+from kql.tables.base import (ADDRESS, Column, INT64, STRING, TableSpec)
 
 
 def _type_arg(ctx, name: str):
@@ -70,9 +69,9 @@ VAR = TableSpec(
     doc="One row: the global variable NAME (type from BTF/DWARF, or TYPE) as an object.",
     params=("name", "type?"),
     columns=(
-        Column("name", pa.string(), "the variable's name", lambda r: r.name),
+        Column("name", STRING, "the variable's name", lambda r: r.name),
         Column("address", ADDRESS, "its address", lambda r: r.obj.address_),
-        Column("type", pa.string(), "its C type", lambda r: r.obj.type_.type_name()),
+        Column("type", STRING, "its C type", lambda r: r.obj.type_.type_name()),
         Column("value", ADDRESS, "the variable as an object (member paths: value->x)",
                lambda r: r.obj.address_, object_type="void *"),
     ),
@@ -129,13 +128,13 @@ MEMBERS = TableSpec(
     doc="One row per (nested) member of the TYPE object at ADDRESS, like crash `struct -o`.",
     params=("type", "address"),
     columns=(
-        Column("path", pa.string(), "member path (a.b.c)", lambda r: r[0]),
-        Column("type", pa.string(), "C type of the member", lambda r: r[2].type.type_name()),
-        Column("offset", pa.int64(), "byte offset from the start of the object",
+        Column("path", STRING, "member path (a.b.c)", lambda r: r[0]),
+        Column("type", STRING, "C type of the member", lambda r: r[2].type.type_name()),
+        Column("offset", INT64, "byte offset from the start of the object",
                lambda r: r[1].address_ - _base(r)),
-        Column("size", pa.int64(), "size in bytes", lambda r: r[2].type.size),
+        Column("size", INT64, "size in bytes", lambda r: r[2].type.size),
         Column("address", ADDRESS, "address of the member", lambda r: r[1].address_),
-        Column("value", pa.string(), "value as text (NULL for structs and unions)",
+        Column("value", STRING, "value as text (NULL for structs and unions)",
                _member_value),
     ),
     rows=lambda ctx: _with_base(ctx),
@@ -230,8 +229,8 @@ MEMORY = TableSpec(
     columns=(
         Column("address", ADDRESS, "address of the word", lambda w: w[0]),
         Column("value", ADDRESS, "the word (NULL if unreadable)", lambda w: w[1]),
-        Column("symbol", pa.string(), "name+0xoff when the value points into a symbol", _symbol),
-        Column("ascii", pa.string(), "the bytes as ASCII (. for others)",
+        Column("symbol", STRING, "name+0xoff when the value points into a symbol", _symbol),
+        Column("ascii", STRING, "the bytes as ASCII (. for others)",
                lambda w: None if w[1] is None else _PRINTABLE.sub(
                    b".", w[1].to_bytes(w[3], "little")).decode()),
     ),

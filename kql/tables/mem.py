@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from functools import cached_property
 
-import pyarrow as pa
 
 from kql.errors import DumpError
 from kql.helpers.mmstat import meminfo
 from kql.helpers.slab import for_each_kmem_cache, kmem_cache_name, slab_cache_info
-from kql.tables.base import ADDRESS, Column, ScanContext, TableSpec
+from kql.tables.base import (ADDRESS, Column, INT32, INT64, STRING, ScanContext,
+                            TableSpec)
 
 __all__ = ["TABLES"]
 
@@ -28,13 +28,13 @@ MEMINFO = TableSpec(
     rows=_meminfo_rows,
     examples=("SELECT name, bytes / 1048576 AS mib FROM meminfo",),
     columns=(
-        Column("name", pa.string(), "the /proc/meminfo name (MemTotal, MemFree, Cached, "
+        Column("name", STRING, "the /proc/meminfo name (MemTotal, MemFree, Cached, "
                "Slab, ...)", lambda r: r[0]),
-        Column("bytes", pa.int64(), "the value in bytes (NULL for the HugePages_* counts)",
+        Column("bytes", INT64, "the value in bytes (NULL for the HugePages_* counts)",
                lambda r: r[1] * 1024 if r[2] == "kB" and r[1] is not None else None),
-        Column("value", pa.int64(), "the number as /proc/meminfo prints it (kB, or a count)",
+        Column("value", INT64, "the number as /proc/meminfo prints it (kB, or a count)",
                lambda r: r[1]),
-        Column("unit", pa.string(), "'kB', or NULL for a count", lambda r: r[2] or None),
+        Column("unit", STRING, "'kB', or NULL for a count", lambda r: r[2] or None),
     ),
 )
 
@@ -70,19 +70,19 @@ SLABS = TableSpec(
     columns=(
         Column("cache", ADDRESS, "the cache (struct kmem_cache *)", lambda r: r.s.value_(),
                object_type="struct kmem_cache *"),
-        Column("name", pa.string(), "cache name", lambda r: kmem_cache_name(r.s)),
-        Column("object_size", pa.int64(), "bytes the caller asked for per object "
+        Column("name", STRING, "cache name", lambda r: kmem_cache_name(r.s)),
+        Column("object_size", INT64, "bytes the caller asked for per object "
                "(s->object_size)", lambda r: r.s.object_size.value_()),
-        Column("size", pa.int64(), "bytes per object with metadata and padding "
+        Column("size", INT64, "bytes per object with metadata and padding "
                "(s->size; /proc/slabinfo's <objsize>)", lambda r: r.s.size.value_()),
-        Column("objects", pa.int64(), "allocated object slots (<num_objs>)",
+        Column("objects", INT64, "allocated object slots (<num_objs>)",
                lambda r: r.info.num_objs),
-        Column("active_objects", pa.int64(), "objects in use (<active_objs>: all but the "
+        Column("active_objects", INT64, "objects in use (<active_objs>: all but the "
                "free ones on node partial lists)", lambda r: r.info.active_objs),
-        Column("slabs", pa.int64(), "slabs (<num_slabs>)", lambda r: r.info.num_slabs),
-        Column("objects_per_slab", pa.int32(), "<objperslab>",
+        Column("slabs", INT64, "slabs (<num_slabs>)", lambda r: r.info.num_slabs),
+        Column("objects_per_slab", INT32, "<objperslab>",
                lambda r: r.info.objects_per_slab),
-        Column("pages_per_slab", pa.int32(), "<pagesperslab>",
+        Column("pages_per_slab", INT32, "<pagesperslab>",
                lambda r: r.info.pages_per_slab),
     ),
 )

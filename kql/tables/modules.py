@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
 
 from kql.helpers.module import (for_each_module, module_base, module_name, module_refcount,
                                 module_size, module_state, module_taint)
-from kql.tables.base import ADDRESS, Column, ScanContext, TableSpec
+from kql.tables.base import (ADDRESS, Column, INT64, STRING, ScanContext, TableSpec)
 
 __all__ = ["TABLES"]
 
@@ -39,18 +38,18 @@ TABLES = (
         columns=(
             Column("module", ADDRESS, "the module (struct module *)",
                    lambda m: m.value_(), object_type="struct module *"),
-            Column("name", pa.string(), "module name (mod->name)", module_name),
+            Column("name", STRING, "module name (mod->name)", module_name),
             Column("base", ADDRESS, "start of the core text (mem[MOD_TEXT].base; "
                    "core_layout.base before 6.4), as /proc/modules shows it", module_base),
-            Column("size", pa.int64(), "size in bytes of all its memory, init "
+            Column("size", INT64, "size in bytes of all its memory, init "
                    "included (as /proc/modules)", module_size),
-            Column("refcount", pa.int64(), "users of the module (module_refcount(); "
+            Column("refcount", INT64, "users of the module (module_refcount(); "
                    "NULL without CONFIG_MODULE_UNLOAD)", module_refcount),
-            Column("state", pa.string(), "'live', 'coming', 'going' or 'unformed'",
+            Column("state", STRING, "'live', 'coming', 'going' or 'unformed'",
                    module_state),
-            Column("taint", pa.string(), "taint letters as /proc/modules shows them "
+            Column("taint", STRING, "taint letters as /proc/modules shows them "
                    "(e.g. 'OE'); '' if untainted", module_taint),
-            Column("taint_mask", pa.int64(), "mod->taints (TAINT_* bits)",
+            Column("taint_mask", INT64, "mod->taints (TAINT_* bits)",
                    lambda m: m.taints.value_()),
         ),
     ),

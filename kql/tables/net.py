@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from functools import cached_property
 
-import pyarrow as pa
 
 from kql.errors import FaultError
 from kql.helpers.list import walk_warn
@@ -15,7 +14,8 @@ from kql.helpers.net import (
     task_sockets, IFF_UP,
 )
 from kql.helpers.pid import find_task
-from kql.tables.base import ADDRESS, Column, ScanContext, TableSpec
+from kql.tables.base import (ADDRESS, BOOL, Column, INT32, INT64, STRING, STRING_LIST,
+                            ScanContext, TableSpec)
 
 __all__ = ["TABLES"]
 
@@ -121,32 +121,32 @@ SOCKETS = TableSpec(
     examples=("SELECT pid, fd, protocol, local_addr, local_port FROM sockets "
               "WHERE state = 'LISTEN'",),
     columns=(
-        Column("pid", pa.int32(), "process (tgid) with the socket open; NULL if none",
+        Column("pid", INT32, "process (tgid) with the socket open; NULL if none",
                lambda r: r.pid),
-        Column("fd", pa.int32(), "its file descriptor in that process", lambda r: r.fd),
+        Column("fd", INT32, "its file descriptor in that process", lambda r: r.fd),
         Column("sock", ADDRESS, "the socket (struct sock *; time-wait and request "
                "sockets share only its __sk_common)", lambda r: r.sk.value_(),
                object_type="struct sock *"),
-        Column("family", pa.string(), "address family: INET, INET6, UNIX, NETLINK, ...",
+        Column("family", STRING, "address family: INET, INET6, UNIX, NETLINK, ...",
                lambda r: sock_family(r.sk)),
-        Column("type", pa.string(), "STREAM, DGRAM, RAW, SEQPACKET, ... (sk_type)",
+        Column("type", STRING, "STREAM, DGRAM, RAW, SEQPACKET, ... (sk_type)",
                lambda r: sock_type(r.sk)),
-        Column("protocol", pa.string(), "TCP, UDP, UDPLITE, ... for inet sockets "
+        Column("protocol", STRING, "TCP, UDP, UDPLITE, ... for inet sockets "
                "(sk_protocol); the family (UNIX, NETLINK, ...) for others",
                lambda r: sock_protocol(r.sk)),
-        Column("state", pa.string(), "LISTEN, ESTABLISHED, CLOSE, TIME_WAIT, ... "
+        Column("state", STRING, "LISTEN, ESTABLISHED, CLOSE, TIME_WAIT, ... "
                "(sk_state, as /proc/net/tcp's st; unbound/unconnected UDP is CLOSE)",
                lambda r: sock_state_name(r.sk)),
-        Column("local_addr", pa.string(), "bound address (sk_rcv_saddr; 0.0.0.0 or :: "
+        Column("local_addr", STRING, "bound address (sk_rcv_saddr; 0.0.0.0 or :: "
                "for any); the bound path for UNIX sockets ('@' starts an abstract name)",
                lambda r: r.local[0]),
-        Column("local_port", pa.int32(), "bound port (sk_num); NULL for UNIX",
+        Column("local_port", INT32, "bound port (sk_num); NULL for UNIX",
                lambda r: r.local[1]),
-        Column("remote_addr", pa.string(), "peer address (sk_daddr); for UNIX the "
+        Column("remote_addr", STRING, "peer address (sk_daddr); for UNIX the "
                "peer's bound path", lambda r: r.remote[0]),
-        Column("remote_port", pa.int32(), "peer port (sk_dport, host order); 0 when "
+        Column("remote_port", INT32, "peer port (sk_dport, host order); 0 when "
                "unconnected; NULL for UNIX", lambda r: r.remote[1]),
-        Column("ino", pa.int64(), "socket inode number (sock_i_ino(), as in /proc/net/* "
+        Column("ino", INT64, "socket inode number (sock_i_ino(), as in /proc/net/* "
                "and socket:[ino] fd links); 0 without a struct socket",
                lambda r: sock_i_ino(r.sk)),
     ),
@@ -163,17 +163,17 @@ NET_DEVICES = TableSpec(
     columns=(
         Column("net_device", ADDRESS, "the device (struct net_device *)",
                lambda r: r.dev.value_(), object_type="struct net_device *"),
-        Column("name", pa.string(), "interface name (dev->name)",
+        Column("name", STRING, "interface name (dev->name)",
                lambda r: r.dev.name.string_().decode(errors="replace")),
-        Column("ifindex", pa.int32(), "interface index", lambda r: r.dev.ifindex.value_()),
-        Column("mtu", pa.int64(), "MTU in bytes", lambda r: r.dev.mtu.value_()),
-        Column("up", pa.bool_(), "administratively up (IFF_UP in dev->flags)",
+        Column("ifindex", INT32, "interface index", lambda r: r.dev.ifindex.value_()),
+        Column("mtu", INT64, "MTU in bytes", lambda r: r.dev.mtu.value_()),
+        Column("up", BOOL, "administratively up (IFF_UP in dev->flags)",
                lambda r: bool(r.dev.flags.value_() & IFF_UP)),
-        Column("mac", pa.string(), "hardware address aa:bb:.. (dev->dev_addr); NULL if none",
+        Column("mac", STRING, "hardware address aa:bb:.. (dev->dev_addr); NULL if none",
                lambda r: netdev_mac(r.dev)),
-        Column("addresses", pa.list_(pa.string()), "IPv4 then IPv6 addresses with prefix "
+        Column("addresses", STRING_LIST, "IPv4 then IPv6 addresses with prefix "
                "length (a.b.c.d/24, fe80::1/64)", _addresses),
-        Column("flags", pa.int64(), "dev->flags (IFF_* bits)",
+        Column("flags", INT64, "dev->flags (IFF_* bits)",
                lambda r: r.dev.flags.value_()),
         Column("netns", ADDRESS, "the namespace (struct net *)", lambda r: r.net.value_()),
     ),

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
 
 from kql.errors import FaultError
 from kql.helpers.list import walk_warn
 from kql.helpers.percpu import cpu_rq
 from kql.helpers.runq import runq_entries
-from kql.tables.base import ADDRESS, Column, ScanContext, TableSpec
+from kql.tables.base import (ADDRESS, BOOL, Column, INT32, STRING, ScanContext,
+                            TableSpec)
 
 __all__ = ["TABLES"]
 
@@ -63,18 +63,18 @@ CPUS = TableSpec(
     lookups={"cpu": _cpu_lookup},
     examples=("SELECT cpu, curr_pid, curr_comm, nr_running FROM cpus",),
     columns=(
-        Column("cpu", pa.int32(), "CPU number", lambda r: r.cpu),
-        Column("online", pa.bool_(), "in __cpu_online_mask",
+        Column("cpu", INT32, "CPU number", lambda r: r.cpu),
+        Column("online", BOOL, "in __cpu_online_mask",
                lambda r: r.cpu in r.prog.online_cpus()),
         Column("rq", ADDRESS, "the run queue (struct rq *)", lambda r: r.rq.value_(),
                object_type="struct rq *"),
-        Column("curr_pid", pa.int32(), "pid of the running task (rq->curr; 0 when idle)",
+        Column("curr_pid", INT32, "pid of the running task (rq->curr; 0 when idle)",
                lambda r: r.curr.pid.value_()),
-        Column("curr_comm", pa.string(), "its command name",
+        Column("curr_comm", STRING, "its command name",
                lambda r: r.curr.comm.string_().decode(errors="replace")),
         Column("curr", ADDRESS, "the running task (struct task_struct *)",
                lambda r: r.curr.value_(), object_type="struct task_struct *"),
-        Column("nr_running", pa.int32(), "runnable tasks of every class, the running one "
+        Column("nr_running", INT32, "runnable tasks of every class, the running one "
                "included (rq->nr_running)", lambda r: r.rq.nr_running.value_()),
     ),
 )
@@ -91,19 +91,19 @@ RUNQUEUE = TableSpec(
     lookups={"cpu": _runq_lookup},
     examples=("SELECT cpu, pid, comm, class FROM runqueue WHERE NOT current",),
     columns=(
-        Column("cpu", pa.int32(), "CPU of the run queue", lambda e: e.cpu),
-        Column("pid", pa.int32(), "task pid (0 for idle tasks)",
+        Column("cpu", INT32, "CPU of the run queue", lambda e: e.cpu),
+        Column("pid", INT32, "task pid (0 for idle tasks)",
                lambda e: e.task.pid.value_()),
-        Column("comm", pa.string(), "command name",
+        Column("comm", STRING, "command name",
                lambda e: e.task.comm.string_().decode(errors="replace")),
         Column("task", ADDRESS, "the task (struct task_struct *)", lambda e: e.task.value_(),
                object_type="struct task_struct *"),
-        Column("prio", pa.int32(), "task->prio (0-99 RT, 100-139 normal, -1 DL)",
+        Column("prio", INT32, "task->prio (0-99 RT, 100-139 normal, -1 DL)",
                lambda e: e.task.prio.value_()),
-        Column("class", pa.string(), "scheduling class: DL, RT, CFS, IDLE (STOP for the "
+        Column("class", STRING, "scheduling class: DL, RT, CFS, IDLE (STOP for the "
                "stopper thread)", lambda e: e.sched_class),
-        Column("current", pa.bool_(), "running on the CPU (rq->curr)", lambda e: e.current),
-        Column("delayed", pa.bool_(), "CFS delayed dequeue: asleep but still queued "
+        Column("current", BOOL, "running on the CPU (rq->curr)", lambda e: e.current),
+        Column("delayed", BOOL, "CFS delayed dequeue: asleep but still queued "
                "(se->sched_delayed, 6.12+)", lambda e: e.delayed),
     ),
 )

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
 
 from kql.errors import FaultError
 from kql.helpers.sched import find_tasks, for_each_task_and_pid
 from kql.helpers.stack import stack_trace, task_stack_words, text_symbol
-from kql.tables.base import ADDRESS, Column, ScanContext, TableSpec
+from kql.tables.base import (ADDRESS, Column, INT32, INT64, STRING, ScanContext,
+                            TableSpec)
 
 __all__ = ["TABLES"]
 
@@ -84,9 +84,9 @@ def _task_columns():
     return (
         Column("task", ADDRESS, "the task (struct task_struct *)",
                lambda r: r.t.addr, object_type="struct task_struct *"),
-        Column("pid", pa.int32(), "thread id (task->pid; 0 for the idle tasks)",
+        Column("pid", INT32, "thread id (task->pid; 0 for the idle tasks)",
                lambda r: r.t.pid),
-        Column("comm", pa.string(), "command name (task->comm)", lambda r: r.t.comm),
+        Column("comm", STRING, "command name (task->comm)", lambda r: r.t.comm),
     )
 
 
@@ -106,23 +106,23 @@ TABLES = (
             "ORDER BY n DESC LIMIT 10",
         ),
         columns=_task_columns() + (
-            Column("level", pa.int32(), "frame number, 0 = innermost",
+            Column("level", INT32, "frame number, 0 = innermost",
                    lambda r: r.frame.level),
             Column("sp", ADDRESS, "stack pointer in this frame", lambda r: r.frame.sp),
             Column("pc", ADDRESS, "program counter: a return address, or the exact "
                    "address for a running task's first frame and a frame interrupted "
                    "by an exception", lambda r: r.frame.pc),
-            Column("function", pa.string(), "function name as kallsyms names pc "
+            Column("function", STRING, "function name as kallsyms names pc "
                    "(/proc/PID/stack's %pB: a return address is looked up at pc - 1); "
                    "NULL if no symbol covers it", lambda r: r.frame.function),
-            Column("offset", pa.int64(), "pc - the function's address",
+            Column("offset", INT64, "pc - the function's address",
                    lambda r: r.frame.offset if r.frame.function is not None else None),
-            Column("module", pa.string(), "module the function is in; NULL for vmlinux",
+            Column("module", STRING, "module the function is in; NULL for vmlinux",
                    lambda r: r.frame.module),
-            Column("kind", pa.string(), "'regs' if this frame holds a pt_regs (syscall, "
+            Column("kind", STRING, "'regs' if this frame holds a pt_regs (syscall, "
                    "interrupt or exception entry) the unwinder crossed, else 'call'",
                    lambda r: r.frame.kind),
-            Column("symbol", pa.string(), "pc as 'function+0xoffset' (' [module]')",
+            Column("symbol", STRING, "pc as 'function+0xoffset' (' [module]')",
                    lambda r: r.frame.symbol),
         ),
     ),
@@ -142,7 +142,7 @@ TABLES = (
             Column("address", ADDRESS, "address of the word on the stack",
                    lambda r: r.address),
             Column("value", ADDRESS, "the 8-byte word", lambda r: r.value),
-            Column("symbol", pa.string(), "'name+0xoff' when value points into a kernel "
+            Column("symbol", STRING, "'name+0xoff' when value points into a kernel "
                    "or module function, else NULL",
                    lambda r: text_symbol(r.t.task.prog_, r.value)),
         ),

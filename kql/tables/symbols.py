@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import pyarrow as pa
 
-from kql.tables.base import ADDRESS, Column, ScanContext, TableSpec
+from kql.tables.base import (ADDRESS, Column, INT64, STRING, ScanContext, TableSpec)
 
 __all__ = ["TABLES", "all_symbols"]
 
@@ -64,14 +63,14 @@ TABLES = (
         examples=("SELECT name, address FROM symbols WHERE name LIKE 'sys_%'",
                   "SELECT module, count(*) FROM symbols GROUP BY module"),
         columns=(
-            Column("name", pa.string(), "symbol name", lambda r: r[0]),
+            Column("name", STRING, "symbol name", lambda r: r[0]),
             Column("address", ADDRESS, "address (KASLR applied)", lambda r: r[1]),
-            Column("type", pa.string(), "nm type letter (T t D d R r B b V W ...)",
+            Column("type", STRING, "nm type letter (T t D d R r B b V W ...)",
                    lambda r: r[2]),
-            Column("size", pa.int64(), "size in bytes (the distance to the next "
+            Column("size", INT64, "size in bytes (the distance to the next "
                    "symbol for kallsyms, st_size for module symbols; NULL when the "
                    "next symbol is in another region)", lambda r: r[3]),
-            Column("module", pa.string(), "module name; NULL for vmlinux",
+            Column("module", STRING, "module name; NULL for vmlinux",
                    lambda r: r[4]),
         ),
     ),

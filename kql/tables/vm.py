@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from functools import cached_property
 
-import pyarrow as pa
 
 from kql.errors import FaultError
 from kql.helpers.list import walk_warn
@@ -12,7 +11,8 @@ from kql.helpers.mm import (for_each_vma, get_gate_vma, task_environ, vma_dev,
                             vma_file_offset, vma_flags_str, vma_ino, vma_name)
 from kql.helpers.pid import find_task
 from kql.helpers.task import for_each_process
-from kql.tables.base import ADDRESS, Column, ScanContext, TableSpec
+from kql.tables.base import (ADDRESS, Column, INT32, INT64, STRING, ScanContext,
+                            TableSpec)
 
 __all__ = ["TABLES", "VmaRow", "EnvRow"]
 
@@ -133,34 +133,34 @@ TABLES = (
             "SELECT pid, sum(\"end\" - start) AS bytes FROM vmas GROUP BY pid",
         ),
         columns=(
-            Column("pid", pa.int32(), "process id (the thread-group leader's pid)",
+            Column("pid", INT32, "process id (the thread-group leader's pid)",
                    lambda r: r.task.pid.value_()),
-            Column("tgid", pa.int32(), "thread-group id (= pid)",
+            Column("tgid", INT32, "thread-group id (= pid)",
                    lambda r: r.task.tgid.value_()),
-            Column("comm", pa.string(), "the process's command name",
+            Column("comm", STRING, "the process's command name",
                    lambda r: _comm(r.task)),
             Column("vma", ADDRESS, "the mapping (struct vm_area_struct *)",
                    lambda r: r.vma.value_(), object_type="struct vm_area_struct *"),
             Column("start", ADDRESS, "first address (vm_start)", lambda r: r.v.vm_start.value_()),
             Column("end", ADDRESS, "address after the last (vm_end)",
                    lambda r: r.v.vm_end.value_()),
-            Column("flags", pa.string(), "permissions as /proc/PID/maps: 'r-xp', 'rw-s' ...",
+            Column("flags", STRING, "permissions as /proc/PID/maps: 'r-xp', 'rw-s' ...",
                    lambda r: vma_flags_str(r.v)),
-            Column("pgoff", pa.int64(), "vma->vm_pgoff (in pages; for anonymous mappings "
+            Column("pgoff", INT64, "vma->vm_pgoff (in pages; for anonymous mappings "
                    "the kernel sets it to vm_start >> PAGE_SHIFT)",
                    lambda r: r.v.vm_pgoff.value_()),
-            Column("offset", pa.int64(), "file offset in bytes as /proc/PID/maps shows it "
+            Column("offset", INT64, "file offset in bytes as /proc/PID/maps shows it "
                    "(vm_pgoff << PAGE_SHIFT; 0 for anonymous mappings)",
                    lambda r: vma_file_offset(r.vma)),
-            Column("dev", pa.string(), "device of the mapped file as /proc/PID/maps "
+            Column("dev", STRING, "device of the mapped file as /proc/PID/maps "
                    "('fd:01'; '00:00' when anonymous)", VmaRow.dev),
-            Column("ino", pa.int64(), "inode number of the mapped file (0 when anonymous)",
+            Column("ino", INT64, "inode number of the mapped file (0 when anonymous)",
                    lambda r: vma_ino(r.vma)),
-            Column("path", pa.string(), "the name column of /proc/PID/maps: the file's "
+            Column("path", STRING, "the name column of /proc/PID/maps: the file's "
                    "path (' (deleted)' when unlinked), '[heap]', '[stack]', '[vdso]', "
                    "'[vvar]', '[anon:NAME]', or '' for other anonymous memory",
                    VmaRow.name),
-            Column("vm_flags", pa.int64(), "vma->vm_flags (VM_* bits)",
+            Column("vm_flags", INT64, "vma->vm_flags (VM_* bits)",
                    lambda r: r.v.vm_flags.value_()),
             Column("file", ADDRESS, "the mapped file (vm_file, struct file *; NULL when "
                    "anonymous)", lambda r: r.v.vm_file.value_() or None),
@@ -177,12 +177,12 @@ TABLES = (
         lookups={"pid": _lookup(_env_rows)},
         examples=("SELECT pid, value FROM environ WHERE name = 'PATH'",),
         columns=(
-            Column("pid", pa.int32(), "process id", lambda r: r.task.pid.value_()),
-            Column("comm", pa.string(), "the process's command name",
+            Column("pid", INT32, "process id", lambda r: r.task.pid.value_()),
+            Column("comm", STRING, "the process's command name",
                    lambda r: _comm(r.task)),
-            Column("name", pa.string(), "variable name (text before the first '='); NULL "
+            Column("name", STRING, "variable name (text before the first '='); NULL "
                    "when the environment is not in the dump", EnvRow.name),
-            Column("value", pa.string(), "value (text after the first '='; NULL for an "
+            Column("value", STRING, "value (text after the first '='; NULL for an "
                    "entry without '=' or when not in the dump)", EnvRow.value),
         ),
     ),
