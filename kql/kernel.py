@@ -191,6 +191,17 @@ class Kernel:
         self.read_s64 = self.memory.read_s64
         self.read_pointer = self.memory.read_pointer
         self.read_cstring = self.memory.read_cstring
+        if vmlinux:
+            self._open_dwarf()  # refuse a wrong vmlinux at open, not at a first type lookup
+
+    def _open_dwarf(self):
+        if self._dwarf is None:
+            from kql.dwarf import DwarfTypes
+            self._dwarf = DwarfTypes(self.vmlinux_path, cache_dir=self._dwarf_cache_dir)
+            bid = self.vmcoreinfo.get("BUILD-ID")
+            if bid and hasattr(self._dwarf, "check_build_id"):
+                self._dwarf.check_build_id(bid)
+        return self._dwarf
 
     # -- symbols ------------------------------------------------------------------
     @property
@@ -316,12 +327,7 @@ class Kernel:
         if self._types is None:
             sources = []
             if self.vmlinux_path:
-                from kql.dwarf import DwarfTypes
-                self._dwarf = DwarfTypes(self.vmlinux_path, cache_dir=self._dwarf_cache_dir)
-                bid = self.vmcoreinfo.get("BUILD-ID")
-                if bid and hasattr(self._dwarf, "check_build_id"):
-                    self._dwarf.check_build_id(bid)
-                sources.append(self._dwarf)
+                sources.append(self._open_dwarf())
             btf = self.btf
             if btf is not None:
                 sources.append(btf)

@@ -144,3 +144,66 @@ def test_split_dump_parts_comma_separated(tmp_path):
     pids = {int(line.split(",")[0]) for line in whole.splitlines()[1:]}
     truth = fixture("sample").truth
     assert {int(p) for p in truth["tasks"]} - set(truth["transient_pids"]) <= pids
+
+
+# ---------------------------------------------------------------- bad input: exit 2, one line
+
+def _elf_without_vmcoreinfo(tmp_path):
+    """A real QEMU core with its VMCOREINFO note renamed (so it is not found)."""
+    src = fixture("6.1-live").dump("elf")
+    dst = tmp_path / "novmcoreinfo.elf"
+    with open(src, "rb") as f:
+        head = bytearray(f.read(1 << 20))
+    i = head.find(b"VMCOREINFO\0")
+    assert i > 0
+    head[i:i + 10] = b"XMCOREINFO"
+    dst.write_bytes(bytes(head))  # notes are in the first MiB; memory is cut off
+    return dst
+
+
+def _truncated_kdump(tmp_path):
+    dst = tmp_path / "truncated.kdump"
+    with open(SAMPLE, "rb") as f:
+        dst.write_bytes(f.read(6000))
+    return dst
+
+
+def _not_a_core(tmp_path):
+    return sys.executable if os.path.realpath(sys.executable).endswith(("python3", "python3.11")) \
+        else "/bin/ls"
+
+
+def _random(tmp_path):
+    dst = tmp_path / "random.bin"
+    dst.write_bytes(os.urandom(1 << 16))
+    return dst
+
+
+@pytest.mark.parametrize("make,words", [
+    (_random, "not a vmcore"),
+    (_truncated_kdump, "truncated"),
+    (_not_a_core, "not a core"),
+    (_elf_without_vmcoreinfo, "VMCOREINFO"),
+])
+def test_bad_dumps_are_one_line_exit_2(tmp_path, make, words):
+    p = kql(str(make(tmp_path)), "SELECT pid FROM tasks")
+    assert p.returncode == 2, p.stderr
+    assert len(p.stderr.splitlines()) == 1 and p.stderr.startswith("kql: error: ")
+    assert words.lower() in p.stderr.lower(), p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_vmlinux_of_another_kernel_is_refused():
+    other = fixture("6.12-live").vmlinux
+    p = kql(SAMPLE, "SELECT pid FROM tasks", "--vmlinux", other, check_rc=2)
+    assert len(p.stderr.splitlines()) == 1
+    assert p.stderr.startswith("kql: error: vmlinux build-id ")
+    assert "does not match the dump's build-id" in p.stderr and other in p.stderr
+
+
+@pytest.mark.parametrize("bad", ["/bin/ls", "/nonexistent/vmlinux"])
+def test_bad_vmlinux_is_refused_at_open(bad):
+    """Even a query that needs no types refuses a vmlinux that is not one."""
+    p = kql(SAMPLE, "SELECT 1 AS one", "--vmlinux", bad, check_rc=2)
+    assert len(p.stderr.splitlines()) == 1 and p.stderr.startswith("kql: error: ")
+    assert bad in p.stderr

@@ -45,17 +45,22 @@ def stable_tasks(truth):
     return {int(p): t for p, t in truth["tasks"].items() if int(p) not in skip}
 
 
-@pytest.mark.parametrize("name,kind", ALL)
-def test_tasks_match_proc(dumps, name, kind):
+# every dump from its BTF; every fixture (its first dump) with the debug vmlinux too
+TASK_CASES = [(n, k, False) for n, k in ALL] + \
+    [(n, fixture(n).kinds[0], True) for n in FIXTURES]
+
+
+@pytest.mark.parametrize("name,kind,vmlinux", TASK_CASES)
+def test_tasks_match_proc(dumps, name, kind, vmlinux):
     truth = fixture(name).truth
-    t = dumps(name, kind).query("SELECT pid, tgid, ppid, comm, state FROM tasks")
+    t = dumps(name, kind, vmlinux).query("SELECT pid, tgid, ppid, comm, state FROM tasks")
     got = {r["pid"]: r for r in t.to_pylist() if r["pid"] != 0}
     want = stable_tasks(truth)
     missing = sorted(set(want) - set(got))
     # Debian 12's makedumpfile 1.7.2 predates 6.12's slab page types and drops
     # some slab pages at -d 31: a task whose task_struct page was excluded may
     # be missing, but only if kql says so (NULL + an excluded-page warning).
-    assert all(excluded_task(dumps(name, kind), p) for p in missing), missing
+    assert all(excluded_task(dumps(name, kind, vmlinux), p) for p in missing), missing
     assert len(missing) <= len(want) // 20
     want = {p: w for p, w in want.items() if p not in missing}
     diffs = {p: (got[p], w) for p, w in want.items()
