@@ -112,3 +112,41 @@ def test_shipped_sample_truth_matches_its_log():
     d = fixture("sample").path
     assert json.loads((d / "truth.json").read_text()) == \
         json.loads(json.dumps(truth_mod.parse_log((d / "truth.log").read_bytes())))
+
+
+# ---------------------------------------------------------------- builder failures
+
+FAKE_QEMU = r'''#!/usr/bin/env python3
+import sys, time
+args = sys.argv[1:]
+console = [a[5:] for a in args if a.startswith("file:")][0]
+with open(console, "w") as f:
+    f.write("[    0.1] booting\n[    0.2] Kernel panic - not syncing: fake boot failure\n")
+if "{mode}" == "hang":
+    time.sleep(3600)
+sys.exit(1)
+'''
+
+
+@pytest.mark.parametrize("mode", ["exit", "hang"])
+def test_failed_boot_stops_with_serial_tail(tmp_path, monkeypatch, mode):
+    """A guest that dies or hangs stops the builder with the console's tail."""
+    import time
+
+    import build
+    fake = tmp_path / "qemu"
+    fake.write_text(FAKE_QEMU.replace("{mode}", mode))
+    fake.chmod(0o755)
+    monkeypatch.setattr(build, "QEMU", str(fake))
+    monkeypatch.setattr(build, "BOOT_TIMEOUT", {"live": 3, "panic": 3})
+    recipe = dict(build.RECIPES["6.1-live"], mem=20)
+    out, work = tmp_path / "out", tmp_path / "work"
+    out.mkdir()
+    work.mkdir()
+    t0 = time.time()
+    with pytest.raises(build.BuildError) as e:
+        build.boot_and_dump("fake", recipe, build.kernel_dir("6.1"), out, work)
+    assert time.time() - t0 < 120  # bounded, not a hang (generous: the initramfs is built first)
+    msg = str(e.value)
+    assert ("QEMU exited (1)" if mode == "exit" else "guest not ready after") in msg
+    assert "--- tail of" in msg and "Kernel panic - not syncing: fake boot failure" in msg
