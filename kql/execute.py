@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from kql.errors import ExecuteError, KqlError, QueryError
+from kql.errors import ExecuteError, QueryError
 from kql.grammar import ast as A
 from kql.grammar import parse
 from kql.planner import Env, plan as make_plan
@@ -171,13 +171,7 @@ class Session:
         kernel = self.default_kernel()
 
         def kql_sym(address: int) -> str | None:
-            if address is None or kernel is None:
-                return None
-            hit = kernel.symbolize(address)
-            if hit is None:
-                return None
-            sym, off = hit
-            return f"{sym.name}+{off:#x}" if off else sym.name
+            return None if kernel is None else kernel.symbol_text(address)
 
         def kql_addr(name: str) -> int | None:
             if kernel is None:

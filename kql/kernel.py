@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Iterator
 
 from kql.errors import DumpError, FaultError
 from kql.kallsyms import KallsymsError, Symbol, SymbolTable, load_kallsyms
 from kql.object import Object
-from kql.types import ChainTypeSource, Type, TypeNotFoundError, TypeSourceBase, array_of
+from kql.types import ChainTypeSource, Type, TypeNotFoundError, TypeSourceBase
 
 __all__ = ["Kernel", "DiskCache", "open_kernel", "KNOWN_VARIABLE_TYPES"]
 
@@ -268,6 +267,17 @@ class Kernel:
         if hit is None and self.load_module_symbols():
             hit = self.symbols.symbolize(addr)
         return hit
+
+    def symbol_text(self, addr: int) -> str | None:
+        """``name+0xoff`` (or ``name``) for a kernel address, None for anything
+        else (per-CPU symbols sit at small offsets: they are not addresses)."""
+        if addr is None or addr < self.page_offset:
+            return None
+        hit = self.symbolize(addr)
+        if hit is None:
+            return None
+        sym, off = hit
+        return f"{sym.name}+{off:#x}" if off else sym.name
 
     def load_module_symbols(self) -> bool:
         """Attach every loaded module's own symbols (``mod->kallsyms``) to

@@ -373,7 +373,7 @@ def task_stack_words(task: Object) -> Iterator[tuple[int, int]]:
 def text_symbol(prog, value: int) -> str | None:
     """``name+0xoff`` if ``value`` points into a kernel or module function,
     else None."""
-    if value < 0xFFFF800000000000:
+    if value < prog.page_offset:  # user and per-CPU-offset values
         return None
     s = prog.symbolize(value)
     if s is None:

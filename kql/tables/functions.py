@@ -210,14 +210,7 @@ def _memory_rows(ctx):
 
 def _symbol(w) -> str | None:
     addr, value, kernel, _width = w
-    # Per-CPU symbols sit at small offsets: only kernel addresses are symbols.
-    if value is None or value < kernel.page_offset:
-        return None
-    hit = kernel.symbolize(value)
-    if hit is None:
-        return None
-    sym, off = hit
-    return f"{sym.name}+{off:#x}" if off else sym.name
+    return kernel.symbol_text(value)
 
 
 _PRINTABLE = re.compile(rb"[^\x20-\x7e]")
