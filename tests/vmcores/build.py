@@ -106,6 +106,33 @@ def run(cmd, **kw):
 
 # ---------------------------------------------------------------- kernels
 
+def resolve_kernels() -> None:
+    """Keep the pinned kernels when they are cached or the mirror has them;
+    else (Debian dropped that ABI) take the newest of the same series, with a
+    warning.  Fixture folders are keyed by the release, so this rebuilds."""
+    import shutil as _sh
+    if not _sh.which("apt-cache"):
+        return
+    for series, kver in list(KERNELS.items()):
+        if (CACHE / "kernels" / kver / ".done").exists():
+            continue
+        r = run(["apt-cache", "show", f"linux-image-{kver}-unsigned"], capture_output=True,
+                text=True, check=False)
+        if r.returncode == 0 and r.stdout.strip():
+            continue
+        flavour = kver.split("-", 1)[1] if series == "6.1" else kver.split("+", 1)[1]
+        pattern = (rf"^linux-image-(6\.1\.0-\d+-{re.escape(flavour.split('-', 1)[1])})-unsigned$"
+                   if series == "6.1" else
+                   rf"^linux-image-(6\.12\.\d+\+{re.escape(flavour)})-unsigned$")
+        names = run(["apt-cache", "pkgnames", "linux-image-"], capture_output=True, text=True,
+                    check=False).stdout.split()
+        found = sorted((m.group(1) for m in map(re.compile(pattern).match, names) if m),
+                       key=lambda v: [int(x) for x in re.findall(r"\d+", v)])
+        if found:
+            log(f"warning: {kver} is not on the mirror; using {found[-1]}")
+            KERNELS[series] = found[-1]
+
+
 def kernel_dir(series: str) -> dict[str, Path]:
     """Download and unpack the Debian kernel (unsigned image + -dbg) once."""
     kver = KERNELS[series]
@@ -547,6 +574,7 @@ def main(argv=None) -> int:
             print(f"{n:16} {'ok   ' if (d / 'fixture.json').exists() else 'missing'} {d}")
         return 0
     CACHE.mkdir(parents=True, exist_ok=True)
+    resolve_kernels()
     for series in sorted({RECIPES[n]["kernel"] for n in names}):
         kernel_dir(series)  # download once, before parallel builds
     t0 = time.time()
