@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from kql.errors import ExecuteError, QueryError
+from kql.errors import ExecuteError, FaultError, QueryError
 from kql.grammar import ast as A
 from kql.grammar import parse
 from kql.planner import Env, plan as make_plan
@@ -124,7 +124,7 @@ class Session:
             table = tables[p.scans[0].id].select(p.direct)
         else:
             t1 = time.perf_counter()
-            table = Columns.from_arrow(self._duckdb(p, tables, source))
+            table = Columns.from_arrow(self._duckdb(p, tables, source, warnings))
             stats.duckdb_seconds = time.perf_counter() - t1
             stats.used_duckdb = True
         return Result(table, p, warnings, stats)
@@ -137,13 +137,13 @@ class Session:
         return n
 
     # ------------------------------------------------------------ DuckDB
-    def _duckdb(self, p: Plan, tables: dict[str, Columns], source: str):
+    def _duckdb(self, p: Plan, tables: dict[str, Columns], source: str, warnings):
         import duckdb  # loaded only for queries that need it
         import pyarrow as pa
 
         con = duckdb.connect()
         try:
-            self._register_functions(con)
+            self._register_functions(con, p, warnings)
             for name, t in tables.items():
                 con.register(name, t.to_arrow())
             try:
@@ -157,14 +157,27 @@ class Session:
                     return pa.table({})
                 return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
             except duckdb.Error as e:
-                msg = str(e).split("\n")[0]
+                msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
                 for s in p.scans:
                     msg = msg.replace(s.id, s.alias)
                 raise ExecuteError(msg, source, None) from None
         finally:
             con.close()
 
-    def _register_functions(self, con) -> None:
+    @staticmethod
+    def _guarded(m, warnings):
+        """A member read for DuckDB: an unreadable value is NULL plus a warning."""
+        read = m.fn
+
+        def fn(address):
+            try:
+                return read(address)
+            except FaultError as e:
+                warnings.add(m.text, e)
+                return None
+        return fn
+
+    def _register_functions(self, con, p: Plan, warnings) -> None:
         import duckdb
         from duckdb.sqltypes import BIGINT, UBIGINT, VARCHAR
 
@@ -190,9 +203,24 @@ class Session:
             t = kernel.types.find_type(type_name)
             return address - t.offsetof(member)
 
-        con.create_function("kql_sym", kql_sym, [UBIGINT], VARCHAR, side_effects=False)
-        con.create_function("kql_addr", kql_addr, [VARCHAR], UBIGINT, side_effects=False)
-        con.create_function("kql_hex", kql_hex, [UBIGINT], VARCHAR, side_effects=False)
+        for name, (m, dump) in p.udfs.items():
+            con.create_function(name, self._guarded(m, warnings), [UBIGINT],
+                                _duckdb_type(m.type), side_effects=False,
+                            null_handling="special")
+        con.create_function("kql_sym", kql_sym, [UBIGINT], VARCHAR, side_effects=False,
+                            null_handling="special")
+        con.create_function("kql_addr", kql_addr, [VARCHAR], UBIGINT, side_effects=False,
+                            null_handling="special")
+        con.create_function("kql_hex", kql_hex, [UBIGINT], VARCHAR, side_effects=False,
+                            null_handling="special")
         con.create_function("kql_container_of", kql_container_of, [UBIGINT, VARCHAR, VARCHAR],
-                            UBIGINT, side_effects=False)
+                            UBIGINT, side_effects=False,
+                            null_handling="special")
         del duckdb, BIGINT
+
+
+def _duckdb_type(t):
+    """The DuckDB type of a member read's Arrow type."""
+    from duckdb import sqltypes as T
+    return {"int64": T.BIGINT, "uint64": T.UBIGINT, "string": T.VARCHAR,
+            "bool": T.BOOLEAN, "double": T.DOUBLE}.get(str(t), T.BIGINT)

@@ -68,6 +68,10 @@ class Ctx:
     scopes: dict[int, "Scope"] = field(default_factory=dict)
     # how many FROM items name each dump (for default aliases)
     dump_uses: dict[str, int] = field(default_factory=dict)
+    # member reads on computed addresses (see Plan.udfs)
+    udfs: dict = field(default_factory=dict)
+    # output names that hold addresses besides the tables' address columns
+    address_names: set = field(default_factory=set)
 
 
 @dataclass
@@ -286,11 +290,11 @@ def _select(sel: A.Select, ctx: Ctx, parent: Scope | None, ctes: frozenset):
                         s.use(c)
             return node
         if isinstance(node, A.MemberPath):
-            return _member(node, ctx, scope)
+            return _member(node, ctx, scope, fn)
         if isinstance(node, A.Column):
             return _column(node, ctx, scope, aliases)
         if isinstance(node, A.Cast) and node.c_type:
-            raise error("C casts are not supported yet", ctx, node)
+            return _c_cast(node, ctx, scope, fn)
         return None
 
     new = sel.replace(
@@ -307,12 +311,26 @@ def _select(sel: A.Select, ctx: Ctx, parent: Scope | None, ctes: frozenset):
     # `task.pid` became a member read: keep what the user wrote as its name.
     items = []
     for old, item in zip(sel.items, new.items):
+        if item.alias and _is_pointer_read(old.expr, item.expr, ctx):
+            ctx.address_names.add(item.alias.lower())  # a pointer: print in hex
         if item.alias is None and isinstance(old.expr, A.Column) and item.expr != old.expr:
             item = item.replace(alias=ctx.source[old.expr.span[0]:old.expr.span[1]])
         items.append(item)
     new = new.replace(items=tuple(items))
     ctx.scopes[id(new)] = scope  # later rules look scopes up by the new node
     return new
+
+
+def _is_pointer_read(old, new, ctx: Ctx) -> bool:
+    """Is this select item a C cast or a member read of pointer type?"""
+    if isinstance(old, A.Cast) and old.c_type:
+        return True
+    m = None
+    if isinstance(new, A.FuncCall) and new.name in ctx.udfs:
+        m = ctx.udfs[new.name][0]
+    elif isinstance(new, A.Column) and new.name.startswith("__m"):
+        m = next((s.members[new.name] for s in ctx.scans if new.name in s.members), None)
+    return m is not None and m.c_type.endswith("*")
 
 
 def _rewrite_join_on(item, fn):
@@ -375,10 +393,58 @@ def _column(node: A.Column, ctx: Ctx, scope: Scope, aliases: set[str]):
     raise error(f"unknown column '{name}' in {tables}{suggest(name, names)}", ctx, node)
 
 
-def _member(node: A.MemberPath, ctx: Ctx, scope: Scope):
+def _cast_type(node: A.Cast, ctx: Ctx, kernel):
+    """The C type of ``CAST(x AS 'struct file *')``: it must name a pointer."""
+    text = node.type_text
+    try:
+        t = kernel.types.find_type(text)
+    except LookupError as e:
+        raise error(f"unknown C type '{text}': {e}", ctx, node) from None
+    if not t.is_pointer():
+        raise error(f"CAST to '{text}': cast addresses to a pointer type, e.g. '{text} *'",
+                    ctx, node)
+    return t
+
+
+def _c_cast(node: A.Cast, ctx: Ctx, scope: Scope, fn):
+    """A bare C cast: the address itself (the type is checked now)."""
+    kernel = _one_kernel(ctx, node)
+    _cast_type(node, ctx, kernel)
+    return A.Cast(rewrite(node.expr, fn), "UBIGINT", span=node.span)
+
+
+def _one_kernel(ctx: Ctx, node):
+    kernel = ctx.env.kernel(None)
+    if kernel is None:
+        raise error("C types need one open dump (name a table's object column to pick "
+                    "a dump)", ctx, node)
+    return kernel
+
+
+def _member_of_cast(node: A.MemberPath, ctx: Ctx, scope: Scope, fn):
+    """``CAST(x AS 'struct file *')->f_pos``: a DuckDB function that reads the
+    compiled path from the computed address."""
     base = node.base
+    kernel = _one_kernel(ctx, node)
+    _cast_type(base, ctx, kernel)
+    text = ctx.source[node.span[0]:node.span[1]]
+    compiled = compile_path(kernel.types, base.type_text, node.steps, text, ctx.source,
+                            node.span)
+    name = f"kql_read_{len(ctx.udfs)}"
+    m = MemberColumn(name=name, text=text, type=compiled.arrow_type,
+                     fn=compiled.reader(kernel), c_type=compiled.c_type)
+    ctx.udfs[name] = (m, None)
+    return A.FuncCall(name, (A.Cast(rewrite(base.expr, fn), "UBIGINT", span=base.span),),
+                      span=node.span)
+
+
+def _member(node: A.MemberPath, ctx: Ctx, scope: Scope, fn=None):
+    base = node.base
+    if isinstance(base, A.Cast) and base.c_type:
+        return _member_of_cast(node, ctx, scope, fn)
     if not isinstance(base, A.Column):
-        raise error("member paths are supported on object columns only", ctx, node)
+        raise error("member paths need an object column or a C cast "
+                    "(CAST(x AS 'struct file *')->f_pos)", ctx, node)
     target = None
     for sc in _visible(scope):
         for alias, s in sc.relations:
@@ -536,7 +602,8 @@ def plan(stmt, env: Env, source: str) -> Plan:
     for rule in RULES:
         stmt = rule(stmt, ctx)
     body = stmt.statement if explain else stmt
-    p = Plan(statement=body, scans=ctx.scans, source=source, explain_only=explain)
+    p = Plan(statement=body, scans=ctx.scans, source=source, explain_only=explain,
+             udfs=ctx.udfs)
     p.direct = _direct(body, ctx)
     p.address_columns = _address_columns(body, ctx)
     return p
@@ -584,4 +651,8 @@ def _address_columns(sel, ctx: Ctx) -> set[str]:
         for m in s.members.values():
             if m.c_type.endswith("*"):
                 names.add(m.text.lower())
+    for m, _dump in ctx.udfs.values():
+        if m.c_type.endswith("*"):
+            names.add(m.text.lower())
+    names |= ctx.address_names
     return names

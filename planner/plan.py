@@ -84,6 +84,9 @@ class Plan:
     # Output columns that hold addresses (printed in hex).
     address_columns: set[str] = field(default_factory=set)
     explain_only: bool = False
+    # Member paths on computed addresses (CAST(x AS 'struct file *')->f_pos):
+    # DuckDB functions name -> (MemberColumn with fn(address) -> value, dump).
+    udfs: dict[str, tuple[MemberColumn, str | None]] = field(default_factory=dict)
 
     @property
     def sql(self) -> str:
@@ -91,6 +94,8 @@ class Plan:
 
     def explain(self) -> str:
         lines = [s.explain() for s in self.scans]
+        for name, (m, _dump) in self.udfs.items():
+            lines.append(f"Read {name}: {m.text} ({m.c_type})")
         if self.direct is not None:
             lines.append("Output: direct from the scan (no DuckDB)")
         else:

@@ -173,3 +173,26 @@ def test_bad_member_path_names_struct(sample_env):
         "value->se.vrntime: 'struct sched_entity' has no member 'vrntime' (line 1, column 8)\n"
         "  SELECT value->se.vrntime FROM var('init_task')\n"
         "         ^^^^^^^^^^^^^^^^^")
+
+
+def test_c_cast_member_path_reads_through_a_function(sample_env):
+    q = "SELECT CAST(address AS 'struct task_struct *')->se.vruntime AS v FROM var('init_task')"
+    p = plan(parse_one(q), sample_env, q)
+    assert p.explain() == (
+        "Scan var('init_task'): symbol lookup\n"
+        "    columns: address\n"
+        "Read kql_read_0: CAST(address AS 'struct task_struct *')->se.vruntime (u64)\n"
+        'DuckDB: SELECT kql_read_0(CAST(address AS UBIGINT)) AS v FROM __kql_scan_0 AS var')
+
+
+@pytest.mark.parametrize("q,expected", [
+    ("SELECT CAST(address AS 'struct nope *')->x FROM var('init_task')",
+     "unknown C type 'struct nope *'"),
+    ("SELECT CAST(address AS 'struct task_struct') FROM var('init_task')",
+     "CAST to 'struct task_struct': cast addresses to a pointer type, e.g. "
+     "'struct task_struct *'"),
+])
+def test_c_cast_errors(sample_env, q, expected):
+    with pytest.raises(PlanError) as e:
+        plan(parse_one(q), sample_env, q)
+    assert e.value.message.startswith(expected)

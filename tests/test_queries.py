@@ -171,3 +171,16 @@ def test_cmdline_null_not_zeros_when_excluded_pages_read_as_zeros():
         r = d.session.execute("SELECT pid, cmdline FROM tasks WHERE pid = 1")[-1]
     assert r.table.to_pylist() == [{"pid": 1, "cmdline": None}]
     assert r.warnings.total == 1
+
+
+def test_c_cast_reads_like_the_object_column(dumps):
+    d = dumps("6.1-live")
+    rows = d.query("SELECT pid, comm, CAST(task AS 'struct task_struct *')->comm AS c2, "
+                   "CAST(task AS 'struct task_struct *')->real_parent->tgid AS pp, ppid, "
+                   "CAST(task AS 'struct task_struct *') AS t2, task "
+                   "FROM tasks WHERE pid > 0").to_pylist()
+    assert rows and all(r["comm"] == r["c2"] and r["pp"] == r["ppid"] and r["t2"] == r["task"]
+                        for r in rows)
+    # an unreadable address is a NULL and a warning, not a failed query
+    r = d.session.execute("SELECT CAST(16 AS 'struct task_struct *')->pid AS p")[-1]
+    assert r.table.to_pylist() == [{"p": None}] and r.warnings.total == 1
