@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 
-from kql.errors import DumpError, KqlError, QueryError
+from kql.errors import KqlError, QueryError
 
 EPILOG = """\
 examples:
@@ -190,6 +190,7 @@ def _main(argv: list[str]) -> int:
     if args.parquet:
         if query is None:
             raise QueryError("--parquet DIR needs a query")
+        _check_output(args)
         return _run_parquet(args, query)
     if query is None:
         build_parser().print_usage(sys.stderr)
@@ -199,6 +200,7 @@ def _main(argv: list[str]) -> int:
         print("kql: error: no dump given", file=sys.stderr)
         return 1
 
+    _check_output(args)
     from kql.dump import open_dump
     from kql.execute import Session
     from kql.grammar import parse
@@ -213,15 +215,13 @@ def _main(argv: list[str]) -> int:
         kernels[name] = Kernel(open_dump(dump_parts(path), zero_excluded=args.zero_excluded),
                                vmlinux=args.vmlinux, system_map=args.system_map)
     session = Session(kernels)
-    from kql import output
 
     for stmt in statements:
         res = session.run_statement(stmt, query)
         if res.explain is not None:
             sys.stdout.write(res.explain + "\n")
             continue
-        output.write(res.columns, args.format, out=sys.stdout, path=args.output,
-                     address_columns=res.address_columns)
+        _write(args, res.columns, res.address_columns)
         if res.warnings.total:
             for line in res.warnings.lines():
                 print(f"kql: warning: {line}", file=sys.stderr)
@@ -235,8 +235,27 @@ def _main(argv: list[str]) -> int:
     return 0
 
 
-def _run_parquet(args, query: str) -> int:
+def _check_output(args) -> None:
+    """Output arguments that cannot work fail before any dump is opened."""
+    from kql.output import BINARY_FORMATS
+    if args.format in BINARY_FORMATS and not args.output:
+        raise QueryError(f"--format {args.format} is binary: give -o FILE")
+    if args.output:
+        d = os.path.dirname(os.path.abspath(args.output))
+        if not os.path.isdir(d):
+            raise QueryError(f"cannot write {args.output}: no directory {d}")
+
+
+def _write(args, table, address_columns) -> None:
     from kql import output
+    try:
+        output.write(table, args.format, out=sys.stdout, path=args.output,
+                     address_columns=address_columns)
+    except OSError as e:
+        raise QueryError(f"cannot write {args.output or 'the output'}: {e.strerror or e}") from None
+
+
+def _run_parquet(args, query: str) -> int:
     from kql.export import query_parquet
     from kql.tables import catalog
     import pyarrow as pa
@@ -246,7 +265,7 @@ def _run_parquet(args, query: str) -> int:
     for t in query_parquet(args.parquet, query):
         cols = {n for n in t.column_names if n.lower() in addresses
                 and t.schema.field(n).type == pa.uint64()}
-        output.write(t, args.format, out=sys.stdout, path=args.output, address_columns=cols)
+        _write(args, t, cols)
     return 0
 
 

@@ -207,3 +207,19 @@ def test_bad_vmlinux_is_refused_at_open(bad):
     p = kql(SAMPLE, "SELECT 1 AS one", "--vmlinux", bad, check_rc=2)
     assert len(p.stderr.splitlines()) == 1 and p.stderr.startswith("kql: error: ")
     assert bad in p.stderr
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["-f", "parquet"], "kql: --format parquet is binary: give -o FILE\n"),
+    (["-f", "csv", "-o", "/nonexistent/dir/x.csv"],
+     "kql: cannot write /nonexistent/dir/x.csv: no directory /nonexistent/dir\n"),
+])
+def test_output_arguments_are_checked_before_opening_the_dump(args, expected):
+    p = kql(SAMPLE, "SELECT 1 AS one", *args, check_rc=1)
+    assert p.stderr == expected
+
+
+def test_var_of_unknown_symbol():
+    p = kql(SAMPLE, "SELECT * FROM var('kql_no_such_symbol')", check_rc=1)
+    assert p.stderr.splitlines()[0] == "kql: var('kql_no_such_symbol'): no symbol named " \
+        "'kql_no_such_symbol'"

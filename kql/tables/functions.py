@@ -41,12 +41,16 @@ def _var_rows(ctx):
 def _var_object_type(kernel, args) -> str | None:
     if kernel is None:
         return None
+    if kernel.symbols.get(args[0]) is None:
+        raise PlanError(f"var('{args[0]}'): no symbol named '{args[0]}'")
     if len(args) > 1:
         return f"{args[1]} *"
     try:
         return f"{kernel.var_type(args[0]).type_name()} *"
-    except LookupError as e:
-        raise PlanError(f"var('{args[0]}'): {e}") from None
+    except LookupError:
+        raise PlanError(f"var('{args[0]}'): its type is not known (BTF describes only "
+                        f"per-CPU variables): give it, e.g. var('{args[0]}', 'struct foo')"
+                        ) from None
 
 
 class _Named:
