@@ -207,6 +207,12 @@ def _main(argv: list[str]) -> int:
     from kql.kernel import Kernel
 
     statements = parse(query)  # syntax errors before opening any dump
+    if not statements:
+        raise QueryError("empty query: give a statement such as SELECT … (kql --help)")
+    from kql.output import BINARY_FORMATS
+    if args.output and args.format in BINARY_FORMATS and len(statements) > 1:
+        raise QueryError(f"-o with --format {args.format} takes one statement, "
+                         f"not {len(statements)}")
     kernels = {}
     if dump is not None:
         kernels[None] = Kernel(open_dump(dump_parts(dump), zero_excluded=args.zero_excluded),
@@ -216,12 +222,19 @@ def _main(argv: list[str]) -> int:
                                vmlinux=args.vmlinux, system_map=args.system_map)
     session = Session(kernels)
 
+    texts = []  # with -o and a text format, every statement's output goes to the file
     for stmt in statements:
         res = session.run_statement(stmt, query)
         if res.explain is not None:
-            sys.stdout.write(res.explain + "\n")
-            continue
-        _write(args, res.columns, res.address_columns)
+            if args.output:
+                texts.append(res.explain + "\n")
+            else:
+                sys.stdout.write(res.explain + "\n")
+        elif args.output and args.format not in BINARY_FORMATS:
+            from kql.output import render
+            texts.append(render(res.columns, args.format, res.address_columns))
+        else:
+            _write(args, res.columns, res.address_columns)
         if res.warnings.total:
             for line in res.warnings.lines():
                 print(f"kql: warning: {line}", file=sys.stderr)
@@ -229,10 +242,24 @@ def _main(argv: list[str]) -> int:
             for line in res.stats.lines():
                 print(f"kql: stats: {line}", file=sys.stderr)
             print(f"kql: stats: warnings: {res.warnings.total}", file=sys.stderr)
+    if texts:
+        _write_text(args, "".join(texts))
     for k in kernels.values():
         for w in getattr(k, "warnings", [])[:20]:
             print(f"kql: warning: {w}", file=sys.stderr)
     return 0
+
+
+def _write_text(args, text: str) -> None:
+    if not args.output:
+        sys.stdout.write(text)
+        return
+    from kql.atomic import atomic_file
+    try:
+        with atomic_file(args.output, "w") as f:
+            f.write(text)
+    except OSError as e:
+        raise QueryError(f"cannot write {args.output}: {e.strerror or e}") from None
 
 
 def _check_output(args) -> None:

@@ -265,7 +265,12 @@ def export(paths, outdir: str, tables=None, jobs: int | None = None, vmlinux=Non
     core data) gets a row with ``errors`` set and no files; the others go on.
     SIGINT or SIGTERM stops every worker, each removing the temporary file
     it was writing."""
-    os.makedirs(outdir, exist_ok=True)
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise QueryError(f"export: {outdir} exists and is not a directory")
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as e:
+        raise QueryError(f"export: cannot create {outdir}: {e.strerror or e}") from None
     exportable_tables(tables)  # unknown names fail before any work
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(paths)))
     slots = len(paths) if len(paths) > 1 and sys.stderr.isatty() else 0
@@ -384,5 +389,9 @@ def query_parquet(directory: str, text: str) -> list[pa.Table]:
                               if p.is_dir() and any(p.glob("*.parquet")))
                 msg = f"no exported table '{m[1]}' in {directory} (tables: {', '.join(have)})"
             raise ExecuteError(msg, text, None) from None
-        out.append(rel.to_arrow_table() if rel is not None else pa.table({}))
+        try:
+            out.append(rel.to_arrow_table() if rel is not None else pa.table({}))
+        except duckdb.Error as e:  # errors found while producing rows
+            msg = " ".join(x.strip() for x in str(e).splitlines() if x.strip())
+            raise ExecuteError(msg, text, None) from None
     return out

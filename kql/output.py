@@ -9,6 +9,7 @@ interrupted export never leaves a partial file under the real name.
 from __future__ import annotations
 
 import csv
+import decimal
 import io
 import json
 import sys
@@ -60,6 +61,8 @@ def format_table(table, address_columns: set[str]) -> str:
 
 
 def _jsonable(v):
+    if isinstance(v, decimal.Decimal):  # DuckDB's sum() of integers, 1.5 literals
+        return int(v) if v == v.to_integral_value() else float(v)
     if isinstance(v, (bytes, bytearray)):
         return v.hex()
     if hasattr(v, "isoformat"):
@@ -102,6 +105,8 @@ def render(table, fmt: str, address_columns: set[str] = frozenset()) -> str:
         return format_table(table, address_columns)
     names = table.column_names
     tuples = zip(*(table.pylist(i) for i in range(len(names))))
+    if fmt in ("json", "jsonl"):
+        names = _unique(names)  # object keys: a second "pid" becomes "pid_1"
     if fmt == "json":
         return json.dumps([_jsonable(dict(zip(names, r))) for r in tuples], indent=1) + "\n"
     if fmt == "jsonl":
@@ -115,3 +120,16 @@ def render(table, fmt: str, address_columns: set[str] = frozenset()) -> str:
                      for v in r] for r in tuples)
         return buf.getvalue()
     raise ValueError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for n in names:
+        u, i = n, 0
+        while u in seen:
+            i += 1
+            u = f"{n}_{i}"
+        seen.add(u)
+        out.append(u)
+    return out

@@ -28,14 +28,6 @@ from kql.grammar import ast as A
 from .members import compile_path
 from .plan import MemberColumn, Plan, Scan
 
-AGGREGATES = frozenset("""
-count sum avg min max list array_agg string_agg group_concat any_value first last
-median mode quantile quantile_cont quantile_disc stddev stddev_pop stddev_samp
-variance var_pop var_samp bool_and bool_or bit_and bit_or bit_xor approx_count_distinct
-arg_max arg_min argmax argmin max_by min_by histogram entropy kurtosis skewness product
-count_if countif sumkahan fsum favg corr covar_pop covar_samp regr_slope
-""".split())
-
 # kql functions → the executor's DuckDB UDFs.
 KQL_FUNCTIONS = {"sym": "kql_sym", "addr": "kql_addr", "container_of": "kql_container_of",
                  "hex": "kql_hex"}
@@ -303,6 +295,7 @@ def _select(sel: A.Select, ctx: Ctx, parent: Scope | None, ctes: frozenset):
         where=rewrite(sel.where, fn),
         group_by=rewrite(sel.group_by, fn),
         having=rewrite(sel.having, fn),
+        qualify=rewrite(sel.qualify, fn),
         order_by=rewrite(sel.order_by, fn),
     )
     # Join conditions see the whole scope.
@@ -311,7 +304,7 @@ def _select(sel: A.Select, ctx: Ctx, parent: Scope | None, ctes: frozenset):
     # `task.pid` became a member read: keep what the user wrote as its name.
     items = []
     for old, item in zip(sel.items, new.items):
-        if item.alias and _is_pointer_read(old.expr, item.expr, ctx):
+        if item.alias and _is_pointer_read(old.expr, item.expr, ctx, scope):
             ctx.address_names.add(item.alias.lower())  # a pointer: print in hex
         if item.alias is None and isinstance(old.expr, A.Column) and item.expr != old.expr:
             item = item.replace(alias=ctx.source[old.expr.span[0]:old.expr.span[1]])
@@ -321,8 +314,17 @@ def _select(sel: A.Select, ctx: Ctx, parent: Scope | None, ctes: frozenset):
     return new
 
 
-def _is_pointer_read(old, new, ctx: Ctx) -> bool:
-    """Is this select item a C cast or a member read of pointer type?"""
+def _is_address_member(m: MemberColumn) -> bool:
+    """A member read whose value is an address: a pointer, or a struct, union
+    or array member (read as the address of the object)."""
+    c = m.c_type
+    return str(m.type) == "uint64" and (c.endswith("*") or c.startswith(("struct ", "union "))
+                                        or c.endswith("]"))
+
+
+def _is_pointer_read(old, new, ctx: Ctx, scope: Scope) -> bool:
+    """Does this select item give an address (a C cast, a member read of an
+    address, or an address column under another name)?"""
     if isinstance(old, A.Cast) and old.c_type:
         return True
     m = None
@@ -330,7 +332,12 @@ def _is_pointer_read(old, new, ctx: Ctx) -> bool:
         m = ctx.udfs[new.name][0]
     elif isinstance(new, A.Column) and new.name.startswith("__m"):
         m = next((s.members[new.name] for s in ctx.scans if new.name in s.members), None)
-    return m is not None and m.c_type.endswith("*")
+    elif isinstance(new, A.Column):
+        cols = [s.spec.column(new.name) for sc in _visible(scope) for s in sc.scans
+                if new.table is None or new.table.lower() == s.alias.lower()]
+        cols = [c for c in cols if c is not None]
+        return bool(cols) and all(str(c.type) == "uint64" for c in cols)
+    return m is not None and _is_address_member(m)
 
 
 def _rewrite_join_on(item, fn):
@@ -518,7 +525,9 @@ def _key_predicate(e, scope: Scope):
         if s is None or (col.table is not None and col.table.lower() != alias):
             continue
         c = s.spec.column(col.name)
-        if c is not None and c.name in s.spec.lookups:
+        # only values of the column's own kind (pid = '1' is DuckDB's to cast)
+        if c is not None and c.name in s.spec.lookups and \
+                isinstance(values[0], str) == (str(c.type) == "string"):
             hits.append((s, c.name))
     if len(hits) != 1 or hits[0][0].alias.lower() in scope.outer_join_aliases:
         return None
@@ -534,6 +543,8 @@ def push_predicates(stmt, ctx: Ctx):
             hit = _key_predicate(c, scope)
             if hit:
                 scan, col, values = hit
+                if scan.keys and col not in scan.keys:
+                    continue  # one lookup per scan; DuckDB applies the rest
                 if col in scan.keys:
                     values = [v for v in scan.keys[col] if v in values]
                 scan.keys[col] = sorted(set(values))
@@ -546,12 +557,34 @@ def _selects(stmt):
             yield n
 
 
+# Functions known to be scalar (row by row): a LIMIT may stop the scan early
+# under them.  Any other function might aggregate (DuckDB has hundreds), so
+# a LIMIT is not pushed below it.
+SCALAR_FUNCTIONS = frozenset("""
+sym addr hex container_of lower upper length strlen substr substring concat coalesce
+ifnull nullif abs round floor ceil greatest least trim ltrim rtrim replace contains
+starts_with ends_with prefix suffix regexp_matches regexp_replace regexp_extract
+left right lpad rpad reverse repeat split_part string_split len array_length
+list_contains list_extract list_slice array_to_string list_aggregate to_hex
+""".split())
+
+
 def _has_aggregate(items) -> bool:
+    """Could these items need more than one row at a time (an aggregate, a
+    window, or a function not known to be scalar)?"""
     for it in items:
         for n in it.walk():
-            if isinstance(n, A.FuncCall) and (n.name in AGGREGATES or n.window is not None):
+            if isinstance(n, A.FuncCall) and (n.name not in SCALAR_FUNCTIONS
+                                              or n.window is not None):
                 return True
     return False
+
+
+def _int_literal(e) -> int | None:
+    if isinstance(e, (A.Literal, A.HexLiteral)) and isinstance(e.value, int) \
+            and not isinstance(e.value, bool) and e.value >= 0:
+        return e.value
+    return None
 
 
 def push_limits(stmt, ctx: Ctx):
@@ -565,20 +598,30 @@ def push_limits(stmt, ctx: Ctx):
     if scope is None or not scope.scans or len(scope.relations) != 1:
         return stmt
     scan = scope.scans[0]
-    if sel.group_by or sel.group_by_all or sel.having or sel.order_by or sel.distinct:
+    if sel.group_by or sel.group_by_all or sel.having or sel.order_by or sel.distinct \
+            or sel.qualify is not None:
         return stmt
-    if _has_aggregate(sel.items) or not isinstance(sel.limit, A.Literal):
+    limit = _int_literal(sel.limit)
+    offset = 0 if sel.offset is None else _int_literal(sel.offset)
+    if _has_aggregate(sel.items) or limit is None or offset is None:
         return stmt
     # a WHERE is fine only if it is entirely a pushed key lookup
     if sel.where is not None and not _where_is_pushed(sel.where, scope):
         return stmt
-    offset = sel.offset.value if isinstance(sel.offset, A.Literal) else 0
-    scan.limit = sel.limit.value + offset
+    scan.limit = limit + offset
     return stmt
 
 
 def _where_is_pushed(where, scope) -> bool:
-    return all(_key_predicate(c, scope) for c in _conjuncts(where))
+    """Is the WHERE nothing but key predicates on the one column the scan
+    looks up (so the lookup's rows are exactly the answer)?"""
+    hits = [_key_predicate(c, scope) for c in _conjuncts(where)]
+    if not hits or not all(hits):
+        return False
+    if len({(id(scan), col) for scan, col, _ in hits}) != 1:
+        return False
+    scan, col, _ = hits[0]
+    return col in scan.keys
 
 
 def lower_functions(stmt, ctx: Ctx):
@@ -616,7 +659,8 @@ def _direct(sel, ctx: Ctx):
     scope = ctx.scopes.get(id(sel))
     if scope is None or len(scope.relations) != 1 or scope.scans != ctx.scans:
         return None
-    if sel.group_by or sel.group_by_all or sel.having or sel.order_by or sel.distinct:
+    if sel.group_by or sel.group_by_all or sel.having or sel.order_by or sel.distinct \
+            or sel.qualify is not None:
         return None
     if sel.offset is not None:
         return None
@@ -649,10 +693,10 @@ def _address_columns(sel, ctx: Ctx) -> set[str]:
             if UINT64 == c.type:
                 names.add(c.name.lower())
         for m in s.members.values():
-            if m.c_type.endswith("*"):
+            if _is_address_member(m):
                 names.add(m.text.lower())
     for m, _dump in ctx.udfs.values():
-        if m.c_type.endswith("*"):
+        if _is_address_member(m):
             names.add(m.text.lower())
     names |= ctx.address_names
     return names

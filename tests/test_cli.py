@@ -223,3 +223,70 @@ def test_var_of_unknown_symbol():
     p = kql(SAMPLE, "SELECT * FROM var('kql_no_such_symbol')", check_rc=1)
     assert p.stderr.splitlines()[0] == "kql: var('kql_no_such_symbol'): no symbol named " \
         "'kql_no_such_symbol'"
+
+
+# ---------------------------------------------------------------- found in review
+
+def test_two_key_predicates_on_different_columns_both_apply():
+    p = kql(SAMPLE, "SELECT pid, tgid FROM open_files WHERE pid = 1 AND tgid = 2", "-f", "csv",
+            check_rc=0)
+    assert p.stdout == "pid,tgid\n"
+
+
+def test_qualify_is_applied_and_limits_wait_for_it():
+    got = kql(SAMPLE, "SELECT pid FROM tasks QUALIFY row_number() OVER (ORDER BY pid DESC) <= 2 "
+              "ORDER BY pid DESC LIMIT 5", "-f", "csv", check_rc=0).stdout
+    want = kql(SAMPLE, "SELECT pid FROM tasks ORDER BY pid DESC LIMIT 2", "-f", "csv",
+               check_rc=0).stdout
+    assert got == want and len(got.splitlines()) == 3
+
+
+def test_limit_is_not_pushed_below_an_unlisted_aggregate():
+    whole = kql(SAMPLE, "SELECT approx_quantile(pid, 0.5) AS q FROM tasks", "-f", "csv",
+                check_rc=0).stdout
+    limited = kql(SAMPLE, "SELECT approx_quantile(pid, 0.5) AS q FROM tasks LIMIT 1", "-f",
+                  "csv", check_rc=0).stdout
+    assert whole == limited
+
+
+def test_string_key_is_left_to_duckdb():
+    p = kql(SAMPLE, "SELECT pid FROM tasks WHERE pid = '1'", "-f", "csv", check_rc=0)
+    assert p.stdout == "pid\n1\n"
+
+
+def test_json_keeps_columns_with_the_same_name_and_decimals():
+    p = kql(SAMPLE, "SELECT c.pid, p.pid FROM tasks c JOIN tasks p ON c.ppid = p.pid "
+            "WHERE c.pid = 1", "-f", "json", check_rc=0)
+    assert json.loads(p.stdout) == [{"pid": 1, "pid_1": 0}, {"pid": 1, "pid_1": 0}]
+    p = kql(SAMPLE, "SELECT sum(pid) AS s, 1.5 AS x FROM tasks WHERE pid IN (1, 2)", "-f",
+            "jsonl", check_rc=0)
+    assert p.stdout == '{"s": 3, "x": 1.5}\n'
+
+
+def test_aliased_address_columns_and_struct_members_print_in_hex():
+    p = kql(SAMPLE, "SELECT task AS t2, task->se AS se FROM tasks WHERE pid = 1", check_rc=0)
+    row = p.stdout.splitlines()[2].split()
+    assert row[0].startswith("0xffff") and row[1].startswith("0xffff")
+
+
+@pytest.mark.parametrize("q", ["", ";"])
+def test_empty_query_is_an_error(q):
+    p = kql(SAMPLE, q, check_rc=1)
+    assert p.stderr.startswith("kql: empty query")
+
+
+def test_output_file_holds_every_statement(tmp_path):
+    out = tmp_path / "two.csv"
+    kql(SAMPLE, "SELECT 1 AS a; EXPLAIN SELECT comm FROM tasks WHERE pid = 1; SELECT 2 AS b",
+        "-f", "csv", "-o", str(out), check_rc=0)
+    assert out.read_text() == ("a\n1\nScan tasks: find_task(pid IN (1))\n    columns: comm, pid\n"
+                               "Output: direct from the scan (no DuckDB)\nb\n2\n")
+
+
+def test_bad_table_function_arguments_are_query_errors(tmp_path):
+    p = kql(SAMPLE, "SELECT * FROM var(1)", check_rc=1)
+    assert p.stderr.startswith("kql: var(name [, type]) takes strings")
+    f = tmp_path / "afile"
+    f.write_text("")
+    p = kql("export", SAMPLE, "-o", str(f), check_rc=1)
+    assert p.stderr == f"kql: export: {f} exists and is not a directory\n"

@@ -41,6 +41,9 @@ def _var_rows(ctx):
 def _var_object_type(kernel, args) -> str | None:
     if kernel is None:
         return None
+    if not isinstance(args[0], str) or (len(args) > 1 and not isinstance(args[1], str)):
+        raise PlanError("var(name [, type]) takes strings: var('init_task'), "
+                        "var('jiffies', 'unsigned long')")
     if kernel.symbols.get(args[0]) is None:
         raise PlanError(f"var('{args[0]}'): no symbol named '{args[0]}'")
     if len(args) > 1:
