@@ -19,7 +19,7 @@ from kql.helpers.task import (for_each_process, for_each_task, task_state_index,
                               task_state_letters)
 from kql.object import Object
 
-__all__ = ["for_each_task_and_pid", "find_tasks", "task_state_raw", "task_state_value", "task_state_code",
+__all__ = ["for_each_task_and_pid", "find_tasks", "find_processes", "task_comm", "task_state_raw", "task_state_value", "task_state_code",
            "running_tasks", "task_is_running", "get_mm_counter", "get_mm_counter_sum",
            "get_mm_rss", "task_rss_bytes", "task_vsz_bytes", "task_cmdline", "task_argv",
            "page_size", "MM_COUNTERS"]
@@ -104,6 +104,31 @@ def find_tasks(prog, pids) -> Iterator[Object]:
             if t.value_() not in seen:
                 seen.add(t.value_())
                 yield t
+
+
+def find_processes(prog, tgids) -> Iterator[Object]:
+    """The thread-group leaders whose tgid is in ``tgids``, in tgid order
+    (per-process tables: their ``pid`` is the tgid).  Values that are not
+    pids, and pids whose task is unreadable, are skipped.
+
+    :return: iterator of ``struct task_struct *``
+    """
+    from kql.helpers.pid import find_task
+    for nr in sorted({v for v in tgids if isinstance(v, int) and 0 < v < 1 << 31}):
+        try:
+            task = find_task(prog, nr)
+            if task.value_() and task.tgid.value_() == nr:
+                yield task
+        except FaultError:
+            continue
+
+
+def task_comm(task: Object) -> str:
+    """``task->comm`` as text.
+
+    :param task: ``struct task_struct *``
+    """
+    return task.comm.string_().decode(errors="replace")
 
 
 def _state_bits(prog) -> dict[str, int]:

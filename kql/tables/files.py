@@ -9,7 +9,7 @@ from functools import cached_property
 from kql.errors import FaultError
 from kql.helpers.fs import (d_path, for_each_file, for_each_mount, inode_type, mount_devname,
                             mount_fstype, mount_options, mount_path, mount_readonly)
-from kql.helpers.pid import find_task
+from kql.helpers.sched import find_processes, task_comm
 from kql.helpers.task import for_each_process
 from kql.helpers.list import walk_warn
 from kql.tables.base import (ADDRESS, BOOL, Column, INT32, INT64, STRING, ScanContext,
@@ -38,7 +38,7 @@ class FileRow:
         return d_path(self.f.f_path).decode(errors="surrogateescape")
 
     def comm(self) -> str:
-        return self.task.comm.string_().decode(errors="replace")
+        return task_comm(self.task)
 
 
 def _process_files(prog, task):
@@ -57,13 +57,7 @@ def _rows(ctx: ScanContext):
 
 def _by_pid(ctx: ScanContext, values: list):
     prog = ctx.kernel
-    for nr in sorted({v for v in values if isinstance(v, int) and 0 < v < 1 << 31}):
-        try:
-            task = find_task(prog, nr)
-            if not task.value_() or task.tgid.value_() != nr:
-                continue        # rows are per process: pid is the tgid
-        except FaultError:
-            continue
+    for task in find_processes(prog, values):  # rows are per process: pid is the tgid
         yield from _process_files(prog, task)
 
 

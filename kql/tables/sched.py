@@ -7,6 +7,7 @@ from kql.errors import FaultError
 from kql.helpers.list import walk_warn
 from kql.helpers.percpu import cpu_rq
 from kql.helpers.runq import runq_entries
+from kql.helpers.sched import task_comm
 from kql.tables.base import (ADDRESS, BOOL, Column, INT32, STRING, ScanContext,
                             TableSpec)
 
@@ -71,7 +72,7 @@ CPUS = TableSpec(
         Column("curr_pid", INT32, "pid of the running task (rq->curr; 0 when idle)",
                lambda r: r.curr.pid.value_()),
         Column("curr_comm", STRING, "its command name",
-               lambda r: r.curr.comm.string_().decode(errors="replace")),
+               lambda r: task_comm(r.curr)),
         Column("curr", ADDRESS, "the running task (struct task_struct *)",
                lambda r: r.curr.value_(), object_type="struct task_struct *"),
         Column("nr_running", INT32, "runnable tasks of every class, the running one "
@@ -95,7 +96,7 @@ RUNQUEUE = TableSpec(
         Column("pid", INT32, "task pid (0 for idle tasks)",
                lambda e: e.task.pid.value_()),
         Column("comm", STRING, "command name",
-               lambda e: e.task.comm.string_().decode(errors="replace")),
+               lambda e: task_comm(e.task)),
         Column("task", ADDRESS, "the task (struct task_struct *)", lambda e: e.task.value_(),
                object_type="struct task_struct *"),
         Column("prio", INT32, "task->prio (0-99 RT, 100-139 normal, -1 DL)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 from kql.errors import FaultError
-from kql.helpers.sched import find_tasks, for_each_task_and_pid
+from kql.helpers.sched import find_tasks, for_each_task_and_pid, task_comm
 from kql.helpers.stack import stack_trace, task_stack_words, text_symbol
 from kql.tables.base import (ADDRESS, Column, INT32, INT64, STRING, ScanContext,
                             TableSpec)
@@ -22,7 +22,7 @@ class _Task:
         self.task = task
         self.addr = task.value_()
         self.pid = task.pid.value_()
-        self.comm = task.comm.string_().decode(errors="replace")
+        self.comm = task_comm(task)
 
 
 class FrameRow:

@@ -9,16 +9,12 @@ from kql.errors import FaultError
 from kql.helpers.list import walk_warn
 from kql.helpers.mm import (for_each_vma, get_gate_vma, task_environ, vma_dev,
                             vma_file_offset, vma_flags_str, vma_ino, vma_name)
-from kql.helpers.pid import find_task
+from kql.helpers.sched import find_processes, task_comm
 from kql.helpers.task import for_each_process
 from kql.tables.base import (ADDRESS, Column, INT32, INT64, STRING, ScanContext,
                             TableSpec)
 
 __all__ = ["TABLES", "VmaRow", "EnvRow"]
-
-
-def _comm(task) -> str:
-    return task.comm.string_().decode(errors="replace")
 
 
 def _processes(ctx: ScanContext):
@@ -32,13 +28,7 @@ def _processes(ctx: ScanContext):
     if wanted is None:
         yield from for_each_process(prog)
         return
-    for nr in sorted(wanted):
-        try:
-            task = find_task(prog, nr)
-            if task.value_() and task.tgid.value_() == nr:
-                yield task
-        except FaultError:
-            continue
+    yield from find_processes(prog, wanted)
 
 
 class VmaRow:
@@ -138,7 +128,7 @@ TABLES = (
             Column("tgid", INT32, "thread-group id (= pid)",
                    lambda r: r.task.tgid.value_()),
             Column("comm", STRING, "the process's command name",
-                   lambda r: _comm(r.task)),
+                   lambda r: task_comm(r.task)),
             Column("vma", ADDRESS, "the mapping (struct vm_area_struct *)",
                    lambda r: r.vma.value_(), object_type="struct vm_area_struct *"),
             Column("start", ADDRESS, "first address (vm_start)", lambda r: r.v.vm_start.value_()),
@@ -179,7 +169,7 @@ TABLES = (
         columns=(
             Column("pid", INT32, "process id", lambda r: r.task.pid.value_()),
             Column("comm", STRING, "the process's command name",
-                   lambda r: _comm(r.task)),
+                   lambda r: task_comm(r.task)),
             Column("name", STRING, "variable name (text before the first '='); NULL "
                    "when the environment is not in the dump", EnvRow.name),
             Column("value", STRING, "value (text after the first '='; NULL for an "
