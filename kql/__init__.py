@@ -7,6 +7,24 @@
 
 __version__ = "0.1.0"
 
+# Imported from a source checkout (python3 -c "import kql" in the repository
+# root, where this folder shadows an installed kql), kql.grammar, kql.planner
+# and kql.queries are the top-level folders beside this one; setup.py maps
+# them the same way when it builds a wheel.
+def _source_tree_subpackages(path):
+    import os
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(here)
+    if not os.path.isdir(os.path.join(here, "grammar")) and all(
+            os.path.isfile(os.path.join(root, d, "__init__.py"))
+            for d in ("grammar", "planner", "queries")):
+        path.append(root)
+    return path
+
+
+__path__ = _source_tree_subpackages(__path__)
+del _source_tree_subpackages
+
 
 def open(path, vmlinux=None, system_map=None, zero_excluded=False):
     """Open a vmcore; see :class:`kql.api.Dump`."""

@@ -68,7 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parquet", metavar="DIR",
                    help="query a directory written by `kql export` instead of a dump")
     p.add_argument("-v", "--verbose", action="store_true", help="log plans and SQL to stderr")
+    p.add_argument("-V", "--version", action="version", version=_version())
     return p
+
+
+def _version() -> str:
+    import platform
+
+    import kql
+    return f"kql {kql.__version__} (Python {platform.python_version()})"
 
 
 def export_parser() -> argparse.ArgumentParser:
