@@ -1,34 +1,52 @@
 #!/usr/bin/env bash
 # Install everything kql's tests need on a fresh Debian 12 machine (as root):
 # apt packages (QEMU 10 from bookworm-backports, makedumpfile, kexec-tools,
-# busybox-static, a C compiler), kql itself with its test extras, the Debian
-# kernel packages and the vmcore fixtures (cached under $KQL_FIXTURES).
+# busybox-static, a C compiler, python3-venv), a fresh venv holding kql (installed
+# from this checkout, not editable) with its test extras and nothing else, the
+# Debian kernel packages and the vmcore fixtures (cached under $KQL_FIXTURES).
+#
+#   KQL_PYTHON  the Python the venv is made from (default: Debian's /usr/bin/python3)
+#   KQL_VENV    where the venv goes (default: .venv in the checkout); it is
+#               re-created on every run, so no test passes on a leftover package
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+PY=${KQL_PYTHON:-/usr/bin/python3}
+VENV=${KQL_VENV:-$PWD/.venv}
+APT=(apt-get -o DPkg::Lock::Timeout=600 -y -qq)
+export DEBIAN_FRONTEND=noninteractive
+
+# The machine's own Debian mirror (deb822 or one-line sources), for added suites.
+debian_mirror() {
+    local uri
+    uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    [ -n "$uri" ] || uri=$(awk '$1 == "deb" && $3 ~ /^bookworm/ {print $2; exit}' \
+                            /etc/apt/sources.list 2>/dev/null || true)
+    [ -n "$uri" ] || { echo "setup: cannot find the machine's Debian mirror in /etc/apt" >&2; exit 1; }
+    echo "$uri"
+}
 
 need_apt=()
 command -v qemu-system-x86_64 >/dev/null && qemu-system-x86_64 --version | grep -q 'version \(9\|1[0-9]\)\.' || need_apt+=(qemu)
 for t in makedumpfile kexec busybox cpio gcc; do command -v $t >/dev/null || need_apt+=($t); done
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need_apt+=(libc6-dev)
+"$PY" -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing apt packages (${need_apt[*]})"
     # bookworm-backports, on the same mirror the machine already uses.
     if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
-        uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-        [ -n "$uri" ] || uri=$(awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-        [ -n "$uri" ] || { echo "setup: cannot find the machine's Debian mirror in /etc/apt" >&2; exit 1; }
         printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-            "$uri" > /etc/apt/sources.list.d/kql-backports.sources
+            "$(debian_mirror)" > /etc/apt/sources.list.d/kql-backports.sources
     fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq -t bookworm-backports qemu-system-x86 >/dev/null
-    apt-get install -y -qq makedumpfile kexec-tools busybox-static cpio gcc libc6-dev >/dev/null
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    "${APT[@]}" install -t bookworm-backports qemu-system-x86 >/dev/null
+    "${APT[@]}" install makedumpfile kexec-tools busybox-static cpio gcc libc6-dev python3-venv >/dev/null
 fi
 
-echo "setup: installing kql and test dependencies"
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+echo "setup: a fresh venv in $VENV with kql and its test dependencies"
+"$PY" -m venv --clear "$VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check '.[test]'
 
 echo "setup: building vmcore fixtures (cached in ${KQL_FIXTURES:-/var/cache/kql-fixtures})"
-python3 tests/vmcores/build.py --jobs 2
+"$VENV/bin/python" tests/vmcores/build.py --jobs 2
