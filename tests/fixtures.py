@@ -46,11 +46,16 @@ class Fixture:
 
     @property
     def recipe(self) -> dict:
-        return self.meta["recipe"]
+        """The recipe (from the builder: no dump or file is read)."""
+        return build.RECIPES[self.name]
 
     @property
     def kinds(self) -> list[str]:
-        return list(self.meta["dumps"])
+        """The dump kinds, from the recipe for a built fixture (collection reads
+        no file), from the shipped metadata for the sample."""
+        if self.name == "sample":
+            return list(self.meta["dumps"])
+        return list(build.RECIPES[self.name].get("dumps") or ["kdump-flat", "kdump"])
 
     def dump(self, kind: str | None = None) -> str:
         dumps = self.meta["dumps"]
@@ -72,17 +77,26 @@ class Fixture:
         return self.meta["release"]
 
 
+# The test being set up or run (conftest.py keeps it), so that reading a built
+# fixture from a test not marked ``fixtures`` fails: ``-m "not fixtures"`` must
+# hold every test that runs without QEMU fixtures.
+CURRENT_TEST = None
+
+
 def fixture(name: str) -> Fixture:
     if name == "sample":
         return Fixture("sample", SAMPLE_DIR)
+    item = CURRENT_TEST
+    if item is not None and item.get_closest_marker("fixtures") is None:
+        raise AssertionError(f"{item.nodeid} reads fixture {name!r} but is not marked "
+                             f"@pytest.mark.fixtures")
     return Fixture(name, build.fixture_dir(name))
 
 
 FIXTURES = [n for n in build.RECIPES if n != "sample"]
 # Every dump kind each recipe produces (from the recipe, so no dump is read to
 # parametrize the tests).
-DUMPS = [(n, k) for n in FIXTURES
-         for k in (build.RECIPES[n].get("dumps") or ["kdump-flat", "kdump"])]
+DUMPS = [(n, k) for n in FIXTURES for k in fixture(n).kinds]
 
 
 # ---------------------------------------------------------------- shared test helpers

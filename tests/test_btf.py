@@ -5,7 +5,6 @@ whose type BTF knows), and — when KQL_SLOW=1 and gdb is installed — gdb's
 reading of the DWARF for sizes and member offsets.
 """
 
-import glob
 import os
 import shutil
 import struct
@@ -16,18 +15,21 @@ import pytest
 from kql.btf import Btf, BtfError
 from kql.symbols import VmlinuxFile
 
-FIXTURES = os.environ.get("KQL_FIXTURES", "/var/cache/kql-fixtures")
-VMLINUXES = sorted(glob.glob(f"{FIXTURES}/x/*-dbg_*/usr/lib/debug/boot/vmlinux-*"))
+from fixtures import fixture
+
+# the debug vmlinux of each kernel series the fixtures boot
+IMAGES = ["6.1-live", "6.12-live"]
 
 
-@pytest.fixture(scope="module", params=VMLINUXES, ids=os.path.basename)
+@pytest.fixture(scope="module", params=IMAGES)
 def image(request):
-    v = VmlinuxFile(request.param)
+    v = VmlinuxFile(fixture(request.param).vmlinux)
     btf = Btf(v.section_data(".BTF"))
     yield v, btf, v.symbols()
     v.close()
 
 
+@pytest.mark.fixtures
 def test_percpu_var_sizes_match_symtab(image):
     _, btf, syms = image
     n = 0
@@ -43,11 +45,13 @@ def test_percpu_var_sizes_match_symtab(image):
 @pytest.mark.parametrize("sym,type_name", [
     ("init_task", "struct task_struct"), ("init_uts_ns", "struct uts_namespace"),
 ])
+@pytest.mark.fixtures
 def test_global_sizes_match_symtab(image, sym, type_name):
     _, btf, syms = image
     assert btf.find_type(type_name).size == syms.lookup(sym).size
 
 
+@pytest.mark.fixtures
 def test_types_and_members(image):
     _, btf, _ = image
     task = btf.find_type("struct task_struct")
@@ -68,6 +72,7 @@ def test_types_and_members(image):
     assert btf.find_var_type("runqueues").type_name() == "struct rq"
 
 
+@pytest.mark.fixtures
 def test_bitfields(image):
     _, btf, _ = image
     # task_struct has 1-bit fields next to each other (sched_reset_on_fork ...)
@@ -87,6 +92,7 @@ def test_bad_magic():
 
 @pytest.mark.skipif(not os.environ.get("KQL_SLOW") or not shutil.which("gdb"),
                     reason="KQL_SLOW=1 and gdb needed (reads the DWARF, ~1 min)")
+@pytest.mark.fixtures
 def test_offsets_match_gdb_dwarf(image):
     v, btf, _ = image
     checks = []
@@ -109,6 +115,7 @@ def test_offsets_match_gdb_dwarf(image):
     assert got == [want for _, want in checks]
 
 
+@pytest.mark.fixtures
 def test_module_split_btf_matches_ko():
     """A module's BTF read from the dump is the .BTF section of its .ko (split
     BTF on top of vmlinux's); types only a module defines are found."""
@@ -120,10 +127,11 @@ def test_module_split_btf_matches_ko():
     k = open_kernel(fx.dump())
     btfs = k.module_btfs()
     assert set(btfs) == set(fx.truth["modules"])
-    ko = glob.glob(f"{FIXTURES}/x/*{k.release}*unsigned*/lib/modules/*/kernel/drivers/block/loop.ko")
-    assert ko
-    with open(ko[0], "rb") as f:
-        sec = ELFFile(f).get_section_by_name(".BTF").data()
+    import io
+
+    import build
+    ko = build.module_bytes(build.kernel_dir_of(k.release), "loop")  # .ko, .ko.xz or .ko.zst
+    sec = ELFFile(io.BytesIO(ko)).get_section_by_name(".BTF").data()
     assert btfs["loop"].data == sec
     ko_btf = Btf(sec, base=k.btf, name="loop.ko")
     t = k.find_type("struct loop_device")

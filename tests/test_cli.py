@@ -185,6 +185,7 @@ def _random(tmp_path):
     (_not_a_core, "not a core"),
     (_elf_without_vmcoreinfo, "VMCOREINFO"),
 ])
+@pytest.mark.fixtures
 def test_bad_dumps_are_one_line_exit_2(tmp_path, make, words):
     p = kql(str(make(tmp_path)), "SELECT pid FROM tasks")
     assert p.returncode == 2, p.stderr
@@ -193,6 +194,7 @@ def test_bad_dumps_are_one_line_exit_2(tmp_path, make, words):
     assert "Traceback" not in p.stderr
 
 
+@pytest.mark.fixtures
 def test_vmlinux_of_another_kernel_is_refused():
     other = fixture("6.12-live").vmlinux
     p = kql(SAMPLE, "SELECT pid FROM tasks", "--vmlinux", other, check_rc=2)

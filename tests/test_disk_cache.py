@@ -116,6 +116,7 @@ def _btf_facts(b):
             sorted(b.type_ids("struct", "list_head")))
 
 
+@pytest.mark.fixtures
 def test_btf_cache_hit(tmp_path, monkeypatch, btf_blob):
     cache = DiskCache(tmp_path, "cd34")
     want = _btf_facts(btf_mod.Btf(btf_blob, cache=cache))
@@ -125,6 +126,7 @@ def test_btf_cache_hit(tmp_path, monkeypatch, btf_blob):
 
 
 @pytest.mark.parametrize("content", [b"", b"junk", "wrong types", "truncated"])
+@pytest.mark.fixtures
 def test_btf_corrupt_cache_indexes_again(tmp_path, btf_blob, content):
     cache = DiskCache(tmp_path, "cd34")
     want = _btf_facts(btf_mod.Btf(btf_blob, cache=cache))
@@ -140,6 +142,7 @@ def test_btf_corrupt_cache_indexes_again(tmp_path, btf_blob, content):
     assert _btf_facts(btf_mod.Btf(btf_blob, cache=cache)) == want
 
 
+@pytest.mark.fixtures
 def test_btf_other_blob_same_build_id(tmp_path, btf_blob):
     """Another BTF blob under the same build-id is indexed, not given the cached index."""
     from test_btf import VMLINUXES
@@ -166,6 +169,7 @@ def _kernel_facts(k):
             k.find_type("struct task_struct").size, k.release)
 
 
+@pytest.mark.fixtures
 def test_kernels_use_their_own_build_ids(tmp_path, monkeypatch):
     """Two kernels sharing a cache directory: each gets its own files, warm
     opens agree with cold ones, and with the cache disabled nothing is written."""

@@ -757,6 +757,7 @@ def test_probe_is_by_content_not_name(tmp_path):
 
 
 @pytest.mark.parametrize("name,kind", DUMPS, ids=[f"{n}:{k}" for n, k in DUMPS])
+@pytest.mark.fixtures
 def test_real_dump_header(name, kind):
     fx = fixture(name)
     path = fx.dump(kind)
@@ -790,6 +791,7 @@ def test_real_dump_header(name, kind):
             assert dump.phys.ranges() == [(0, fx.recipe["mem"] << 20), (0xFFFC0000, 1 << 32)]
 
 
+@pytest.mark.fixtures
 def test_real_flattened_is_indexed_not_rewritten():
     fx = fixture("6.1-live")
     path = fx.dump("kdump-flat")
@@ -812,6 +814,7 @@ def test_real_flattened_is_indexed_not_rewritten():
 
 
 @pytest.mark.skipif(shutil.which("makedumpfile") is None, reason="makedumpfile not installed")
+@pytest.mark.fixtures
 def test_real_split_made_by_makedumpfile(tmp_path):
     """makedumpfile --split of a real kdump reads page for page like the original."""
     fx = fixture("6.1-panic-lzo")
@@ -885,6 +888,7 @@ def _proc_vmcore_from_qemu_elf(src: str, dst: str, page_offset_base: int) -> Non
 
 
 @pytest.mark.skipif(shutil.which("makedumpfile") is None, reason="makedumpfile not installed")
+@pytest.mark.fixtures
 def test_real_makedumpfile_E_filtered_elf(tmp_path):
     """makedumpfile -E -d 31 of a /proc/vmcore-style copy of the 6.1-live capture:
     kept pages equal the original's, filtered ones (p_filesz < p_memsz) raise

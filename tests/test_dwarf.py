@@ -74,6 +74,7 @@ def _layout(t, base=0, depth=0, out=None):
 
 
 @pytest.mark.parametrize("name", STRUCTS)
+@pytest.mark.fixtures
 def test_layout_matches_btf(kernel, name):
     dwarf, btf, _ = kernel
     d, b = dwarf.find_type(name), btf.find_type(name)
@@ -84,6 +85,7 @@ def test_layout_matches_btf(kernel, name):
     assert dl == bl
 
 
+@pytest.mark.fixtures
 def test_pointer_targets_resolve_like_btf(kernel):
     """Pointers to structs that a CU only declares resolve by name."""
     dwarf, btf, _ = kernel
@@ -98,6 +100,7 @@ def test_pointer_targets_resolve_like_btf(kernel):
         assert [m.name for m in dt.members] == [m.name for m in bt.members]
 
 
+@pytest.mark.fixtures
 def test_anonymous_members_and_paths(kernel):
     dwarf, btf, _ = kernel
     for type_name, path in [("struct mm_struct", "mmap_base"), ("struct mm_struct", "pgd"),
@@ -109,6 +112,7 @@ def test_anonymous_members_and_paths(kernel):
                 == btf.find_type(type_name).member(path)[1]), path
 
 
+@pytest.mark.fixtures
 def test_function_pointer_enum_typedef(kernel):
     dwarf, btf, _ = kernel
     fops_d = dwarf.find_type("struct file_operations")
@@ -136,6 +140,7 @@ def test_function_pointer_enum_typedef(kernel):
     assert dwarf.find_type("_Bool").kind == "bool"
 
 
+@pytest.mark.fixtures
 def test_arrays_and_function_local_types(kernel):
     dwarf, btf, _ = kernel
     # DW_AT_upper_bound 255 as data1: 256 elements, not "-1 + 1".
@@ -155,6 +160,7 @@ def test_arrays_and_function_local_types(kernel):
         (m.name, m.type.type_name()) for m in btf.find_type("union uu").members]
 
 
+@pytest.mark.fixtures
 def test_type_names(kernel):
     dwarf, _, _ = kernel
     f = dwarf.find_type("struct file")
@@ -169,6 +175,7 @@ def test_type_names(kernel):
         dwarf.find_type("kql_no_such_typedef_t")
 
 
+@pytest.mark.fixtures
 def test_warm_cache_reads_no_dwarf(kernel):
     """A warm open answers from the cache alone (speed is measured in
     benchmarks/, not asserted here)."""
@@ -190,6 +197,7 @@ def test_warm_cache_reads_no_dwarf(kernel):
     assert got == cold
 
 
+@pytest.mark.fixtures
 def test_two_writers_share_the_cache(kernel, tmp_path):
     dwarf, _, _ = kernel
     a = DwarfTypes(dwarf.path, cache_dir=tmp_path)
@@ -211,6 +219,7 @@ def test_two_writers_share_the_cache(kernel, tmp_path):
         c.close()
 
 
+@pytest.mark.fixtures
 def test_build_id_matches_the_dump(kernel):
     dwarf, _, _ = kernel
     kname = next(k for k in KERNELS if _vmlinux(k) == dwarf.path)
@@ -222,6 +231,7 @@ def test_build_id_matches_the_dump(kernel):
     dwarf.check_build_id(dwarf.build_id().upper())
 
 
+@pytest.mark.fixtures
 def test_build_id_mismatch_is_one_clear_line(kernel):
     dwarf, _, _ = kernel
     with pytest.raises(DumpError) as e:
@@ -230,6 +240,7 @@ def test_build_id_mismatch_is_one_clear_line(kernel):
                             f"dump's build-id {'00' * 20} ({dwarf.path})")
 
 
+@pytest.mark.fixtures
 def test_kernel_refuses_another_kernels_vmlinux():
     dump = open_dump(fixture(KERNELS["6.12"]).dump())
     other = _vmlinux("6.1")
@@ -244,6 +255,7 @@ def test_kernel_refuses_another_kernels_vmlinux():
                             f"build-id {bid} ({other})")
 
 
+@pytest.mark.fixtures
 def test_symbols_match_system_map(kernel):
     dwarf, _, _ = kernel
     kname = next(k for k in KERNELS if _vmlinux(k) == dwarf.path)
@@ -255,6 +267,7 @@ def test_symbols_match_system_map(kernel):
         assert syms[name] == table.lookup(name).address, name
 
 
+@pytest.mark.fixtures
 def test_lazy_parts_after_close_are_a_dump_error(kernel):
     dwarf, _, _ = kernel
     d = DwarfTypes(dwarf.path, cache_dir=False)

@@ -29,7 +29,11 @@ from kql.tables import catalog
 from test_queries import excluded_task, stable_tasks
 
 SMALL = [(n, k) for n, k in DUMPS if n != "6.1-big"] + [("sample", "kdump")]
-BIG = fixture("6.1-big").dump()
+
+
+def big() -> str:
+    """The 6.1-big dump (read when a test runs, never at collection)."""
+    return fixture("6.1-big").dump()
 PROVENANCE = ["dump_id", "release", "build_id", "dump_time", "dump_path"]
 FORMAT = {"elf": "elf", "kdump": "kdump", "kdump-flat": "kdump-flattened"}
 HAS_STACK_SIG = catalog()["tasks"].column("stack_sig") is not None
@@ -54,8 +58,8 @@ def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("exports")
     paths = [fixture(n).dump(k) for n, k in SMALL]
     p = kql_cli("export", *paths, "-o", out, "-j", "2", timeout=1200)
-    big = kql_cli("export", BIG, "-o", out, "--tables", "tasks", timeout=600)
-    return out, p.stdout + big.stdout, p.stderr
+    pb = kql_cli("export", big(), "-o", out, "--tables", "tasks", timeout=600)
+    return out, p.stdout + pb.stdout, p.stderr
 
 
 def dump_of(path):
@@ -82,13 +86,14 @@ def manifest(exported):
     return {r["dump_id"]: r for r in rows}
 
 
+@pytest.mark.fixtures
 def test_export_reports_each_dump(exported, manifest):
     _, stdout, stderr = exported
     assert len(manifest) == len(SMALL) + 1
     for m in manifest.values():
         # one summary line per dump; progress lines per table on stderr
         assert f"{m['dump_path']}: {m['dump_id']} {m['release']} {m['rows']} rows" in stdout
-        if m["dump_path"] != BIG:
+        if m["dump_path"] != big():
             assert re.search(rf"kql export: {re.escape(os.path.basename(m['dump_path']))} "
                              rf"\[#+\] {len(catalog_tables())}/{len(catalog_tables())} ", stderr)
 
@@ -97,6 +102,7 @@ def catalog_tables():
     return [n for n, s in catalog().items() if s.params is None]
 
 
+@pytest.mark.fixtures
 def test_manifest(exported, manifest):
     out, _, _ = exported
     seen = set()
@@ -121,6 +127,7 @@ def test_manifest(exported, manifest):
         {d: m["dump_time"] for d, m in manifest.items() if m["tables"] != "tasks"}
 
 
+@pytest.mark.fixtures
 def test_provenance_in_every_file(exported, manifest):
     out, _, _ = exported
     files = sorted(out.glob("*/*.parquet"))
@@ -136,6 +143,7 @@ def test_provenance_in_every_file(exported, manifest):
         assert m["release"] == fixture(name).truth["release"]
 
 
+@pytest.mark.fixtures
 def test_cross_dump_counts_match_truth(exported, manifest, tmp_path):
     """One query over every export: per dump, its tasks against the truth
     that dump's guest printed."""
@@ -185,6 +193,7 @@ def test_cross_dump_counts_match_truth(exported, manifest, tmp_path):
         assert r["hung"] == sum(w["state_letter"] == "D" for w in want.values()) >= 1
 
 
+@pytest.mark.fixtures
 def test_same_sql_live_and_exported(exported, manifest):
     """`kql DUMP "SQL"` and `kql --parquet DIR "SQL … WHERE dump_id = X"` agree."""
     out, _, _ = exported
@@ -213,6 +222,7 @@ PLAIN_READER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.fixtures
 def test_plain_parquet_without_kql(exported, manifest, tmp_path):
     """DuckDB and pyarrow read the export in a process that never imports kql,
     and get what `kql --parquet` gets."""
@@ -234,6 +244,7 @@ def test_plain_parquet_without_kql(exported, manifest, tmp_path):
 @pytest.mark.xfail(not HAS_STACK_SIG, strict=True,
                    reason="tasks.stack_sig needs the tasks.stack column (backtrace work, "
                           "kql/helpers/stack.py task_stack_names) which is not in tasks.py yet")
+@pytest.mark.fixtures
 def test_stack_sig_groups_identical_stacks(exported, manifest):
     """The guest's three kql-sleeper processes (same code, same syscall)
     share one stack_sig per dump; and stack_sig partitions the scenario's
@@ -267,6 +278,7 @@ def test_stack_sig_groups_identical_stacks(exported, manifest):
     assert all(len(s) == 1 for s in sigs.values()), sigs
 
 
+@pytest.mark.fixtures
 def test_stack_sig_is_the_documented_hash():
     """stack_sig = first 16 hex digits of sha1('\\n'.join(stack)); NULL without a stack."""
     import hashlib
@@ -278,6 +290,7 @@ def test_stack_sig_is_the_documented_hash():
         assert r["stack_sig"] == want, r
 
 
+@pytest.mark.fixtures
 def test_cross_dump_live_join():
     """-d a=… -d b=…: a join of two live dumps' tasks on comm equals the
     product of the two guests' comm counts."""
@@ -300,6 +313,7 @@ def test_cross_dump_live_join():
         assert r["b_pid"] == min(p for p, w in sb.items() if w["comm"] == r["comm"])
 
 
+@pytest.mark.fixtures
 def test_cross_dump_live_join_without_aliases():
     a, b = fixture("6.1-live"), fixture("6.12-live")
     rows = cli_json("-d", f"a={a.dump('elf')}", "-d", f"b={b.dump('elf')}",
@@ -395,9 +409,10 @@ def assert_only_complete_parquet(out):
     return files
 
 
+@pytest.mark.fixtures
 def test_sigkill_mid_write_leaves_no_partial_parquet(tmp_path):
     out = tmp_path / "out"
-    proc = start_export(tmp_path, out, BIG)
+    proc = start_export(tmp_path, out, big())
     tmp = wait_for(half_written_temp(out, "tasks"), proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(60)
@@ -418,15 +433,16 @@ def test_sigkill_mid_write_leaves_no_partial_parquet(tmp_path):
     other = tmp.with_name(tmp.name.replace(socket.gethostname().replace(".", "_"), "otherhost"))
     assert other != tmp
     other.write_bytes(b"x")
-    kql_cli("export", BIG, "-o", out, "--tables", "sys", timeout=600)
+    kql_cli("export", big(), "-o", out, "--tables", "sys", timeout=600)
     assert not tmp.exists()
     assert live.exists() and other.exists()
     assert_only_complete_parquet(out)
 
 
+@pytest.mark.fixtures
 def test_sigint_mid_write_removes_temp(tmp_path):
     out = tmp_path / "out"
-    proc = start_export(tmp_path, out, BIG)
+    proc = start_export(tmp_path, out, big())
     wait_for(half_written_temp(out, "tasks"), proc)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
@@ -437,12 +453,13 @@ def test_sigint_mid_write_removes_temp(tmp_path):
     assert [f.relative_to(out).parts[0] for f in files] == ["sys"]
 
 
+@pytest.mark.fixtures
 def test_sigterm_stops_parallel_workers_cleanly(tmp_path):
     """Two dumps in two worker processes; SIGTERM to the parent (what a batch
     scheduler sends) stops both workers, and neither leaves a temp file."""
     out = tmp_path / "out"
     small = fixture("6.1-live").dump("elf")
-    proc = start_export(tmp_path, out, BIG, small, extra=("-j", "2"))
+    proc = start_export(tmp_path, out, big(), small, extra=("-j", "2"))
     wait_for(half_written_temp(out, "tasks"), proc)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
@@ -453,10 +470,11 @@ def test_sigterm_stops_parallel_workers_cleanly(tmp_path):
     assert not (out / "dumps").exists() or len(list((out / "dumps").glob("*.parquet"))) <= 1
 
 
+@pytest.mark.fixtures
 def test_sigkill_unslowed_export_of_big_dump(tmp_path):
     """The real exporter, killed after its first big table landed."""
     out = tmp_path / "out"
-    proc = start_export(tmp_path, out, BIG, slow=False)
+    proc = start_export(tmp_path, out, big(), slow=False)
     wait_for(lambda: list(out.glob("tasks/*.parquet")), proc)
     time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
@@ -486,6 +504,7 @@ def test_a_bad_dump_does_not_stop_the_others(tmp_path):
     assert sorted(f.parent.name for f in out.glob("*/*.parquet")) == sorted(catalog_tables() + ["dumps"])
 
 
+@pytest.mark.fixtures
 def test_progress_bar_per_dump_on_a_terminal(tmp_path):
     """On a terminal, each of two dumps exported at once redraws its own line
     (cursor saved, moved up to the dump's line, restored) up to n/n."""
@@ -517,6 +536,7 @@ def test_progress_bar_per_dump_on_a_terminal(tmp_path):
                          tty), tty
 
 
+@pytest.mark.fixtures
 def test_parquet_query_errors(exported):
     out, _, _ = exported
     p = kql_cli("--parquet", out, "SELECT count(*) FROM nope", check=False)

@@ -123,6 +123,7 @@ def check_open_files(name: str, k: Kernel) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("name,kind", ALL_DUMPS)
+@pytest.mark.fixtures
 def test_open_files_match_proc_fd(name, kind):
     """Unfiltered dumps: every link.  Filtered ones: every path read is right;
     all of them unless slab pages were filtered too (SLAB_FILTERED)."""
@@ -133,6 +134,7 @@ def test_open_files_match_proc_fd(name, kind):
         assert ok == total
 
 
+@pytest.mark.fixtures
 def test_open_files_pid_lookup():
     name = "6.1-live"
     k = kernel(name)
@@ -185,6 +187,7 @@ def check_mounts(name: str, k: Kernel) -> int:
 
 
 @pytest.mark.parametrize("name,kind", ALL_DUMPS)
+@pytest.mark.fixtures
 def test_mounts_match_proc_mounts(name, kind):
     assert check_mounts(name, kernel(name, kind)) == \
         len(fixture(name).truth["files"]["/proc/mounts"].splitlines())
@@ -240,6 +243,7 @@ def check_vmas(name: str, k: Kernel) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("name,kind", ALL_DUMPS)
+@pytest.mark.fixtures
 def test_vmas_match_proc_maps(name, kind):
     ok, missing = check_vmas(name, kernel(name, kind))
     truth = fixture(name).truth
@@ -250,6 +254,7 @@ def test_vmas_match_proc_maps(name, kind):
         assert not missing
 
 
+@pytest.mark.fixtures
 def test_vma_maps_line_helper():
     """vma_maps_line() renders whole lines exactly, pid 1 included."""
     name = "6.12-live"
@@ -262,6 +267,7 @@ def test_vma_maps_line_helper():
             truth["processes"][str(pid)]["maps"]
 
 
+@pytest.mark.fixtures
 def test_vmas_pid_lookup():
     name = "6.1-live"
     rows, _ = run(kernel(name), "vmas", ["pid", "start", "end", "flags", "offset", "dev",
@@ -272,6 +278,7 @@ def test_vmas_pid_lookup():
 # -- cmdline and environ -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", LIVE + sorted(FILTERED))
+@pytest.mark.fixtures
 def test_cmdline_environ_helpers(name):
     """/proc/PID/cmdline and environ byte for byte on unfiltered dumps; on
     -d 31 dumps every process with an mm raises (-> NULL), never garbage."""
@@ -310,6 +317,7 @@ def test_cmdline_environ_helpers(name):
 
 
 @pytest.mark.parametrize("name", LIVE + sorted(FILTERED))
+@pytest.mark.fixtures
 def test_tasks_cmdline_column(name):
     """tasks.cmdline (helpers in kql.helpers.sched) equals /proc/PID/cmdline
     with arguments joined by spaces; NULL on -d 31 dumps."""
@@ -344,6 +352,7 @@ def _environ_pairs(text: str) -> list[tuple[str, str | None]]:
 
 
 @pytest.mark.parametrize("name", LIVE + sorted(FILTERED))
+@pytest.mark.fixtures
 def test_environ_table(name):
     k = kernel(name)
     truth = fixture(name).truth
@@ -372,6 +381,7 @@ def test_environ_table(name):
 # -- with a debug vmlinux ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["6.1-live", "6.12-live"])
+@pytest.mark.fixtures
 def test_with_vmlinux(name):
     """The same truth with DWARF types from the debug vmlinux (BTF after it)."""
     k = kernel(name, vmlinux=True)
@@ -419,6 +429,7 @@ class Corrupt:
         self.k.close()
 
 
+@pytest.mark.fixtures
 def test_mount_list_cycle():
     """6.1 keeps mounts on a list: a cycle ends the walk with a warning."""
     with Corrupt("6.1-live") as c:
@@ -433,6 +444,7 @@ def test_mount_list_cycle():
         assert any("cycle" in m for m in k.warnings)
 
 
+@pytest.mark.fixtures
 def test_mount_rbtree_cycle():
     """6.8+ keeps mounts in an rbtree: a child pointing back at the root ends
     the walk with a warning."""
@@ -452,6 +464,7 @@ def test_mount_rbtree_cycle():
         assert any("cycle" in m for m in k.warnings)
 
 
+@pytest.mark.fixtures
 def test_maple_tree_cycle():
     """A maple node whose child slot points back at the root: each node is
     walked once, with a warning."""
@@ -482,6 +495,7 @@ def test_maple_tree_cycle():
         assert any("cycle at maple node" in m for m in k.warnings)
 
 
+@pytest.mark.fixtures
 def test_dentry_cycle_path_is_null():
     """Two dentries each other's parent: d_path stops with a warning and the
     path is NULL (counted), the other files are unaffected."""
@@ -510,6 +524,7 @@ def test_dentry_cycle_path_is_null():
             d_path(files[a].f_path)
 
 
+@pytest.mark.fixtures
 def test_corrupt_fdtable_size():
     """An absurd max_fds: that process's files end with a warning; the walk
     does not try to read 2**31 pointers."""
@@ -530,6 +545,7 @@ def test_corrupt_fdtable_size():
         assert any("max_fds" in m for m in k.warnings)
 
 
+@pytest.mark.fixtures
 def test_helpers_directly():
     """The helpers under the tables, on one fixture: mount fields and d_path
     of every open file."""
@@ -549,6 +565,7 @@ def test_helpers_directly():
 # -- names the fixtures do not show, through the kernel's own operation tables ---------------
 
 @pytest.mark.parametrize("name", ["6.1-live", "6.12-live"])
+@pytest.mark.fixtures
 def test_pseudo_file_names_from_kernel_dentry_operations(name):
     """A dentry given the kernel's own anon-inode / pidfs ``dentry_operations``
     is named by that ``d_dname`` (anon_inode:NAME, anon_inode:[pidfd]); an
@@ -577,6 +594,7 @@ def test_pseudo_file_names_from_kernel_dentry_operations(name):
 
 
 @pytest.mark.parametrize("name", ["6.1-live", "6.12-live"])
+@pytest.mark.fixtures
 def test_mount_flags_in_options(name):
     """Mount and superblock flags print in show_vfsmnt()'s order, before the
     filesystem's own options."""
@@ -594,6 +612,7 @@ def test_mount_flags_in_options(name):
             "relatime", "relatime,nosymfollow", 1)
 
 
+@pytest.mark.fixtures
 def test_user_memory_never_zeros_with_zero_excluded():
     """zero_excluded reads filtered kernel pages as zeros; user memory still
     reports them as missing, so cmdline/environ stay NULL, never ''."""

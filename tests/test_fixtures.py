@@ -19,6 +19,7 @@ SCENARIO_NAMES = ["kql-sleeper", "kql-threads", "kql-vforker", "kql-zombie", "kq
 
 
 @pytest.mark.parametrize("name,kind", DUMPS)
+@pytest.mark.fixtures
 def test_dump_has_claimed_format(name, kind):
     fx = fixture(name)
     with open(fx.dump(kind), "rb") as f:
@@ -32,6 +33,7 @@ def test_dump_has_claimed_format(name, kind):
 
 
 @pytest.mark.parametrize("name", FIXTURES + ["sample"])
+@pytest.mark.fixtures
 def test_truth_is_complete(name):
     t = fixture(name).truth
     assert t["complete"] and not t["errors"]
@@ -41,6 +43,7 @@ def test_truth_is_complete(name):
 
 
 @pytest.mark.parametrize("name", FIXTURES + ["sample"])
+@pytest.mark.fixtures
 def test_truth_has_scenario(name):
     fx = fixture(name)
     t = fx.truth
@@ -82,21 +85,25 @@ def test_truth_has_scenario(name):
 
 @pytest.mark.parametrize("name", [n for n in FIXTURES if fixture(n).recipe["mode"] == "panic"]
                          + ["sample"])
+@pytest.mark.fixtures
 def test_panic_fixture_records_panicking_task(name):
     t = fixture(name).truth
     assert isinstance(t["panic_pid"], int) and str(t["panic_pid"]) not in t["tasks"]
 
 
+@pytest.mark.fixtures
 def test_big_fixture_has_4000_tasks():
     t = fixture("6.1-big").truth
     assert len(t["tasks"]) >= 4000
 
 
+@pytest.mark.fixtures
 def test_la57_fixture_is_five_level():
     fx = fixture("6.1-la57")
     assert "la57" in fx.truth["files"]["/proc/cpuinfo"].split("flags")[1].split("\n")[0]
 
 
+@pytest.mark.fixtures
 def test_fixture_metadata_names_real_files():
     for name in FIXTURES:
         meta = json.loads((fixture(name).path / "fixture.json").read_text())
@@ -128,6 +135,7 @@ sys.exit(1)
 '''
 
 
+@pytest.mark.fixtures   # the builder boots a downloaded kernel (with a fake QEMU)
 @pytest.mark.parametrize("mode", ["exit", "hang"])
 def test_failed_boot_stops_with_serial_tail(tmp_path, monkeypatch, mode):
     """A guest that dies or hangs stops the builder with the console's tail."""

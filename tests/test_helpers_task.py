@@ -58,6 +58,7 @@ class Excluded:
         assert self.hits <= self.total // 5, f"{self.hits} of {self.total} excluded"
 
 
+@pytest.mark.fixtures
 def test_for_each_task_matches_proc(kernel):
     fx, k = kernel
     truth = fx.truth
@@ -100,6 +101,7 @@ def test_for_each_task_matches_proc(kernel):
     ex.check()
 
 
+@pytest.mark.fixtures
 def test_task_states(kernel):
     fx, k = kernel
     truth = fx.truth
@@ -118,6 +120,7 @@ def test_task_states(kernel):
     assert {"T", "Z", "D", "S"} <= {v[1] for v in letters.values()}
 
 
+@pytest.mark.fixtures
 def test_find_task_and_pids(kernel):
     fx, k = kernel
     truth = fx.truth
@@ -146,6 +149,7 @@ def test_find_task_and_pids(kernel):
         assert set(numbers) == all_pids - {0}
 
 
+@pytest.mark.fixtures
 def test_threads_and_processes(kernel):
     fx, k = kernel
     truth = fx.truth
@@ -172,6 +176,7 @@ def test_threads_and_processes(kernel):
                    for t in threads)
 
 
+@pytest.mark.fixtures
 def test_vmas_from_maple_tree(kernel):
     fx, k = kernel
     truth = fx.truth
@@ -200,6 +205,7 @@ def test_vmas_from_maple_tree(kernel):
     assert n >= 1 or ex.filtered    # 6.12 kdump: maple nodes sit on filtered slab pages
 
 
+@pytest.mark.fixtures
 def test_modules_list(kernel):
     fx, k = kernel
     head = k.var("modules").address_of_()
@@ -213,6 +219,7 @@ def test_modules_list(kernel):
     validate_list(head)
 
 
+@pytest.mark.fixtures
 def test_running_tasks(kernel):
     fx, k = kernel
     for cpu in k.online_cpus():
@@ -224,6 +231,7 @@ def test_running_tasks(kernel):
         assert panic_pid in {cpu_curr(k, c).pid.value_() for c in k.online_cpus()}
 
 
+@pytest.mark.fixtures
 def test_rbtree_inorder_agrees_with_rb_next(kernel):
     fx, k = kernel
     # every CPU's CFS timeline is an rb_root_cached of sched_entity run_node

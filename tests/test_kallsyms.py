@@ -131,6 +131,7 @@ def dump_kernel(request):
     k.close()
 
 
+@pytest.mark.fixtures
 def test_dump_kallsyms_match_system_map(dump_kernel):
     """Every symbol decoded from the dump is in the real System.map, moved by
     the KASLR offset (per-CPU symbols are not moved)."""
@@ -152,6 +153,7 @@ def test_dump_kallsyms_match_system_map(dump_kernel):
     assert bad == []
 
 
+@pytest.mark.fixtures
 def test_module_symbolize(dump_kernel):
     """/proc/modules gives each module's base address; it symbolizes to that module."""
     fx, k = dump_kernel
@@ -168,6 +170,7 @@ def test_module_symbolize(dump_kernel):
     assert k.symbolize(sched.address + 2) == (sched, 2)
 
 
+@pytest.mark.fixtures
 def test_system_map_fallback_without_kallsyms_keys(dump_kernel):
     """A kernel older than 6.0 has no SYMBOL(kallsyms_*) keys: System.map,
     moved by KERNELOFFSET, must give the same addresses as the dump's kallsyms."""
@@ -214,6 +217,7 @@ def test_vmlinux_symtab_matches_system_map(vmlinux):
     assert table.lookup("init_task").size == smap.lookup("init_task").size
 
 
+@pytest.mark.fixtures
 def test_vmlinux_build_id_is_the_gnu_note():
     """The 6.1 vmlinux's .notes starts with Xen notes: only GNU's counts."""
     from fixtures import fixture

@@ -373,6 +373,7 @@ def _kernel_virtual(dump):
 
 
 @pytest.mark.parametrize("name,kind", DUMPS, ids=[f"{n}:{k}" for n, k in DUMPS])
+@pytest.mark.fixtures
 def test_real_init_uts_ns_through_page_tables(name, kind):
     fx = fixture(name)
     with open_dump(fx.dump(kind)) as dump:
@@ -389,6 +390,7 @@ def test_real_init_uts_ns_through_page_tables(name, kind):
 
 
 @pytest.mark.parametrize("name", FIXTURES)
+@pytest.mark.fixtures
 def test_real_registers(name):
     fx = fixture(name)
     with open_dump(fx.dump()) as dump:
@@ -413,6 +415,7 @@ def test_real_registers(name):
             assert regs["cs"] == 0x10
 
 
+@pytest.mark.fixtures
 def test_real_formats_of_one_capture_agree():
     """6.1-live was written as ELF, kdump and flattened kdump by one QEMU dump:
     every page of the kdump files equals the ELF's (sampled: every 5th page)."""
@@ -435,6 +438,7 @@ def test_real_formats_of_one_capture_agree():
 
 
 @pytest.mark.parametrize("name", [n for n in FIXTURES if "panic" in n])
+@pytest.mark.fixtures
 def test_real_excluded_pages(name):
     fx = fixture(name)
     path = fx.dump("kdump")
@@ -461,6 +465,7 @@ def _system_map(path: str) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("name", ["6.1-live", "6.12-live", "6.1-panic-lzo"])
+@pytest.mark.fixtures
 def test_real_user_virtual_reads_init_cmdline(name):
     """pid 1's argv through its own page tables (mm->pgd) equals /proc/1/cmdline."""
     from kql.btf import load_btf

@@ -107,6 +107,7 @@ def _fd_sockets(truth) -> dict[tuple[int, int], int]:
 
 # -- sockets --------------------------------------------------------------------------------
 
+@pytest.mark.fixtures
 def test_sockets_match_proc_net(dump):
     """Exact: every /proc/net/tcp, tcp6, udp, udp6 entry (state, addresses,
     ports, inode) and nothing else of those protocols; UNIX sockets by type,
@@ -129,6 +130,7 @@ def test_sockets_match_proc_net(dump):
     assert _clean(fx, k.warnings[n0:]), k.warnings[n0:]
 
 
+@pytest.mark.fixtures
 def test_socket_owners_match_fd_links(dump):
     """Exact: each socket:[ino] link in /proc/PID/fd is a row (pid, fd, ino),
     and every owned inet/unix row of a process /proc listed is such a link."""
@@ -158,6 +160,7 @@ def test_socket_owners_match_fd_links(dump):
     assert s.query("SELECT * FROM sockets WHERE pid = 0").num_rows == 0
 
 
+@pytest.mark.fixtures
 def test_socket_helpers_each_socket_once(dump):
     fx, k, _ = dump
     socks = [sk.value_() for sk in for_each_socket(k)]
@@ -181,6 +184,7 @@ def _guest_addresses() -> dict[str, list[str]]:
     return out
 
 
+@pytest.mark.fixtures
 def test_net_devices_match_proc_net_dev(dump):
     """Exact: the names of init_net's devices in /proc/net/dev order; lo is
     127.0.0.1/8 and the scenario's addresses are on their devices."""
@@ -230,6 +234,7 @@ def _proc_meminfo(truth) -> dict[str, int]:
     return out
 
 
+@pytest.mark.fixtures
 def test_meminfo_matches_proc(dump):
     fx, k, s = dump
     want = _proc_meminfo(fx.truth)
@@ -254,6 +259,7 @@ def test_meminfo_matches_proc(dump):
     assert got["MemFree"] <= got["MemTotal"]
 
 
+@pytest.mark.fixtures
 def test_vm_stat_deltas_are_folded(dump):
     fx, k, _ = dump
     node = k.symbols.lookup("vm_node_stat").address
@@ -279,6 +285,7 @@ def _proc_slabinfo(truth) -> list[dict]:
     return out
 
 
+@pytest.mark.fixtures
 def test_slabs_match_proc_slabinfo(dump):
     """Exact: cache names in /proc/slabinfo order, <objsize> (s->size),
     <objperslab>, <pagesperslab>.  Counts: caches grow and shrink between the
@@ -316,6 +323,7 @@ def test_slabs_match_proc_slabinfo(dump):
 
 # -- cpus and runqueue ---------------------------------------------------------------------
 
+@pytest.mark.fixtures
 def test_cpus(dump):
     fx, k, s = dump
     rows = s.query("SELECT * FROM cpus ORDER BY cpu").to_pylist()
@@ -336,6 +344,7 @@ def test_cpus(dump):
     assert one == [{"cpu": 1, "rq": rows[1]["rq"]}]
 
 
+@pytest.mark.fixtures
 def test_runqueue(dump):
     fx, k, s = dump
     n0 = len(k.warnings)
@@ -407,6 +416,7 @@ def _sleepers(k, truth, n):
     raise AssertionError("not enough sleeping tasks")
 
 
+@pytest.mark.fixtures
 def test_runqueue_walks_queued_tasks(fresh):
     """Queue three sleeping tasks by rewriting pointers: one on CPU 1's CFS
     timeline, one on its RT priority-10 list, one in its deadline tree."""
@@ -448,6 +458,7 @@ def test_runqueue_walks_queued_tasks(fresh):
     assert k.warnings == []
 
 
+@pytest.mark.fixtures
 def test_corrupted_slab_list_ends_with_warning(fresh):
     """A cycle in slab_caches (the 5th cache's next points back at the 2nd):
     the walk stops after the 5 caches with a warning, the query succeeds."""
@@ -464,6 +475,7 @@ def test_corrupted_slab_list_ends_with_warning(fresh):
     assert any("cycle" in w for w in k.warnings)
 
 
+@pytest.mark.fixtures
 def test_corrupted_hash_chain_ends_with_warning(fresh):
     """A UDP socket whose sk_node.next points at itself: the chain walk stops
     with a warning and every socket is still listed once."""
@@ -484,6 +496,7 @@ def test_corrupted_hash_chain_ends_with_warning(fresh):
     assert {t[-1] for t in truth_udp} <= set(inos)
 
 
+@pytest.mark.fixtures
 def test_unreadable_socket_file_is_a_warning(fresh):
     """A process whose fd table points at an unmapped file: that fd is skipped
     with a warning, the other owners are found."""
@@ -506,6 +519,7 @@ def test_unreadable_socket_file_is_a_warning(fresh):
 # -- --vmlinux (DWARF types) ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["6.1-live", "6.12-live"])
+@pytest.mark.fixtures
 def test_with_vmlinux(name):
     """The same tables with DWARF types from the debug vmlinux."""
     fx = fixture(name)
@@ -536,6 +550,7 @@ def test_with_vmlinux(name):
         k.close()
 
 
+@pytest.mark.fixtures
 def test_meminfo_unreadable_value_is_null(fresh):
     """blockdev_superblock pointing at unmapped memory: Buffers (and Cached,
     which subtracts it) are NULL with a warning; the other lines stand."""
@@ -550,6 +565,7 @@ def test_meminfo_unreadable_value_is_null(fresh):
     assert any(w.startswith("meminfo: nr_blockdev_pages") for w in k.warnings)
 
 
+@pytest.mark.fixtures
 def test_runqueue_descends_into_group_queues(fresh):
     """A CFS entity with my_q is a task group: CPU 1's timeline gets one
     entity whose my_q is CPU 0's cfs_rq, whose timeline holds a task."""
@@ -575,6 +591,7 @@ def test_runqueue_descends_into_group_queues(fresh):
     assert k.warnings == []
 
 
+@pytest.mark.fixtures
 def test_connected_inet_socket_fields(fresh):
     """A UDP socket 'connected' by rewriting its sock_common: the peer address
     and port come out in host order, the state follows sk_state."""

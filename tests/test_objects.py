@@ -154,6 +154,7 @@ def kernel(request):
     k.close()
 
 
+@pytest.mark.fixtures
 def test_uts_and_release(kernel):
     fx, k = kernel
     uts = k.var("init_uts_ns").name
@@ -164,6 +165,7 @@ def test_uts_and_release(kernel):
     assert uts.nodename.string_().decode() == fx.truth["hostname"]
 
 
+@pytest.mark.fixtures
 def test_globals_with_known_types(kernel):
     fx, k = kernel
     files = fx.truth["files"]
@@ -172,6 +174,7 @@ def test_globals_with_known_types(kernel):
     assert cmdline == files["/proc/cmdline"].strip()
 
 
+@pytest.mark.fixtures
 def test_kaslr_and_symbols_match_system_map(kernel):
     fx, k = kernel
     smap = load_system_map(real_system_map(fx))
@@ -182,6 +185,7 @@ def test_kaslr_and_symbols_match_system_map(kernel):
     assert k.symbols.address("runqueues") == smap.address("runqueues")
 
 
+@pytest.mark.fixtures
 def test_cpus_and_per_cpu(kernel):
     fx, k = kernel
     from kql.helpers.percpu import cpu_rq, per_cpu
@@ -192,6 +196,7 @@ def test_cpus_and_per_cpu(kernel):
         assert per_cpu("runqueues", cpu, k).cpu.value_() == cpu
 
 
+@pytest.mark.fixtures
 def test_task_members_against_truth(kernel):
     fx, k = kernel
     from kql.helpers.pid import find_task
@@ -226,6 +231,7 @@ def test_task_members_against_truth(kernel):
     assert checked - excluded > 20
 
 
+@pytest.mark.fixtures
 def test_page_offset(kernel):
     fx, k = kernel
     # the direct map really maps physical 0x1000 (a kernel page walk, not a formula)

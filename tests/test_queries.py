@@ -51,6 +51,7 @@ TASK_CASES = [(n, k, False) for n, k in ALL] + \
 
 
 @pytest.mark.parametrize("name,kind,vmlinux", TASK_CASES)
+@pytest.mark.fixtures
 def test_tasks_match_proc(dumps, name, kind, vmlinux):
     truth = fixture(name).truth
     t = dumps(name, kind, vmlinux).query("SELECT pid, tgid, ppid, comm, state FROM tasks")
@@ -76,6 +77,7 @@ def test_tasks_match_proc(dumps, name, kind, vmlinux):
 
 
 @pytest.mark.parametrize("name", [n for n in FIXTURES if n != "6.1-big"])
+@pytest.mark.fixtures
 def test_join_and_aggregate_against_truth(dumps, name):
     truth = fixture(name).truth
     d = dumps(name)
@@ -98,6 +100,7 @@ def test_join_and_aggregate_against_truth(dumps, name):
 
 
 @pytest.mark.parametrize("name,kind", ALL)
+@pytest.mark.fixtures
 def test_modules_dmesg_sys(dumps, name, kind):
     truth = fixture(name).truth
     d = dumps(name, kind)
@@ -110,6 +113,7 @@ def test_modules_dmesg_sys(dumps, name, kind):
     assert sys_row == [{"release": truth["release"], "nodename": truth["hostname"]}]
 
 
+@pytest.mark.fixtures
 def test_pid_lookup_equals_walk(dumps):
     d = dumps("6.1-live")
     walk = d.query("SELECT pid, comm, state FROM tasks ORDER BY pid").to_pylist()
@@ -119,6 +123,7 @@ def test_pid_lookup_equals_walk(dumps):
     assert got == [r for r in walk if r["pid"] in pids]
 
 
+@pytest.mark.fixtures
 def test_member_paths_match_columns(dumps):
     d = dumps("6.1-live")
     t = d.query("SELECT pid, task->pid AS p2, task->comm AS c2, comm, task.tgid AS tg, tgid "
@@ -141,6 +146,7 @@ def test_query_errors_are_query_errors(dumps):
     assert str(e.value).startswith("unknown column 'nope' in tasks")
 
 
+@pytest.mark.fixtures
 def test_pushdown_reads_few_pages_on_big_fixture():
     """--stats: `pid = 1` and LIMIT 5 read under 5% of a full scan's pages."""
     dump = fixture("6.1-big").dump()
@@ -157,6 +163,7 @@ def test_pushdown_reads_few_pages_on_big_fixture():
     assert pages("SELECT pid, comm, state FROM tasks LIMIT 5") < full * 0.05
 
 
+@pytest.mark.fixtures
 def test_big_fixture_task_count(dumps):
     truth = fixture("6.1-big").truth
     d = dumps("6.1-big")
@@ -173,6 +180,7 @@ def test_cmdline_null_not_zeros_when_excluded_pages_read_as_zeros():
     assert r.warnings.total == 1
 
 
+@pytest.mark.fixtures
 def test_c_cast_reads_like_the_object_column(dumps):
     d = dumps("6.1-live")
     rows = d.query("SELECT pid, comm, CAST(task AS 'struct task_struct *')->comm AS c2, "

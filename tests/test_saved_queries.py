@@ -17,7 +17,7 @@ from test_queries import excluded_task, stable_tasks
 
 NAMES = [n for n in FIXTURES if n != "6.1-big"] + ["sample"]
 SHIPPED = sorted(p.stem for p in queries.HERE.glob("*.kql"))
-PANIC = {n for n in NAMES if fixture(n).truth["panic_pid"] is not None}
+PANIC = {n for n in NAMES if fixture(n).recipe["mode"] == "panic"}
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,7 @@ def test_at_least_12_triage_queries_with_descriptions():
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("qname", SHIPPED)
+@pytest.mark.fixtures
 def test_every_query_runs_on_every_fixture(dumps, name, qname):
     d = dumps(name)
     q = queries.get(qname)
@@ -120,6 +121,7 @@ def test_kql_queries_lists_them():
             assert f"--param {prm.name}={prm.default if prm.default is not None else '…'}" in ln
 
 
+@pytest.mark.fixtures
 def test_user_directories_add_and_override(tmp_path, dumps):
     home = tmp_path / "home"
     (home / ".config/kql/queries").mkdir(parents=True)
@@ -175,6 +177,7 @@ def test_params_are_sql_literals():
     assert q.render({"a": "0x10", "b": "-3"}) == "SELECT 0x10, -3, ':a' FROM x WHERE c = -3\n"
 
 
+@pytest.mark.fixtures
 def test_cli_runs_saved_query_with_param():
     fx = fixture("6.1-live")
     pid = files_pid(fx.truth)
@@ -190,6 +193,7 @@ def test_cli_runs_saved_query_with_param():
 # -------------------------------------------------------------- results vs truth
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.fixtures
 def test_hung_tasks(dumps, name):
     d = dumps(name)
     want = {p: w for p, w in present(d, name).items() if w["state_letter"] == "D"}
@@ -202,6 +206,7 @@ def test_hung_tasks(dumps, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.fixtures
 def test_d_state_clusters(dumps, name):
     d = dumps(name)
     want = {p: w for p, w in present(d, name).items() if w["state_letter"] == "D"}
@@ -216,6 +221,7 @@ def test_d_state_clusters(dumps, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.fixtures
 def test_zombies(dumps, name):
     d = dumps(name)
     want = present(d, name)
@@ -228,6 +234,7 @@ def test_zombies(dumps, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.fixtures
 def test_top_memory(dumps, name):
     d = dumps(name)
     want = {p: w for p, w in present(d, name).items()
@@ -251,6 +258,7 @@ def test_top_memory(dumps, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.fixtures
 def test_most_threads(dumps, name):
     d = dumps(name)
     tasks = present(d, name)
@@ -272,6 +280,7 @@ def test_most_threads(dumps, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.fixtures
 def test_open_files(dumps, name):
     d = dumps(name)
     truth = fixture(name).truth
@@ -315,6 +324,7 @@ def _truth_listeners(truth):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.fixtures
 def test_listening_sockets(dumps, name):
     d = dumps(name)
     want = _truth_listeners(fixture(name).truth)
@@ -339,6 +349,7 @@ def test_listening_sockets(dumps, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.fixtures
 def test_tainted_modules(dumps, name):
     d = dumps(name)
     truth = fixture(name).truth
@@ -353,6 +364,7 @@ def test_tainted_modules(dumps, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.fixtures
 def test_dmesg_errors(dumps, name):
     d = dumps(name)
     truth = fixture(name).truth
@@ -373,6 +385,7 @@ def test_dmesg_errors(dumps, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.fixtures
 def test_panic_summary(dumps, name):
     d = dumps(name)
     truth = fixture(name).truth
@@ -401,6 +414,7 @@ def test_panic_summary(dumps, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.fixtures
 def test_ps(dumps, name):
     d = dumps(name)
     want = present(d, name)
@@ -414,6 +428,7 @@ def test_ps(dumps, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.fixtures
 def test_kernel_threads(dumps, name):
     d = dumps(name)
     want = {p: w for p, w in present(d, name).items() if w["is_kthread"]}
@@ -429,6 +444,7 @@ def test_kernel_threads(dumps, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.fixtures
 def test_runnable_per_cpu(dumps, name):
     d = dumps(name)
     truth = fixture(name).truth
@@ -453,6 +469,7 @@ def _slabinfo(truth):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.fixtures
 def test_biggest_slabs(dumps, name):
     d = dumps(name)
     want = _slabinfo(fixture(name).truth)

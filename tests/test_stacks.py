@@ -114,6 +114,7 @@ def explained_miss(k: Kernel, truth: dict, pid: int, w: list[str], g: list[str])
 
 
 @pytest.mark.parametrize("name,kind", ALL_DUMPS)
+@pytest.mark.fixtures
 def test_stacks_match_proc(name, kind):
     fx = fixture(name)
     k = kernel(name, kind)
@@ -130,6 +131,7 @@ def test_stacks_match_proc(name, kind):
 
 
 @pytest.mark.parametrize("name", ["6.1-live", "6.12-live", "6.12-panic"])
+@pytest.mark.fixtures
 def test_stacks_with_vmlinux_equal_btf_only(name):
     """Kernel(dump, vmlinux=...) (DWARF types first) walks the same stacks."""
     fx = fixture(name)
@@ -146,6 +148,7 @@ def test_stacks_with_vmlinux_equal_btf_only(name):
 
 
 @pytest.mark.parametrize("name", PANIC)
+@pytest.mark.fixtures
 def test_panicking_task(name):
     fx = fixture(name)
     k = kernel(name)
@@ -178,6 +181,7 @@ def test_panicking_task(name):
 
 
 @pytest.mark.parametrize("name", FIXTURES + ["sample"])
+@pytest.mark.fixtures
 def test_dstate_vfork_parent_and_kthreads(name):
     fx = fixture(name)
     k = kernel(name)
@@ -212,6 +216,7 @@ def test_dstate_vfork_parent_and_kthreads(name):
 
 
 @pytest.mark.parametrize("name", ["6.1-live", "6.12-live", "6.1-la57"])
+@pytest.mark.fixtures
 def test_running_idle_tasks_from_cpu_registers(name):
     """On a live (QEMU) dump the CPUs' registers come from the note with
     pr_pid == cpu + 1; both CPUs idle: stacks start at the halt and end at
@@ -230,6 +235,7 @@ def test_running_idle_tasks_from_cpu_registers(name):
 
 
 @pytest.mark.parametrize("name", PANIC)
+@pytest.mark.fixtures
 def test_kdump_cpu_registers_from_crash_notes(name):
     """A kdump's notes are the online CPUs' in CPU order, pr_pid the task's
     pid (0 for every idle task): kql reads each CPU's crash_notes buffer."""
@@ -247,6 +253,7 @@ def test_kdump_cpu_registers_from_crash_notes(name):
 
 @pytest.mark.parametrize("name,layout", [("6.1-live", orc.LAYOUT_6_1),
                                          ("6.12-live", orc.LAYOUT_6_4)])
+@pytest.mark.fixtures
 def test_orc_layout_detected_and_vmlinux_table_equal(name, layout):
     fx = fixture(name)
     k = kernel(name)
@@ -264,6 +271,7 @@ def test_orc_layout_detected_and_vmlinux_table_equal(name, layout):
     assert any(orc.decode_flags(f, other) is None for f in distinct)
 
 
+@pytest.mark.fixtures
 def test_orc_from_vmlinux_when_dump_table_unreadable():
     fx = fixture("6.1-live")
     k = Kernel(fx.dump("elf"), vmlinux=fx.vmlinux)
@@ -287,6 +295,7 @@ def test_orc_from_vmlinux_when_dump_table_unreadable():
 
 
 @pytest.mark.parametrize("name", ["6.1-live", "6.12-live"])
+@pytest.mark.fixtures
 def test_module_orc_tables(name):
     fx = fixture(name)
     k = kernel(name)
@@ -435,6 +444,7 @@ def test_unwind_crosses_kernel_regs_and_stops_at_user_regs():
 
 # -- names ----------------------------------------------------------------------------
 
+@pytest.mark.fixtures
 def test_alias_names_as_kallsyms():
     """Among symbols at one address the kernel names the first in kallsyms
     order; from a vmlinux symtab, scripts/kallsyms.c's order is rebuilt."""
@@ -454,6 +464,7 @@ def test_alias_names_as_kallsyms():
     assert kallsyms_name(table, table.symbolize(a)[0]) == "zz"
 
 
+@pytest.mark.fixtures
 def test_return_address_named_at_pc_minus_one():
     """A return address right after a call at a function's end is named
     after the calling function (%pB looks up pc - 1)."""
@@ -470,6 +481,7 @@ def test_return_address_named_at_pc_minus_one():
 
 
 @pytest.mark.parametrize("name", ["6.1-panic-zlib", "6.12-live"])
+@pytest.mark.fixtures
 def test_stack_frames_table(name):
     fx = fixture(name)
     k = kernel(name)
@@ -496,6 +508,7 @@ def test_stack_frames_table(name):
     assert got == by_pid[pid]
 
 
+@pytest.mark.fixtures
 def test_stack_words_table():
     k = kernel("6.1-live")
     task = find_task(k, 1)
@@ -514,6 +527,7 @@ def test_stack_words_table():
     assert sum(1 for r in rows if r["symbol"] is None) > 0
 
 
+@pytest.mark.fixtures
 def test_tasks_stack_column():
     assert get_table("tasks").column("stack") is not None
     fx = fixture("6.1-live")
@@ -535,6 +549,7 @@ def test_frame_repr_and_symbol():
 # -- more shapes ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["6.1-live", "6.12-live", "6.1-big"])
+@pytest.mark.fixtures
 def test_zombie_has_no_stack(name):
     """A zombie's stack was freed at its last switch (task->stack NULL);
     /proc printed nothing and kql gives [] rather than stale frames."""
@@ -593,6 +608,7 @@ def test_stack_tables_contract(table):
     assert get_table("tasks").column("stack") is not None
 
 
+@pytest.mark.fixtures
 def test_names_from_vmlinux_symtab_match_kallsyms():
     """Symbols from a vmlinux's .symtab name every frame (and every alias
     group of functions) as the dump's kallsyms does."""
@@ -620,6 +636,7 @@ def test_names_from_vmlinux_symtab_match_kallsyms():
     assert groups > 20
 
 
+@pytest.mark.fixtures
 def test_corrupt_saved_sp_is_null_and_warning():
     """A thread.sp outside the task's stack is a corrupt task: tasks.stack is
     NULL with a counted warning, stack_frames has no rows for it."""

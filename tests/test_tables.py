@@ -112,6 +112,7 @@ def test_contract_columns_documented(table):
 # -- tasks ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,kind", SMALL_DUMPS)
+@pytest.mark.fixtures
 def test_tasks_match_proc(name, kind):
     fx = fixture(name)
     truth = fx.truth
@@ -183,6 +184,7 @@ def test_tasks_match_proc(name, kind):
 
 
 @pytest.mark.parametrize("name", SMALL_FIXTURES)
+@pytest.mark.fixtures
 def test_tasks_state_codes_and_active(name):
     k = kernel(name)
     rows, w = run(k, "tasks", ["pid", "state", "st", "state_raw", "active", "cpu"])
@@ -205,6 +207,7 @@ def test_tasks_state_codes_and_active(name):
 
 
 @pytest.mark.parametrize("name", SMALL_FIXTURES)
+@pytest.mark.fixtures
 def test_tasks_pid_lookup(name):
     """``pid = N`` goes through find_task (the pid idr) and agrees with the scan."""
     k = kernel(name)
@@ -224,6 +227,7 @@ def test_tasks_pid_lookup(name):
                                                       if r["pid"] == 0)
 
 
+@pytest.mark.fixtures
 def test_tasks_cmdline_from_user_memory():
     """Unfiltered dump: every user process's argv as /proc/PID/cmdline had it."""
     name = "6.1-live"
@@ -249,6 +253,7 @@ def test_tasks_cmdline_from_user_memory():
 
 
 @pytest.mark.parametrize("name", PANIC_FIXTURES)
+@pytest.mark.fixtures
 def test_tasks_cmdline_filtered_dump_is_null(name):
     """makedumpfile -d 31 drops user pages: cmdline is NULL with a warning,
     never a made-up value."""
@@ -260,6 +265,7 @@ def test_tasks_cmdline_filtered_dump_is_null(name):
     assert nulls and ("tasks.cmdline", ExcludedPageError.__name__) in w.counts
 
 
+@pytest.mark.fixtures
 def test_big_fixture_tasks():
     """4,000+ tasks: every task the guest printed, with the same identity and state."""
     truth = fixture(BIG).truth
@@ -282,6 +288,7 @@ def test_big_fixture_tasks():
 # -- sys -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,kind", SMALL_DUMPS)
+@pytest.mark.fixtures
 def test_sys(name, kind):
     fx = fixture(name)
     truth = fx.truth
@@ -325,6 +332,7 @@ def test_sys(name, kind):
 # -- modules -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", SMALL_FIXTURES)
+@pytest.mark.fixtures
 def test_modules_match_proc_modules(name):
     truth = fixture(name).truth
     rows, w = run(kernel(name), "modules")
@@ -341,6 +349,7 @@ def test_modules_match_proc_modules(name):
 # -- dmesg ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name,kind", SMALL_DUMPS)
+@pytest.mark.fixtures
 def test_dmesg(name, kind):
     truth = fixture(name).truth
     rows, w = run(kernel(name, kind), "dmesg")
@@ -367,6 +376,7 @@ def test_dmesg(name, kind):
 # -- symbols -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["6.1-live", "6.12-live"])
+@pytest.mark.fixtures
 def test_symbols(name):
     k = kernel(name)
     truth = fixture(name).truth

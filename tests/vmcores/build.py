@@ -45,11 +45,14 @@ import truth as truth_mod  # noqa: E402
 
 CACHE = Path(os.environ.get("KQL_FIXTURES", "/var/cache/kql-fixtures"))
 
-# Debian kernel packages, pinned so fixtures are reproducible.  The 6.12
-# kernels come from bookworm-backports (added by tests/setup.sh).
-KERNELS = {
-    "6.1": "6.1.0-56-cloud-amd64",
-    "6.12": "6.12.117+deb12-cloud-amd64",
+# Debian kernel series: a pattern of package releases.  The builder takes the
+# newest release of each series that the machine's apt sources offer (bookworm,
+# -updates, -security; 6.12 from bookworm-backports, added by tests/setup.sh) and
+# that downloads, falling back through older ones, and records its choice in
+# $KQL_FIXTURES/kernels/<series>.selected, which fixture_dir() and the tests read.
+KERNEL_SERIES = {
+    "6.1": r"6\.1\.0-\d+-cloud-amd64",
+    "6.12": r"6\.12\.\d+\+deb12-cloud-amd64",
 }
 
 QEMU = "qemu-system-x86_64"
@@ -106,36 +109,71 @@ def run(cmd, **kw):
 
 # ---------------------------------------------------------------- kernels
 
-def resolve_kernels() -> None:
-    """Keep the pinned kernels when they are cached or the mirror has them;
-    else (Debian dropped that ABI) take the newest of the same series, with a
-    warning.  Fixture folders are keyed by the release, so this rebuilds."""
-    import shutil as _sh
-    if not _sh.which("apt-cache"):
-        return
-    for series, kver in list(KERNELS.items()):
-        if (CACHE / "kernels" / kver / ".done").exists():
+def _release_key(release: str) -> list[int]:
+    return [int(x) for x in re.findall(r"\d+", release)]
+
+
+def _selection_file(series: str) -> Path:
+    return CACHE / "kernels" / f"{series}.selected"
+
+
+def selected_release(series: str) -> str:
+    """The release build.py chose for a series ('unresolved' before it ran,
+    so that collecting tests never needs the mirror)."""
+    try:
+        return _selection_file(series).read_text().strip() or "unresolved"
+    except OSError:
+        return "unresolved"
+
+
+def _cached_releases(series: str) -> list[str]:
+    pat = re.compile(KERNEL_SERIES[series])
+    return [d.name for d in (CACHE / "kernels").glob("*")
+            if pat.fullmatch(d.name) and (d / ".done").exists()]
+
+
+def _offered_releases(series: str) -> list[str]:
+    """Releases of the series whose image and -dbg packages apt knows, from
+    every suite in the machine's sources."""
+    if not shutil.which("apt-cache"):
+        return []
+    names = set(run(["apt-cache", "pkgnames", "linux-image-"], capture_output=True, text=True,
+                    check=False).stdout.split())
+    pat = re.compile(rf"linux-image-({KERNEL_SERIES[series]})-unsigned")
+    return [m.group(1) for m in map(pat.fullmatch, names)
+            if m and f"linux-image-{m.group(1)}-dbg" in names]
+
+
+def resolve_kernel(series: str) -> str:
+    """Pick (and download) the newest release of ``series`` the mirror serves:
+    some files listed by a suite answer 404 while older versions download, so
+    fall back through versions.  Without apt, the newest one already cached."""
+    offered = sorted(set(_offered_releases(series)), key=_release_key, reverse=True)
+    cached = set(_cached_releases(series))
+    errors = []
+    for release in offered or sorted(cached, key=_release_key, reverse=True):
+        try:
+            kernel_dir_of(release)
+        except BuildError as e:
+            errors.append(str(e))
+            log(f"warning: {release}: {e}; trying an older one")
             continue
-        r = run(["apt-cache", "show", f"linux-image-{kver}-unsigned"], capture_output=True,
-                text=True, check=False)
-        if r.returncode == 0 and r.stdout.strip():
-            continue
-        flavour = kver.split("-", 1)[1] if series == "6.1" else kver.split("+", 1)[1]
-        pattern = (rf"^linux-image-(6\.1\.0-\d+-{re.escape(flavour.split('-', 1)[1])})-unsigned$"
-                   if series == "6.1" else
-                   rf"^linux-image-(6\.12\.\d+\+{re.escape(flavour)})-unsigned$")
-        names = run(["apt-cache", "pkgnames", "linux-image-"], capture_output=True, text=True,
-                    check=False).stdout.split()
-        found = sorted((m.group(1) for m in map(re.compile(pattern).match, names) if m),
-                       key=lambda v: [int(x) for x in re.findall(r"\d+", v)])
-        if found:
-            log(f"warning: {kver} is not on the mirror; using {found[-1]}")
-            KERNELS[series] = found[-1]
+        sel = _selection_file(series)
+        if selected_release(series) != release:
+            tmp = sel.with_suffix(".tmp")
+            tmp.write_text(release + "\n")
+            tmp.rename(sel)
+        return release
+    raise BuildError(f"no {series} kernel with its -dbg package could be downloaded "
+                     f"(offered: {', '.join(offered) or 'none'}; {'; '.join(errors[-2:])})")
 
 
 def kernel_dir(series: str) -> dict[str, Path]:
+    return kernel_dir_of(selected_release(series))
+
+
+def kernel_dir_of(kver: str) -> dict[str, Path]:
     """Download and unpack the Debian kernel (unsigned image + -dbg) once."""
-    kver = KERNELS[series]
     debs = CACHE / "debs"
     root = CACHE / "kernels" / kver
     done = root / ".done"
@@ -148,7 +186,7 @@ def kernel_dir(series: str) -> dict[str, Path]:
                         text=True, check=False)
                 if r.returncode:
                     raise BuildError(f"apt-get download {pkg} failed: "
-                                     f"{r.stderr.strip().splitlines()[-1:]}")
+                                     f"{' '.join(r.stderr.strip().splitlines()[-1:])}")
         tmp = Path(tempfile.mkdtemp(dir=CACHE, prefix=".unpack-"))
         for deb in glob.glob(str(debs / f"linux-image-{kver}-*.deb")):
             run(["dpkg-deb", "-x", deb, str(tmp)])
@@ -506,7 +544,7 @@ def refresh_truth(out: Path) -> None:
 
 
 def recipe_hash(name: str) -> str:
-    r = dict(RECIPES[name], kernel_release=KERNELS[RECIPES[name]["kernel"]], name=name)
+    r = dict(RECIPES[name], kernel_release=selected_release(RECIPES[name]["kernel"]), name=name)
     h = hashlib.sha256(json.dumps(r, sort_keys=True).encode())
     h.update(sources_hash().encode())
     return h.hexdigest()[:12]
@@ -573,10 +611,20 @@ def main(argv=None) -> int:
             d = fixture_dir(n)
             print(f"{n:16} {'ok   ' if (d / 'fixture.json').exists() else 'missing'} {d}")
         return 0
-    CACHE.mkdir(parents=True, exist_ok=True)
-    resolve_kernels()
+    (CACHE / "kernels").mkdir(parents=True, exist_ok=True)
+    # choose and download each kernel once, before parallel builds
     for series in sorted({RECIPES[n]["kernel"] for n in names}):
-        kernel_dir(series)  # download once, before parallel builds
+        try:
+            resolve_kernel(series)
+        except BuildError as e:
+            print(f"build.py: {e}", file=sys.stderr)
+            return 1
+    # the shipped sample's kernel too: tests read its debug vmlinux
+    sample_release = json.loads((HERE.parent / "sample" / "fixture.json").read_text())["release"]
+    try:
+        kernel_dir_of(sample_release)
+    except BuildError as e:
+        log(f"warning: the sample's kernel {sample_release}: {e}")
     t0 = time.time()
     failed = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
