@@ -11,8 +11,8 @@ from kql.errors import FaultError
 from kql.kallsyms import KallsymsError, SymbolTable, load_kallsyms
 from kql.symbols import VmlinuxFile, load_system_map
 
-FIXTURES = os.environ.get("KQL_FIXTURES", "/var/cache/kql-fixtures")
-VMLINUXES = sorted(glob.glob(f"{FIXTURES}/x/*-dbg_*/usr/lib/debug/boot/vmlinux-*"))
+# a debug vmlinux of each kernel series the fixtures boot (fixtures' .vmlinux)
+VMLINUX_OF = ["6.1-live", "6.12-live"]
 
 
 # -- synthetic ----------------------------------------------------------------------
@@ -86,8 +86,11 @@ def test_missing_vmcoreinfo_keys():
 
 # -- real tables inside vmlinux --------------------------------------------------------
 
-@pytest.mark.parametrize("vmlinux", VMLINUXES, ids=os.path.basename)
-def test_vmlinux_kallsyms_match_system_map(vmlinux):
+@pytest.mark.fixtures
+@pytest.mark.parametrize("of", VMLINUX_OF)
+def test_vmlinux_kallsyms_match_system_map(of):
+    from fixtures import fixture
+    vmlinux = fixture(of).vmlinux
     smap = load_system_map(glob.glob(os.path.join(os.path.dirname(vmlinux), "System.map-*"))[0])
     image = VmlinuxFile(vmlinux)
     info = {f"SYMBOL({n})": f"{smap.address(n):x}" for n in [
@@ -196,8 +199,11 @@ def test_system_map_fallback_without_kallsyms_keys(dump_kernel):
     dump2.close()
 
 
-@pytest.mark.parametrize("vmlinux", VMLINUXES, ids=os.path.basename)
-def test_vmlinux_symtab_matches_system_map(vmlinux):
+@pytest.mark.fixtures
+@pytest.mark.parametrize("of", VMLINUX_OF)
+def test_vmlinux_symtab_matches_system_map(of):
+    from fixtures import fixture
+    vmlinux = fixture(of).vmlinux
     """The ELF .symtab loader (fallback when a dump has no kallsyms keys) agrees
     with System.map on addresses and nm letters of globals."""
     smap = load_system_map(glob.glob(os.path.join(os.path.dirname(vmlinux), "System.map-*"))[0])

@@ -38,7 +38,7 @@ debootstrap --variant=minbase --include=python3 bookworm "$ROOT" "$mirror" > "$R
     || { tail -5 "$ROOT.debootstrap.log" >&2; exit 1; }
 
 # what a machine behind this network has: its pip configuration and CA bundle
-for f in /etc/pip.conf /etc/xdg/pip/pip.conf /root/.config/pip/pip.conf /root/.pip/pip.conf; do
+for f in /etc/pip.conf /etc/xdg/pip/* /root/.config/pip/* /root/.pip/pip.conf; do
     [ -f "$f" ] && install -D -m 644 "$f" "$ROOT$f"
 done
 for f in /etc/ssl/certs/ca-certificates.crt /usr/local/share/ca-certificates/*; do
