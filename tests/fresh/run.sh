@@ -67,4 +67,9 @@ if [ $rc -ne 0 ]; then
     exit 1
 fi
 grep -q '^(10 rows)$' "$ROOT.out" || { echo "fresh: FAILED: no '(10 rows)' in the output" >&2; exit 1; }
+# and a query that goes through DuckDB (its Python functions need numpy)
+q="SELECT st, count(*) AS n FROM tasks GROUP BY st ORDER BY n DESC"
+chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 PATH=/usr/bin:/bin \
+    bash -c "cd /root/kql && .venv/bin/kql tests/sample/vmcore.kdump '$q'" || {
+    echo "fresh: FAILED: $q" >&2; exit 1; }
 echo "fresh: ok — README command 1 answered with 10 rows on a debootstrap'd Debian 12"
