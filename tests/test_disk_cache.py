@@ -101,10 +101,9 @@ def test_unwritable_cache_dir(tmp_path):
 
 @pytest.fixture(scope="module")
 def btf_blob():
-    from test_btf import VMLINUXES
-    assert VMLINUXES, "no Debian vmlinux images in $KQL_FIXTURES (tests/setup.sh fetches them)"
+    from fixtures import fixture
     from kql.symbols import VmlinuxFile
-    v = VmlinuxFile(VMLINUXES[0])
+    v = VmlinuxFile(fixture("6.1-live").vmlinux)
     data = v.section_data(".BTF")
     v.close()
     return data
@@ -145,10 +144,10 @@ def test_btf_corrupt_cache_indexes_again(tmp_path, btf_blob, content):
 @pytest.mark.fixtures
 def test_btf_other_blob_same_build_id(tmp_path, btf_blob):
     """Another BTF blob under the same build-id is indexed, not given the cached index."""
-    from test_btf import VMLINUXES
+    from fixtures import fixture
     from kql.symbols import VmlinuxFile
     others = []
-    for path in VMLINUXES[1:]:
+    for path in [fixture("6.12-live").vmlinux]:
         v = VmlinuxFile(path)
         data = v.section_data(".BTF")
         v.close()

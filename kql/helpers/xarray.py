@@ -113,7 +113,11 @@ def _walk_node(prog, node: int, base: int, seen: set, what: str, depth: int
             elif child in seen:
                 walk_warn(prog, f"{what}: cycle at xa_node {child:#x}")
             else:
-                yield from _walk_node(prog, child, idx, seen, what, depth + 1)
+                try:
+                    yield from _walk_node(prog, child, idx, seen, what, depth + 1)
+                except FaultError as e:
+                    # one unreadable node costs its own subtree, not its siblings
+                    walk_warn(prog, f"{what}: unreadable xa_node (indexes from {idx}): {e}")
         elif not xa_is_internal(e):
             yield idx, e       # (sibling / retry / zero entries are internal: skipped)
 
