@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a parameter of a saved query (@NAME); repeatable")
     p.add_argument("--parquet", metavar="DIR",
                    help="query a directory written by `kql export` instead of a dump")
+    p.add_argument("--allow-files", action="store_true",
+                   help="let the query read files (FROM 'x.csv', read_csv(...)); off by "
+                        "default: a query reads only the dump, or the --parquet directory")
     p.add_argument("-v", "--verbose", action="store_true", help="log plans and SQL to stderr")
     return p
 
@@ -220,7 +223,7 @@ def _main(argv: list[str]) -> int:
     for name, path in named.items():
         kernels[name] = Kernel(open_dump(dump_parts(path), zero_excluded=args.zero_excluded),
                                vmlinux=args.vmlinux, system_map=args.system_map)
-    session = Session(kernels)
+    session = Session(kernels, allow_files=args.allow_files)
 
     texts = []  # with -o and a text format, every statement's output goes to the file
     for stmt in statements:
@@ -289,7 +292,7 @@ def _run_parquet(args, query: str) -> int:
 
     addresses = {c.name.lower() for s in catalog().values() for c in s.columns
                  if c.type == pa.uint64()}
-    for t in query_parquet(args.parquet, query):
+    for t in query_parquet(args.parquet, query, allow_files=args.allow_files):
         cols = {n for n in t.column_names if n.lower() in addresses
                 and t.schema.field(n).type == pa.uint64()}
         _write(args, t, cols)

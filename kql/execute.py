@@ -67,8 +67,9 @@ class Session:
     ``None`` is the default dump (``FROM tasks``); named ones are reached as
     ``FROM a.tasks``."""
 
-    def __init__(self, kernels: dict[str | None, Any]):
+    def __init__(self, kernels: dict[str | None, Any], *, allow_files: bool = False):
         self.kernels = kernels
+        self.allow_files = allow_files  # --allow-files: DuckDB may read the user's files
 
     def default_kernel(self):
         if None in self.kernels:
@@ -141,7 +142,8 @@ class Session:
         import duckdb  # loaded only for queries that need it
         import pyarrow as pa
 
-        con = duckdb.connect()
+        from kql import duck
+        con = duck.connect(allow_files=self.allow_files)
         try:
             self._register_functions(con, p, warnings)
             for name, t in tables.items():
@@ -157,7 +159,7 @@ class Session:
                     return pa.table({})
                 return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
             except duckdb.Error as e:
-                msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+                msg = duck.error_text(e)
                 for s in p.scans:
                     msg = msg.replace(s.id, s.alias)
                 raise ExecuteError(msg, source, None) from None

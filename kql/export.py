@@ -331,23 +331,25 @@ def _export_parallel(paths, outdir, tables, jobs, vmlinux, zero_excluded, slots)
 
 # ---------------------------------------------------------------- query exports
 
-def parquet_connection(directory: str, text: str | None = None):
+def parquet_connection(directory: str, text: str | None = None, *, allow_files: bool = False):
     """A DuckDB connection with one view per exported table of ``directory``
     (only the tables whose names occur in ``text``, when given: binding a
-    view reads the schema of every file of its table)."""
+    view reads the schema of every file of its table).  It reads that
+    directory and no other file unless ``allow_files``."""
     import duckdb
 
+    from kql import duck
     d = Path(directory)
     if not d.is_dir():
         raise QueryError(f"--parquet: {directory} is not a directory")
-    con = duckdb.connect()
+    con = duck.connect(allow_files=allow_files, allowed=(str(d),))
     views = []
     words = set(re.findall(r"\w+", text.lower())) if text is not None else None
     for sub in sorted(p for p in d.iterdir() if p.is_dir()):
         if words is not None and sub.name.lower() not in words:
             continue
         if any(sub.glob("*.parquet")):
-            glob = str(sub / "*.parquet").replace("'", "''")
+            glob = str(Path(os.path.realpath(sub)) / "*.parquet").replace("'", "''")
             con.execute(f'CREATE VIEW "{sub.name}" AS SELECT * FROM '
                         f"read_parquet('{glob}', union_by_name = true)")
             views.append(sub.name)
@@ -359,16 +361,18 @@ def parquet_connection(directory: str, text: str | None = None):
     return con, views
 
 
-def query_parquet(directory: str, text: str) -> list[pa.Table]:
-    """Run kql SQL over an export directory (no dump is opened)."""
+def query_parquet(directory: str, text: str, *, allow_files: bool = False) -> list[pa.Table]:
+    """Run kql SQL over an export directory (no dump is opened); only
+    ``allow_files`` lets the query read files outside it."""
     import duckdb
 
+    from kql import duck
     from kql.errors import ExecuteError
     from kql.grammar import ast as A
     from kql.grammar import parse
     from kql.planner import KQL_FUNCTIONS, name_outputs, rewrite
 
-    con, _ = parquet_connection(directory, text)
+    con, _ = parquet_connection(directory, text, allow_files=allow_files)
     out = []
     for stmt in parse(text):
         def lower(node):
@@ -382,7 +386,7 @@ def query_parquet(directory: str, text: str) -> list[pa.Table]:
         try:
             rel = con.sql(sql)
         except duckdb.Error as e:
-            msg = str(e).split("\n")[0]
+            msg = duck.error_text(e)
             m = re.match(r"Catalog Error: Table with name (\w+) does not exist", msg)
             if m:
                 have = sorted(p.name for p in Path(directory).iterdir()
@@ -392,6 +396,6 @@ def query_parquet(directory: str, text: str) -> list[pa.Table]:
         try:
             out.append(rel.to_arrow_table() if rel is not None else pa.table({}))
         except duckdb.Error as e:  # errors found while producing rows
-            msg = " ".join(x.strip() for x in str(e).splitlines() if x.strip())
+            msg = duck.error_text(e)
             raise ExecuteError(msg, text, None) from None
     return out

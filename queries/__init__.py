@@ -9,7 +9,10 @@ more ``;``-separated statements::
     SELECT ... WHERE n >= :min_count
 
 ``:name`` placeholders are replaced by the parameter's value as an SQL literal
-(numbers stay numbers, anything else becomes a quoted string).  Run one with
+(numbers of ASCII digits stay numbers, anything else becomes a quoted
+string).  A placeholder is a value: ``:name`` inside a string, a quoted
+identifier or a comment is left alone, so a value can never become text
+of the query.  Run one with
 ``kql DUMP @hung-tasks --param min_count=2``; ``kql queries`` lists them.
 User directories: ``$KQL_QUERY_PATH`` (``:``-separated) and
 ``~/.config/kql/queries``; a user query with a shipped query's name wins.
@@ -58,16 +61,23 @@ class SavedQuery:
             resolved[p.name] = _literal(v)
 
         def sub(m):
+            if m.group(1) is None:  # a string, quoted identifier or comment
+                return m.group(0)
             return resolved.get(m.group(1), m.group(0))
-        # Replace :name outside string literals only.
-        parts = re.split(r"('(?:[^']|'')*')", self.body)
-        return "".join(part if i % 2 else re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", sub, part)
-                       for i, part in enumerate(parts))
+        return _PLACEHOLDER.sub(sub, self.body)
+
+
+# Strings, quoted identifiers and comments are matched whole (and kept);
+# a placeholder is a ``:name`` anywhere else, not after ``:`` (a ``::`` cast)
+# or a word character.
+_PLACEHOLDER = re.compile(r"'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?|--[^\n]*|/\*.*?(?:\*/|\Z)"
+                          r"|(?<![:\w]):([A-Za-z_]\w*)", re.S)
 
 
 def _literal(v: str) -> str:
-    if re.fullmatch(r"-?\d+(\.\d+)?|0x[0-9a-fA-F]+", v.strip()):
-        return v.strip()
+    if re.fullmatch(r"-?[0-9]+(\.[0-9]+)?|0x[0-9a-fA-F]+", v.strip(), re.A):
+        # parenthesised when negative: `x -:n` must not become a `--` comment
+        return f"({v.strip()})" if v.strip().startswith("-") else v.strip()
     return "'" + v.replace("'", "''") + "'"
 
 
