@@ -223,6 +223,9 @@ def _main(argv: list[str]) -> int:
     for name, path in named.items():
         kernels[name] = Kernel(open_dump(dump_parts(path), zero_excluded=args.zero_excluded),
                                vmlinux=args.vmlinux, system_map=args.system_map)
+    for k in kernels.values():  # dump-level warnings: once per dump, before any result
+        for w in k.dump.warnings:
+            print(f"kql: warning: {w}", file=sys.stderr)
     session = Session(kernels, allow_files=args.allow_files)
 
     texts = []  # with -o and a text format, every statement's output goes to the file

@@ -172,3 +172,138 @@ def test_param_digits_are_ascii_only():
     q = queries.SavedQuery("t", "", "SELECT :a", "t", (queries.Param("a", None),))
     assert q.render({"a": "\u0661"}) == "SELECT '\u0661'"
     assert q.render({"a": "12"}) == "SELECT 12"
+
+
+# ------------------------------------------------------------ damaged sample dumps
+
+def patched(tmp_path, *edits, name="x.kdump"):
+    """A copy of the sample dump with ``edits``: (offset, bytes) or
+    (b"old", b"new") replacing the first occurrence in the first 64 KiB."""
+    data = bytearray(open(SAMPLE, "rb").read())
+    for a, b in edits:
+        if isinstance(a, bytes):
+            a = data.index(a, 0, 1 << 16)
+        data[a:a + len(b)] = b
+    out = tmp_path / name
+    out.write_bytes(bytes(data))
+    return str(out)
+
+
+def u32(v):
+    return v.to_bytes(4, "little")
+
+
+def u64(v):
+    return v.to_bytes(8, "little", signed=v < 0)
+
+
+STATUS, BITMAP_BLOCKS = 424, 436         # disk_dump_header
+SPLIT, START_PFN_64, END_PFN_64 = 4096 + 12, 4096 + 80, 4096 + 88   # kdump_sub_header
+BITMAP2 = 3 * 4096 + 4 * 4096            # the sample: sub header 2 blocks, bitmaps 8
+
+
+def test_sample_layout_is_what_the_offsets_assume():
+    import struct
+    head = open(SAMPLE, "rb").read(8192)
+    assert struct.unpack_from("<8si", head) == (b"KDUMP   ", 6)
+    assert struct.unpack_from("<iiI", head, 428) == (4096, 2, 8)
+
+
+@pytest.mark.parametrize("old,new,message", [
+    (b"KERNELOFFSET=37400000", b"KERNELOFFSET=zz", "KERNELOFFSET='zz400000' is not a hex offset"),
+    (b"KERNELOFFSET=37400000", b"KERNELOFFSET=-1\n", "KERNELOFFSET='-1' is not a hex offset"),
+    (b"PAGESIZE=4096", b"PAGESIZE=0000", "PAGESIZE='0000' is not a page size"),
+])
+def test_bad_vmcoreinfo_value_is_a_dump_error(tmp_path, old, new, message):
+    p = kql(patched(tmp_path, (old, new)), "SELECT count(*) FROM tasks", check_rc=2)
+    assert p.stderr == f"kql: error: {tmp_path}/x.kdump: corrupt VMCOREINFO: {message}\n"
+
+
+@pytest.mark.parametrize("old,new,warning", [
+    (b"SYMBOL(swapper_pg_dir)=f", b"SYMBOL(swapper_pg_dir)=q",
+     "SYMBOL(swapper_pg_dir)='qfffffffb9e10000' is not a number: ignored"),
+    (b"CRASHTIME=1795678004", b"CRASHTIME=17956780zz",
+     "CRASHTIME='17956780zz' is not a number: ignored"),
+])
+def test_bad_optional_vmcoreinfo_value_is_a_warning(tmp_path, old, new, warning):
+    p = kql(patched(tmp_path, (old, new)), "SELECT count(*) AS n FROM tasks", "-f", "csv",
+            check_rc=0)
+    assert p.stderr == f"kql: warning: {tmp_path}/x.kdump: VMCOREINFO {warning}\n"
+    assert p.stdout == kql(SAMPLE, "SELECT count(*) AS n FROM tasks", "-f", "csv").stdout
+
+
+def test_bad_phys_base_is_a_warning_then_a_dump_error(tmp_path):
+    p = kql(patched(tmp_path, (b"NUMBER(phys_base)=-656408576", b"NUMBER(phys_base)=abc")),
+            "SELECT count(*) FROM tasks", check_rc=2)
+    assert p.stderr.startswith(f"kql: warning: {tmp_path}/x.kdump: VMCOREINFO "
+                               f"NUMBER(phys_base)='abc6408576' is not a number: ignored\n"
+                               f"kql: error: ")
+
+
+def test_incomplete_flag_is_printed_once(tmp_path):
+    p = kql(patched(tmp_path, (STATUS, u32(1 | 8))), "SELECT count(*) AS n FROM tasks; "
+            "SELECT 1 AS one", "-f", "csv", check_rc=0)
+    assert p.stderr == (f"kql: warning: {tmp_path}/x.kdump: the dump is incomplete (makedumpfile "
+                        f"ran out of space): some pages are missing\n")
+
+
+@pytest.mark.parametrize("bit", [0, 2000 * 8])
+def test_flipped_dump_bitmap_bit_is_a_warning(tmp_path, bit):
+    data = open(SAMPLE, "rb").read(BITMAP2 + 4096)
+    byte = data[BITMAP2 + bit // 8] ^ (1 << (bit % 8))
+    p = kql(patched(tmp_path, (BITMAP2 + bit // 8, bytes([byte]))), "SELECT count(*) FROM tasks")
+    assert p.returncode in (0, 2), p.stderr
+    assert (f"kql: warning: {tmp_path}/x.kdump: the page bitmap does not match the page "
+            f"descriptors (") in p.stderr
+
+
+def test_split_part_outside_the_bitmap_is_a_dump_error(tmp_path):
+    p = kql(patched(tmp_path, (SPLIT, u32(1)), (START_PFN_64, u64(0x7fffffff)),
+                    (END_PFN_64, u64(0x80000000))), "SELECT 1", check_rc=2)
+    assert p.stderr == (f"kql: error: {tmp_path}/x.kdump: corrupt kdump sub header: this part's "
+                        f"pfn range [0x7fffffff, 0x20000) is outside the bitmap, which covers "
+                        f"0x20000 pfns\n")
+
+
+def flatten(data: bytes) -> bytes:
+    import struct
+    head = b"makedumpfile".ljust(16, b"\0") + struct.pack(">qq", 1, 1)
+    out = [head.ljust(4096, b"\0")]
+    for off in range(0, len(data), 1 << 20):
+        piece = data[off:off + (1 << 20)]
+        out.append(struct.pack(">qq", off, len(piece)) + piece)
+    out.append(struct.pack(">qq", -1, 0))
+    return b"".join(out)
+
+
+def test_huge_bitmap_claim_in_a_flattened_file_is_a_dump_error(tmp_path):
+    src = patched(tmp_path, (BITMAP_BLOCKS, u32(1 << 30)))
+    flat = tmp_path / "flat"
+    flat.write_bytes(flatten(open(src, "rb").read()))
+    p = kql(str(flat), "SELECT 1", check_rc=2)
+    assert p.stderr == (f"kql: error: {flat}: corrupt kdump header: bitmap_blocks 1073741824 "
+                        f"(4398046511104 bytes) is more than the file holds ("
+                        f"{flat.stat().st_size} bytes)\n")
+
+
+def test_unreadable_printk_info_page_drops_records_with_a_warning(tmp_path):
+    from kql.kernel import open_kernel
+    with open_kernel(SAMPLE) as k:
+        rb = k.read_pointer(k.symbols.get("prb").address)
+        ring = k.types.find_type("struct printk_ringbuffer").offsetof("desc_ring")
+        infos = k.read_pointer(rb + ring + k.types.find_type("struct prb_desc_ring")
+                               .offsetof("infos"))
+        pfn = k.memory.translate(infos + 3 * 4096) >> 12
+        part = k.dump.phys.parts[0]
+        at = part._desc_off + (part._raw_rank(pfn) - part._rank_base) * 24
+    broken = patched(tmp_path, (at, u64(0)))
+    whole = kql(SAMPLE, "SELECT seq, ts_ns, text FROM dmesg", "-f", "csv", check_rc=0)
+    p = kql(broken, "SELECT seq, ts_ns, text FROM dmesg", "-f", "csv", check_rc=0)
+    import csv
+    all_rows = list(csv.reader(whole.stdout.splitlines(True)))
+    rows = list(csv.reader(p.stdout.splitlines(True)))
+    dropped = len(all_rows) - len(rows)
+    assert 40 <= dropped <= 50
+    assert {tuple(r) for r in rows} < {tuple(r) for r in all_rows}  # no made-up rows
+    assert f"kql: warning: {dropped} printk records dropped: descriptor or info unreadable\n" \
+        in p.stderr
