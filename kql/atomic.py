@@ -59,6 +59,25 @@ def atomic_file(path, mode: str = "wb", *, tag: str = "", fsync: bool = False):
         raise
 
 
+def open_regular(path, what: str = "file"):
+    """``path`` opened for reading (a binary file object) if it is a regular
+    file; else OSError.  Opened without blocking first, so a FIFO named as a
+    dump or a saved query is refused instead of waiting forever for a writer."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                    else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+            raise OSError(f"is {kind}, not a {what}")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _umask() -> int:
     """The process's umask (read without changing it where /proc allows)."""
     try:

@@ -31,7 +31,8 @@ def temp_directory() -> str:
 
 
 def connect(*, allow_files: bool = False, allowed: tuple[str, ...] = ()):
-    """A DuckDB connection for one query (see the module doc)."""
+    """A DuckDB connection for one query (see the module doc); run the query
+    through :func:`run`."""
     import duckdb
 
     con = duckdb.connect(config={
@@ -47,6 +48,52 @@ def connect(*, allow_files: bool = False, allowed: tuple[str, ...] = ()):
         con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
     return con
+
+
+def run(con, fn):
+    """``fn()`` (a DuckDB call on ``con``) so that Ctrl-C stops it: DuckDB runs
+    in a worker thread while the main thread waits, and a KeyboardInterrupt
+    there interrupts ``con`` and is raised (exit 130 in the CLI)."""
+    import threading
+
+    import duckdb
+
+    if threading.current_thread() is not threading.main_thread():
+        return fn()
+    box: dict = {}
+    done = threading.Event()  # not Thread.join: a join interrupted by Ctrl-C can
+    # leave is_alive() False while the thread still runs (Python 3.11)
+
+    def work():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            box["error"] = e
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="kql-duckdb", daemon=True).start()
+    try:
+        while not done.wait(0.25):
+            pass
+    except KeyboardInterrupt:
+        # DuckDB stops at its next check; the connection must not be closed
+        # (nor the process end) while the query still runs in the thread
+        while not done.is_set():
+            try:
+                con.interrupt()
+            except duckdb.Error:  # not running yet, or already done
+                pass
+            done.wait(0.25)
+        box.clear()  # the error's frames hold the query's result: free it before close()
+        raise
+    e = box.pop("error", None)
+    if isinstance(e, duckdb.InterruptException):
+        del e
+        raise KeyboardInterrupt from None
+    if e is not None:
+        raise e.with_traceback(None)
+    return box["value"]
 
 
 def error_text(e: Exception) -> str:

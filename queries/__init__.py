@@ -85,7 +85,16 @@ _HEADER = re.compile(r"^--\s*(name|description|param)\s*:\s*(.*)$")
 
 
 def parse_file(path: str | os.PathLike) -> SavedQuery:
-    text = Path(path).read_text()
+    """One saved query; QueryError if the file cannot be read as UTF-8 text
+    (a FIFO, a directory, a dangling link, unreadable, invalid UTF-8)."""
+    from kql.atomic import open_regular
+    try:
+        with open_regular(path, "saved query") as f:
+            text = f.read().decode("utf-8")
+    except OSError as e:
+        raise QueryError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise QueryError(f"{path}: not UTF-8 text (byte {e.start})") from None
     meta: dict[str, str] = {}
     params: list[Param] = []
     body_lines = []
@@ -121,18 +130,33 @@ def search_path() -> list[Path]:
     return dirs
 
 
-def all_queries() -> dict[str, SavedQuery]:
+def _print_warning(message: str) -> None:
+    import sys
+    print(f"kql: warning: {message}", file=sys.stderr)
+
+
+def all_queries(warn=_print_warning) -> dict[str, SavedQuery]:
+    """Every saved query by name; a file that cannot be read or parsed is
+    skipped and ``warn(message)`` told why (the others still work)."""
     out: dict[str, SavedQuery] = {}
     for d in search_path():
-        if d.is_dir():
-            for f in sorted(d.glob("*.kql")):
+        try:
+            files = sorted(d.glob("*.kql")) if d.is_dir() else []
+        except OSError as e:
+            warn(f"saved queries in {d} skipped: {e.strerror or e}")
+            continue
+        for f in files:
+            try:
                 q = parse_file(f)
-                out[q.name] = q
+            except QueryError as e:
+                warn(f"saved query skipped: {e.one_line()}")
+                continue
+            out[q.name] = q
     return out
 
 
-def get(name: str) -> SavedQuery:
-    qs = all_queries()
+def get(name: str, warn=_print_warning) -> SavedQuery:
+    qs = all_queries(warn)
     if name in qs:
         return qs[name]
     import difflib

@@ -307,3 +307,161 @@ def test_unreadable_printk_info_page_drops_records_with_a_warning(tmp_path):
     assert {tuple(r) for r in rows} < {tuple(r) for r in all_rows}  # no made-up rows
     assert f"kql: warning: {dropped} printk records dropped: descriptor or info unreadable\n" \
         in p.stderr
+
+
+# ------------------------------------------------------ special files, saved queries
+
+def test_fifo_or_device_as_dump_is_refused(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    p = kql(str(fifo), "SELECT 1", check_rc=2, timeout=60)
+    assert p.stderr == f"kql: error: {fifo}: cannot open: is a FIFO, not a vmcore\n"
+    p = kql("/dev/null", "SELECT 1", check_rc=2, timeout=60)
+    assert p.stderr == "kql: error: /dev/null: cannot open: is a device, not a vmcore\n"
+
+
+def test_bad_saved_query_files_are_skipped_with_a_warning(tmp_path):
+    d = tmp_path / "q"
+    d.mkdir()
+    os.mkfifo(d / "fifo.kql")
+    (d / "bad.kql").write_bytes(b"\xff\xfe")
+    (d / "dir.kql").mkdir()
+    (d / "dangling.kql").symlink_to("nowhere")
+    (d / "mine.kql").write_text("-- name: mine\n-- description: mine\nSELECT 7 AS x\n")
+    env = {"KQL_QUERY_PATH": str(d)}
+    warnings = (f"kql: warning: saved query skipped: {d}/bad.kql: not UTF-8 text (byte 0)\n"
+                f"kql: warning: saved query skipped: {d}/dangling.kql: cannot read: No such "
+                f"file or directory\n"
+                f"kql: warning: saved query skipped: {d}/dir.kql: cannot read: is a directory, "
+                f"not a saved query\n"
+                f"kql: warning: saved query skipped: {d}/fifo.kql: cannot read: is a FIFO, "
+                f"not a saved query\n")
+    p = kql("queries", env=env, check_rc=0, timeout=60)
+    assert p.stderr == warnings
+    assert "@mine" in p.stdout and "@hung-tasks" in p.stdout
+    p = kql(SAMPLE, "@mine", "-f", "csv", env=env, check_rc=0, timeout=60)
+    assert (p.stdout, p.stderr) == ("x\n7\n", warnings)
+    kql(SAMPLE, "@ps", "-f", "csv", env=env, check_rc=0, timeout=60)
+
+
+# ------------------------------------------------------------------ query errors
+
+DEEP = {
+    "unary minus": "SELECT " + "- " * 1000 + "1",
+    "NOT": "SELECT " + "NOT " * 1000 + "true",
+    "scalar subqueries": "SELECT " + "(SELECT " * 200 + "1" + ")" * 200,
+    "OR chain": "SELECT 1 WHERE " + " OR ".join(["pid = 1"] * 5000),
+    "+ chain": "SELECT " + " + ".join(["1"] * 20000),
+    "UNION ALL": "SELECT 1 AS x" + " UNION ALL SELECT 1" * 600,
+}
+
+
+@pytest.mark.parametrize("name", DEEP)
+def test_deep_query_is_refused_at_the_stated_limit(name):
+    p = kql(SAMPLE, DEEP[name], check_rc=1)
+    assert p.stderr.startswith("kql: query too deeply nested (more than 500 levels of "
+                               "expressions, subqueries or set operations) (line 1, column ")
+
+
+@pytest.mark.parametrize("n", [300])
+def test_query_within_the_limit_runs(n):
+    q = "SELECT " + " + ".join(["1"] * n) + " AS x FROM tasks LIMIT 1"
+    assert kql(SAMPLE, q, "-f", "csv", check_rc=0).stdout == f"x\n{n}\n"
+    q = "SELECT 1 AS x" + " UNION ALL SELECT 1" * (n - 1)
+    p = kql(SAMPLE, f"SELECT sum(x) AS s FROM ({q})", "-f", "csv", check_rc=0)
+    assert p.stdout == f"s\n{n}\n"
+
+
+@pytest.mark.parametrize("q,err", [
+    ("SELECT * FROM memory(addr('jiffies'), 'x')",
+     "kql: memory(): count must be an integer, not 'x'\n"),
+    ("SELECT * FROM memory(addr('jiffies'), 1, NULL)",
+     "kql: memory(): width must be an integer, not None\n"),
+    ("SELECT * FROM list_walk(0, 'struct task_struct', 'tasks')",
+     "kql: list_walk: cannot read the list head at 0x0: cannot read kernel address 0x0: not "
+     "mapped (PGD entry 0 at physical 0x12c10000 is 0x0, not present)\n"),
+    ("SELECT pid FROM tasks UNION ALL SELECT pid FROM tasks ORDER BY task->pid",
+     "kql: ORDER BY of UNION, INTERSECT or EXCEPT takes output columns: select the member path "
+     "or cast as a column and order by its name (line 1, column 64)\n"
+     "  SELECT pid FROM tasks UNION ALL SELECT pid FROM tasks ORDER BY task->pid\n"
+     "                                                                 ^^^^^^^^^\n"),
+    ("SELECT \u0661\u0662\u0663", "kql: syntax error: unexpected character '\u0661' "
+     "(line 1, column 8)\n  SELECT \u0661\u0662\u0663\n         ^\n"),
+])
+def test_bad_arguments_are_query_errors(q, err):
+    assert kql(SAMPLE, q, check_rc=1).stderr == err
+
+
+def test_memory_count_in_hex_text():
+    p = kql(SAMPLE, "SELECT count(*) AS n FROM memory(addr('jiffies'), '0x10')", "-f", "csv",
+            check_rc=0)
+    assert p.stdout == "n\n16\n"
+
+
+def test_null_arguments_of_kql_functions_are_null():
+    p = kql(SAMPLE, "SELECT addr(NULL) AS a, container_of(1, NULL, NULL) AS b", "-f", "csv",
+            check_rc=0)
+    assert (p.stdout, p.stderr) == ("a,b\n,\n", "")
+
+
+def test_value_too_large_for_its_column_is_null_with_a_warning():
+    p = kql(SAMPLE, "SELECT pid, task->mm[1000000000000] AS x FROM tasks ORDER BY pid DESC "
+            "LIMIT 1", "-f", "csv", check_rc=0)
+    assert p.stdout.splitlines()[1].endswith(",")
+    assert "does not fit uint64" in p.stderr and "internal error" not in p.stderr
+
+
+def test_huge_literals_parse_in_bounded_memory(tmp_path):
+    import resource
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import resource, sys\n"
+        "from kql.grammar import parse\n"
+        "parse(\"SELECT '\" + 'a' * 10_000_000 + \"', \\\"\" + 'b' * 10_000_000 + '\\\" FROM x')\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         check=True).stdout
+    assert int(out) < 600 * 1024, out  # KiB: it took GBs
+    del resource
+
+
+def test_usage_errors_have_their_own_exit_code():
+    p = kql(SAMPLE, "SELECT 1", "--format", "bogus", check_rc=64)
+    assert p.stderr.endswith("kql: error: argument -f/--format: invalid choice: 'bogus' "
+                             "(choose from 'table', 'csv', 'json', 'jsonl', 'parquet', 'arrow')\n")
+    kql(SAMPLE, "SELECT 1", "--no-such-flag", check_rc=64)
+    kql("export", "--no-such-flag", check_rc=64)
+
+
+def test_ctrl_c_during_duckdb_exits_130():
+    import signal
+    import time
+    e = dict(os.environ)
+    e.pop("KQL_DEBUG", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kql.cli", SAMPLE,
+         "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) "
+         "SELECT count(*) FROM r"], stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True, env=e)
+    time.sleep(8)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (130, "kql: interrupted\n")
+
+
+def test_export_into_an_unwritable_directory_is_one_line(tmp_path, monkeypatch, capsys):
+    from kql import cli, export
+    if os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o555)
+    else:  # root writes anywhere: make the write fail as it would
+        ro = tmp_path / "ro"
+
+        def denied(t, path):
+            raise PermissionError(13, "Permission denied")
+        monkeypatch.setattr(export, "_write_parquet", denied)
+    rc = cli.main(["export", SAMPLE, "-o", str(ro / "sub"), "--tables", "tasks", "-j", "1"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.splitlines()[-1] == f"kql: export: cannot write {ro}/sub/tasks/" + \
+        err.split("/sub/tasks/")[1].split(":")[0] + ": Permission denied"
