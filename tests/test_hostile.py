@@ -265,13 +265,16 @@ def test_split_part_outside_the_bitmap_is_a_dump_error(tmp_path):
                         f"0x20000 pfns\n")
 
 
-def flatten(data: bytes) -> bytes:
+def flatten(data: bytes, far: int | None = None) -> bytes:
+    """makedumpfile -F of ``data``; ``far``: one more byte written at that offset."""
     import struct
     head = b"makedumpfile".ljust(16, b"\0") + struct.pack(">qq", 1, 1)
     out = [head.ljust(4096, b"\0")]
     for off in range(0, len(data), 1 << 20):
         piece = data[off:off + (1 << 20)]
         out.append(struct.pack(">qq", off, len(piece)) + piece)
+    if far is not None:
+        out.append(struct.pack(">qq", far, 1) + b"x")
     out.append(struct.pack(">qq", -1, 0))
     return b"".join(out)
 
@@ -279,7 +282,7 @@ def flatten(data: bytes) -> bytes:
 def test_huge_bitmap_claim_in_a_flattened_file_is_a_dump_error(tmp_path):
     src = patched(tmp_path, (BITMAP_BLOCKS, u32(1 << 30)))
     flat = tmp_path / "flat"
-    flat.write_bytes(flatten(open(src, "rb").read()))
+    flat.write_bytes(flatten(open(src, "rb").read(), far=5 << 40))  # 5 TiB "file"
     p = kql(str(flat), "SELECT 1", check_rc=2)
     assert p.stderr == (f"kql: error: {flat}: corrupt kdump header: bitmap_blocks 1073741824 "
                         f"(4398046511104 bytes) is more than the file holds ("

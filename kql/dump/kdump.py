@@ -186,7 +186,9 @@ class KdumpFile:
         bitmap_off = (1 + sub_hdr_size) * block_size
         bitmap_len = bitmap_blocks * block_size
         stored = getattr(source, "source", source).size  # bytes really in the file
-        if bitmap_len > stored:  # checked before reading: a flattened stream has holes
+        if source is not getattr(source, "source", source) and bitmap_len > stored:
+            # a flattened stream has holes (read as zeros): a bitmap larger than
+            # the file is a damaged header, refused before it is materialised
             raise DumpError(f"{path}: corrupt kdump header: bitmap_blocks {bitmap_blocks} "
                             f"({bitmap_len} bytes) is more than the file holds ({stored} bytes)")
         bitmaps = source.read(bitmap_off, bitmap_len)
