@@ -47,17 +47,19 @@ RESERVED_TERMINALS = frozenset((
 
 # One regex for the whole token set.  Order matters only where a prefix of one
 # alternative matches another (HEX before FLOAT before INT; two-character
-# operators before one-character ones).
+# operators before one-character ones).  Digits are ASCII only (\d would read
+# other scripts' digits as numbers); strings are unrolled loops, which the
+# regex engine matches in constant memory (a 10 MB literal took GBs).
 _TOKEN_RE = re.compile(r"""
     (?P<WS>\s+)
   | (?P<LINE_COMMENT>--[^\n]*)
   | (?P<BLOCK_COMMENT>/\*[\s\S]*?\*/)
   | (?P<OPEN_COMMENT>/\*)
   | (?P<HEX>0[xX][0-9a-fA-F]+)
-  | (?P<FLOAT>(?:\d+\.\d*|\.\d+)(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+)
-  | (?P<INT>\d+)
-  | (?P<STRING>'(?:[^']|'')*')
-  | (?P<QUOTED_NAME>"(?:[^"]|"")*")
+  | (?P<FLOAT>(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[0-9]+[eE][+-]?[0-9]+)
+  | (?P<INT>[0-9]+)
+  | (?P<STRING>'[^']*(?:''[^']*)*')
+  | (?P<QUOTED_NAME>"[^"]*(?:""[^"]*)*")
   | (?P<NAME>[A-Za-z_][A-Za-z0-9_]*)
   | (?P<OP>->|::|==|!=|<>|<=|>=|<<|>>|\|\||[-+*/%~=<>|&(),;.\[\]])
 """, re.VERBOSE)

@@ -8,7 +8,7 @@
     kql --parquet DIR "QUERY"        query a directory of exports (no dump needed)
 
 Exit codes: 0 success, 1 query error, 2 dump error (bad file, wrong vmlinux,
-unreadable core data), 3 internal error.  Errors are one line on stderr
+unreadable core data), 3 internal error, 64 usage error, 130 interrupted.  Errors are one line on stderr
 (query errors add the query line and a caret); set KQL_DEBUG=1 for a
 traceback.
 """
@@ -35,14 +35,25 @@ examples:
   kql export vmcore1 vmcore2 -o exports/
   kql --parquet exports/ "SELECT release, st, count(*) FROM tasks GROUP BY ALL"
 
-exit codes: 0 ok, 1 query error, 2 dump error, 3 internal error
+exit codes: 0 ok, 1 query error, 2 dump error, 3 internal error (a bug),
+            64 usage error (unknown option, bad option value), 130 interrupted
 """
+
+USAGE_ERROR = 64  # EX_USAGE (sysexits.h): argparse's own 2 is kql's "dump error"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with kql's exit code for usage errors."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from kql.output import FORMATS
 
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="kql", description="SQL over Linux kernel memory dumps (vmcores).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dump", nargs="?",
@@ -67,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a parameter of a saved query (@NAME); repeatable")
     p.add_argument("--parquet", metavar="DIR",
                    help="query a directory written by `kql export` instead of a dump")
+    p.add_argument("--allow-files", action="store_true",
+                   help="let the query read files (FROM 'x.csv', read_csv(...)); off by "
+                        "default: a query reads only the dump, or the --parquet directory")
     p.add_argument("-v", "--verbose", action="store_true", help="log plans and SQL to stderr")
     p.add_argument("-V", "--version", action="version", version=_version())
     return p
@@ -80,7 +94,7 @@ def _version() -> str:
 
 
 def export_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="kql export",
         description="Write every table of each dump as Parquet (DIR/<table>/<dump_id>.parquet) "
                     "with provenance columns, plus a manifest (DIR/dumps/). Atomic writes; "
@@ -97,7 +111,7 @@ def export_parser() -> argparse.ArgumentParser:
 
 
 def queries_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
+    return ArgumentParser(
         prog="kql queries",
         description="List the saved queries (shipped ones, ~/.config/kql/queries and "
                     "$KQL_QUERY_PATH); run one with `kql DUMP @NAME [--param k=v]`.")
@@ -134,6 +148,8 @@ def _export(argv) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from kql.execute import RECURSION_LIMIT
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
     try:
         return _main(argv)
     except KqlError as e:
@@ -147,7 +163,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except RecursionError:  # a safety net: check_depth refuses deep queries first
+        print("kql: error: query too deeply nested", file=sys.stderr)
+        return 1
     except Exception as e:  # noqa: BLE001 - the user never sees a traceback
+        if isinstance(e, RuntimeError) and "interrupted" in str(e).lower():
+            print("kql: interrupted", file=sys.stderr)  # DuckDB saw the Ctrl-C first
+            return 130
         if os.environ.get("KQL_DEBUG"):
             raise
         print(f"kql: internal error: {type(e).__name__}: {e} (set KQL_DEBUG=1 for a traceback)",
@@ -228,7 +250,10 @@ def _main(argv: list[str]) -> int:
     for name, path in named.items():
         kernels[name] = Kernel(open_dump(dump_parts(path), zero_excluded=args.zero_excluded),
                                vmlinux=args.vmlinux, system_map=args.system_map)
-    session = Session(kernels)
+    for k in kernels.values():  # dump-level warnings: once per dump, before any result
+        for w in k.dump.warnings:
+            print(f"kql: warning: {w}", file=sys.stderr)
+    session = Session(kernels, allow_files=args.allow_files)
 
     texts = []  # with -o and a text format, every statement's output goes to the file
     for stmt in statements:
@@ -297,7 +322,7 @@ def _run_parquet(args, query: str) -> int:
 
     addresses = {c.name.lower() for s in catalog().values() for c in s.columns
                  if c.type == pa.uint64()}
-    for t in query_parquet(args.parquet, query):
+    for t in query_parquet(args.parquet, query, allow_files=args.allow_files):
         cols = {n for n in t.column_names if n.lower() in addresses
                 and t.schema.field(n).type == pa.uint64()}
         _write(args, t, cols)

@@ -22,6 +22,41 @@ from kql.tables.base import scan_columns as run_scan
 
 log = logging.getLogger("kql")
 
+#: Deepest expression/subquery/set-operation nesting a statement may have
+#: (DuckDB's own max_expression_depth is 1000); the CLI raises Python's
+#: recursion limit to RECURSION_LIMIT so planning this deep is safe.
+MAX_DEPTH = 500
+RECURSION_LIMIT = 20 * MAX_DEPTH
+
+
+def check_depth(stmt, source: str | None = None) -> None:
+    """Refuse a statement nested deeper than :data:`MAX_DEPTH` (counted
+    without recursion) with one clear error instead of a RecursionError."""
+    stack = [(stmt, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            span = getattr(node, "span", None) or (None, None)
+            raise QueryError(f"query too deeply nested (more than {MAX_DEPTH} levels of "
+                             f"expressions, subqueries or set operations)",
+                             source, span[0], span[1])
+        stack.extend((c, depth + 1) for c in node.children())
+
+
+def check_set_order(stmt, source: str | None = None) -> None:
+    """ORDER BY of a UNION/INTERSECT/EXCEPT sorts the combined rows: it takes
+    their output columns, not member paths or C casts (those need a table's
+    rows; the planner cannot lower them there)."""
+    for node in stmt.walk():
+        if isinstance(node, A.SetOp):
+            for item in node.order_by:
+                try:
+                    item.to_sql()
+                except A.NotLowered:
+                    raise QueryError("ORDER BY of UNION, INTERSECT or EXCEPT takes output "
+                                     "columns: select the member path or cast as a column "
+                                     "and order by its name", source, *item.span) from None
+
 
 @dataclass
 class Stats:
@@ -67,8 +102,9 @@ class Session:
     ``None`` is the default dump (``FROM tasks``); named ones are reached as
     ``FROM a.tasks``."""
 
-    def __init__(self, kernels: dict[str | None, Any]):
+    def __init__(self, kernels: dict[str | None, Any], *, allow_files: bool = False):
         self.kernels = kernels
+        self.allow_files = allow_files  # --allow-files: DuckDB may read the user's files
 
     def default_kernel(self):
         if None in self.kernels:
@@ -92,9 +128,12 @@ class Session:
         return results[-1].table
 
     def run_statement(self, stmt, source: str) -> Result:
+        check_depth(stmt, source)
+        check_set_order(stmt, source)
         env = Env(catalog(), self.kernels)
         p = make_plan(stmt, env, source)
-        log.debug("plan:\n%s", p.explain())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("plan:\n%s", p.explain())
         warnings = Warnings()
         stats = Stats()
         if p.explain_only:
@@ -141,7 +180,8 @@ class Session:
         import duckdb  # loaded only for queries that need it
         import pyarrow as pa
 
-        con = duckdb.connect()
+        from kql import duck
+        con = duck.connect(allow_files=self.allow_files)
         try:
             self._register_functions(con, p, warnings)
             for name, t in tables.items():
@@ -152,12 +192,14 @@ class Session:
                 raise ExecuteError(str(e), source, 0) from None
             log.debug("duckdb: %s", sql)
             try:
-                rel = con.sql(sql)
-                if rel is None:  # a statement without a result
-                    return pa.table({})
-                return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
+                def fetch():
+                    rel = con.sql(sql)
+                    if rel is None:  # a statement without a result
+                        return pa.table({})
+                    return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
+                return duck.run(con, fetch)
             except duckdb.Error as e:
-                msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+                msg = duck.error_text(e)
                 for s in p.scans:
                     msg = msg.replace(s.id, s.alias)
                 raise ExecuteError(msg, source, None) from None
@@ -187,7 +229,7 @@ class Session:
             return None if kernel is None else kernel.symbol_text(address)
 
         def kql_addr(name: str) -> int | None:
-            if kernel is None:
+            if kernel is None or name is None:
                 return None
             try:
                 return kernel.symbol(name).address
@@ -198,10 +240,13 @@ class Session:
             return None if value is None else hex(value)
 
         def kql_container_of(address: int, type_name: str, member: str) -> int | None:
-            if address is None or kernel is None:
+            if address is None or kernel is None or type_name is None or member is None:
                 return None
-            t = kernel.types.find_type(type_name)
-            return address - t.offsetof(member)
+            try:
+                return address - kernel.types.find_type(type_name).offsetof(member)
+            except LookupError as e:  # an unknown type or member: NULL, counted
+                warnings.add("container_of", e)
+                return None
 
         for name, (m, dump) in p.udfs.items():
             con.create_function(name, self._guarded(m, warnings), [UBIGINT],

@@ -158,9 +158,7 @@ def export_dump(path, outdir: str, tables=None, vmlinux=None, zero_excluded=Fals
             continue
         warnings += res.warnings.total
         t = _with_provenance(res.table, prov)
-        d = Path(outdir) / name
-        d.mkdir(parents=True, exist_ok=True)
-        _write_parquet(t, d / f"{did}.parquet")
+        _write_table(t, Path(outdir) / name / f"{did}.parquet")
         rows[name] = t.num_rows
         if bar:
             bar.step(name)
@@ -168,11 +166,20 @@ def export_dump(path, outdir: str, tables=None, vmlinux=None, zero_excluded=Fals
                 "rows": sum(rows.values()), "warnings": warnings,
                 "errors": "; ".join(f"{k}: {v}" for k, v in errors.items()) or None,
                 "seconds": round(time.time() - t0, 3)}
-    d = Path(outdir) / "dumps"
-    d.mkdir(parents=True, exist_ok=True)
-    _write_parquet(pa.Table.from_pylist([manifest], schema=_MANIFEST_SCHEMA), d / f"{did}.parquet")
+    _write_table(pa.Table.from_pylist([manifest], schema=_MANIFEST_SCHEMA),
+                 Path(outdir) / "dumps" / f"{did}.parquet")
     kernel.close()
     return manifest
+
+
+def _write_table(t: pa.Table, path: Path) -> None:
+    """:func:`_write_parquet` into a directory made on demand; a directory
+    that cannot be written is a QueryError (exit 1), which stops the export."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_parquet(t, path)
+    except OSError as e:
+        raise QueryError(f"export: cannot write {path}: {e.strerror or e}") from None
 
 
 _MANIFEST_SCHEMA = pa.schema([
@@ -292,6 +299,8 @@ def _export_one(path, outdir, tables, vmlinux, zero_excluded, slot=0, slots=0) -
     t0 = time.time()
     try:
         return export_dump(path, outdir, tables, vmlinux, zero_excluded, slot=slot, slots=slots)
+    except QueryError:  # the export directory cannot be written: no dump will do better
+        raise
     except KqlError as e:
         return {"dump_id": None, "release": None, "build_id": None, "dump_time": None,
                 "dump_path": os.path.abspath(path if isinstance(path, str) else path[0]),
@@ -331,23 +340,25 @@ def _export_parallel(paths, outdir, tables, jobs, vmlinux, zero_excluded, slots)
 
 # ---------------------------------------------------------------- query exports
 
-def parquet_connection(directory: str, text: str | None = None):
+def parquet_connection(directory: str, text: str | None = None, *, allow_files: bool = False):
     """A DuckDB connection with one view per exported table of ``directory``
     (only the tables whose names occur in ``text``, when given: binding a
-    view reads the schema of every file of its table)."""
+    view reads the schema of every file of its table).  It reads that
+    directory and no other file unless ``allow_files``."""
     import duckdb
 
+    from kql import duck
     d = Path(directory)
     if not d.is_dir():
         raise QueryError(f"--parquet: {directory} is not a directory")
-    con = duckdb.connect()
+    con = duck.connect(allow_files=allow_files, allowed=(str(d),))
     views = []
     words = set(re.findall(r"\w+", text.lower())) if text is not None else None
     for sub in sorted(p for p in d.iterdir() if p.is_dir()):
         if words is not None and sub.name.lower() not in words:
             continue
         if any(sub.glob("*.parquet")):
-            glob = str(sub / "*.parquet").replace("'", "''")
+            glob = str(Path(os.path.realpath(sub)) / "*.parquet").replace("'", "''")
             con.execute(f'CREATE VIEW "{sub.name}" AS SELECT * FROM '
                         f"read_parquet('{glob}', union_by_name = true)")
             views.append(sub.name)
@@ -359,18 +370,23 @@ def parquet_connection(directory: str, text: str | None = None):
     return con, views
 
 
-def query_parquet(directory: str, text: str) -> list[pa.Table]:
-    """Run kql SQL over an export directory (no dump is opened)."""
+def query_parquet(directory: str, text: str, *, allow_files: bool = False) -> list[pa.Table]:
+    """Run kql SQL over an export directory (no dump is opened); only
+    ``allow_files`` lets the query read files outside it."""
     import duckdb
 
+    from kql import duck
     from kql.errors import ExecuteError
     from kql.grammar import ast as A
     from kql.grammar import parse
     from kql.planner import KQL_FUNCTIONS, name_outputs, rewrite
 
-    con, _ = parquet_connection(directory, text)
+    con, _ = parquet_connection(directory, text, allow_files=allow_files)
     out = []
+    from kql.execute import check_depth
     for stmt in parse(text):
+        check_depth(stmt, text)
+
         def lower(node):
             if isinstance(node, A.MemberPath):
                 raise QueryError("member paths need a live dump, not an export", text,
@@ -380,9 +396,9 @@ def query_parquet(directory: str, text: str) -> list[pa.Table]:
             return None
         sql = rewrite(name_outputs(stmt, text), lower).to_sql()
         try:
-            rel = con.sql(sql)
+            rel = duck.run(con, lambda: con.sql(sql))
         except duckdb.Error as e:
-            msg = str(e).split("\n")[0]
+            msg = duck.error_text(e)
             m = re.match(r"Catalog Error: Table with name (\w+) does not exist", msg)
             if m:
                 have = sorted(p.name for p in Path(directory).iterdir()
@@ -390,8 +406,8 @@ def query_parquet(directory: str, text: str) -> list[pa.Table]:
                 msg = f"no exported table '{m[1]}' in {directory} (tables: {', '.join(have)})"
             raise ExecuteError(msg, text, None) from None
         try:
-            out.append(rel.to_arrow_table() if rel is not None else pa.table({}))
+            out.append(duck.run(con, rel.to_arrow_table) if rel is not None else pa.table({}))
         except duckdb.Error as e:  # errors found while producing rows
-            msg = " ".join(x.strip() for x in str(e).splitlines() if x.strip())
+            msg = duck.error_text(e)
             raise ExecuteError(msg, text, None) from None
     return out

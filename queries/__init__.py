@@ -9,7 +9,10 @@ more ``;``-separated statements::
     SELECT ... WHERE n >= :min_count
 
 ``:name`` placeholders are replaced by the parameter's value as an SQL literal
-(numbers stay numbers, anything else becomes a quoted string).  Run one with
+(numbers of ASCII digits stay numbers, anything else becomes a quoted
+string).  A placeholder is a value: ``:name`` inside a string, a quoted
+identifier or a comment is left alone, so a value can never become text
+of the query.  Run one with
 ``kql DUMP @hung-tasks --param min_count=2``; ``kql queries`` lists them.
 User directories: ``$KQL_QUERY_PATH`` (``:``-separated) and
 ``~/.config/kql/queries``; a user query with a shipped query's name wins.
@@ -58,16 +61,23 @@ class SavedQuery:
             resolved[p.name] = _literal(v)
 
         def sub(m):
+            if m.group(1) is None:  # a string, quoted identifier or comment
+                return m.group(0)
             return resolved.get(m.group(1), m.group(0))
-        # Replace :name outside string literals only.
-        parts = re.split(r"('(?:[^']|'')*')", self.body)
-        return "".join(part if i % 2 else re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", sub, part)
-                       for i, part in enumerate(parts))
+        return _PLACEHOLDER.sub(sub, self.body)
+
+
+# Strings, quoted identifiers and comments are matched whole (and kept);
+# a placeholder is a ``:name`` anywhere else, not after ``:`` (a ``::`` cast)
+# or a word character.
+_PLACEHOLDER = re.compile(r"'(?:[^']|'')*'?|\"(?:[^\"]|\"\")*\"?|--[^\n]*|/\*.*?(?:\*/|\Z)"
+                          r"|(?<![:\w]):([A-Za-z_]\w*)", re.S)
 
 
 def _literal(v: str) -> str:
-    if re.fullmatch(r"-?\d+(\.\d+)?|0x[0-9a-fA-F]+", v.strip()):
-        return v.strip()
+    if re.fullmatch(r"-?[0-9]+(\.[0-9]+)?|0x[0-9a-fA-F]+", v.strip(), re.A):
+        # parenthesised when negative: `x -:n` must not become a `--` comment
+        return f"({v.strip()})" if v.strip().startswith("-") else v.strip()
     return "'" + v.replace("'", "''") + "'"
 
 
@@ -75,7 +85,16 @@ _HEADER = re.compile(r"^--\s*(name|description|param)\s*:\s*(.*)$")
 
 
 def parse_file(path: str | os.PathLike) -> SavedQuery:
-    text = Path(path).read_text()
+    """One saved query; QueryError if the file cannot be read as UTF-8 text
+    (a FIFO, a directory, a dangling link, unreadable, invalid UTF-8)."""
+    from kql.atomic import open_regular
+    try:
+        with open_regular(path, "saved query") as f:
+            text = f.read().decode("utf-8")
+    except OSError as e:
+        raise QueryError(f"{path}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise QueryError(f"{path}: not UTF-8 text (byte {e.start})") from None
     meta: dict[str, str] = {}
     params: list[Param] = []
     body_lines = []
@@ -111,18 +130,33 @@ def search_path() -> list[Path]:
     return dirs
 
 
-def all_queries() -> dict[str, SavedQuery]:
+def _print_warning(message: str) -> None:
+    import sys
+    print(f"kql: warning: {message}", file=sys.stderr)
+
+
+def all_queries(warn=_print_warning) -> dict[str, SavedQuery]:
+    """Every saved query by name; a file that cannot be read or parsed is
+    skipped and ``warn(message)`` told why (the others still work)."""
     out: dict[str, SavedQuery] = {}
     for d in search_path():
-        if d.is_dir():
-            for f in sorted(d.glob("*.kql")):
+        try:
+            files = sorted(d.glob("*.kql")) if d.is_dir() else []
+        except OSError as e:
+            warn(f"saved queries in {d} skipped: {e.strerror or e}")
+            continue
+        for f in files:
+            try:
                 q = parse_file(f)
-                out[q.name] = q
+            except QueryError as e:
+                warn(f"saved query skipped: {e.one_line()}")
+                continue
+            out[q.name] = q
     return out
 
 
-def get(name: str) -> SavedQuery:
-    qs = all_queries()
+def get(name: str, warn=_print_warning) -> SavedQuery:
+    qs = all_queries(warn)
     if name in qs:
         return qs[name]
     import difflib

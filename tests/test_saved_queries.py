@@ -174,7 +174,7 @@ def test_params_are_sql_literals():
     q = queries.SavedQuery("t", "", "SELECT :a, :b, ':a' FROM x WHERE c = :b\n", "t",
                            (queries.Param("a", "1"), queries.Param("b", None)))
     assert q.render({"b": "it's"}) == "SELECT 1, 'it''s', ':a' FROM x WHERE c = 'it''s'\n"
-    assert q.render({"a": "0x10", "b": "-3"}) == "SELECT 0x10, -3, ':a' FROM x WHERE c = -3\n"
+    assert q.render({"a": "0x10", "b": "-3"}) == "SELECT 0x10, (-3), ':a' FROM x WHERE c = (-3)\n"
 
 
 @pytest.mark.fixtures

@@ -7,6 +7,7 @@ offset: the layer takes physical addresses only.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -63,6 +64,46 @@ def parse_vmcoreinfo(raw: bytes) -> dict[str, str]:
     return info
 
 
+_DEC = re.compile(r"-?[0-9]+", re.A)
+_HEX = re.compile(r"(?:0x)?[0-9a-fA-F]+", re.A)
+
+
+def validate_vmcoreinfo(info: dict[str, str], where: str) -> list[str]:
+    """Check the values kql reads as numbers; the warnings to report.
+
+    ``PAGESIZE`` (a power of two) and ``KERNELOFFSET`` (a hex offset below
+    2**64) are used for every address: a bad one is a :class:`DumpError`.
+    A bad ``SYMBOL(x)`` (hex), ``NUMBER(x)``, ``SIZE(x)``, ``OFFSET(x)``,
+    ``LENGTH(x)`` (decimal) or ``CRASHTIME`` is dropped from ``info`` with a
+    warning, so readers fall back as if it were absent."""
+    warnings = []
+    page = info.get("PAGESIZE")
+    if page is not None and not (_DEC.fullmatch(page) and 1024 <= int(page) <= 1 << 20
+                                 and int(page) & (int(page) - 1) == 0):
+        raise DumpError(f"{where}: corrupt VMCOREINFO: PAGESIZE={page[:40]!r} is not a page size")
+    off = info.get("KERNELOFFSET")
+    if off is not None and not (_HEX.fullmatch(off) and int(off, 16) < 1 << 64):
+        raise DumpError(f"{where}: corrupt VMCOREINFO: KERNELOFFSET={off[:40]!r} is not a "
+                        f"hex offset")
+    for key, value in list(info.items()):
+        kind = key.split("(", 1)[0] if key.endswith(")") else key
+        if kind == "SYMBOL":
+            ok = _HEX.fullmatch(value) and int(value, 16) < 1 << 64
+        elif kind == "NUMBER":
+            ok = _DEC.fullmatch(value) and -(1 << 63) <= int(value) < 1 << 64
+        elif kind in ("SIZE", "OFFSET", "LENGTH"):
+            ok = _DEC.fullmatch(value) and 0 <= int(value) < 1 << 63
+        elif kind == "CRASHTIME":
+            ok = _DEC.fullmatch(value) and 0 <= int(value) < 1 << 63
+        else:
+            continue
+        if not ok:
+            warnings.append(f"{where}: VMCOREINFO {key}={value[:40]!r} is not a number: ignored")
+            if kind != "CRASHTIME":  # CRASHTIME: its presence says "a kdump kernel wrote this"
+                del info[key]
+    return warnings
+
+
 @dataclass
 class DumpStats:
     """Counters for one open dump (read by benchmarks and ``--stats``)."""
@@ -93,6 +134,7 @@ class Dump:
 
     def __post_init__(self) -> None:
         self.vmcoreinfo: dict[str, str] = parse_vmcoreinfo(self.vmcoreinfo_raw)
+        self.warnings.extend(validate_vmcoreinfo(self.vmcoreinfo, self.describe_path()))
         if not self.release:
             self.release = self.vmcoreinfo.get("OSRELEASE") or None
 

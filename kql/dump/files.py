@@ -17,8 +17,9 @@ class MappedFile:
 
     def __init__(self, path: str):
         self.path = path
+        from kql.atomic import open_regular
         try:
-            self._file = open(path, "rb")
+            self._file = open_regular(path, "vmcore")
         except OSError as e:
             raise DumpError(f"{path}: cannot open: {e.strerror or e}") from None
         try:

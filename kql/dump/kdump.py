@@ -185,6 +185,12 @@ class KdumpFile:
         # Bitmaps.
         bitmap_off = (1 + sub_hdr_size) * block_size
         bitmap_len = bitmap_blocks * block_size
+        stored = getattr(source, "source", source).size  # bytes really in the file
+        if source is not getattr(source, "source", source) and bitmap_len > stored:
+            # a flattened stream has holes (read as zeros): a bitmap larger than
+            # the file is a damaged header, refused before it is materialised
+            raise DumpError(f"{path}: corrupt kdump header: bitmap_blocks {bitmap_blocks} "
+                            f"({bitmap_len} bytes) is more than the file holds ({stored} bytes)")
         bitmaps = source.read(bitmap_off, bitmap_len)
         if len(bitmaps) < bitmap_len:
             raise DumpError(f"{path}: truncated kdump: the page bitmaps need bytes "
@@ -197,6 +203,10 @@ class KdumpFile:
                                  f"max_mapnr {max_mapnr}")
             end_pfn = self.end_pfn = min(end_pfn, half * 8)
             self.max_mapnr = min(self.max_mapnr, half * 8)
+        if not 0 <= start_pfn <= end_pfn:
+            raise DumpError(f"{path}: corrupt kdump sub header: this part's pfn range "
+                            f"[{start_pfn:#x}, {end_pfn:#x}) is outside the bitmap, which "
+                            f"covers {half * 8:#x} pfns")
         self._bm_ram = bitmaps[:half]
         self._bm_dump = bitmaps[half:]
         self._build_ranks()
@@ -209,6 +219,7 @@ class KdumpFile:
                             f"bytes {self._desc_off}..{desc_end}, file has {fsize}")
         self.compression: set[str] = set()
         self._sample_compression()
+        self._check_descriptors(desc_end)
 
         self._decompress = _Decompressors()
         self.page = lru_cache(maxsize=PAGE_CACHE_SIZE)(self._load_page)
@@ -268,6 +279,37 @@ class KdumpFile:
             at = self._desc_off + index * _PAGE_DESC.size
             _off, _size, flags, _pf = _PAGE_DESC.unpack(self.source.read(at, _PAGE_DESC.size))
             self._note_compression(flags)
+
+    def _check_descriptors(self, desc_end: int) -> None:
+        """Warn when the dump bitmap and the descriptor table disagree.
+
+        makedumpfile and QEMU write the page data right after the table (the
+        shared zero page first), so the smallest data offset is the table's
+        end; one bit too many or too few in the dump bitmap moves that end by
+        a descriptor and every page after the bit would be read from its
+        neighbour's data.  A pfn in the dump but not in RAM is damage too."""
+        import numpy as np
+
+        low = None
+        chunk = 1 << 20  # descriptors per read
+        for first in range(0, self.num_dumped, chunk):
+            n = min(chunk, self.num_dumped - first)
+            raw = self.source.read(self._desc_off + first * _PAGE_DESC.size, n * _PAGE_DESC.size)
+            offsets = np.frombuffer(raw, dtype="<i8")[::_PAGE_DESC.size // 8]
+            offsets = offsets[offsets > 0]  # 0: never written (incomplete dump)
+            if offsets.size:
+                m = int(offsets.min())
+                low = m if low is None else min(low, m)
+        if low is not None and low != desc_end:
+            self.warnings.append(
+                f"the page bitmap does not match the page descriptors ({self.num_dumped} "
+                f"descriptors end at file offset {desc_end}, page data starts at {low}): "
+                f"the bitmap is damaged and pages may be read from the wrong place")
+        extra = int(np.unpackbits(np.frombuffer(self._bm_dump, np.uint8)
+                                  & ~np.frombuffer(self._bm_ram, np.uint8)).sum())
+        if extra:
+            self.warnings.append(f"{extra} pfn{'s are' if extra != 1 else ' is'} in the dump "
+                                 f"bitmap but not in the RAM bitmap: the bitmaps are damaged")
 
     def _note_compression(self, flags: int) -> None:
         for bit, name in _COMPRESSION_NAMES.items():

@@ -182,12 +182,13 @@ def for_each_printk_record(prog, *, warn=None) -> Iterator[PrintkRecord]:
 
     dsize = lay["desc_size"]
     isize = lay["info_size"]
-    desc_raw, _ = _read_maybe(prog, descs, count * dsize)
+    desc_raw, desc_bad = _read_maybe(prog, descs, count * dsize)
     if lay["infos"] is not None:
         infos = prog.read_pointer(dr + lay["infos"])
-        info_raw, _ = _read_maybe(prog, infos, count * isize)
+        info_raw, info_bad = _read_maybe(prog, infos, count * isize)
         info_base, info_stride = 0, isize
     else:
+        infos, info_bad = descs, desc_bad
         info_raw, info_base, info_stride = desc_raw, lay["info_in_desc"], dsize
     text, bad_pages = _read_maybe(prog, data_addr, data_size)
 
@@ -206,17 +207,22 @@ def for_each_printk_record(prog, *, warn=None) -> Iterator[PrintkRecord]:
     if n >= count:  # a corrupt head/tail: look at every slot once
         n = count - 1
         tail_id = (head_id - n) & _DESC_ID_MASK
+    lost = 0  # records whose descriptor or info is on an unreadable page
     for k in range(n + 1):
         rid = (tail_id + k) & _DESC_ID_MASK
         slot = rid % count
         d = slot * dsize
+        i = info_base + slot * info_stride
+        if (_on_bad_page(desc_bad, descs, d, dsize)
+                or _on_bad_page(info_bad, infos, i - info_base, isize)):
+            lost += 1
+            continue
         sv = u64(desc_raw, d + sv_off)[0]
         if sv & _DESC_ID_MASK != rid:
             continue
         state = sv >> _DESC_FLAGS_SHIFT
         if state not in (_DESC_COMMITTED, _DESC_FINALIZED):
             continue
-        i = info_base + slot * info_stride
         seq = u64(info_raw, i + lay["seq"])[0]
         ts = u64(info_raw, i + lay["ts_nsec"])[0]
         text_len = u16(info_raw, i + lay["text_len"])[0]
@@ -237,6 +243,19 @@ def for_each_printk_record(prog, *, warn=None) -> Iterator[PrintkRecord]:
             caller_id=caller_id, text=body,
             subsystem=_cstr(info_raw[i + sub[0]:i + sub[0] + sub[1]]) if sub else "",
             device=_cstr(info_raw[i + dev[0]:i + dev[0] + dev[1]]) if dev else "")
+    if lost and warn is not None:
+        warn(f"{lost} printk record{'s' if lost != 1 else ''} dropped: "
+             f"descriptor or info unreadable")
+
+
+def _on_bad_page(bad: set[int], base: int, off: int, size: int) -> bool:
+    """Whether bytes [off, off+size) of a _read_maybe(base, ...) read touch an
+    unreadable page."""
+    if not bad:
+        return False
+    first = ((base & 0xFFF) + off) >> 12
+    last = ((base & 0xFFF) + off + size - 1) >> 12
+    return any(p in bad for p in range(first, last + 1))
 
 
 def _get_data(begin: int, nxt: int, size: int, text: bytes, bad_pages: set[int],

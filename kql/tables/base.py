@@ -206,8 +206,10 @@ class Columns:
         """Columns ``src`` renamed ``out`` for each ``(src, out)``."""
         at = {n: i for i, n in enumerate(self.names)}
         idx = [at[src] for src, _ in pairs]
-        return Columns([out for _, out in pairs], [self.types[i] for i in idx],
-                       [self.data[i] for i in idx], self.num_rows)
+        out = Columns([out for _, out in pairs], [self.types[i] for i in idx],
+                      [self.data[i] for i in idx], self.num_rows)
+        out.where, out.warnings = self.where, self.warnings
+        return out
 
     def pylist(self, i: int) -> list:
         """Column ``i``'s values (ints, strs, bools, floats, lists, None) as
@@ -221,6 +223,7 @@ class Columns:
         return self.to_arrow().column(i).to_pylist()
 
     where = ""
+    warnings: "Warnings | None" = None  # where a value that does not fit its type is counted
 
     def _where(self, name: str) -> str:
         return f"{self.where}.{name}" if self.where else name
@@ -233,9 +236,28 @@ class Columns:
                 try:
                     arrays.append(pa.array(values, type=arrow_type(typ)))
                 except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeError) as e:
-                    raise KqlError(f"internal error: column {self._where(name)}: {e}") from None
+                    if self.warnings is None:
+                        raise KqlError(f"internal error: column {self._where(name)}: {e}"
+                                       ) from None
+                    arrays.append(self._fit(name, arrow_type(typ), values))
             self._arrow = pa.Table.from_arrays(arrays, names=self.names)
         return self._arrow
+
+
+    def _fit(self, name: str, typ, values: list):
+        """``values`` as an Arrow array of ``typ``, each value that does not fit
+        (an int out of range, from a damaged object) NULL plus a warning."""
+        import pyarrow as pa
+        fitted = []
+        for v in values:
+            try:
+                pa.array([v], type=typ)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeError):
+                self.warnings.add(self._where(name),
+                                  ValueError(f"{str(v)[:40]} does not fit {typ}"))
+                v = None
+            fitted.append(v)
+        return pa.array(fitted, type=typ)
 
 
 # Types whose plain Python values come back from pyarrow as they went in: the
@@ -303,7 +325,7 @@ def scan_columns(spec: TableSpec, ctx: ScanContext,
     if not fns:  # count(*): rows without columns (Arrow needs one column)
         fns, data = [("__kql_row", INT8, None)], [[None] * n]
     out = Columns([f[0] for f in fns], [f[1] for f in fns], data, n)
-    out.where = spec.name
+    out.where, out.warnings = spec.name, warnings
     return out
 
 

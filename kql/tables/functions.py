@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 
-from kql.errors import PlanError
+from kql.errors import FaultError, PlanError
 from kql.helpers.list import list_for_each
 from kql.helpers.memory import read_words, resolve_address
 from kql.object import Object
@@ -177,6 +177,11 @@ def _list_walk_rows(ctx):
     except LookupError as e:
         raise PlanError(f"list_walk: {e}") from None
     head_addr = resolve_address(ctx.kernel, head)
+    try:
+        ctx.kernel.read(head_addr, 2 * ctx.kernel.arch.pointer_size)
+    except FaultError as e:  # a wrong HEAD is the query's fault, not the dump's
+        raise PlanError(f"list_walk: cannot read the list head at {head_addr:#x}: "
+                        f"{e.one_line()}") from None
     head_obj = Object(ctx.kernel, "struct list_head", head_addr)
     for node in list_for_each(head_obj):
         yield node.value_() - offset
@@ -203,10 +208,25 @@ LIST_WALK = TableSpec(
 
 # ---------------------------------------------------------------- memory()
 
+def _int_arg(value, what: str) -> int:
+    """An integer argument of a table function: an int, or a string of ASCII
+    decimal digits (``'0x..'`` hex)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise PlanError(f"{what} must be an integer, not {value!r}")
+    if isinstance(value, str):
+        v = value.strip()
+        if re.fullmatch(r"[0-9]+", v, re.A):
+            return int(v)
+        if re.fullmatch(r"0[xX][0-9a-fA-F]+", v, re.A):
+            return int(v, 16)
+        raise PlanError(f"{what} must be an integer, not {value!r}")
+    return value
+
+
 def _memory_rows(ctx):
     address = resolve_address(ctx.kernel, ctx.args[0])
-    count = int(ctx.args[1])
-    width = int(ctx.args[2]) if len(ctx.args) > 2 else 8
+    count = _int_arg(ctx.args[1], "memory(): count")
+    width = _int_arg(ctx.args[2], "memory(): width") if len(ctx.args) > 2 else 8
     if width not in (1, 2, 4, 8):
         raise PlanError(f"memory(): width must be 1, 2, 4 or 8, not {width}")
     if not 0 < count <= 1 << 20:

@@ -1,0 +1,470 @@
+"""Hostile input (issue #13): every defect a fuzz run found, as a test.
+
+Queries must not read files, reach the network or install extensions
+unless --allow-files is given; -o never replaces a device or a link;
+parameters are values; a damaged dump is exit 2 or a warning; no input is
+an internal error (exit 3) or a hang."""
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from fixtures import fixture
+
+SAMPLE = str(fixture("sample").path / "vmcore.kdump")
+
+
+def kql(*args, check_rc=None, env=None, timeout=120, **kw):
+    e = dict(os.environ)
+    e.pop("KQL_DEBUG", None)
+    e.update(env or {})
+    p = subprocess.run([sys.executable, "-m", "kql.cli", *args], capture_output=True,
+                       text=True, env=e, timeout=timeout, **kw)
+    if check_rc is not None:
+        assert p.returncode == check_rc, (p.returncode, p.stdout, p.stderr)
+    return p
+
+
+# ------------------------------------------------------------------ 1. file access
+
+@pytest.fixture
+def csv_file(tmp_path):
+    f = tmp_path / "s.csv"
+    f.write_text("a,b\n1,2\n")
+    return str(f)
+
+
+def test_dump_query_reads_no_file_without_allow_files(csv_file, tmp_path):
+    q = f'WITH RECURSIVE "{csv_file}" AS (SELECT * FROM "{csv_file}") SELECT * FROM "{csv_file}"'
+    p = kql(SAMPLE, q, check_rc=1)
+    assert p.stderr == f"kql: reading files needs --allow-files ({csv_file})\n"
+    assert p.stdout == ""
+    g = f"{tmp_path}/*.csv"
+    p = kql(SAMPLE, f'WITH RECURSIVE "{g}" AS (SELECT * FROM "{g}") SELECT * FROM "{g}"',
+            check_rc=1)
+    assert p.stderr.startswith("kql: reading files needs --allow-files")
+
+
+def test_allow_files_reads_the_users_file(csv_file):
+    q = f'WITH RECURSIVE "{csv_file}" AS (SELECT * FROM "{csv_file}") SELECT * FROM "{csv_file}"'
+    p = kql("--allow-files", SAMPLE, q, "-f", "csv", check_rc=0)
+    assert p.stdout == "a,b\n1,2\n"
+
+
+def test_no_extension_is_installed_or_downloaded(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    p = kql(SAMPLE, "SELECT excel_text(1, 'x') FROM tasks LIMIT 1", check_rc=1,
+            env={"HOME": str(home), "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert p.stderr == ('kql: Catalog Error: Scalar Function with name "excel_text" is not in '
+                        'the catalog, but it exists in the excel extension.\n')
+    assert not (home / ".duckdb").exists()
+
+
+def test_duckdb_settings_are_locked():
+    from kql import duck
+    con = duck.connect()
+    import duckdb
+    with pytest.raises(duckdb.Error, match="locked"):
+        con.execute("SET enable_external_access = true")
+    assert con.execute("SELECT current_setting('autoinstall_known_extensions'), "
+                   "current_setting('autoload_known_extensions'), "
+                   "current_setting('temp_directory')").fetchone() == \
+        (False, False, duck.temp_directory())
+    assert duck.temp_directory().endswith(os.path.join("kql", "duckdb-tmp"))
+
+
+@pytest.fixture
+def export_dir(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    d = tmp_path / "exp"
+    (d / "tasks").mkdir(parents=True)
+    pq.write_table(pa.table({"pid": [1, 2]}), d / "tasks" / "x.parquet")
+    return str(d)
+
+
+@pytest.mark.parametrize("q", ["SELECT * FROM read_text('{f}')", "SELECT * FROM read_csv('{f}')",
+                               "SELECT * FROM glob('{d}/*')"])
+def test_parquet_mode_reads_only_its_directory(export_dir, csv_file, q):
+    q = q.format(f=csv_file, d=os.path.dirname(csv_file))
+    p = kql("--parquet", export_dir, q, check_rc=1)
+    assert p.stderr.startswith("kql: reading files needs --allow-files (")
+    assert kql("--parquet", export_dir, "SELECT sum(pid) AS s FROM tasks", "-f", "csv",
+               check_rc=0).stdout == "s\n3\n"
+    kql("--parquet", export_dir, "--allow-files", q, check_rc=0)
+
+
+# ------------------------------------------------------------------ 2. -o files
+
+def test_output_to_a_full_device_is_an_error_and_the_device_stays():
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    before = os.stat("/dev/full")
+    p = kql(SAMPLE, "SELECT 1 AS x", "-o", "/dev/full", check_rc=1)
+    assert p.stderr == "kql: cannot write /dev/full: No space left on device\n"
+    after = os.stat("/dev/full")
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
+
+
+def test_output_to_dev_stdout_writes_through():
+    p = kql(SAMPLE, "SELECT 1 AS x", "-f", "csv", "-o", "/dev/stdout", check_rc=0)
+    assert p.stdout == "x\n1\n"
+    assert os.path.islink("/dev/stdout")
+
+
+def test_output_into_a_fifo_writes_through(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
+    kql(SAMPLE, "SELECT 1 AS x", "-f", "csv", "-o", str(fifo), check_rc=0)
+    assert reader.communicate(timeout=60)[0] == "x\n1\n"
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_output_follows_a_symlink_and_keeps_modes(tmp_path):
+    target = tmp_path / "out.csv"
+    link = tmp_path / "link.csv"
+    old = os.umask(0o022)
+    try:
+        kql(SAMPLE, "SELECT 1 AS x", "-f", "csv", "-o", str(target), check_rc=0)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o644  # umask 022
+    os.chmod(target, 0o640)
+    link.symlink_to(target.name)
+    kql(SAMPLE, "SELECT 2 AS x", "-f", "csv", "-o", str(link), check_rc=0)
+    assert os.path.islink(link) and target.read_text() == "x\n2\n"
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o640
+    kql(SAMPLE, "SELECT 3 AS x", "-f", "parquet", "-o", str(link), check_rc=0)
+    assert os.path.islink(link) and stat.S_IMODE(os.stat(target).st_mode) == 0o640
+    assert sorted(os.listdir(tmp_path)) == ["link.csv", "out.csv"]
+
+
+# ------------------------------------------------------------------ 3. parameters
+
+def _saved(tmp_path, body, params="-- param: c = x\n"):
+    d = tmp_path / "q"
+    d.mkdir(exist_ok=True)
+    (d / "t.kql").write_text(f"-- name: t\n-- description: test\n{params}{body}\n")
+    return {"KQL_QUERY_PATH": str(d)}
+
+
+def test_placeholder_in_a_quoted_identifier_is_not_substituted(tmp_path):
+    env = _saved(tmp_path, 'SELECT 1 AS ":c", :c AS v')
+    p = kql(SAMPLE, "@t", "--param", 'c=x" , (SELECT count(*) FROM tasks) AS "injected',
+            "-f", "csv", env=env, check_rc=0)
+    assert p.stdout == ':c,v\n1,"x"" , (SELECT count(*) FROM tasks) AS ""injected"\n'
+
+
+def test_placeholders_in_comments_and_casts_stay():
+    from kql import queries
+    q = queries.SavedQuery("t", "", "SELECT 1 -:a, 2::INT -- :a\n/* :a */ FROM x", "t",
+                           (queries.Param("a", None),))
+    assert q.render({"a": "-1"}) == "SELECT 1 -(-1), 2::INT -- :a\n/* :a */ FROM x"
+
+
+def test_param_digits_are_ascii_only():
+    from kql import queries
+    q = queries.SavedQuery("t", "", "SELECT :a", "t", (queries.Param("a", None),))
+    assert q.render({"a": "\u0661"}) == "SELECT '\u0661'"
+    assert q.render({"a": "12"}) == "SELECT 12"
+
+
+# ------------------------------------------------------------ damaged sample dumps
+
+def patched(tmp_path, *edits, name="x.kdump"):
+    """A copy of the sample dump with ``edits``: (offset, bytes) or
+    (b"old", b"new") replacing the first occurrence in the first 64 KiB."""
+    data = bytearray(open(SAMPLE, "rb").read())
+    for a, b in edits:
+        if isinstance(a, bytes):
+            a = data.index(a, 0, 1 << 16)
+        data[a:a + len(b)] = b
+    out = tmp_path / name
+    out.write_bytes(bytes(data))
+    return str(out)
+
+
+def u32(v):
+    return v.to_bytes(4, "little")
+
+
+def u64(v):
+    return v.to_bytes(8, "little", signed=v < 0)
+
+
+STATUS, BITMAP_BLOCKS = 424, 436         # disk_dump_header
+SPLIT, START_PFN_64, END_PFN_64 = 4096 + 12, 4096 + 80, 4096 + 88   # kdump_sub_header
+BITMAP2 = 3 * 4096 + 4 * 4096            # the sample: sub header 2 blocks, bitmaps 8
+
+
+def test_sample_layout_is_what_the_offsets_assume():
+    import struct
+    head = open(SAMPLE, "rb").read(8192)
+    assert struct.unpack_from("<8si", head) == (b"KDUMP   ", 6)
+    assert struct.unpack_from("<iiI", head, 428) == (4096, 2, 8)
+
+
+@pytest.mark.parametrize("old,new,message", [
+    (b"KERNELOFFSET=37400000", b"KERNELOFFSET=zz", "KERNELOFFSET='zz400000' is not a hex offset"),
+    (b"KERNELOFFSET=37400000", b"KERNELOFFSET=-1\n", "KERNELOFFSET='-1' is not a hex offset"),
+    (b"PAGESIZE=4096", b"PAGESIZE=0000", "PAGESIZE='0000' is not a page size"),
+])
+def test_bad_vmcoreinfo_value_is_a_dump_error(tmp_path, old, new, message):
+    p = kql(patched(tmp_path, (old, new)), "SELECT count(*) FROM tasks", check_rc=2)
+    assert p.stderr == f"kql: error: {tmp_path}/x.kdump: corrupt VMCOREINFO: {message}\n"
+
+
+@pytest.mark.parametrize("old,new,warning", [
+    (b"SYMBOL(swapper_pg_dir)=f", b"SYMBOL(swapper_pg_dir)=q",
+     "SYMBOL(swapper_pg_dir)='qfffffffb9e10000' is not a number: ignored"),
+    (b"CRASHTIME=1795678004", b"CRASHTIME=17956780zz",
+     "CRASHTIME='17956780zz' is not a number: ignored"),
+])
+def test_bad_optional_vmcoreinfo_value_is_a_warning(tmp_path, old, new, warning):
+    p = kql(patched(tmp_path, (old, new)), "SELECT count(*) AS n FROM tasks", "-f", "csv",
+            check_rc=0)
+    assert p.stderr == f"kql: warning: {tmp_path}/x.kdump: VMCOREINFO {warning}\n"
+    assert p.stdout == kql(SAMPLE, "SELECT count(*) AS n FROM tasks", "-f", "csv").stdout
+
+
+def test_bad_phys_base_is_a_warning_then_a_dump_error(tmp_path):
+    p = kql(patched(tmp_path, (b"NUMBER(phys_base)=-656408576", b"NUMBER(phys_base)=abc")),
+            "SELECT count(*) FROM tasks", check_rc=2)
+    assert p.stderr.startswith(f"kql: warning: {tmp_path}/x.kdump: VMCOREINFO "
+                               f"NUMBER(phys_base)='abc6408576' is not a number: ignored\n"
+                               f"kql: error: ")
+
+
+def test_incomplete_flag_is_printed_once(tmp_path):
+    p = kql(patched(tmp_path, (STATUS, u32(1 | 8))), "SELECT count(*) AS n FROM tasks; "
+            "SELECT 1 AS one", "-f", "csv", check_rc=0)
+    assert p.stderr == (f"kql: warning: {tmp_path}/x.kdump: the dump is incomplete (makedumpfile "
+                        f"ran out of space): some pages are missing\n")
+
+
+@pytest.mark.parametrize("bit", [0, 2000 * 8])
+def test_flipped_dump_bitmap_bit_is_a_warning(tmp_path, bit):
+    data = open(SAMPLE, "rb").read(BITMAP2 + 4096)
+    byte = data[BITMAP2 + bit // 8] ^ (1 << (bit % 8))
+    p = kql(patched(tmp_path, (BITMAP2 + bit // 8, bytes([byte]))), "SELECT count(*) FROM tasks")
+    assert p.returncode in (0, 2), p.stderr
+    assert (f"kql: warning: {tmp_path}/x.kdump: the page bitmap does not match the page "
+            f"descriptors (") in p.stderr
+
+
+def test_split_part_outside_the_bitmap_is_a_dump_error(tmp_path):
+    p = kql(patched(tmp_path, (SPLIT, u32(1)), (START_PFN_64, u64(0x7fffffff)),
+                    (END_PFN_64, u64(0x80000000))), "SELECT 1", check_rc=2)
+    assert p.stderr == (f"kql: error: {tmp_path}/x.kdump: corrupt kdump sub header: this part's "
+                        f"pfn range [0x7fffffff, 0x20000) is outside the bitmap, which covers "
+                        f"0x20000 pfns\n")
+
+
+def flatten(data: bytes, far: int | None = None) -> bytes:
+    """makedumpfile -F of ``data``; ``far``: one more byte written at that offset."""
+    import struct
+    head = b"makedumpfile".ljust(16, b"\0") + struct.pack(">qq", 1, 1)
+    out = [head.ljust(4096, b"\0")]
+    for off in range(0, len(data), 1 << 20):
+        piece = data[off:off + (1 << 20)]
+        out.append(struct.pack(">qq", off, len(piece)) + piece)
+    if far is not None:
+        out.append(struct.pack(">qq", far, 1) + b"x")
+    out.append(struct.pack(">qq", -1, 0))
+    return b"".join(out)
+
+
+def test_huge_bitmap_claim_in_a_flattened_file_is_a_dump_error(tmp_path):
+    src = patched(tmp_path, (BITMAP_BLOCKS, u32(1 << 30)))
+    flat = tmp_path / "flat"
+    flat.write_bytes(flatten(open(src, "rb").read(), far=5 << 40))  # 5 TiB "file"
+    p = kql(str(flat), "SELECT 1", check_rc=2)
+    assert p.stderr == (f"kql: error: {flat}: corrupt kdump header: bitmap_blocks 1073741824 "
+                        f"(4398046511104 bytes) is more than the file holds ("
+                        f"{flat.stat().st_size} bytes)\n")
+
+
+def test_unreadable_printk_info_page_drops_records_with_a_warning(tmp_path):
+    from kql.kernel import open_kernel
+    with open_kernel(SAMPLE) as k:
+        rb = k.read_pointer(k.symbols.get("prb").address)
+        ring = k.types.find_type("struct printk_ringbuffer").offsetof("desc_ring")
+        infos = k.read_pointer(rb + ring + k.types.find_type("struct prb_desc_ring")
+                               .offsetof("infos"))
+        pfn = k.memory.translate(infos + 3 * 4096) >> 12
+        part = k.dump.phys.parts[0]
+        at = part._desc_off + (part._raw_rank(pfn) - part._rank_base) * 24
+    broken = patched(tmp_path, (at, u64(0)))
+    whole = kql(SAMPLE, "SELECT seq, ts_ns, text FROM dmesg", "-f", "csv", check_rc=0)
+    p = kql(broken, "SELECT seq, ts_ns, text FROM dmesg", "-f", "csv", check_rc=0)
+    import csv
+    all_rows = list(csv.reader(whole.stdout.splitlines(True)))
+    rows = list(csv.reader(p.stdout.splitlines(True)))
+    dropped = len(all_rows) - len(rows)
+    assert 40 <= dropped <= 50
+    assert {tuple(r) for r in rows} < {tuple(r) for r in all_rows}  # no made-up rows
+    assert f"kql: warning: {dropped} printk records dropped: descriptor or info unreadable\n" \
+        in p.stderr
+
+
+# ------------------------------------------------------ special files, saved queries
+
+def test_fifo_or_device_as_dump_is_refused(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    p = kql(str(fifo), "SELECT 1", check_rc=2, timeout=60)
+    assert p.stderr == f"kql: error: {fifo}: cannot open: is a FIFO, not a vmcore\n"
+    p = kql("/dev/null", "SELECT 1", check_rc=2, timeout=60)
+    assert p.stderr == "kql: error: /dev/null: cannot open: is a device, not a vmcore\n"
+
+
+def test_bad_saved_query_files_are_skipped_with_a_warning(tmp_path):
+    d = tmp_path / "q"
+    d.mkdir()
+    os.mkfifo(d / "fifo.kql")
+    (d / "bad.kql").write_bytes(b"\xff\xfe")
+    (d / "dir.kql").mkdir()
+    (d / "dangling.kql").symlink_to("nowhere")
+    (d / "mine.kql").write_text("-- name: mine\n-- description: mine\nSELECT 7 AS x\n")
+    env = {"KQL_QUERY_PATH": str(d)}
+    warnings = (f"kql: warning: saved query skipped: {d}/bad.kql: not UTF-8 text (byte 0)\n"
+                f"kql: warning: saved query skipped: {d}/dangling.kql: cannot read: No such "
+                f"file or directory\n"
+                f"kql: warning: saved query skipped: {d}/dir.kql: cannot read: is a directory, "
+                f"not a saved query\n"
+                f"kql: warning: saved query skipped: {d}/fifo.kql: cannot read: is a FIFO, "
+                f"not a saved query\n")
+    p = kql("queries", env=env, check_rc=0, timeout=60)
+    assert p.stderr == warnings
+    assert "@mine" in p.stdout and "@hung-tasks" in p.stdout
+    p = kql(SAMPLE, "@mine", "-f", "csv", env=env, check_rc=0, timeout=60)
+    assert (p.stdout, p.stderr) == ("x\n7\n", warnings)
+    kql(SAMPLE, "@ps", "-f", "csv", env=env, check_rc=0, timeout=60)
+
+
+# ------------------------------------------------------------------ query errors
+
+DEEP = {
+    "unary minus": "SELECT " + "- " * 1000 + "1",
+    "NOT": "SELECT " + "NOT " * 1000 + "true",
+    "scalar subqueries": "SELECT " + "(SELECT " * 200 + "1" + ")" * 200,
+    "OR chain": "SELECT 1 WHERE " + " OR ".join(["pid = 1"] * 5000),
+    "+ chain": "SELECT " + " + ".join(["1"] * 20000),
+    "UNION ALL": "SELECT 1 AS x" + " UNION ALL SELECT 1" * 600,
+}
+
+
+@pytest.mark.parametrize("name", DEEP)
+def test_deep_query_is_refused_at_the_stated_limit(name):
+    p = kql(SAMPLE, DEEP[name], check_rc=1)
+    assert p.stderr.startswith("kql: query too deeply nested (more than 500 levels of "
+                               "expressions, subqueries or set operations) (line 1, column ")
+
+
+@pytest.mark.parametrize("n", [300])
+def test_query_within_the_limit_runs(n):
+    q = "SELECT " + " + ".join(["1"] * n) + " AS x FROM tasks LIMIT 1"
+    assert kql(SAMPLE, q, "-f", "csv", check_rc=0).stdout == f"x\n{n}\n"
+    q = "SELECT 1 AS x" + " UNION ALL SELECT 1" * (n - 1)
+    p = kql(SAMPLE, f"SELECT sum(x) AS s FROM ({q})", "-f", "csv", check_rc=0)
+    assert p.stdout == f"s\n{n}\n"
+
+
+@pytest.mark.parametrize("q,err", [
+    ("SELECT * FROM memory(addr('jiffies'), 'x')",
+     "kql: memory(): count must be an integer, not 'x'\n"),
+    ("SELECT * FROM memory(addr('jiffies'), 1, NULL)",
+     "kql: memory(): width must be an integer, not None\n"),
+    ("SELECT * FROM list_walk(0, 'struct task_struct', 'tasks')",
+     "kql: list_walk: cannot read the list head at 0x0: cannot read kernel address 0x0: not "
+     "mapped (PGD entry 0 at physical 0x12c10000 is 0x0, not present)\n"),
+    ("SELECT pid FROM tasks UNION ALL SELECT pid FROM tasks ORDER BY task->pid",
+     "kql: ORDER BY of UNION, INTERSECT or EXCEPT takes output columns: select the member path "
+     "or cast as a column and order by its name (line 1, column 64)\n"
+     "  SELECT pid FROM tasks UNION ALL SELECT pid FROM tasks ORDER BY task->pid\n"
+     "                                                                 ^^^^^^^^^\n"),
+    ("SELECT \u0661\u0662\u0663", "kql: syntax error: unexpected character '\u0661' "
+     "(line 1, column 8)\n  SELECT \u0661\u0662\u0663\n         ^\n"),
+])
+def test_bad_arguments_are_query_errors(q, err):
+    assert kql(SAMPLE, q, check_rc=1).stderr == err
+
+
+def test_memory_count_in_hex_text():
+    p = kql(SAMPLE, "SELECT count(*) AS n FROM memory(addr('jiffies'), '0x10')", "-f", "csv",
+            check_rc=0)
+    assert p.stdout == "n\n16\n"
+
+
+def test_null_arguments_of_kql_functions_are_null():
+    p = kql(SAMPLE, "SELECT addr(NULL) AS a, container_of(1, NULL, NULL) AS b", "-f", "csv",
+            check_rc=0)
+    assert (p.stdout, p.stderr) == ("a,b\n,\n", "")
+
+
+def test_value_too_large_for_its_column_is_null_with_a_warning():
+    p = kql(SAMPLE, "SELECT pid, task->mm[1000000000000] AS x FROM tasks ORDER BY pid DESC "
+            "LIMIT 1", "-f", "csv", check_rc=0)
+    assert p.stdout.splitlines()[1].endswith(",")
+    assert "does not fit uint64" in p.stderr and "internal error" not in p.stderr
+
+
+def test_huge_literals_parse_in_bounded_memory(tmp_path):
+    import resource
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import resource, sys\n"
+        "from kql.grammar import parse\n"
+        "parse(\"SELECT '\" + 'a' * 10_000_000 + \"', \\\"\" + 'b' * 10_000_000 + '\\\" FROM x')\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         check=True).stdout
+    assert int(out) < 600 * 1024, out  # KiB: it took GBs
+    del resource
+
+
+def test_usage_errors_have_their_own_exit_code():
+    p = kql(SAMPLE, "SELECT 1", "--format", "bogus", check_rc=64)
+    assert p.stderr.endswith("kql: error: argument -f/--format: invalid choice: 'bogus' "
+                             "(choose from 'table', 'csv', 'json', 'jsonl', 'parquet', 'arrow')\n")
+    kql(SAMPLE, "SELECT 1", "--no-such-flag", check_rc=64)
+    kql("export", "--no-such-flag", check_rc=64)
+
+
+def test_ctrl_c_during_duckdb_exits_130():
+    import signal
+    import time
+    e = dict(os.environ)
+    e.pop("KQL_DEBUG", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kql.cli", SAMPLE,
+         "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) "
+         "SELECT count(*) FROM r"], stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True, env=e)
+    time.sleep(8)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (130, "kql: interrupted\n")
+
+
+def test_export_into_an_unwritable_directory_is_one_line(tmp_path, monkeypatch, capsys):
+    from kql import cli, export
+    if os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o555)
+    else:  # root writes anywhere: make the write fail as it would
+        ro = tmp_path / "ro"
+
+        def denied(t, path):
+            raise PermissionError(13, "Permission denied")
+        monkeypatch.setattr(export, "_write_parquet", denied)
+    rc = cli.main(["export", SAMPLE, "-o", str(ro / "sub"), "--tables", "tasks", "-j", "1"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.splitlines()[-1] == f"kql: export: cannot write {ro}/sub/tasks/" + \
+        err.split("/sub/tasks/")[1].split(":")[0] + ": Permission denied"
