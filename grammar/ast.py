@@ -231,6 +231,8 @@ class Star(Expr):
         for kind, items in self.modifiers:
             if kind == "EXCLUDE":
                 out += " EXCLUDE (" + ", ".join(items) + ")"
+            elif kind == "PATTERN":
+                out += " " + items
             elif kind == "REPLACE":
                 out += " REPLACE (" + ", ".join(f"{e.to_sql()} AS {quote_ident(n)}"
                                                 for e, n in items) + ")"
@@ -888,14 +890,14 @@ class CTE(Node):
     query: "Query"
     columns: tuple[str, ...] = ()
     materialized: bool | None = None
-    using_key: tuple[str, ...] = ()
+    using_key: tuple["SelectItem", ...] = ()
 
     def to_sql(self) -> str:
         cols = ""
         if self.columns:
             cols = "(" + ", ".join(quote_ident(c) for c in self.columns) + ")"
         if self.using_key:
-            cols += " USING KEY (" + ", ".join(quote_ident(c) for c in self.using_key) + ")"
+            cols += " USING KEY (" + _list(self.using_key) + ")"
         mat = {None: "", True: "MATERIALIZED ", False: "NOT MATERIALIZED "}[self.materialized]
         return f"{quote_ident(self.name)}{cols} AS {mat}({self.query.to_sql()})"
 

@@ -53,10 +53,11 @@ _TOKEN_RE = re.compile(r"""
   | (?P<LINE_COMMENT>--[^\n]*)
   | (?P<BLOCK_COMMENT>/\*[\s\S]*?\*/)
   | (?P<OPEN_COMMENT>/\*)
-  | (?P<DOLLAR_STRING>\$\$[\s\S]*?\$\$|\$(?P<tag>[A-Za-z_][A-Za-z0-9_]*)\$[\s\S]*?\$(?P=tag)\$)
+  | (?P<DOLLAR_STRING>\$\$[\s\S]*?\$\$|\$(?P<tag>[^\s$'"(),;0-9][^\s$'"(),;]*)\$[\s\S]*?\$(?P=tag)\$)
+  | (?P<POSITIONAL_REF>\#\d+)
   | (?P<PARAM>\?\d*|\$\d+|\$[A-Za-z_][A-Za-z0-9_]*)
   | (?P<HEX>0[xX][0-9a-fA-F]+)
-  | (?P<FLOAT>(?:\d[\d_]*\.(?:\d[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d+)?|\d[\d_]*[eE][+-]?\d+)
+  | (?P<FLOAT>(?:\d[\d_]*\.(?:\d[\d_]*)?|\.\d[\d_]*)(?:[eE][+-]?\d[\d_]*)?|\d[\d_]*[eE][+-]?\d[\d_]*)
   | (?P<INT>\d[\d_]*)
   | (?P<PREFIXED_STRING>[eE]'(?:[^'\\]|\\[\s\S]|'')*'|[xXbB]'[^']*')
   | (?P<STRING>'(?:[^']|'')*')
@@ -88,12 +89,16 @@ _SKIP = frozenset(("WS", "LINE_COMMENT", "BLOCK_COMMENT"))
 # Elsewhere they are names (`SELECT position, trim FROM t`).
 _NEEDS_NEXT = {
     "EXTRACT": "(", "SUBSTRING": "(", "POSITION": "(", "TRIM": "(", "OVERLAY": "(",
-    "COLUMNS_KW": "(", "ARRAY": "[(", "MAP": "{", "INTERVAL": "'(0123456789-",
+    "COLUMNS_KW": "(", "ARRAY": "[(", "MAP": "{", "INTERVAL": "'(0123456789-", "TRY_CAST": "(",
 }
 _UNIT = re.compile(r"(?i:(year|month|day|hour|minute|second|millisecond|microsecond|week|quarter"
                    r"|decade|century|centuries|millennium|millennia)s?)\Z")
+_EXCEPT_COLUMNS = re.compile(r"(?>\s*)(?:\((?>\s*)(?!(?i:select|with|from|values|table)\b|\()"
+                             r"|(?!(?i:select|with|from|values|table|all|distinct)\b)[A-Za-z_\"])")
+_NEXT_PAREN = re.compile(r"(?>\s*)\(")
+_PERCENT = re.compile(r"(?>\s*)(?:$|[;)]|(?i:offset|limit)\b)")
 _TRAILING_COMMA = re.compile(r"(?:\s|--[^\n]*|/\*[\s\S]*?\*/)*(?:[)\]}]|(?i:from)\b)")
-_LAMBDA_NEXT = re.compile(r"\s*[A-Za-z_][A-Za-z0-9_]*\s*[:,]")
+_LAMBDA_NEXT = re.compile(r'\s*(?:[A-Za-z_][A-Za-z0-9_]*|"(?:[^"]|"")*")\s*[:,]')
 # The first word of statements that are not queries.
 NON_QUERY_WORDS = frozenset("""
 create insert update delete drop alter copy attach detach set reset pragma install load
@@ -158,6 +163,9 @@ class KqlLexer(Lexer):
                         kind = term
                     elif accepted and _next_allows(term, text, end):
                         kind = term
+                if kind == "EXCEPT" and states is not None and _EXCEPT_COLUMNS.match(text, end) \
+                        and "EXCLUDE" in states[parser_state.position]:
+                    kind = "EXCLUDE"  # * EXCEPT (a, b): DuckDB's other spelling
                 if kind == "NAME" and states is not None and _UNIT.match(value) \
                         and "INTERVAL_UNIT" in states[parser_state.position]:
                     kind = "INTERVAL_UNIT"
@@ -168,6 +176,13 @@ class KqlLexer(Lexer):
                                      text, pos, end)
             elif kind == "OP":
                 kind = _OP_TERMINALS[value]
+                if value == "%" and states is not None and _PERCENT.match(text, end) \
+                        and "PERCENT" in states[parser_state.position]:
+                    kind = "PERCENT"  # LIMIT 10%
+                if kind == "COMMA" and states is not None \
+                        and "VALUES_COMMA" in states[parser_state.position] \
+                        and _NEXT_PAREN.match(text, end):
+                    kind = "VALUES_COMMA"  # FROM VALUES (1), (2): one more row
                 if kind == "COMMA" and _TRAILING_COMMA.match(text, end):
                     pos = end  # a trailing comma: [1, 2,], f(a,), SELECT a, FROM
                     continue
@@ -381,6 +396,9 @@ class _Builder(Transformer_NonRecursive):
     def start(self, meta, children):
         return [c for c in children if c is not None]
 
+    def explain_opts(self, meta, children):
+        return A.Explain(children[-1], span=_span(meta))
+
     def explain(self, meta, children):
         analyze, query = children
         return A.Explain(query, analyze is not None, span=_span(meta))
@@ -419,7 +437,7 @@ class _Builder(Transformer_NonRecursive):
                      using_key or (), span=_span(meta))
 
     def using_key(self, meta, children):
-        return children[-1]
+        return tuple(children[1:])
 
     def materialized(self, meta, children):
         return children[0] is None
@@ -504,6 +522,37 @@ class _Builder(Transformer_NonRecursive):
     def star_mods(self, meta, children):
         return tuple(children)
 
+    def dot_star_mods(self, meta, children):
+        return tuple(children)
+
+    def star_pattern(self, meta, children):
+        text = self.text[meta.start_pos:meta.end_pos]
+        return ("PATTERN", " ".join(text[:text.index("'")].split()).upper() + " " + children[-1].value)
+
+    def table_query(self, meta, children):
+        _kw, (catalog, dump, name) = children
+        ref = A.TableRef(name, dump, catalog=catalog, span=_span(meta))
+        return A.Select((A.SelectItem(A.Star(span=ref.span), span=ref.span),), from_=(ref,),
+                        span=_span(meta))
+
+    def query_offset_first(self, meta, children):
+        with_, body, order_by, offset, limit = children
+        return self.query(meta, [with_, body, order_by, limit, offset])
+
+    def fetch(self, meta, children):
+        expr = children[2]
+        if expr is None:
+            expr = A.Literal(1, "int", text="1", span=_span(meta))
+        return _Tag("limit", expr)
+
+    def positional_ref(self, meta, children):
+        return self._syntax("positional_ref", children, meta)
+
+    def unpack_columns_star(self, meta, children):
+        _kw, mods = children
+        return A.ColumnsExpr(A.Star(modifiers=mods or (), span=_span(meta)), unpack=True,
+                             span=_span(meta))
+
     def star_mod(self, meta, children):
         kw, *items = children
         return (kw.type, tuple(i for i in items if i is not None))
@@ -520,6 +569,13 @@ class _Builder(Transformer_NonRecursive):
 
     def expr_item(self, meta, children):
         expr, alias = children
+        if isinstance(expr, A.Like) and isinstance(expr.expr, A.Star) and alias is None \
+                and isinstance(expr.pattern, A.Literal) and expr.pattern.kind == "string":
+            # t.* LIKE 'col%': the columns whose name matches
+            kw = ("NOT " if expr.negated else "") + ("ILIKE" if expr.case_insensitive else "LIKE")
+            star = expr.expr.replace(modifiers=(("PATTERN", f"{kw} {expr.pattern.to_sql()}"),),
+                                     span=_span(meta))
+            return A.SelectItem(star, span=_span(meta))
         return A.SelectItem(expr, alias.value if alias is not None else None, span=_span(meta))
 
     def expr_item_str(self, meta, children):
@@ -575,9 +631,11 @@ class _Builder(Transformer_NonRecursive):
 
     def limit(self, meta, children):
         expr, percent = children
-        if percent is not None:
-            return _Tag("limit", self._syntax("limit_percent", [expr], meta, A.P_ATOM)
-                        .replace(parts=(expr, " PERCENT"), span=(expr.span[0], meta.end_pos)))
+        if percent is not None:  # LIMIT 10% / LIMIT (x) PERCENT, kept as written
+            start = meta.start_pos + len("limit")
+            parts = (self.text[start:expr.span[0]].strip(), expr, self.text[expr.span[1]:meta.end_pos])
+            return _Tag("limit", A.Syntax(tuple(p for p in parts if p != ""), "limit_percent",
+                                          span=(start, meta.end_pos)))
         return _Tag("limit", expr)
 
     def limit_all(self, meta, children):
@@ -881,6 +939,9 @@ class _Builder(Transformer_NonRecursive):
 
     def star_arg(self, meta, children):
         return {"star": True}
+
+    def args_order_only(self, meta, children):
+        return {"order_by": children[0].value}
 
     def args(self, meta, children):
         distinct, exprs, order_by, nulls = children
