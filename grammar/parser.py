@@ -95,6 +95,7 @@ _UNIT = re.compile(r"(?i:(year|month|day|hour|minute|second|millisecond|microsec
                    r"|decade|century|centuries|millennium|millennia)s?)\Z")
 _EXCEPT_COLUMNS = re.compile(r"(?>\s*)(?:\((?>\s*)(?!(?i:select|with|from|values|table)\b|\()"
                              r"|(?!(?i:select|with|from|values|table|all|distinct)\b)[A-Za-z_\"])")
+_UNPACK = re.compile(r"(?i:columns)\s*\(")
 _NEXT_PAREN = re.compile(r"(?>\s*)\(")
 _PERCENT = re.compile(r"(?>\s*)(?:$|[;)]|(?i:offset|limit)\b)")
 _TRAILING_COMMA = re.compile(r"(?:\s|--[^\n]*|/\*[\s\S]*?\*/)*(?:[)\]}]|(?i:from)\b)")
@@ -179,6 +180,8 @@ class KqlLexer(Lexer):
                 if value == "%" and states is not None and _PERCENT.match(text, end) \
                         and "PERCENT" in states[parser_state.position]:
                     kind = "PERCENT"  # LIMIT 10%
+                if kind == "STAR" and _UNPACK.match(text, end):
+                    kind = "UNPACK_STAR"  # *COLUMNS(…)
                 if kind == "COMMA" and states is not None \
                         and "VALUES_COMMA" in states[parser_state.position] \
                         and _NEXT_PAREN.match(text, end):
@@ -549,7 +552,7 @@ class _Builder(Transformer_NonRecursive):
         return self._syntax("positional_ref", children, meta)
 
     def unpack_columns_star(self, meta, children):
-        _kw, mods = children
+        _star, _kw, mods = children
         return A.ColumnsExpr(A.Star(modifiers=mods or (), span=_span(meta)), unpack=True,
                              span=_span(meta))
 
@@ -1045,7 +1048,17 @@ def _check_stars(stmt: A.Node, text: str) -> None:
 # How terminals read in messages.  Keywords are shown by their upper-case
 # spelling; these are the rest.
 _EXPR_START = {"LPAR", "NAME", "QUOTED_NAME", "INT", "FLOAT", "HEX", "STRING", "TRUE", "FALSE",
-               "NULL", "NOT", "ADD_OP", "TILDE", "_CASE", "CAST", "TRY_CAST", "_EXISTS"}
+               "NULL", "NOT", "ADD_OP", "TILDE", "_CASE", "CAST", "TRY_CAST", "_EXISTS",
+               "ARRAY", "COLUMNS_KW", "DOLLAR_STRING", "PREFIXED_STRING", "EXTRACT", "INTERVAL",
+               "LAMBDA", "LBRACE", "LSQB", "MAP", "PARAM", "POSITIONAL_REF", "OVERLAY",
+               "POSITION", "SUBSTRING", "TRIM", "_FILTER", "UNPACK_STAR"}
+# DuckDB's rarer words: listed only when nothing else is expected.
+_QUIET = {"PIVOT", "UNPIVOT", "PIVOT_WIDER", "TABLESAMPLE", "LATERAL", "VALUES", "VALUES_COMMA",
+          "NON_QUERY", "TABLE", "DESCRIBE", "SUMMARIZE", "SHOW", "EXPORT_STATE", "WITHIN",
+          "COLLATE", "AT", "ISNULL", "NOTNULL", "GLOB", "SIMILAR", "ESCAPE", "EXCLUDE", "REPLACE",
+          "RENAME", "PERCENT", "FETCH", "WINDOW", "ASOF", "NATURAL", "POSITIONAL", "SEMI", "ANTI",
+          "ARRAY", "PRECISION", "VARYING", "ORDINALITY", "LIKE", "ILIKE", "NOT", "IGNORE", "RESPECT",
+          "KEY", "MATERIALIZED", "INTERVAL_UNIT", "PARAM", "POSITIONAL_REF", "STRING", "ANY", "SOME"}
 _TERMINAL_WORDS = {"<expression>": "expression", "<operator>": "an operator",
     "NAME": "identifier", "QUOTED_NAME": "identifier", "STRING": "string",
     "INT": "number", "FLOAT": "number", "HEX": "number", "$END": "end of input",
@@ -1053,7 +1066,7 @@ _TERMINAL_WORDS = {"<expression>": "expression", "<operator>": "an operator",
 # Symbolic operators are summed up as "an operator"; keyword operators (AND,
 # IS, IN, …) are listed by name after the clause keywords.
 _OPERATORS = {"COMP_OP", "BIT_OP", "ADD_OP", "MUL_OP", "STAR", "TILDE", "_ARROW", "DOT",
-              "LSQB", "_DCOLON"}
+              "LSQB", "_DCOLON", "OTHER_OP", "IDIV_OP", "POW_OP", "LAMBDA_ARROW", "COLON"}
 # Order of the expected list: the likeliest fixes first.
 _ORDER = ["COMMA", "RPAR", "_FROM", "_WHERE", "_GROUP", "_HAVING", "_ORDER", "_LIMIT",
           "_OFFSET", "_JOIN", "INNER", "LEFT", "RIGHT", "FULL", "CROSS", "_ON", "_USING",
@@ -1070,6 +1083,10 @@ def _describe_terminals(names: set[str], parser: Lark) -> list[str]:
     names = set(names)
     if {"LPAR", "NAME", "STRING", "INT"} <= names:
         names = (names - _EXPR_START) | {"<expression>"}
+    if "ANY" in names:  # x = ANY (…): not worth listing
+        names -= {"ALL", "STAR"}
+    if names - _QUIET:
+        names -= _QUIET
     # '*' right after SELECT is a select item, not multiplication
     operators = {n for n in names if n in _OPERATORS and not (n == "STAR" and len(names & _OPERATORS) == 1)}
     if operators:

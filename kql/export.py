@@ -372,7 +372,7 @@ def query_parquet(directory: str, text: str) -> list[pa.Table]:
     out = []
     for stmt in parse(text):
         def lower(node):
-            if isinstance(node, A.MemberPath):
+            if isinstance(node, A.MemberPath) and node.has_arrow():
                 raise QueryError("member paths need a live dump, not an export", text,
                                  node.span[0], node.span[1])
             if isinstance(node, A.FuncCall) and node.name == "hex":
