@@ -835,6 +835,11 @@ class _Builder(Transformer_NonRecursive):
         if isinstance(base, A.Column) and base.table is None:
             return A.Column(name.value, base.name, quoted=name.type == "QUOTED_NAME",
                             span=_span(meta))
+        if isinstance(base, A.Subscript) and not base.slice and \
+                isinstance(base.base, (A.Column, A.MemberPath)):
+            # task[0].pid / l[1].name: a path the planner reads as C or as DuckDB
+            path = self._extend(meta, base.base, ("[]", base.index))
+            return self._extend(meta, path, (".", name.value))
         if isinstance(base, (A.Column, A.MemberPath)):
             return self._extend(meta, base, (".", name.value))
         # a field of any other value: f(x).a, (x).a, l[1].a

@@ -366,7 +366,7 @@ def query_parquet(directory: str, text: str) -> list[pa.Table]:
     from kql.errors import ExecuteError
     from kql.grammar import ast as A
     from kql.grammar import parse
-    from kql.planner import KQL_FUNCTIONS, name_outputs, rewrite
+    from kql.planner import KQL_FUNCTIONS, modern_lambdas, name_outputs, rewrite
 
     con, _ = parquet_connection(directory, text)
     out = []
@@ -378,7 +378,7 @@ def query_parquet(directory: str, text: str) -> list[pa.Table]:
             if isinstance(node, A.FuncCall) and node.name == "hex":
                 return node.replace(name=KQL_FUNCTIONS["hex"], args=rewrite(node.args, lower))
             return None
-        sql = rewrite(name_outputs(stmt, text), lower).to_sql()
+        sql = rewrite(modern_lambdas(name_outputs(stmt, text)), lower).to_sql()
         try:
             rel = con.sql(sql)
         except duckdb.Error as e:

@@ -332,6 +332,8 @@ def _select(sel: A.Select, ctx: Ctx, parent: Scope | None, ctes: frozenset):
             return _columns_expr(node, ctx, scope, fn)
         if isinstance(node, A.Lambda):
             return _lambda(node, fn)
+        if isinstance(node, A.FuncCall) and any(_is_arrow_lambda(a) for a in node.args):
+            return _rewrite_fields(modern_lambdas(node), fn)
         if isinstance(node, A.Subscript):
             return _subscript(node, ctx, scope, fn)
         if isinstance(node, A.MemberPath):
@@ -410,9 +412,44 @@ def _columns_expr(node: A.ColumnsExpr, ctx: Ctx, scope: Scope, fn):
     return node.replace(arg=rewrite(arg, fn))
 
 
+def _is_arrow_lambda(node) -> bool:
+    return isinstance(node, A.Lambda) and not node.python and node.lhs is None
+
+
+def modern_lambdas(stmt):
+    """``f(l, x -> x + 1)`` → ``f(l, lambda x: x + 1)``: DuckDB deprecates
+    the arrow; as a function argument it can only be a lambda.  (Elsewhere
+    ``a -> b`` is DuckDB's JSON operator: see :func:`_lambda`.)"""
+    def fn(node):
+        if isinstance(node, A.FuncCall) and any(_is_arrow_lambda(a) for a in node.args):
+            args = tuple(a.replace(python=True) if _is_arrow_lambda(a) else a for a in node.args)
+            return _rewrite_fields(node.replace(args=args), fn)
+        return None
+    return rewrite(stmt, fn)
+
+
+def _rewrite_fields(node, fn):
+    """``node`` with ``rewrite(…, fn)`` applied to each of its fields."""
+    import dataclasses
+    changes = {}
+    for f in dataclasses.fields(node):
+        if f.name == "span":
+            continue
+        old = getattr(node, f.name)
+        new = rewrite(old, fn)
+        if new is not old:
+            changes[f.name] = new
+    return node.replace(**changes) if changes else node
+
+
 def _lambda(node: A.Lambda, fn):
     """A lambda's parameters are not columns: leave them (and ``x.field``)
     to DuckDB; resolve everything else in the body."""
+    if _is_arrow_lambda(node):
+        # not a function argument: `j -> k` is DuckDB's JSON arrow on column j
+        base = A.Column(node.params[0], span=node.span) if len(node.params) == 1 else None
+        if base is not None:
+            return node.replace(params=(), lhs=rewrite(base, fn), body=rewrite(node.body, fn))
     params = {p.lower() for p in node.params}
 
     def inner(n):
@@ -788,10 +825,19 @@ def hide_internal_columns(stmt, ctx: Ctx):
             order = {c.name: i for i, c in enumerate(s.spec.columns)}
             s.columns.sort(key=lambda c: order.get(c, len(order)))
         names = [n for n in hidden(scans) if n.lower() not in star.excluded()]
+        # the user's EXCLUDE names columns kql did not read at all: drop those
+        unread = {c.lower() for s in scans for c in s.spec.star_columns() if c not in s.columns}
+        mods = []
+        for kind, items in star.modifiers:
+            if kind == "EXCLUDE":
+                items = tuple(i for i in items if i.split(".")[-1].strip('"').lower() not in unread)
+                if not items:
+                    continue
+            mods.append((kind, items))
         if not names:
-            return star
+            return star.replace(modifiers=tuple(mods)) if len(mods) != len(star.modifiers) \
+                or mods != list(star.modifiers) else star
         quoted = tuple(A.quote_ident(n) for n in names)
-        mods = list(star.modifiers)
         for i, (kind, items) in enumerate(mods):
             if kind == "EXCLUDE":
                 mods[i] = (kind, items + quoted)
@@ -886,7 +932,8 @@ def _direct(sel, ctx: Ctx):
         if isinstance(e, A.Star):
             if e.modifiers:
                 return None
-            out += [(c, c) for c in scan.spec.star_columns()]
+            # (the ones read: EXCLUDE (a, b) reads neither)
+            out += [(c, c) for c in scan.spec.star_columns() if c in scan.columns]
         elif isinstance(e, A.Column):
             col = scan.spec.column(e.name)
             src = col.name if col else (e.name if e.name in scan.members else None)
