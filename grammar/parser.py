@@ -630,7 +630,7 @@ class _Builder(Transformer_NonRecursive):
         nulls_first = None if nulls is None else nulls.type == "FIRST"
         return _Tag("order_by", (A.OrderItem(all_, desc, nulls_first,
                                              asc=direction is not None and not desc,
-                                             span=_span(meta)),))
+                                             span=(_all.start_pos, meta.end_pos)),))
 
     def limit(self, meta, children):
         expr, percent = children

@@ -154,7 +154,7 @@ def _query(q, ctx: Ctx, parent: Scope | None, ctes: frozenset):
     if isinstance(q, (A.Explain, A.Describe)):
         return q.replace(statement=_query(q.statement, ctx, parent, ctes))
     if isinstance(q, A.Values):
-        return q.replace(rows=rewrite(q.rows, _nested_queries(ctx, parent, ctes)))
+        return q.replace(rows=rewrite(q.rows, _nested_queries(ctx, Scope([], parent), ctes)))
     if isinstance(q, A.With):
         names = set(ctes)
         new_ctes = []
@@ -170,6 +170,9 @@ def _query(q, ctx: Ctx, parent: Scope | None, ctes: frozenset):
                          right=_query(q.right, ctx, parent, ctes))
     if isinstance(q, A.Select):
         return _select(q, ctx, parent, ctes)
+    if isinstance(q, A.Syntax) and q.kind == "pivot_stmt":
+        # PIVOT/UNPIVOT t …: plan the tables it reads, DuckDB does the rest
+        return rewrite(q, _nested_queries(ctx, Scope([], parent), ctes))
     raise error(f"unsupported statement {type(q).__name__}", ctx, q)
 
 
@@ -178,7 +181,16 @@ def _nested_queries(ctx: Ctx, scope, ctes: frozenset):
     leaves the rest to DuckDB)."""
     def fn(node):
         if isinstance(node, (A.Select, A.SetOp, A.With, A.Values)):
-            return _query(node, ctx, scope, ctes)
+            return _query(node, ctx, scope.parent if scope else None, ctes)
+        if isinstance(node, (A.TableRef, A.TableFunction, A.Join)) and scope is not None:
+            # a table inside DuckDB-only syntax (PIVOT t …): kql cannot tell
+            # which columns it uses, so it reads them all
+            n = len(ctx.scans)
+            new = _from_item(node, ctx, scope, ctes, False)
+            for s in ctx.scans[n:]:
+                for c in s.spec.star_columns():
+                    s.use(c)
+            return new
         return None
     return fn
 
@@ -202,8 +214,9 @@ def _from_item(item, ctx: Ctx, scope: Scope, ctes: frozenset, outer: bool):
         if item.kind == "file_ref":
             raise error(f"{FILES_NEED}: {ctx.source[item.span[0]:item.span[1]].split()[0]} "
                         "is a file", ctx, item)
+        new = rewrite(item, _nested_queries(ctx, scope, ctes))
         scope.relations.append(("", None))
-        return rewrite(item, _nested_queries(ctx, scope.parent, ctes))
+        return new
     if isinstance(item, A.TableFunction) and item.name.lower() not in ctx.env.catalog and \
             item.dump is None:
         if item.name.lower() in FILE_FUNCTIONS:
