@@ -130,13 +130,20 @@ def name_outputs(stmt, source: str):
     >>> name_outputs(parse_one(q), q).to_sql()
     'SELECT pid, count(*) AS "count(*)" FROM t'
     """
-    def fn(node):
-        if isinstance(node, A.SelectItem) and node.alias is None and \
-                not isinstance(node.expr, (A.Star, A.Column)) and \
-                not any(isinstance(n, A.ColumnsExpr) for n in node.expr.walk()):
+    def name(item):
+        if item.alias is None and not isinstance(item.expr, (A.Star, A.Column)) and \
+                not any(isinstance(n, A.ColumnsExpr) for n in item.expr.walk()):
             # (COLUMNS(…) stands for several columns: DuckDB names them)
-            return node.replace(alias=source[node.expr.span[0]:node.expr.span[1]],
-                                expr=rewrite(node.expr, fn))
+            return item.replace(alias=source[item.expr.span[0]:item.expr.span[1]])
+        return item
+
+    def fn(node):
+        # only a SELECT's own items (not PIVOT's aggregates: DuckDB names those)
+        if isinstance(node, A.Select):
+            items = tuple(name(i) for i in node.items)
+            if any(a is not b for a, b in zip(items, node.items)):
+                node = node.replace(items=items)
+            return _rewrite_fields(node, fn)
         return None
     return rewrite(stmt, fn)
 
@@ -252,6 +259,10 @@ def _from_item(item, ctx: Ctx, scope: Scope, ctes: frozenset, outer: bool):
         right_outer = "LEFT" in words or "FULL" in words
         left = _from_item(item.left, ctx, scope, ctes, outer or left_outer)
         right = _from_item(item.right, ctx, scope, ctes, outer or right_outer)
+        if words[0] == "NATURAL":  # joins on every column the two sides share
+            for s in scope.scans:
+                for c in s.spec.star_columns():
+                    s.use(c)
         if item.using:
             for name in item.using:
                 for s in scope.scans:
@@ -328,6 +339,10 @@ def _select(sel: A.Select, ctx: Ctx, parent: Scope | None, ctes: frozenset):
     scope = Scope([], parent)
     new_from = tuple(_from_item(f, ctx, scope, ctes, False) for f in sel.from_)
     aliases = {i.alias.lower() for i in sel.items if i.alias}
+    for i in sel.items:  # * RENAME (a AS b) / REPLACE (… AS c): output names too
+        if isinstance(i.expr, A.Star):
+            aliases |= {n.lower() for kind, items in i.expr.modifiers
+                        if kind in ("RENAME", "REPLACE") for _, n in items}
 
     def fn(node):
         if isinstance(node, (A.Subquery,)):
