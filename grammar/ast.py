@@ -93,14 +93,18 @@ class Node:
 
         ``fn`` returns the node itself to keep it, or a replacement.  Unchanged
         subtrees are not copied.  Like sqlglot's ``Expression.transform``."""
+        return fn(self.map_fields(lambda value: _transform_value(value, fn)))
+
+    def map_fields(self, f: "Callable[[Any], Any]") -> "Node":
+        """A copy with ``f(value)`` in each field but the span (``self`` if
+        ``f`` changed nothing)."""
         changes = {}
         for name in self._field_names()[2]:
             old = getattr(self, name)
-            new = _transform_value(old, fn)
+            new = f(old)
             if new is not old:
                 changes[name] = new
-        node = dataclasses.replace(self, **changes) if changes else self
-        return fn(node)
+        return dataclasses.replace(self, **changes) if changes else self
 
     def find_all(self, *types: type) -> Iterator["Node"]:
         """Nodes of the given types in this subtree, pre-order."""

@@ -107,16 +107,7 @@ def rewrite(value, fn):
     got = fn(value)
     if got is not None:
         return got
-    changes = {}
-    import dataclasses
-    for f in dataclasses.fields(value):
-        if f.name == "span":
-            continue
-        old = getattr(value, f.name)
-        new = rewrite(old, fn)
-        if new is not old:
-            changes[f.name] = new
-    return value.replace(**changes) if changes else value
+    return _rewrite_fields(value, fn)
 
 
 # ---------------------------------------------------------------- naming
@@ -457,17 +448,9 @@ def modern_lambdas(stmt):
 
 
 def _rewrite_fields(node, fn):
-    """``node`` with ``rewrite(…, fn)`` applied to each of its fields."""
-    import dataclasses
-    changes = {}
-    for f in dataclasses.fields(node):
-        if f.name == "span":
-            continue
-        old = getattr(node, f.name)
-        new = rewrite(old, fn)
-        if new is not old:
-            changes[f.name] = new
-    return node.replace(**changes) if changes else node
+    """``node`` with ``rewrite(…, fn)`` applied to each of its fields (not
+    to ``node`` itself)."""
+    return node.map_fields(lambda value: rewrite(value, fn))
 
 
 def _lambda(node: A.Lambda, fn):

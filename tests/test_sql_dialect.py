@@ -192,48 +192,55 @@ def test_member_paths_beside_subscripts(sample):
     assert all(isinstance(x["top"], str) for x in r)
 
 
-def _error(d, query):
+ERRORS = [
+    ("SELECT COLUMNS('zzz') FROM modules",
+     "COLUMNS('zzz') matches no column of modules (line 1, column 8)\n"
+     "  SELECT COLUMNS('zzz') FROM modules\n"
+     "         ^^^^^^^^^^^^^^"),
+    ("SELECT * FROM 'x.parquet'",
+     "reading files needs --allow-files: 'x.parquet' is a file (line 1, column 15)\n"
+     "  SELECT * FROM 'x.parquet'\n"
+     "                ^^^^^^^^^^^"),
+    ("SELECT * FROM read_csv('/etc/passwd')",
+     "reading files needs --allow-files: read_csv() reads files (line 1, column 15)\n"
+     "  SELECT * FROM read_csv('/etc/passwd')\n"
+     "                ^^^^^^^^^^^^^^^^^^^^^^^"),
+    ("CREATE TABLE x (a INT)",
+     "kql runs queries only (SELECT, WITH, FROM, VALUES, EXPLAIN, …): CREATE is not a query "
+     "(line 1, column 1)\n"
+     "  CREATE TABLE x (a INT)\n"
+     "  ^^^^^^"),
+    ("SELECT 1; COPY tasks TO 'x.csv'",
+     "kql runs queries only (SELECT, WITH, FROM, VALUES, EXPLAIN, …): COPY is not a query "
+     "(line 1, column 11)\n"
+     "  SELECT 1; COPY tasks TO 'x.csv'\n"
+     "            ^^^^"),
+    ("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+     "kql runs queries only (SELECT, WITH, FROM, VALUES, EXPLAIN, …): DELETE is not a query "
+     "(line 1, column 12)\n"
+     "  WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d\n"
+     "             ^^^^^^"),
+    # `comm->x`: a member path on something that is not an object: both readings
+    ("SELECT comm->x FROM tasks",
+     "'comm' is not an object column (object columns here: task): 'comm->x' reads as a "
+     "member path; for DuckDB's JSON arrow quote the key (comm->'key'), for a lambda "
+     "write 'lambda x: …' or put spaces around '->' (line 1, column 8)\n"
+     "  SELECT comm->x FROM tasks\n"
+     "         ^^^^"),
+    ("SELECT * FROM tasks AS t(a, b)",
+     "column aliases (AS t(a, b)) on a kernel table: name columns in the select list "
+     "instead (line 1, column 15)\n"
+     "  SELECT * FROM tasks AS t(a, b)\n"
+     "                ^^^^^^^^^^^^^^^^"),
+]
+
+
+@pytest.mark.parametrize("query,message", ERRORS)
+def test_errors(sample, query, message):
+    d, _ = sample
     with pytest.raises(QueryError) as e:
         d.query(query)
-    return str(e.value)
-
-
-def test_errors(sample):
-    d, _ = sample
-    assert _error(d, "SELECT COLUMNS('zzz') FROM modules") == (
-        "COLUMNS('zzz') matches no column of modules (line 1, column 8)\n"
-        "  SELECT COLUMNS('zzz') FROM modules\n"
-        "         ^^^^^^^^^^^^^^")
-    assert _error(d, "SELECT * FROM 'x.parquet'") == (
-        "reading files needs --allow-files: 'x.parquet' is a file (line 1, column 15)\n"
-        "  SELECT * FROM 'x.parquet'\n"
-        "                ^^^^^^^^^^^")
-    assert _error(d, "SELECT * FROM read_csv('/etc/passwd')") == (
-        "reading files needs --allow-files: read_csv() reads files (line 1, column 15)\n"
-        "  SELECT * FROM read_csv('/etc/passwd')\n"
-        "                ^^^^^^^^^^^^^^^^^^^^^^^")
-    assert _error(d, "CREATE TABLE x (a INT)") == (
-        "kql runs queries only (SELECT, WITH, FROM, VALUES, EXPLAIN, …): CREATE is not a query "
-        "(line 1, column 1)\n"
-        "  CREATE TABLE x (a INT)\n"
-        "  ^^^^^^")
-    assert _error(d, "SELECT 1; COPY tasks TO 'x.csv'") == (
-        "kql runs queries only (SELECT, WITH, FROM, VALUES, EXPLAIN, …): COPY is not a query "
-        "(line 1, column 11)\n"
-        "  SELECT 1; COPY tasks TO 'x.csv'\n"
-        "            ^^^^")
-    # `comm->x`: a member path on something that is not an object: both readings
-    assert _error(d, "SELECT comm->x FROM tasks") == (
-        "'comm' is not an object column (object columns here: task): 'comm->x' reads as a "
-        "member path; for DuckDB's JSON arrow quote the key (comm->'key'), for a lambda "
-        "write 'lambda x: …' or put spaces around '->' (line 1, column 8)\n"
-        "  SELECT comm->x FROM tasks\n"
-        "         ^^^^")
-    assert _error(d, "SELECT * FROM tasks AS t(a, b)") == (
-        "column aliases (AS t(a, b)) on a kernel table: name columns in the select list "
-        "instead (line 1, column 15)\n"
-        "  SELECT * FROM tasks AS t(a, b)\n"
-        "                ^^^^^^^^^^^^^^^^")
+    assert str(e.value) == message
 
 
 def test_parquet_mode_accepts_the_dialect(tmp_path):
