@@ -18,7 +18,7 @@ import os
 import re
 import threading
 
-from lark import Lark, Token, v_args
+from lark import Lark, Token
 from lark.lexer import Lexer
 from lark.visitors import Transformer_NonRecursive
 from lark.exceptions import UnexpectedInput, UnexpectedToken, VisitError
@@ -360,11 +360,23 @@ class _Tag:
         self.value = value
 
 
-@v_args(meta=True)
 class _Builder(Transformer_NonRecursive):
+    """Every handler is ``rule(self, meta, children)``.  (Dispatch is done
+    here, not by Lark's v_args, which wraps the method on every call.)"""
+
     def __init__(self, text: str):
         super().__init__(visit_tokens=False)
         self.text = text
+
+    def _call_userfunc(self, tree, new_children=None):
+        children = new_children if new_children is not None else tree.children
+        f = _HANDLERS.get(tree.data)
+        try:
+            if f is None:
+                return self.__default__(tree.data, children, tree.meta)
+            return f(self, tree.meta, children)
+        except Exception as e:
+            raise VisitError(tree.data, tree, e)
 
     def _error(self, message: str, span: tuple[int, int]) -> ParseError:
         return ParseError(message, self.text, span[0], span[1])
@@ -1037,13 +1049,19 @@ class _Builder(Transformer_NonRecursive):
         return (children[0], children[1])
 
 
+_HANDLERS = {name: f for name, f in vars(_Builder).items()
+             if not name.startswith("_") and callable(f)}
+
+
 def _check_stars(stmt: A.Node, text: str) -> None:
-    """``*`` / ``t.*`` only as a whole select item."""
-    allowed = {id(item.expr) for node in stmt.walk() if isinstance(node, A.Select)
-               for item in node.items}
-    allowed |= {id(node.arg) for node in stmt.walk() if isinstance(node, A.ColumnsExpr)}
-    for node in stmt.walk():
-        if isinstance(node, A.Star) and id(node) not in allowed:
+    """``*`` / ``t.*`` only as a whole select item (or in COLUMNS)."""
+    allowed: set[int] = set()
+    for node in stmt.walk():  # pre-order: a Select comes before its items
+        if isinstance(node, A.Select):
+            allowed.update(id(item.expr) for item in node.items)
+        elif isinstance(node, A.ColumnsExpr):
+            allowed.add(id(node.arg))
+        elif isinstance(node, A.Star) and id(node) not in allowed:
             raise ParseError("syntax error: '*' is only allowed as a select item or in count(*)",
                              text, node.span[0], node.span[1])
 
