@@ -366,12 +366,16 @@ def query_parquet(directory: str, text: str) -> list[pa.Table]:
     from kql.errors import ExecuteError
     from kql.grammar import ast as A
     from kql.grammar import parse
-    from kql.planner import KQL_FUNCTIONS, modern_lambdas, name_outputs, rewrite
+    from kql.planner import (FILES_NEED, KQL_FUNCTIONS, modern_lambdas, name_outputs,
+                             reads_files, rewrite)
 
     con, _ = parquet_connection(directory, text)
     out = []
     for stmt in parse(text):
         def lower(node):
+            if reads_files(node):
+                raise QueryError(f"{FILES_NEED}: {text[node.span[0]:node.span[1]]}", text,
+                                 node.span[0], node.span[1])
             if isinstance(node, A.MemberPath) and node.has_arrow():
                 raise QueryError("member paths need a live dump, not an export", text,
                                  node.span[0], node.span[1])

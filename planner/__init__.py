@@ -206,6 +206,13 @@ DUCKDB_TABLE_FUNCTIONS = frozenset("range generate_series unnest".split())
 FILES_NEED = "reading files needs --allow-files"
 
 
+def reads_files(node) -> bool:
+    """Is this FROM item a file (``'x.parquet'``) or a file-reading function?"""
+    if isinstance(node, A.Syntax):
+        return node.kind == "file_ref"
+    return isinstance(node, A.TableFunction) and node.name.lower() in FILE_FUNCTIONS
+
+
 def _from_item(item, ctx: Ctx, scope: Scope, ctes: frozenset, outer: bool):
     if isinstance(item, A.Syntax):
         # DuckDB-only FROM items (a file path, FROM VALUES, PIVOT, …)
@@ -371,6 +378,10 @@ def _select(sel: A.Select, ctx: Ctx, parent: Scope | None, ctes: frozenset):
         having=rewrite(sel.having, fn),
         qualify=rewrite(sel.qualify, fn),
         order_by=rewrite(sel.order_by, fn),
+        distinct_on=rewrite(sel.distinct_on, fn),
+        windows=rewrite(sel.windows, fn),
+        limit=rewrite(sel.limit, fn),
+        offset=rewrite(sel.offset, fn),
     )
     # Join conditions see the whole scope.
     new = new.replace(from_=tuple(_rewrite_join_on(f, fn) for f in new.from_))

@@ -94,9 +94,10 @@ SAME_AS_DUCKDB = {
     "method_call": "SELECT comm.upper() AS u, comm.len() AS n FROM tasks ORDER BY task",
     "similar_glob": "SELECT comm FROM tasks WHERE comm SIMILAR TO 'k.*' OR comm GLOB 'sys*' "
                     "OR comm ~~ '%d' ORDER BY task",
-    "distinct_on": "SELECT DISTINCT ON (st) st, pid FROM tasks ORDER BY st, pid",
+    "distinct_on": "SELECT DISTINCT ON (st) pid FROM tasks ORDER BY st, pid",
+    # (columns read only by DISTINCT ON or a named window are read too)
     "named_window": "SELECT pid, row_number() OVER w AS rn, sum(pid) OVER (w ROWS 2 PRECEDING) "
-                    "AS s FROM tasks WINDOW w AS (ORDER BY task) ORDER BY task",
+                    "AS s FROM tasks WINDOW w AS (ORDER BY task, start_time_ns) ORDER BY task",
     "lateral": "SELECT t.pid, f.x FROM tasks t, LATERAL (SELECT t.pid * 2 AS x) f ORDER BY t.task",
     "grouping_sets": "SELECT st, cpu, count(*) AS n FROM tasks "
                      "GROUP BY GROUPING SETS ((st), (cpu), ()) ORDER BY ALL",
@@ -259,3 +260,15 @@ def test_parquet_mode_accepts_the_dialect(tmp_path):
             assert _rows(got.select(cols)) == _rows(want), name
     finally:
         d.close()
+
+
+def test_parquet_mode_reads_no_files(tmp_path):
+    from kql.export import export, query_parquet
+    export([fixture("sample").dump("kdump")], str(tmp_path), tables=["modules"])
+    q = "SELECT count(*) FROM modules, read_csv('/etc/passwd')"
+    with pytest.raises(QueryError) as e:
+        query_parquet(str(tmp_path), q)
+    assert str(e.value) == (
+        "reading files needs --allow-files: read_csv('/etc/passwd') (line 1, column 31)\n"
+        "  SELECT count(*) FROM modules, read_csv('/etc/passwd')\n"
+        "                                ^^^^^^^^^^^^^^^^^^^^^^^")
