@@ -16,8 +16,13 @@ are upper-cased; C type strings are kept verbatim.
 
 ``Column(name, table)`` is what ``a.b`` parses to.  Whether ``a`` is a relation
 or an object column whose member ``b`` is read cannot be known by the parser:
-the planner decides (``x.arr[3]`` parses as ``MemberPath(Column('arr', 'x'),
-(('[]', Literal(3, 'int')),))``).
+the planner decides.  Likewise ``x[i]`` parses as DuckDB's :class:`Subscript`
+and becomes a member path only on an object column; after a ``->`` step it is
+part of the :class:`MemberPath` (``task->fd[3]``).  See docs/SQL.md.
+
+Literals keep their source text (``Literal.text``) and render it, so DuckDB
+types them as written.  DuckDB syntax kql does not model is a :class:`Syntax`
+node: source text with child nodes in the holes.
 """
 
 from __future__ import annotations

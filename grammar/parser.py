@@ -225,7 +225,7 @@ def _lex_error(text: str, pos: int) -> ParseError:
 
 _OPTIONS = dict(parser="lalr", propagate_positions=True, maybe_placeholders=True)
 # Bump when KqlLexer or the tree shape changes in a way a cached table would miss.
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"
 
 
 def _cache_path(grammar: str) -> str:
