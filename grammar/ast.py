@@ -16,8 +16,13 @@ are upper-cased; C type strings are kept verbatim.
 
 ``Column(name, table)`` is what ``a.b`` parses to.  Whether ``a`` is a relation
 or an object column whose member ``b`` is read cannot be known by the parser:
-the planner decides (``x.arr[3]`` parses as ``MemberPath(Column('arr', 'x'),
-(('[]', Literal(3, 'int')),))``).
+the planner decides.  Likewise ``x[i]`` parses as DuckDB's :class:`Subscript`
+and becomes a member path only on an object column; after a ``->`` step it is
+part of the :class:`MemberPath` (``task->fd[3]``).  See docs/SQL.md.
+
+Literals keep their source text (``Literal.text``) and render it, so DuckDB
+types them as written.  DuckDB syntax kql does not model is a :class:`Syntax`
+node: source text with child nodes in the holes.
 """
 
 from __future__ import annotations
@@ -93,14 +98,18 @@ class Node:
 
         ``fn`` returns the node itself to keep it, or a replacement.  Unchanged
         subtrees are not copied.  Like sqlglot's ``Expression.transform``."""
+        return fn(self.map_fields(lambda value: _transform_value(value, fn)))
+
+    def map_fields(self, f: "Callable[[Any], Any]") -> "Node":
+        """A copy with ``f(value)`` in each field but the span (``self`` if
+        ``f`` changed nothing)."""
         changes = {}
         for name in self._field_names()[2]:
             old = getattr(self, name)
-            new = _transform_value(old, fn)
+            new = f(old)
             if new is not old:
                 changes[name] = new
-        node = dataclasses.replace(self, **changes) if changes else self
-        return fn(node)
+        return dataclasses.replace(self, **changes) if changes else self
 
     def find_all(self, *types: type) -> Iterator["Node"]:
         """Nodes of the given types in this subtree, pre-order."""
@@ -157,13 +166,15 @@ def quote_string(value: str) -> str:
 
 
 # Binding strength, loosest first; the same ladder as the grammar and DuckDB.
-P_OR, P_AND, P_NOT, P_IS, P_CMP, P_PRED, P_BIT, P_ADD, P_MUL, P_UNARY, P_POSTFIX, P_ATOM = range(12)
+(P_LAMBDA, P_OR, P_AND, P_NOT, P_IS, P_CMP, P_PRED, P_BIT, P_ADD, P_MUL, P_POW, P_COLLATE,
+ P_UNARY, P_POSTFIX, P_ATOM) = range(15)
 
 _BINARY_PREC = {
     "OR": P_OR, "AND": P_AND, "IS DISTINCT FROM": P_IS, "IS NOT DISTINCT FROM": P_IS,
     "=": P_CMP, "<>": P_CMP, "<": P_CMP, "<=": P_CMP, ">": P_CMP, ">=": P_CMP,
     "|": P_BIT, "&": P_BIT, "<<": P_BIT, ">>": P_BIT, "||": P_BIT,
-    "+": P_ADD, "-": P_ADD, "*": P_MUL, "/": P_MUL, "%": P_MUL,
+    "+": P_ADD, "-": P_ADD, "*": P_MUL, "/": P_MUL, "%": P_MUL, "//": P_MUL,
+    "^": P_POW, "**": P_POW,
 }
 # Levels where DuckDB does not chain operators: parenthesise equal levels too.
 _NONASSOC = {P_IS, P_CMP, P_PRED}
@@ -212,12 +223,110 @@ class Column(Expr):
 
 @node
 class Star(Expr):
-    """``*`` or ``t.*`` as a select item."""
+    """``*`` or ``t.*`` as a select item, with DuckDB's modifiers in the
+    order written: ``('EXCLUDE', (name, …))``, ``('REPLACE', ((expr, name), …))``,
+    ``('RENAME', ((name, new), …))``.  Excluded/renamed names are kept as
+    written (``t.col`` allowed)."""
 
     table: str | None = None
+    modifiers: tuple = ()
+
+    def excluded(self) -> set[str]:
+        return {n.split(".")[-1].strip('"').lower() for kind, names in self.modifiers
+                if kind == "EXCLUDE" for n in names}
 
     def to_sql(self) -> str:
-        return "*" if self.table is None else f"{quote_ident(self.table)}.*"
+        out = "*" if self.table is None else f"{quote_ident(self.table)}.*"
+        for kind, items in self.modifiers:
+            if kind == "EXCLUDE":
+                out += " EXCLUDE (" + ", ".join(items) + ")"
+            elif kind == "PATTERN":
+                out += " " + items
+            elif kind == "REPLACE":
+                out += " REPLACE (" + ", ".join(f"{e.to_sql()} AS {quote_ident(n)}"
+                                                for e, n in items) + ")"
+            else:
+                out += " RENAME (" + ", ".join(f"{o} AS {quote_ident(n)}" for o, n in items) + ")"
+        return out
+
+
+@node
+class ColumnsExpr(Expr):
+    """DuckDB's ``COLUMNS(*)``, ``COLUMNS('regex')``, ``COLUMNS(lambda c: …)``:
+    ``arg`` is a :class:`Star` or an expression."""
+
+    arg: Expr
+    unpack: bool = False
+
+    def to_sql(self) -> str:
+        return ("*" if self.unpack else "") + f"COLUMNS({self.arg.to_sql()})"
+
+
+@node
+class Subscript(Expr):
+    """DuckDB's ``x[i]`` (list, map, struct, string); ``stop``/``step`` set
+    (or ``slice`` true) for ``x[a:b]`` / ``x[a:b:c]``."""
+
+    base: Expr
+    index: Expr | None
+    stop: Expr | None = None
+    step: Expr | None = None
+    slice: bool = False
+    has_step: bool = False
+    precedence = P_POSTFIX
+
+    def to_sql(self) -> str:
+        base = _operand(self.base, P_POSTFIX)
+        if not self.slice:
+            return f"{base}[{self.index.to_sql()}]"
+        parts = [p.to_sql() if p is not None else "" for p in (self.index, self.stop)]
+        if self.has_step:
+            parts.append(self.step.to_sql() if self.step is not None else "")
+        return f"{base}[{':'.join(parts)}]"
+
+
+@node
+class Lambda(Expr):
+    """``lambda x, y: body`` (``python=True``) or DuckDB's older
+    ``x -> body`` / ``(x, y) -> body``; ``params`` are the names.  A ``->``
+    whose left side is not a name or a tuple of names is DuckDB's JSON
+    operator: ``params`` is empty and ``lhs`` holds the left side."""
+
+    params: tuple[str, ...]
+    body: Expr
+    python: bool = False
+    lhs: Expr | None = None
+    precedence = P_LAMBDA
+
+    def to_sql(self) -> str:
+        if self.python:
+            return f"lambda {', '.join(quote_ident(p) for p in self.params)}: {self.body.to_sql()}"
+        if self.lhs is not None:
+            left = _operand(self.lhs, P_OR)
+        elif len(self.params) == 1:
+            left = quote_ident(self.params[0])
+        else:
+            left = "(" + ", ".join(quote_ident(p) for p in self.params) + ")"
+        return f"{left} -> {_operand(self.body, P_LAMBDA)}"
+
+
+@node
+class Syntax(Expr):
+    """DuckDB syntax kql has no node for (INTERVAL, struct literals, GROUPING
+    SETS, …): the source text with its child nodes in the holes.  ``parts``
+    alternate text and nodes; ``to_sql`` puts the children's SQL in the
+    holes, so the planner can still rewrite columns inside."""
+
+    parts: tuple
+    kind: str = ""
+    prec: int = field(default=P_ATOM, compare=False, repr=False)
+
+    @property
+    def precedence(self) -> int:  # type: ignore[override]
+        return self.prec
+
+    def to_sql(self) -> str:
+        return "".join(p if isinstance(p, str) else p.to_sql() for p in self.parts)
 
 
 @node
@@ -242,8 +351,16 @@ class MemberPath(Expr):
                 out.append(f"{kind}{arg}")
         return "".join(out)
 
+    def has_arrow(self) -> bool:
+        return any(kind == "->" for kind, _ in self.steps)
+
     def to_sql(self) -> str:
-        raise NotLowered(f"member path {self.path_text()!r} must be rewritten by the planner")
+        if self.has_arrow():
+            raise NotLowered(f"member path {self.path_text()!r} must be rewritten by the planner")
+        # `a.b.c` without `->`: DuckDB's struct field access
+        return _operand(self.base, P_POSTFIX) + "".join(
+            f".{quote_ident(arg)}" if kind == "." else f"[{arg.to_sql()}]"
+            for kind, arg in self.steps)
 
 
 @node
@@ -253,8 +370,13 @@ class Literal(Expr):
 
     value: Any
     kind: str
+    # The literal as written (`0.00`, `1E2`, `1_000`, `$$x$$`): what DuckDB
+    # gets, so the literal keeps its exact value and type (DECIMAL vs DOUBLE).
+    text: str | None = field(default=None, compare=False, repr=False)
 
     def to_sql(self) -> str:
+        if self.text is not None:
+            return self.text
         if self.kind == "null":
             return "NULL"
         if self.kind == "bool":
@@ -289,7 +411,8 @@ class BinaryOp(Expr):
 
     @property
     def precedence(self) -> int:  # type: ignore[override]
-        return _BINARY_PREC[self.op]
+        # any other operator (->>, @>, &&, ~~, …) binds like DuckDB's generic Op
+        return _BINARY_PREC.get(self.op, P_BIT)
 
     def to_sql(self) -> str:
         p = self.precedence
@@ -335,11 +458,15 @@ class OrderItem(Node):
     expr: Expr
     desc: bool = False
     nulls_first: bool | None = None
+    # ASC written out (DuckDB keeps "ascending" apart from "default order")
+    asc: bool = field(default=False, compare=False, repr=False)
 
     def to_sql(self) -> str:
         out = self.expr.to_sql()
         if self.desc:
             out += " DESC"
+        elif self.asc:
+            out += " ASC"
         if self.nulls_first is not None:
             out += " NULLS FIRST" if self.nulls_first else " NULLS LAST"
         return out
@@ -366,11 +493,14 @@ class Frame(Node):
     unit: str
     start: FrameBound
     end: FrameBound | None = None
+    exclude: str | None = None
 
     def to_sql(self) -> str:
         if self.end is None:
-            return f"{self.unit} {self.start.to_sql()}"
-        return f"{self.unit} BETWEEN {self.start.to_sql()} AND {self.end.to_sql()}"
+            out = f"{self.unit} {self.start.to_sql()}"
+        else:
+            out = f"{self.unit} BETWEEN {self.start.to_sql()} AND {self.end.to_sql()}"
+        return out + (f" EXCLUDE {self.exclude}" if self.exclude else "")
 
 
 @node
@@ -380,16 +510,24 @@ class Window(Node):
     partition_by: tuple[Expr, ...] = ()
     order_by: tuple[OrderItem, ...] = ()
     frame: Frame | None = None
+    # OVER w (``ref``) or OVER (w ORDER BY …) (``base``): a named window
+    ref: str | None = None
+    base: str | None = None
 
     def to_sql(self) -> str:
-        parts = []
+        if self.ref is not None:
+            return f"OVER {quote_ident(self.ref)}"
+        return "OVER " + self.spec_sql()
+
+    def spec_sql(self) -> str:
+        parts = [quote_ident(self.base)] if self.base is not None else []
         if self.partition_by:
             parts.append("PARTITION BY " + _list(self.partition_by))
         if self.order_by:
             parts.append("ORDER BY " + _list(self.order_by))
         if self.frame is not None:
             parts.append(self.frame.to_sql())
-        return "OVER (" + " ".join(parts) + ")"
+        return "(" + " ".join(parts) + ")"
 
 
 @node
@@ -405,6 +543,10 @@ class FuncCall(Expr):
     order_by: tuple[OrderItem, ...] = ()
     filter: Expr | None = None
     window: Window | None = None
+    # IGNORE NULLS / RESPECT NULLS inside the parentheses
+    null_treatment: str | None = None
+    within_group: tuple[OrderItem, ...] = ()
+    export_state: bool = False
 
     def to_sql(self) -> str:
         name = self.name if _PLAIN.match(self.name) else quote_ident(self.name)
@@ -414,7 +556,13 @@ class FuncCall(Expr):
             inner = ("DISTINCT " if self.distinct else "") + _list(self.args)
             if self.order_by:
                 inner += " ORDER BY " + _list(self.order_by)
+            if self.null_treatment:
+                inner += f" {self.null_treatment}"
         out = f"{name}({inner})"
+        if self.within_group:
+            out += " WITHIN GROUP (ORDER BY " + _list(self.within_group) + ")"
+        if self.export_state:
+            out += " EXPORT_STATE"
         if self.filter is not None:
             out += f" FILTER (WHERE {self.filter.to_sql()})"
         if self.window is not None:
@@ -537,12 +685,12 @@ class Subquery(Expr):
 
     query: "Query"
     alias: str | None = None
+    columns: tuple[str, ...] = ()
+    lateral: bool = False
 
     def to_sql(self) -> str:
-        out = f"({self.query.to_sql()})"
-        if self.alias is not None:
-            out += f" AS {quote_ident(self.alias)}"
-        return out
+        out = ("LATERAL " if self.lateral else "") + f"({self.query.to_sql()})"
+        return out + _alias_sql(self.alias, self.columns)
 
 
 # ---------------------------------------------------------------- relations
@@ -554,14 +702,16 @@ class TableRef(Node):
     name: str
     dump: str | None = None
     alias: str | None = None
+    columns: tuple[str, ...] = ()
+    catalog: str | None = None
 
     def to_sql(self) -> str:
         out = quote_ident(self.name)
         if self.dump is not None:
             out = f"{quote_ident(self.dump)}.{out}"
-        if self.alias is not None:
-            out += f" AS {quote_ident(self.alias)}"
-        return out
+        if self.catalog is not None:
+            out = f"{quote_ident(self.catalog)}.{out}"
+        return out + _alias_sql(self.alias, self.columns)
 
 
 @node
@@ -572,19 +722,42 @@ class TableFunction(Node):
     args: tuple[Expr, ...] = ()
     dump: str | None = None
     alias: str | None = None
+    columns: tuple[str, ...] = ()
+    lateral: bool = False
 
     def to_sql(self) -> str:
         out = f"{quote_ident(self.name)}({_list(self.args)})"
         if self.dump is not None:
             out = f"{quote_ident(self.dump)}.{out}"
-        if self.alias is not None:
-            out += f" AS {quote_ident(self.alias)}"
-        return out
+        if self.lateral:
+            out = "LATERAL " + out
+        return out + _alias_sql(self.alias, self.columns)
+
+
+def _alias_sql(alias: str | None, columns: tuple[str, ...]) -> str:
+    out = ""
+    if alias is not None:
+        out += f" AS {quote_ident(alias)}"
+    if columns:
+        out += "(" + ", ".join(quote_ident(c) for c in columns) + ")"
+    return out
+
+
+@node
+class Values(Node):
+    """``VALUES (1, 'a'), (2, 'b')``: a query of constant rows."""
+
+    rows: tuple[tuple[Expr, ...], ...]
+
+    def to_sql(self) -> str:
+        return "VALUES " + ", ".join(f"({_list(r)})" for r in self.rows)
 
 
 @node
 class Join(Node):
-    """``kind``: ``'INNER'``, ``'LEFT'``, ``'RIGHT'``, ``'FULL'`` or ``'CROSS'``."""
+    """``kind``: ``'INNER'``, ``'LEFT'``, ``'RIGHT'``, ``'FULL'``, ``'CROSS'``,
+    ``'SEMI'``, ``'ANTI'``, ``'POSITIONAL'``, or ``'ASOF …'`` / ``'NATURAL …'``
+    followed by one of the first ones."""
 
     kind: str
     left: "FromItem"
@@ -596,7 +769,8 @@ class Join(Node):
         right = self.right.to_sql()
         if isinstance(self.right, Join):
             right = f"({right})"
-        kw = "JOIN" if self.kind == "INNER" else f"{self.kind} JOIN"
+        kind = self.kind[:-len(" INNER")] if self.kind.endswith(" INNER") else self.kind
+        kw = "JOIN" if kind == "INNER" else f"{kind} JOIN"
         out = f"{self.left.to_sql()} {kw} {right}"
         if self.on is not None:
             out += f" ON {self.on.to_sql()}"
@@ -652,9 +826,16 @@ class Select(Node):
     limit: Expr | None = None
     offset: Expr | None = None
     distinct: bool = False
+    distinct_on: tuple[Expr, ...] = ()
+    # WINDOW w AS (…): (name, Window) pairs
+    windows: tuple[tuple[str, Window], ...] = ()
+    sample: Expr | None = None
 
     def to_sql(self) -> str:
-        out = "SELECT " + ("DISTINCT " if self.distinct else "") + _list(self.items)
+        quant = "DISTINCT " if self.distinct else ""
+        if self.distinct_on:
+            quant = f"DISTINCT ON ({_list(self.distinct_on)}) "
+        out = "SELECT " + quant + _list(self.items)
         if self.from_:
             out += " FROM " + _list(self.from_)
         if self.where is not None:
@@ -665,8 +846,13 @@ class Select(Node):
             out += " GROUP BY " + _list(self.group_by)
         if self.having is not None:
             out += f" HAVING {self.having.to_sql()}"
+        if self.windows:
+            out += " WINDOW " + ", ".join(f"{quote_ident(n)} AS {w.spec_sql()}"
+                                          for n, w in self.windows)
         if self.qualify is not None:
             out += f" QUALIFY {self.qualify.to_sql()}"
+        if self.sample is not None:
+            out += f" USING SAMPLE {self.sample.to_sql()}"
         return out + _tail_sql(self.order_by, self.limit, self.offset)
 
 
@@ -685,11 +871,12 @@ class SetOp(Node):
     order_by: tuple[OrderItem, ...] = ()
     limit: Expr | None = None
     offset: Expr | None = None
+    by_name: bool = False
 
     def _side(self, q: "Query", right: bool) -> str:
         sql = q.to_sql()
-        if isinstance(q, Select):
-            if q.order_by or q.limit is not None or q.offset is not None:
+        if isinstance(q, (Select, Values)):
+            if isinstance(q, Select) and (q.order_by or q.limit is not None or q.offset is not None):
                 return f"({sql})"
             return sql
         if isinstance(q, SetOp) and not (q.order_by or q.limit is not None or q.offset is not None):
@@ -699,7 +886,7 @@ class SetOp(Node):
         return f"({sql})"
 
     def to_sql(self) -> str:
-        op = self.op + (" ALL" if self.all else "")
+        op = self.op + (" ALL" if self.all else "") + (" BY NAME" if self.by_name else "")
         out = f"{self._side(self.left, False)} {op} {self._side(self.right, True)}"
         return out + _tail_sql(self.order_by, self.limit, self.offset)
 
@@ -711,12 +898,17 @@ class CTE(Node):
     name: str
     query: "Query"
     columns: tuple[str, ...] = ()
+    materialized: bool | None = None
+    using_key: tuple["SelectItem", ...] = ()
 
     def to_sql(self) -> str:
         cols = ""
         if self.columns:
             cols = "(" + ", ".join(quote_ident(c) for c in self.columns) + ")"
-        return f"{quote_ident(self.name)}{cols} AS ({self.query.to_sql()})"
+        if self.using_key:
+            cols += " USING KEY (" + _list(self.using_key) + ")"
+        mat = {None: "", True: "MATERIALIZED ", False: "NOT MATERIALIZED "}[self.materialized]
+        return f"{quote_ident(self.name)}{cols} AS {mat}({self.query.to_sql()})"
 
 
 @node
@@ -741,13 +933,25 @@ class Explain(Node):
         return ("EXPLAIN ANALYZE " if self.analyze else "EXPLAIN ") + self.statement.to_sql()
 
 
-Query = Union[Select, SetOp, With]
-Statement = Union[Select, SetOp, With, Explain]
+@node
+class Describe(Node):
+    """``DESCRIBE query`` / ``SUMMARIZE query``: DuckDB describes the result."""
+
+    statement: "Query"
+    kind: str = "DESCRIBE"
+
+    def to_sql(self) -> str:
+        return f"{self.kind} {self.statement.to_sql()}"
+
+
+Query = Union[Select, SetOp, With, Values]
+Statement = Union[Select, SetOp, With, Explain, Values, Describe]
 
 __all__ = [
     "Node", "Expr", "NotLowered", "Column", "Star", "MemberPath", "Literal", "HexLiteral",
     "BinaryOp", "UnaryOp", "OrderItem", "FrameBound", "Frame", "Window", "FuncCall", "Case",
     "Cast", "InList", "InSubquery", "Between", "Like", "IsNull", "Exists", "Subquery",
     "TableRef", "TableFunction", "Join", "FromItem", "SelectItem", "Select", "SetOp", "CTE",
-    "With", "Explain", "Query", "Statement", "quote_ident", "quote_string",
+    "With", "Explain", "Query", "Statement", "quote_ident", "quote_string", "ColumnsExpr",
+    "Subscript", "Lambda", "Syntax", "Values", "Describe",
 ]

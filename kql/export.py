@@ -379,7 +379,8 @@ def query_parquet(directory: str, text: str, *, allow_files: bool = False) -> li
     from kql.errors import ExecuteError
     from kql.grammar import ast as A
     from kql.grammar import parse
-    from kql.planner import KQL_FUNCTIONS, name_outputs, rewrite
+    from kql.planner import (FILES_NEED, KQL_FUNCTIONS, modern_lambdas, name_outputs,
+                             reads_files, rewrite)
 
     con, _ = parquet_connection(directory, text, allow_files=allow_files)
     out = []
@@ -388,13 +389,16 @@ def query_parquet(directory: str, text: str, *, allow_files: bool = False) -> li
         check_depth(stmt, text)
 
         def lower(node):
-            if isinstance(node, A.MemberPath):
+            if reads_files(node):
+                raise QueryError(f"{FILES_NEED}: {text[node.span[0]:node.span[1]]}", text,
+                                 node.span[0], node.span[1])
+            if isinstance(node, A.MemberPath) and node.has_arrow():
                 raise QueryError("member paths need a live dump, not an export", text,
                                  node.span[0], node.span[1])
             if isinstance(node, A.FuncCall) and node.name == "hex":
                 return node.replace(name=KQL_FUNCTIONS["hex"], args=rewrite(node.args, lower))
             return None
-        sql = rewrite(name_outputs(stmt, text), lower).to_sql()
+        sql = rewrite(modern_lambdas(name_outputs(stmt, text)), lower).to_sql()
         try:
             rel = duck.run(con, lambda: con.sql(sql))
         except duckdb.Error as e:

@@ -107,16 +107,7 @@ def rewrite(value, fn):
     got = fn(value)
     if got is not None:
         return got
-    changes = {}
-    import dataclasses
-    for f in dataclasses.fields(value):
-        if f.name == "span":
-            continue
-        old = getattr(value, f.name)
-        new = rewrite(old, fn)
-        if new is not old:
-            changes[f.name] = new
-    return value.replace(**changes) if changes else value
+    return _rewrite_fields(value, fn)
 
 
 # ---------------------------------------------------------------- naming
@@ -130,11 +121,20 @@ def name_outputs(stmt, source: str):
     >>> name_outputs(parse_one(q), q).to_sql()
     'SELECT pid, count(*) AS "count(*)" FROM t'
     """
+    def name(item):
+        if item.alias is None and not isinstance(item.expr, (A.Star, A.Column)) and \
+                not any(isinstance(n, A.ColumnsExpr) for n in item.expr.walk()):
+            # (COLUMNS(…) stands for several columns: DuckDB names them)
+            return item.replace(alias=source[item.expr.span[0]:item.expr.span[1]])
+        return item
+
     def fn(node):
-        if isinstance(node, A.SelectItem) and node.alias is None and \
-                not isinstance(node.expr, (A.Star, A.Column)):
-            return node.replace(alias=source[node.expr.span[0]:node.expr.span[1]],
-                                expr=rewrite(node.expr, fn))
+        # only a SELECT's own items (not PIVOT's aggregates: DuckDB names those)
+        if isinstance(node, A.Select):
+            items = tuple(name(i) for i in node.items)
+            if any(a is not b for a, b in zip(items, node.items)):
+                node = node.replace(items=items)
+            return _rewrite_fields(node, fn)
         return None
     return rewrite(stmt, fn)
 
@@ -149,8 +149,10 @@ def qualify(stmt, ctx: Ctx):
 
 
 def _query(q, ctx: Ctx, parent: Scope | None, ctes: frozenset):
-    if isinstance(q, A.Explain):
+    if isinstance(q, (A.Explain, A.Describe)):
         return q.replace(statement=_query(q.statement, ctx, parent, ctes))
+    if isinstance(q, A.Values):
+        return q.replace(rows=rewrite(q.rows, _nested_queries(ctx, Scope([], parent), ctes)))
     if isinstance(q, A.With):
         names = set(ctes)
         new_ctes = []
@@ -166,14 +168,74 @@ def _query(q, ctx: Ctx, parent: Scope | None, ctes: frozenset):
                          right=_query(q.right, ctx, parent, ctes))
     if isinstance(q, A.Select):
         return _select(q, ctx, parent, ctes)
+    if isinstance(q, A.Syntax) and q.kind == "pivot_stmt":
+        # PIVOT/UNPIVOT t …: plan the tables it reads, DuckDB does the rest
+        return rewrite(q, _nested_queries(ctx, Scope([], parent), ctes))
     raise error(f"unsupported statement {type(q).__name__}", ctx, q)
 
 
+def _nested_queries(ctx: Ctx, scope, ctes: frozenset):
+    """A rewrite function that plans the queries inside an expression (and
+    leaves the rest to DuckDB)."""
+    def fn(node):
+        if isinstance(node, (A.Select, A.SetOp, A.With, A.Values)):
+            return _query(node, ctx, scope.parent if scope else None, ctes)
+        if isinstance(node, (A.TableRef, A.TableFunction, A.Join)) and scope is not None:
+            # a table inside DuckDB-only syntax (PIVOT t …): kql cannot tell
+            # which columns it uses, so it reads them all
+            n = len(ctx.scans)
+            new = _from_item(node, ctx, scope, ctes, False)
+            for s in ctx.scans[n:]:
+                for c in s.spec.star_columns():
+                    s.use(c)
+            return new
+        return None
+    return fn
+
+
+# Functions that read files or the network: they run only with the file
+# access option (issue #13); without it, an error instead of a read.
+FILE_FUNCTIONS = frozenset("""
+read_csv read_csv_auto read_parquet parquet_scan read_json read_json_auto read_json_objects
+read_ndjson read_ndjson_auto read_ndjson_objects read_json_objects_auto read_text read_blob
+sniff_csv parquet_metadata parquet_schema parquet_file_metadata parquet_kv_metadata glob
+read_xlsx st_read iceberg_scan delta_scan
+""".split())
+# DuckDB table functions that read nothing but their arguments.
+DUCKDB_TABLE_FUNCTIONS = frozenset("range generate_series unnest".split())
+FILES_NEED = "reading files needs --allow-files"
+
+
+def reads_files(node) -> bool:
+    """Is this FROM item a file (``'x.parquet'``) or a file-reading function?"""
+    if isinstance(node, A.Syntax):
+        return node.kind == "file_ref"
+    return isinstance(node, A.TableFunction) and node.name.lower() in FILE_FUNCTIONS
+
+
 def _from_item(item, ctx: Ctx, scope: Scope, ctes: frozenset, outer: bool):
-    if isinstance(item, A.TableRef):
-        if item.dump is None and item.name.lower() in ctes:
+    if isinstance(item, A.Syntax):
+        # DuckDB-only FROM items (a file path, FROM VALUES, PIVOT, …)
+        if item.kind == "file_ref":
+            raise error(f"{FILES_NEED}: {ctx.source[item.span[0]:item.span[1]].split()[0]} "
+                        "is a file", ctx, item)
+        new = rewrite(item, _nested_queries(ctx, scope, ctes))
+        scope.relations.append(("", None))
+        return new
+    if isinstance(item, A.TableFunction) and item.name.lower() not in ctx.env.catalog and \
+            item.dump is None:
+        if item.name.lower() in FILE_FUNCTIONS:
+            raise error(f"{FILES_NEED}: {item.name}() reads files", ctx, item)
+        if item.name.lower() in DUCKDB_TABLE_FUNCTIONS:
             scope.relations.append(((item.alias or item.name).lower(), None))
             return item
+    if isinstance(item, A.TableRef):
+        if item.dump is None and item.catalog is None and item.name.lower() in ctes:
+            scope.relations.append(((item.alias or item.name).lower(), None))
+            return item
+        if item.columns:
+            raise error("column aliases (AS t(a, b)) on a kernel table: name columns in the "
+                        "select list instead", ctx, item)
         scan = _new_scan(item, item.name, (), ctx)
         scope.relations.append((scan.alias.lower(), scan))
         if outer:
@@ -186,12 +248,19 @@ def _from_item(item, ctx: Ctx, scope: Scope, ctes: frozenset, outer: bool):
         return A.TableRef(scan.id, alias=scan.alias, span=item.span)
     if isinstance(item, A.Subquery):
         scope.relations.append(((item.alias or "").lower(), None))
-        return item.replace(query=_query(item.query, ctx, scope.parent, ctes))
+        # LATERAL sees the FROM items before it
+        return item.replace(query=_query(item.query, ctx, scope if item.lateral else scope.parent,
+                                         ctes))
     if isinstance(item, A.Join):
-        left_outer = item.kind in ("RIGHT", "FULL")
-        right_outer = item.kind in ("LEFT", "FULL")
+        words = item.kind.split()
+        left_outer = "RIGHT" in words or "FULL" in words
+        right_outer = "LEFT" in words or "FULL" in words
         left = _from_item(item.left, ctx, scope, ctes, outer or left_outer)
         right = _from_item(item.right, ctx, scope, ctes, outer or right_outer)
+        if words[0] == "NATURAL":  # joins on every column the two sides share
+            for s in scope.scans:
+                for c in s.spec.star_columns():
+                    s.use(c)
         if item.using:
             for name in item.using:
                 for s in scope.scans:
@@ -221,6 +290,8 @@ def _new_scan(node, name: str, args: tuple, ctx: Ctx) -> Scan:
     if dump is not None and ctx.env.kernels and dump not in ctx.env.kernels:
         raise error(f"unknown dump '{dump}' (dumps: {', '.join(sorted(k for k in ctx.env.kernels if k))})",
                     ctx, node)
+    if spec is not None and not is_func and getattr(node, "catalog", None) is not None:
+        raise error(f"unknown table '{node.catalog}.{node.dump}.{name}'", ctx, node)
     if is_func and len(args) != len(spec.params):
         required = [p for p in spec.params if not p.endswith("?")]
         if not (len(required) <= len(args) <= len(spec.params)):
@@ -266,6 +337,10 @@ def _select(sel: A.Select, ctx: Ctx, parent: Scope | None, ctes: frozenset):
     scope = Scope([], parent)
     new_from = tuple(_from_item(f, ctx, scope, ctes, False) for f in sel.from_)
     aliases = {i.alias.lower() for i in sel.items if i.alias}
+    for i in sel.items:  # * RENAME (a AS b) / REPLACE (… AS c): output names too
+        if isinstance(i.expr, A.Star):
+            aliases |= {n.lower() for kind, items in i.expr.modifiers
+                        if kind in ("RENAME", "REPLACE") for _, n in items}
 
     def fn(node):
         if isinstance(node, (A.Subquery,)):
@@ -275,12 +350,18 @@ def _select(sel: A.Select, ctx: Ctx, parent: Scope | None, ctes: frozenset):
         if isinstance(node, A.InSubquery):
             return node.replace(expr=rewrite(node.expr, fn),
                                 query=_query(node.query, ctx, scope, ctes))
+        if isinstance(node, (A.Select, A.SetOp, A.With, A.Values)):  # inside DuckDB syntax
+            return _query(node, ctx, scope, ctes)
         if isinstance(node, A.Star):
-            for alias, s in scope.relations:
-                if s is not None and (node.table is None or node.table.lower() == alias):
-                    for c in s.spec.star_columns():
-                        s.use(c)
-            return node
+            return _star(node, ctx, scope, fn)
+        if isinstance(node, A.ColumnsExpr):
+            return _columns_expr(node, ctx, scope, fn)
+        if isinstance(node, A.Lambda):
+            return _lambda(node, fn)
+        if isinstance(node, A.FuncCall) and any(_is_arrow_lambda(a) for a in node.args):
+            return _rewrite_fields(modern_lambdas(node), fn)
+        if isinstance(node, A.Subscript):
+            return _subscript(node, ctx, scope, fn)
         if isinstance(node, A.MemberPath):
             return _member(node, ctx, scope, fn)
         if isinstance(node, A.Column):
@@ -297,6 +378,10 @@ def _select(sel: A.Select, ctx: Ctx, parent: Scope | None, ctes: frozenset):
         having=rewrite(sel.having, fn),
         qualify=rewrite(sel.qualify, fn),
         order_by=rewrite(sel.order_by, fn),
+        distinct_on=rewrite(sel.distinct_on, fn),
+        windows=rewrite(sel.windows, fn),
+        limit=rewrite(sel.limit, fn),
+        offset=rewrite(sel.offset, fn),
     )
     # Join conditions see the whole scope.
     new = new.replace(from_=tuple(_rewrite_join_on(f, fn) for f in new.from_))
@@ -312,6 +397,119 @@ def _select(sel: A.Select, ctx: Ctx, parent: Scope | None, ctes: frozenset):
     new = new.replace(items=tuple(items))
     ctx.scopes[id(new)] = scope  # later rules look scopes up by the new node
     return new
+
+
+def _star(node: A.Star, ctx: Ctx, scope: Scope, fn):
+    """``*`` / ``t.*`` [EXCLUDE …] [REPLACE …]: the scans' star columns (not
+    the ones excluded) are read; internal columns are excluded later
+    (:func:`hide_internal_columns`)."""
+    excluded = node.excluded()
+    for alias, s in scope.relations:
+        if s is not None and (node.table is None or node.table.lower() == alias):
+            for c in s.spec.star_columns():
+                if c.lower() not in excluded:
+                    s.use(c)
+    mods = tuple((kind, tuple((rewrite(e, fn), n) for e, n in items)) if kind == "REPLACE"
+                 else (kind, items) for kind, items in node.modifiers)
+    return node.replace(modifiers=mods) if mods != node.modifiers else node
+
+
+def _columns_expr(node: A.ColumnsExpr, ctx: Ctx, scope: Scope, fn):
+    """``COLUMNS(*)`` is a star; ``COLUMNS('regex')`` reads the matching
+    columns (Python's re stands in for DuckDB's RE2 to choose them); any
+    other argument (a lambda, a list) reads every column."""
+    if isinstance(node.arg, A.Star):
+        return node.replace(arg=_star(node.arg, ctx, scope, fn))
+    import re
+    arg = node.arg
+    scans = [s for _, s in scope.relations if s is not None]
+    if isinstance(arg, A.Literal) and arg.kind == "string":
+        try:
+            pattern = re.compile(arg.value)
+        except re.error:
+            pattern = None
+        names = [(s, c) for s in scans for c in s.spec.star_columns()
+                 if pattern is None or pattern.search(c)]
+        if not names and scope.closed and scans:
+            tables = ", ".join(sorted({s.table for s in scans}))
+            raise error(f"COLUMNS('{arg.value}') matches no column of {tables}", ctx, node)
+        for s, c in names:
+            s.use(c)
+        return node
+    for s in scans:
+        for c in s.spec.star_columns():
+            s.use(c)
+    return node.replace(arg=rewrite(arg, fn))
+
+
+def _is_arrow_lambda(node) -> bool:
+    return isinstance(node, A.Lambda) and not node.python and node.lhs is None
+
+
+def modern_lambdas(stmt):
+    """``f(l, x -> x + 1)`` → ``f(l, lambda x: x + 1)``: DuckDB deprecates
+    the arrow; as a function argument it can only be a lambda.  (Elsewhere
+    ``a -> b`` is DuckDB's JSON operator: see :func:`_lambda`.)"""
+    def fn(node):
+        if isinstance(node, A.FuncCall) and any(_is_arrow_lambda(a) for a in node.args):
+            args = tuple(a.replace(python=True) if _is_arrow_lambda(a) else a for a in node.args)
+            return _rewrite_fields(node.replace(args=args), fn)
+        return None
+    return rewrite(stmt, fn)
+
+
+def _rewrite_fields(node, fn):
+    """``node`` with ``rewrite(…, fn)`` applied to each of its fields (not
+    to ``node`` itself)."""
+    return node.map_fields(lambda value: rewrite(value, fn))
+
+
+def _lambda(node: A.Lambda, fn):
+    """A lambda's parameters are not columns: leave them (and ``x.field``)
+    to DuckDB; resolve everything else in the body."""
+    if _is_arrow_lambda(node):
+        # not a function argument: `j -> k` is DuckDB's JSON arrow on column j
+        base = A.Column(node.params[0], span=node.span) if len(node.params) == 1 else None
+        if base is not None:
+            return node.replace(params=(), lhs=rewrite(base, fn), body=rewrite(node.body, fn))
+    params = {p.lower() for p in node.params}
+
+    def inner(n):
+        if isinstance(n, A.Column) and (n.name.lower() in params and n.table is None
+                                        or (n.table or "").lower() in params):
+            return n
+        if isinstance(n, A.MemberPath) and isinstance(n.base, A.Column) and \
+                n.base.table is None and n.base.name.lower() in params:
+            if n.has_arrow():
+                return None  # let _member report it
+            return n
+        return fn(n)
+    lhs = rewrite(node.lhs, fn) if node.lhs is not None else None
+    return node.replace(body=rewrite(node.body, inner), lhs=lhs)
+
+
+def _object_scan(col: A.Column, scope: Scope):
+    """The scan whose object column ``col`` names, or None."""
+    for sc in _visible(scope):
+        for alias, s in sc.relations:
+            if s is None or not s.spec.object_column:
+                continue
+            if col.table is not None and col.table.lower() != alias:
+                continue
+            if s.spec.object_column.lower() == col.name.lower():
+                return s
+    return None
+
+
+def _subscript(node: A.Subscript, ctx: Ctx, scope: Scope, fn):
+    """``x[i]``: DuckDB's subscript, unless ``x`` is an object column (or a
+    C cast): then it indexes the C object (``task[0]``, a member path)."""
+    base = node.base
+    if not node.slice and ((isinstance(base, A.Column) and _object_scan(base, scope))
+                           or (isinstance(base, A.Cast) and base.c_type)):
+        return _member(A.MemberPath(base, (("[]", node.index),), span=node.span), ctx, scope, fn)
+    return node.replace(base=rewrite(base, fn), index=rewrite(node.index, fn),
+                        stop=rewrite(node.stop, fn), step=rewrite(node.step, fn))
 
 
 def _is_address_member(m: MemberColumn) -> bool:
@@ -449,27 +647,24 @@ def _member(node: A.MemberPath, ctx: Ctx, scope: Scope, fn=None):
     base = node.base
     if isinstance(base, A.Cast) and base.c_type:
         return _member_of_cast(node, ctx, scope, fn)
+    text = ctx.source[node.span[0]:node.span[1]]
     if not isinstance(base, A.Column):
-        raise error("member paths need an object column or a C cast "
-                    "(CAST(x AS 'struct file *')->f_pos)", ctx, node)
-    target = None
-    for sc in _visible(scope):
-        for alias, s in sc.relations:
-            if s is None or not s.spec.object_column:
-                continue
-            if base.table is not None and base.table.lower() != alias:
-                continue
-            if s.spec.object_column.lower() == base.name.lower():
-                target = s
-                break
-        if target:
-            break
+        if not node.has_arrow():  # f(x).a.b: DuckDB's struct fields
+            return node.replace(base=rewrite(base, fn))
+        raise error(f"{text}: member paths need an object column or a C cast "
+                    "(CAST(x AS 'struct file *')->f_pos); for DuckDB's JSON arrow put the "
+                    "key in quotes (x->'key')", ctx, node)
+    target = _object_scan(base, scope)
     if target is None:
+        if not node.has_arrow():
+            # a.b.c on a value that is not an object: DuckDB's struct field access
+            return node.replace(base=rewrite(base, fn))
         objs = sorted({s.spec.object_column for s in scope.scans if s.spec.object_column})
         hint = f" (object columns here: {', '.join(objs)})" if objs else ""
-        raise error(f"'{base.name}' is not an object column{hint}", ctx, base)
+        raise error(f"'{base.name}' is not an object column{hint}: '{text}' reads as a member "
+                    f"path; for DuckDB's JSON arrow quote the key ({base.name}->'key'), for a "
+                    f"lambda write 'lambda x: …' or put spaces around '->'", ctx, base)
     kernel = ctx.env.kernel(target.dump)
-    text = ctx.source[node.span[0]:node.span[1]]
     if kernel is None:
         raise error(f"{text}: member paths need an open dump", ctx, node)
     compiled = compile_path(kernel.types, target.object_type, node.steps, text,
@@ -633,7 +828,91 @@ def lower_functions(stmt, ctx: Ctx):
     return rewrite(stmt, fn)
 
 
-RULES = (qualify, push_predicates, push_limits, lower_functions)
+def hide_internal_columns(stmt, ctx: Ctx):
+    """``*`` and ``COLUMNS(…)`` expand over what a scan really is: its
+    columns in the table's order, never kql's own (member reads ``__m0``,
+    ``__kql_row``) nor columns read only for another part of the query."""
+    def hidden(scans) -> list[str]:
+        out = []
+        for s in scans:
+            star = {c.lower() for c in s.spec.star_columns()}
+            out += [c for c in s.columns if c.lower() not in star]
+            out += list(s.members)
+        return out
+
+    def fix_star(star: A.Star, scope: Scope):
+        scans = [s for alias, s in scope.relations if s is not None and
+                 (star.table is None or star.table.lower() == alias)]
+        for s in scans:  # the star's columns in the table's order
+            order = {c.name: i for i, c in enumerate(s.spec.columns)}
+            s.columns.sort(key=lambda c: order.get(c, len(order)))
+        names = [n for n in hidden(scans) if n.lower() not in star.excluded()]
+        # the user's EXCLUDE names columns kql did not read at all: drop those
+        unread = {c.lower() for s in scans for c in s.spec.star_columns() if c not in s.columns}
+        mods = []
+        for kind, items in star.modifiers:
+            if kind == "EXCLUDE":
+                items = tuple(i for i in items if i.split(".")[-1].strip('"').lower() not in unread)
+                if not items:
+                    continue
+            mods.append((kind, items))
+        if not names:
+            return star.replace(modifiers=tuple(mods)) if len(mods) != len(star.modifiers) \
+                or mods != list(star.modifiers) else star
+        quoted = tuple(A.quote_ident(n) for n in names)
+        for i, (kind, items) in enumerate(mods):
+            if kind == "EXCLUDE":
+                mods[i] = (kind, items + quoted)
+                break
+        else:
+            mods.insert(0, ("EXCLUDE", quoted))
+        return star.replace(modifiers=tuple(mods))
+
+    def this_level(scope: Scope):
+        def fn(node):
+            if isinstance(node, (A.Subquery, A.Exists, A.InSubquery, A.Select, A.SetOp,
+                                 A.With, A.Values)):
+                return node  # their own scope
+            if isinstance(node, A.Star):
+                return fix_star(node, scope)
+            if isinstance(node, A.ColumnsExpr) and isinstance(node.arg, A.Literal):
+                names = hidden(scope.scans)
+                if not names:
+                    return node
+                # COLUMNS('re') over the real columns only
+                c = "__kql_c"
+                cond = A.BinaryOp("AND", A.FuncCall("regexp_matches", (A.Column(c), node.arg)),
+                                  A.InList(A.Column(c), tuple(A.Literal(n, "string")
+                                                              for n in names), negated=True))
+                return node.replace(arg=A.Lambda((c,), cond, python=True))
+            return None
+        return fn
+
+    def fix(node):
+        if not isinstance(node, A.Select):
+            return None
+        scope = ctx.scopes.get(id(node))
+        new = node
+        if scope is not None:
+            items = rewrite(node.items, this_level(scope))
+            if items is not node.items:
+                new = node.replace(items=items)
+        changes = {}
+        for f in ("items", "from_", "where", "group_by", "having", "qualify", "order_by",
+                  "limit", "offset", "windows"):
+            old = getattr(new, f)
+            val = rewrite(old, fix)
+            if val is not old:
+                changes[f] = val
+        if changes:
+            new = new.replace(**changes)
+        if new is not node and scope is not None:
+            ctx.scopes[id(new)] = scope
+        return new
+    return rewrite(stmt, fix)
+
+
+RULES = (qualify, hide_internal_columns, push_predicates, push_limits, lower_functions)
 
 
 # ---------------------------------------------------------------- entry
@@ -673,7 +952,10 @@ def _direct(sel, ctx: Ctx):
     for it in sel.items:
         e = it.expr
         if isinstance(e, A.Star):
-            out += [(c, c) for c in scan.spec.star_columns()]
+            if e.modifiers:
+                return None
+            # (the ones read: EXCLUDE (a, b) reads neither)
+            out += [(c, c) for c in scan.spec.star_columns() if c in scan.columns]
         elif isinstance(e, A.Column):
             col = scan.spec.column(e.name)
             src = col.name if col else (e.name if e.name in scan.members else None)

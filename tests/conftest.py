@@ -6,6 +6,16 @@ import pytest
 import fixtures
 
 
+def pytest_collection_modifyitems(config, items):
+    """`corpus` tests (the whole SQL corpus) run only when -m names them."""
+    if "corpus" in (config.getoption("markexpr") or ""):
+        return
+    keep = [i for i in items if i.get_closest_marker("corpus") is None]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
+
+
 def pytest_runtest_setup(item):
     # before the runner sets up the item's fixtures (conftest hooks run first)
     fixtures.CURRENT_TEST = item

@@ -128,7 +128,9 @@ ERRORS = [
      "  SELECT x.pid FROM procs\n"
      "         ^^^^^"),
     ("SELECT comm->x FROM procs",
-     "'comm' is not an object column (object columns here: task) (line 1, column 8)\n"
+     "'comm' is not an object column (object columns here: task): 'comm->x' reads as a member "
+     "path; for DuckDB's JSON arrow quote the key (comm->'key'), for a lambda write "
+     "'lambda x: …' or put spaces around '->' (line 1, column 8)\n"
      "  SELECT comm->x FROM procs\n"
      "         ^^^^"),
     ("SELECT * FROM procs(1)",
