@@ -118,7 +118,10 @@ class X86_64:
     # VMALLOC_END = VMALLOC_START + (size << 40) - 1.
     vmalloc_size_tb = {4: 32, 5: 12800}
 
-    def vmalloc_size(self, levels: int) -> int | None:
+    # registers a stack walk starts from (pc, stack pointer, frame pointer)
+    pc_reg, sp_reg, fp_reg = "rip", "rsp", "rbp"
+
+    def vmalloc_size(self, levels: int, kernel=None) -> int | None:
         """Bytes of the vmalloc area (VMALLOC_END - VMALLOC_START + 1)."""
         tb = self.vmalloc_size_tb.get(levels)
         return None if tb is None else tb << 40
@@ -233,6 +236,46 @@ class X86_64:
         if len(desc) >= _QEMU_MIN_SIZE + 8:
             state["kernel_gs_base"] = struct.unpack_from("<Q", desc, _QEMU_MIN_SIZE)[0]
         return state
+
+    # -- stacks ----------------------------------------------------------------------
+    def user_mode(self, regs: dict) -> bool:
+        """True if ``regs`` (pt_regs or NT_PRSTATUS) were taken in user mode (CPL 3)."""
+        return bool(regs.get("cs", 0) & 3)
+
+    def saved_task_start(self, prog, task: int, bounds: tuple[int, int]):
+        """Where a task that is not running resumes: ``task->thread.sp`` points
+        at its ``struct inactive_task_frame``; the walk starts at ``ret_addr``
+        with ``sp = thread.sp + sizeof(frame)`` and ``bp = frame.bp``.
+        Returns ``(ip, sp, bp, regs, exact)``."""
+        lay = prog.cache.get("x86_switch_frame")
+        if lay is None:
+            types = prog.types
+            t = types.find_type("struct task_struct")
+            ts = types.find_type("struct thread_struct")
+            f = types.find_type("struct inactive_task_frame")
+            # ret_from_fork is where a never-run task "returns" to; the kernel
+            # looks its ORC entry up at the exact address.  Since the 2023
+            # rewrite of ret_from_fork() in C ("x86: Rewrite ret_from_fork() in
+            # C"; 6.12 has it) the assembly part is ret_from_fork_asm.
+            syms = prog.symbols
+            rf = syms.get("ret_from_fork_asm") or syms.get("ret_from_fork")
+            lay = prog.cache["x86_switch_frame"] = (
+                t.offsetof("thread") + ts.offsetof("sp"), f.offsetof("bp"),
+                f.offsetof("ret_addr"), f.size, rf.address if rf is not None else None)
+        thread_sp, frame_bp, frame_ret, frame_size, ret_from_fork = lay
+        sp = prog.read_u64(task + thread_sp)
+        if not bounds[0] <= sp < bounds[1]:
+            raise ValueError(f"task {task:#x}: thread.sp {sp:#x} is outside its "
+                             f"stack {bounds[0]:#x}-{bounds[1]:#x}")
+        frame = prog.read(sp, frame_size)
+        bp = int.from_bytes(frame[frame_bp:frame_bp + 8], "little")
+        ip = int.from_bytes(frame[frame_ret:frame_ret + 8], "little")
+        return ip, sp + frame_size, bp, None, ip == ret_from_fork
+
+    def get_unwinder(self, prog):
+        """The dump's stack unwinder (ORC, frame pointers as the fallback)."""
+        from kql.arch.orc import get_unwinder
+        return get_unwinder(prog)
 
     def __repr__(self) -> str:
         return "<arch x86_64>"
