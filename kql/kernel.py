@@ -212,7 +212,7 @@ class Kernel:
         return self._symbols
 
     def _load_symbols(self) -> SymbolTable:
-        from kql.symbols import VmlinuxFile, load_system_map, shifted
+        from kql.symbols import VmlinuxFile, find_system_map, load_system_map, shifted
         errors = []
         try:
             table = load_kallsyms(self.read, self.vmcoreinfo, cache=self.disk_cache)
@@ -221,8 +221,12 @@ class Kernel:
             if table.get("init_task") is not None:
                 return table
             if not (self.system_map_path or self.vmlinux_path):
+                self.system_map_path = find_system_map(self.vmcoreinfo.get("OSRELEASE", ""))
+            if not (self.system_map_path or self.vmlinux_path):
                 raise DumpError("the dump's kallsyms has no variables (kernel built without "
-                                "CONFIG_KALLSYMS_ALL): give --system-map or --vmlinux")
+                                "CONFIG_KALLSYMS_ALL) and no System.map for "
+                                f"{self.vmcoreinfo.get('OSRELEASE', '?')} was found: "
+                                "give --system-map or --vmlinux")
         except KallsymsError as e:
             errors.append(str(e))
         if self.system_map_path:

@@ -7,6 +7,8 @@ PT_LOAD segments), which tests use as a stand-in for dump memory.
 
 from __future__ import annotations
 
+import os
+
 import struct
 
 from kql.errors import DumpError, FaultError
@@ -41,6 +43,31 @@ def load_system_map(path: str) -> SymbolTable:
         # Debian's /boot/System.map is a one-line stub pointing at the -dbg package
         raise DumpError(f"{path}: not a real System.map ({len(names)} symbols)")
     return SymbolTable(names, kinds, addrs, source="System.map")
+
+
+#: Where a kernel's System.map is looked for, under each root of
+#: $KQL_DEBUG_ROOTS (os.pathsep-separated; default "/"), as crash and drgn
+#: look for a vmlinux by release.
+SYSTEM_MAP_PATHS = ("usr/lib/debug/boot/System.map-{release}", "boot/System.map-{release}",
+                    "lib/modules/{release}/System.map")
+
+
+def find_system_map(release: str) -> str | None:
+    """The first System.map for ``release`` in the standard places that
+    has variables (Debian's /boot/System.map is a one-line placeholder)."""
+    if not release or "/" in release:
+        return None
+    roots = (os.environ.get("KQL_DEBUG_ROOTS") or "/").split(os.pathsep)
+    for root in roots:
+        for rel in SYSTEM_MAP_PATHS:
+            path = os.path.join(root or "/", rel.format(release=release))
+            try:
+                with open(path, "rb") as f:
+                    if b" init_task\n" in f.read():
+                        return path
+            except OSError:
+                continue
+    return None
 
 
 def shifted(table: SymbolTable, offset: int) -> SymbolTable:

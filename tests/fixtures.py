@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,12 @@ sys.path.insert(0, str(HERE / "vmcores"))
 import build  # noqa: E402
 
 SAMPLE_DIR = HERE / "sample"
+
+# Kernels whose kallsyms lists functions only (no CONFIG_KALLSYMS_ALL: Debian's
+# arm64) take their variables from System.map, which kql finds by release
+# under $KQL_DEBUG_ROOTS: the unpacked fixture kernels.
+os.environ.setdefault("KQL_DEBUG_ROOTS", os.pathsep.join(
+    sorted(str(p) for p in (build.CACHE / "kernels").glob("*") if p.is_dir())))
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,17 @@ PANIC = [n for n in FIXTURES if "panic" in n] + ["sample"]
 SYSCALL_ENTRY = "entry_SYSCALL_64_after_hwframe"
 PANIC_CHAIN = ["sysrq_handle_crash", "write_sysrq_trigger", "vfs_write", "ksys_write",
                "do_syscall_64", SYSCALL_ENTRY]
+# What stacks look like per architecture: the frames the context switch
+# leaves above __schedule (arm64's /proc/PID/stack starts at __switch_to),
+# the syscall path, the outermost (entry) frame and user-mode registers.
+ARCH_STACKS = {
+    "x86_64": dict(switch=[], panic_chain=PANIC_CHAIN, entry=SYSCALL_ENTRY,
+                   user=lambda r: r["cs"] & 3 == 3),
+    "arm64": dict(switch=["__switch_to"],
+                  panic_chain=["sysrq_handle_crash", "write_sysrq_trigger", "vfs_write",
+                               "ksys_write", "invoke_syscall", "el0_svc", "el0t_64_sync"],
+                  entry="el0t_64_sync", user=lambda r: r["pstate"] & 0xF == 0),
+}
 
 
 
@@ -101,7 +112,8 @@ def explained_miss(k: Kernel, truth: dict, pid: int, w: list[str], g: list[str])
     the dump.  Both agree from rcu_gp_kthread down; rcu_gp_fqs_loop is on the
     kql stack exactly when the dump's rcu_state.gp_state says a grace period
     is waiting for its force-quiescent-state timer."""
-    if truth["tasks"][str(pid)]["comm"] != "rcu_preempt":
+    # rcu_sched on a kernel without CONFIG_PREEMPT_RCU (Debian's arm64)
+    if truth["tasks"][str(pid)]["comm"] not in ("rcu_preempt", "rcu_sched"):
         return False
     tail = w[w.index("rcu_gp_kthread"):]
     if not ends_with(g, tail):
@@ -156,11 +168,12 @@ def test_panicking_task(name):
     # __crash_kexec() has no ORC data (STACK_FRAME_NON_STANDARD): the walk
     # finds its caller on the stack and goes on from panic().
     assert names[0] == "__crash_kexec" and names[1] == "panic", names
+    arch = ARCH_STACKS[k.arch.name]
     it = iter(names)
-    assert all(any(n == want for n in it) for want in PANIC_CHAIN), names
+    assert all(any(n == want for n in it) for want in arch["panic_chain"]), names
     # Nothing after the syscall entry: its pt_regs are user mode.
-    assert names[-1] == SYSCALL_ENTRY
-    assert frames[-1].kind == "regs" and frames[-1].regs["cs"] & 3 == 3
+    assert names[-1] == arch["entry"]
+    assert frames[-1].kind == "regs" and arch["user"](frames[-1].regs)
     assert [f.kind for f in frames[:-1]] == ["call"] * (len(frames) - 1)
     # The frames climb the stack.
     sps = [f.sp for f in frames]
@@ -188,6 +201,9 @@ def test_dstate_vfork_parent_and_kthreads(name):
     assert vforkers
     for pid in vforkers:
         names = task_stack_names(find_task(k, pid))
+        switch = ARCH_STACKS[k.arch.name]["switch"]
+        assert names[:len(switch)] == switch
+        names = names[len(switch):]
         # D state in kernel_clone() waiting for the vfork child
         # (wait_for_vfork_done -> wait_for_completion_state/killable).
         assert names[0] == "__schedule" and "schedule" in names
@@ -627,8 +643,9 @@ def test_corrupt_saved_sp_is_null_and_warning():
     k = Kernel(fx.dump("elf"))
     try:
         task = find_task(k, 1)
-        from kql.helpers.stack import _layout
-        where = task.value_() + _layout(k)["thread_sp"]
+        types = k.types
+        where = task.value_() + types.find_type("struct task_struct").offsetof("thread") + \
+            types.find_type("struct thread_struct").offsetof("sp")
         real = k.read_u64
         k.read_u64 = lambda addr: 0xFFFF888000001000 if addr == where else real(addr)
         with pytest.raises(ValueError, match="outside its stack"):

@@ -274,6 +274,9 @@ class Arm64:
             lay = prog.cache["arm64_cpu_context"] = tuple(
                 base + cc.offsetof(m) for m in ("pc", "sp", "fp"))
         pc, sp, fp = (prog.read_u64(task + off) for off in lay)
+        if not bounds[0] <= sp <= bounds[1]:
+            raise ValueError(f"task {task:#x}: cpu_context.sp {sp:#x} is outside its "
+                             f"stack {bounds[0]:#x}-{bounds[1]:#x}")
         return self.strip_pac(prog, pc), sp, fp, None, False
 
     def strip_pac(self, prog, addr: int) -> int:

@@ -73,7 +73,7 @@ ARM64_DEBS = ["busybox-static", "makedumpfile", "kexec-tools", "libc6", "libdw1"
               "liblzo2-2", "zlib1g", "libbz2-1.0", "liblzma5", "libzstd1", "libxenmisc4.17",
               "libext2fs2", "libfdt1", "libuuid1", "libxencall1", "libxendevicemodel1",
               "libxenevtchn1", "libxenforeignmemory1", "libxengnttab1", "libxenhypfs1",
-              "libxenstore4", "libxentoollog1", "libyajl2"]
+              "libxenstore4", "libxentoollog1", "libxentoolcore1", "libyajl2"]
 
 # Bump when a change to this file changes what a fixture contains.
 BUILDER_VERSION = 1
@@ -208,7 +208,7 @@ def apt_download(pkg: str, dest: Path) -> None:
 def arm64_sysroot() -> Path:
     """The arm64 userland (ARM64_DEBS unpacked), downloaded once."""
     root = CACHE / "sysroot-arm64"
-    if (root / ".done").exists():
+    if (root / ".done").exists() and (root / ".done").read_text() == " ".join(ARM64_DEBS):
         return root
     debs = CACHE / "debs-arm64"
     debs.mkdir(parents=True, exist_ok=True)
@@ -222,7 +222,7 @@ def arm64_sysroot() -> Path:
     if root.exists():
         shutil.rmtree(root)
     tmp.rename(root)
-    (root / ".done").touch()
+    (root / ".done").write_text(" ".join(ARM64_DEBS))
     return root
 
 
