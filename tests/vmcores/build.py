@@ -65,7 +65,16 @@ ARCHES = {
     "x86_64": dict(qemu=QEMU, machine=[], tty="ttyS", cc="gcc", deb_arch=None),
     "arm64": dict(qemu="qemu-system-aarch64",
                   machine=["-M", "virt,gic-version=3", "-cpu", "max,pauth-impdef=on"],
-                  tty="ttyAMA", cc="aarch64-linux-gnu-gcc", deb_arch="arm64"),
+                  tty="ttyAMA", cc="aarch64-linux-gnu-gcc", deb_arch="arm64",
+                  # kexec-tools 2.0.25 derives PAGE_OFFSET from _text in
+                  # /proc/kallsyms, which a kernel without KALLSYMS_ALL does not
+                  # list (it starts at _stext): without it the elfcorehdr's
+                  # PT_LOADs are garbage and makedumpfile cannot read the dump.
+                  # Hand it _stext's address under that name (only its half of
+                  # the address space matters).
+                  kexec_prep="{ cat /proc/kallsyms; awk '$3 == \"_stext\" "
+                             "{ print $1 \" T _text\" }' /proc/kallsyms; } > /tmp/kallsyms "
+                             "&& mount --bind /tmp/kallsyms /proc/kallsyms; "),
 }
 # arm64 userland for the guest and the capture initramfs (with the shared
 # libraries makedumpfile and kexec need), downloaded with `apt-get download`.
@@ -395,6 +404,7 @@ def guest_initramfs(kdir: dict, recipe: dict, work: Path) -> Path:
     init = (HERE / "guest/init.sh").read_text()
     # the truth port is the second serial port: ttyS1 on x86, ttyAMA1 on arm64
     init = init.replace("/dev/ttyS1", f"/dev/{arch['tty']}1")
+    init = init.replace("\tkexec -p ", "\t" + arch.get("kexec_prep", "") + "kexec -p ")
     for k, v in params.items():
         init = init.replace(k, v)
     (root / "init").write_text(init)
