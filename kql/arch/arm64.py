@@ -172,24 +172,16 @@ class Arm64:
         return self.kernel_symbol_pa(int(value, 16), vmcoreinfo)
 
     def vmalloc_size(self, levels: int, kernel=None) -> int | None:
-        """VMALLOC_END - VMALLOC_START + 1 (memory.h, pgtable.h):
-        VMALLOC_START = MODULES_END = -(1 << (VA_BITS_MIN - 1)) + modules size,
-        VMALLOC_END = VMEMMAP_START - 256 MiB."""
+        """VMALLOC_END - VMALLOC_START + 1: NUMBER(VMALLOC_START) and
+        NUMBER(VMALLOC_END) from VMCOREINFO (arm64 exports them since 6.1,
+        "arm64: crash_core: Export MODULES, VMALLOC, and VMEMMAP ranges");
+        else unknown."""
         if kernel is None:
             return None
-        va_bits = self.va_bits(kernel.vmcoreinfo)
-        va_min = min(va_bits, 48)
-        # VMEMMAP_START: 6.1 places vmemmap at -(1 << (VA_BITS - 6)); since
-        # 6.9 ("arm64: mm: Make PAGE_OFFSET ... use VA_BITS_MIN") at
-        # VMEMMAP_END - VMEMMAP_SIZE with VMEMMAP_END = -(1 << (VA_BITS - 6))
-        # + ... - both leave the same vmalloc end for 48-bit kernels.
-        vmemmap_start = -(1 << (va_bits - 6))
-        modules_vaddr = -(1 << (va_min - 1))
-        # "arm64: module: rework module VA range selection" (6.5) made the
-        # module area 2 GiB (it was 128 MiB); module_direct_base came with it.
-        modules_size = (2 << 30) if kernel.symbols.get("module_direct_base") else (128 << 20)
-        start = modules_vaddr + modules_size
-        end = vmemmap_start - (256 << 20)
+        start = self._number(kernel.vmcoreinfo, "NUMBER(VMALLOC_START)")
+        end = self._number(kernel.vmcoreinfo, "NUMBER(VMALLOC_END)")
+        if start is None or end is None:
+            return None
         return end - start + 1
 
     # -- page tables ---------------------------------------------------------------

@@ -162,10 +162,9 @@ def resolve_kernels() -> None:
                 text=True, check=False)
         if r.returncode == 0 and r.stdout.strip():
             continue
-        v61 = series.split("-")[0] == "6.1"
-        flavour = kver.split("-", 1)[1] if v61 else kver.split("+", 1)[1]
+        flavour = kver.split("-", 1)[1] if series == "6.1" else kver.split("+", 1)[1]
         pattern = (rf"^linux-image-(6\.1\.0-\d+-{re.escape(flavour.split('-', 1)[1])})-unsigned$"
-                   if v61 else
+                   if series == "6.1" else
                    rf"^linux-image-(6\.12\.\d+\+{re.escape(flavour)})-unsigned$")
         names = run(["apt-cache", "pkgnames", "linux-image-"], capture_output=True, text=True,
                     check=False).stdout.split()
@@ -186,7 +185,12 @@ def kernel_dir(series: str) -> dict[str, Path]:
         debs.mkdir(parents=True, exist_ok=True)
         for pkg in (f"linux-image-{kver}-unsigned", f"linux-image-{kver}-dbg"):
             if not glob.glob(str(debs / f"{pkg}_*.deb")):
-                apt_download(pkg + (":arm64" if kver.endswith("-arm64") else ""), debs)
+                log(f"downloading {pkg}")
+                r = run(["apt-get", "download", pkg], cwd=debs, capture_output=True,
+                        text=True, check=False)
+                if r.returncode:
+                    raise BuildError(f"apt-get download {pkg} failed: "
+                                     f"{r.stderr.strip().splitlines()[-1:]}")
         tmp = Path(tempfile.mkdtemp(dir=CACHE, prefix=".unpack-"))
         for deb in glob.glob(str(debs / f"linux-image-{kver}-*.deb")):
             run(["dpkg-deb", "-x", deb, str(tmp)])
