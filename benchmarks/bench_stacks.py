@@ -5,7 +5,7 @@ against drgn's `prog.stack_trace(task)` over all tasks.
 Run on demand (not in CI):
 
     pip install drgn==0.3.0
-    python benchmarks/bench_stacks.py [--fixture 6.1-big] [--runs 3]
+    python benchmarks/bench_stacks.py [--fixture 6.1-big] [--runs 3] [--drgn-python PY]
 
 Each run is a fresh process (import, open and table-loading costs count),
 kql and drgn alternating on the same dump.  drgn reads the debug vmlinux
@@ -82,14 +82,17 @@ def main() -> int:
     ap.add_argument("--fixture", default="6.1-big")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--query", default="SELECT pid, stack FROM tasks")
+    ap.add_argument("--drgn-python", default=os.environ.get("DRGN_PYTHON", sys.executable),
+                    help="python with drgn installed (e.g. a separate venv's)")
     args = ap.parse_args()
     fx = fixture(args.fixture)
     dump = fx.dump("elf" if "elf" in fx.kinds else None)
     py = sys.executable
     kql = [py, "-m", "kql.cli", dump, args.query, "--format", "jsonl"]
     kql_vm = kql + ["--vmlinux", fx.vmlinux]
-    drgn = [py, str(Path(__file__).resolve()), "--drgn", dump, fx.vmlinux]
-    drgn_walk = [py, str(Path(__file__).resolve()), "--drgn-trace-only", dump, fx.vmlinux]
+    drgn = [args.drgn_python, str(Path(__file__).resolve()), "--drgn", dump, fx.vmlinux]
+    drgn_walk = [args.drgn_python, str(Path(__file__).resolve()), "--drgn-trace-only", dump,
+                 fx.vmlinux]
 
     # correctness first (these runs also warm the page cache and kql's DWARF cache)
     k_out = subprocess.run(kql, capture_output=True, text=True, check=True).stdout
