@@ -162,6 +162,8 @@ class VmlinuxFile:
             bind = st_info >> 4
             if not st_name or stype in (3, 4) or shndx == 0:   # SECTION, FILE, UNDEF
                 continue
+            if strtab[st_name] == 0x24:             # "$": an ARM mapping symbol
+                continue                            # ($x, $d), as nm and kallsyms skip them
             letter = "a" if shndx == 0xFFF1 else letters.get(shndx, "?")
             if bind == 2:                           # STB_WEAK
                 letter = "W" if letter == "t" else "V"
