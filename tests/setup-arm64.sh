@@ -10,7 +10,9 @@
 # - QEMU 10's qemu-system-aarch64 (qemu-system-arm from bookworm-backports,
 #   which tests/setup.sh adds to the machine's sources);
 # - a cross compiler for the scenario program (gcc-aarch64-linux-gnu,
-#   libc6-dev-arm64-cross for the static libc).
+#   libc6-dev-arm64-cross for the static libc).  Debian's gcc-multilib
+#   metapackage conflicts with every cross gcc: 32-bit builds need only
+#   gcc-12-multilib, which does not.
 set -euo pipefail
 
 APT=(apt-get -o DPkg::Lock::Timeout=600 -y -qq)
