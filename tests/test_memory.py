@@ -466,6 +466,20 @@ def _expected_levels(fx) -> int:
     return 5 if fx.name.endswith("la57") else 4
 
 
+def _real_registers_arm64(fx):
+    with open_dump(fx.dump()) as dump:
+        pids = [pid for pid, _regs in dump.prstatus()]
+        assert dump.qemu_cpu_states() == []            # QEMU writes those for x86 only
+        if fx.recipe["mode"] == "live":
+            assert pids == list(range(1, fx.recipe["smp"] + 1))
+        else:
+            assert sorted(pids) == [0, fx.truth["panic_pid"]]
+        for _pid, regs in dump.prstatus():
+            # every CPU stopped in the kernel, at EL1 on SP_EL1 (PSTATE.M = EL1h)
+            assert regs["pc"] >> 48 == 0xFFFF and regs["sp"] >> 48 == 0xFFFF
+            assert regs["pstate"] & 0xF == 0x5
+
+
 @pytest.mark.parametrize("name,kind", DUMPS, ids=[f"{n}:{k}" for n, k in DUMPS])
 def test_real_init_uts_ns_through_page_tables(name, kind):
     fx = fixture(name)
@@ -507,20 +521,6 @@ def test_real_registers(name):
         for _pid, regs in dump.prstatus():
             assert regs["rip"] >= 0xFFFFFFFF80000000       # every CPU stopped in the kernel
             assert regs["cs"] == 0x10
-
-
-def _real_registers_arm64(fx):
-    with open_dump(fx.dump()) as dump:
-        pids = [pid for pid, _regs in dump.prstatus()]
-        assert dump.qemu_cpu_states() == []            # QEMU writes those for x86 only
-        if fx.recipe["mode"] == "live":
-            assert pids == list(range(1, fx.recipe["smp"] + 1))
-        else:
-            assert sorted(pids) == [0, fx.truth["panic_pid"]]
-        for _pid, regs in dump.prstatus():
-            # every CPU stopped in the kernel, at EL1 on SP_EL1 (PSTATE.M = EL1h)
-            assert regs["pc"] >> 48 == 0xFFFF and regs["sp"] >> 48 == 0xFFFF
-            assert regs["pstate"] & 0xF == 0x5
 
 
 def test_real_formats_of_one_capture_agree():
