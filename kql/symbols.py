@@ -72,12 +72,15 @@ def find_system_map(release: str) -> str | None:
 
 def shifted(table: SymbolTable, offset: int) -> SymbolTable:
     """The table with every address moved by ``offset`` (KASLR), except
-    absolute / per-CPU symbols (kind ``A``, or below the kernel text)."""
+    what lies below the kernel text: absolute constants and x86_64's
+    zero-based per-CPU symbols.  Absolute symbols in the image (x86_64's
+    init_per_cpu__*, arm64's __kvm_nvhe_* aliases) move with it."""
     if not offset:
         return table
     mask = (1 << 64) - 1
-    addrs = [a if (k in "aA" or a < 0xFFFF800000000000) else (a + offset) & mask
-             for a, k in zip(table.addresses, table.kinds)]
+    text = [a for a, k in zip(table.addresses, table.kinds) if k in "tT"]
+    low = min(text) if text else 0xFFFF800000000000
+    addrs = [a if a < low else (a + offset) & mask for a in table.addresses]
     return SymbolTable(table.names, table.kinds, addrs, source=table.source,
                        module=table.module, sizes=table._sizes)
 

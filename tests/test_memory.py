@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import DUMPS, FIXTURES, fixture
+from fixtures import DUMPS, FIXTURES, expected_pgtable_levels, fixture
 from kql.arch import detect_machine, get_arch
 from kql.arch.x86_64 import PRSTATUS_REGS, PT_REGS_OFFSETS
 from kql.dump import Note, open_dump
@@ -456,16 +456,6 @@ def _kernel_virtual(dump):
                          levels=arch.pgtable_levels(info))
 
 
-def _expected_levels(fx) -> int:
-    """x86_64: 5 with LA57 (the la57 recipe's CPU has it); arm64 4K pages: 5
-    levels for a kernel built for 52-bit VAs (Debian's 6.12: LPA2, which
-    QEMU's max CPU has), else 4 (48-bit)."""
-    if fx.recipe.get("arch") == "arm64":
-        config = Path(fx.vmlinux).parents[4] / "boot" / f"config-{fx.release}"
-        return 5 if "CONFIG_ARM64_VA_BITS=52\n" in config.read_text() else 4
-    return 5 if fx.name.endswith("la57") else 4
-
-
 def _real_registers_arm64(fx):
     with open_dump(fx.dump()) as dump:
         pids = [pid for pid, _regs in dump.prstatus()]
@@ -493,7 +483,7 @@ def test_real_init_uts_ns_through_page_tables(name, kind):
         version = kv.read_cstring(uts + UTS_VERSION, 65).decode()
         assert fx.truth["version"].endswith(" " + version)
         assert dump.vmcoreinfo["OSRELEASE"] == fx.truth["release"]
-        assert kv.levels == _expected_levels(fx)
+        assert kv.levels == expected_pgtable_levels(fx)
 
 
 @pytest.mark.parametrize("name", FIXTURES)
