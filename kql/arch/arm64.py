@@ -18,6 +18,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from kql.arch.pagewalk import not_mapped, read_entry
 from kql.errors import DumpError, FaultError
 
 PAGE_SHIFT = 12                 # 4 KiB granule (Debian's arm64 kernels)
@@ -210,16 +211,9 @@ class Arm64:
         last = len(fmt.levels) - 1
         for i, (name, shift, bits, leaf_ok) in enumerate(fmt.levels):
             index = (va >> shift) & ((1 << bits) - 1)
-            entry_pa = table + 8 * index
-            try:
-                entry = int.from_bytes(read(entry_pa, 8), "little")
-            except FaultError as e:
-                raise type(e)(va, f"cannot read {space} address {va:#x}: {name} table "
-                                  f"at physical {table:#x} is unreadable: {e}") from None
+            entry, entry_pa = read_entry(read, table, index, va, name, space)
             if not entry & DESC_VALID:
-                raise FaultError(va, f"cannot read {space} address {va:#x}: not mapped "
-                                     f"({name} entry {index} at physical {entry_pa:#x} "
-                                     f"is {entry:#x}, not valid)")
+                raise not_mapped(va, name, index, entry_pa, entry, space, "not valid")
             addr = entry & mask
             if fmt.lpa2:
                 addr |= (entry & LPA2_HIGH_MASK) << 42

@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from kql.arch.pagewalk import not_mapped, read_entry
 from kql.errors import DumpError, FaultError
 
 PAGE_SHIFT = 12
@@ -154,16 +155,9 @@ class X86_64:
         read = phys.read
         for name, shift, leaf_ok in fmt.levels:
             index = (va >> shift) & 0x1FF
-            entry_pa = table + 8 * index
-            try:
-                entry = int.from_bytes(read(entry_pa, 8), "little")
-            except FaultError as e:
-                raise type(e)(va, f"cannot read {space} address {va:#x}: {name} table "
-                                  f"at physical {table:#x} is unreadable: {e}") from None
+            entry, entry_pa = read_entry(read, table, index, va, name, space)
             if not entry & PTE_PRESENT:
-                raise FaultError(va, f"cannot read {space} address {va:#x}: not mapped "
-                                     f"({name} entry {index} at physical {entry_pa:#x} "
-                                     f"is {entry:#x}, not present)")
+                raise not_mapped(va, name, index, entry_pa, entry, space, "not present")
             if leaf_ok and entry & PTE_PSE:
                 size_mask = (1 << shift) - 1
                 return (entry & mask & ~size_mask) | (va & size_mask), size_mask + 1
