@@ -679,3 +679,82 @@ def test_kdump_registers_fall_back_to_note_order():
         assert names[:2] == ["__crash_kexec", "panic"] and names[-1] == SYSCALL_ENTRY
     finally:
         k.close()
+
+
+# -- arm64 frame records (synthetic) ----------------------------------------------------
+
+class _Arm64Prog:
+    """Just enough of a Kernel for the arm64 unwinder: words in a dict, a
+    pt_regs of 6.1's layout (stackframe at 0x130, 0x150 bytes) and a PAC mask."""
+
+    PT_REGS_SIZE, STACKFRAME = 0x150, 0x130
+
+    def __init__(self, words: dict[int, int]):
+        self.words = words
+        self.cache: dict = {}
+        self.vmcoreinfo = {"NUMBER(KERNELPACMASK)": "0xff7f000000000000"}
+        outer = self
+
+        class _T:
+            size = outer.PT_REGS_SIZE
+
+            @staticmethod
+            def offsetof(name):
+                return {"stackframe": outer.STACKFRAME}[name]
+
+        class _Types:
+            @staticmethod
+            def find_type(name):
+                assert name == "struct pt_regs"
+                return _T
+
+        self.types = _Types
+
+    def read(self, addr: int, size: int) -> bytes:
+        out = b""
+        for a in range(addr, addr + size, 8):
+            if a not in self.words:
+                raise FaultError(a, f"cannot read kernel address {a:#x}")
+            out += self.words[a].to_bytes(8, "little")
+        return out
+
+
+def test_arm64_unwinder_crosses_el1_pt_regs_and_strips_pac():
+    """Frame records {fp, lr} with PAC-signed return addresses; an EL1
+    exception's pt_regs (its stackframe record is {x29, elr}) is a "regs"
+    frame and the interrupted pc is exact; the task's own pt_regs at the top
+    of the stack (entry from EL0) ends the walk with the user registers."""
+    from kql.arch.arm64 import ARCH as ARM64
+    lo, hi = 0xFFFF800008000000, 0xFFFF800008004000
+    text = 0xFFFFB00372610000
+    sign = lambda a: (a & ~0xFF7F000000000000) | 0x0035000000000000   # noqa: E731
+    words = {}
+    P = _Arm64Prog
+    # innermost: fp0 -> record {fp1, lr into handler}
+    fp0, exc_regs = lo + 0x1000, lo + 0x2000
+    fp1 = exc_regs + P.STACKFRAME                      # the exception's record
+    words[fp0], words[fp0 + 8] = fp1, sign(text + 0x104)
+    # the exception's pt_regs: x29 = fp2, pc = text + 0x200 (interrupted), EL1h
+    for i in range(0, P.PT_REGS_SIZE, 8):
+        words[exc_regs + i] = 0
+    fp2 = lo + 0x3000
+    words[exc_regs + 29 * 8] = fp2
+    words[exc_regs + 31 * 8] = lo + 0x2f00            # sp
+    words[exc_regs + 32 * 8] = text + 0x200           # pc (elr)
+    words[exc_regs + 33 * 8] = 0x3C5                  # pstate: EL1h
+    words[fp1], words[fp1 + 8] = fp2, text + 0x200
+    # the interrupted function's record leads to the final frame
+    user_regs = hi - P.PT_REGS_SIZE
+    final = user_regs + P.STACKFRAME
+    for i in range(0, P.PT_REGS_SIZE, 8):
+        words[user_regs + i] = 0
+    words[user_regs + 32 * 8] = 0x400123              # user pc, pstate EL0t
+    words[fp2], words[fp2 + 8] = final, sign(text + 0x304)
+    prog = P(words)
+    frames, stop = ARM64.get_unwinder(prog).unwind(text + 0x10, lo + 0xff0, fp0, exact=True,
+                                                  stack_bounds=(lo, hi))
+    assert [(f.pc - text, f.kind, f.exact) for f in frames] == [
+        (0x10, "call", True), (0x104, "regs", False), (0x200, "call", True),
+        (0x304, "regs", False)]
+    assert frames[1].regs["pc"] == text + 0x200 and frames[1].regs["pstate"] == 0x3C5
+    assert frames[3].regs["pc"] == 0x400123 and stop == "user"
