@@ -141,7 +141,8 @@ def test_stacks_match_proc(name, kind):
         assert explained_miss(k, fx.truth, pid, w, g), (pid, w, g)
 
 
-@pytest.mark.parametrize("name", ["6.1-live", "6.12-live", "6.12-panic"])
+@pytest.mark.parametrize("name", ["6.1-live", "6.12-live", "6.12-panic", "arm64-6.1-live",
+                                  "arm64-6.12-live"])
 def test_stacks_with_vmlinux_equal_btf_only(name):
     """Kernel(dump, vmlinux=...) (DWARF types first) walks the same stacks."""
     fx = fixture(name)
