@@ -149,8 +149,6 @@ class Arm64:
         """NUMBER(PHYS_OFFSET): physical start of RAM (the linear map's base)."""
         return self._number(vmcoreinfo, "NUMBER(PHYS_OFFSET)") or 0
 
-    phys_base = phys_offset
-
     def kaslr_offset(self, vmcoreinfo: dict[str, str]) -> int:
         value = vmcoreinfo.get("KERNELOFFSET")
         return int(value, 16) if value is not None else 0
