@@ -11,11 +11,14 @@ REFERENCE §1 and §7):
   registers ``crash_setup_regs()`` took in ``__crash_kexec()``; the other
   CPUs' hold where the crash NMI stopped them.  User-mode registers mean an
   empty kernel stack.
-- any other task: ``task->thread.sp`` points at its ``struct
-  inactive_task_frame`` (read by member name): the walk starts at
-  ``ret_addr`` with ``sp = thread.sp + sizeof(frame)`` and ``bp = frame.bp``.
+- any other task: where the context switch saved it, as the arch object's
+  ``saved_task_start()`` reads it: on x86_64 ``task->thread.sp`` points at
+  its ``struct inactive_task_frame`` (the walk starts at ``ret_addr`` with
+  ``sp = thread.sp + sizeof(frame)`` and ``bp = frame.bp``); on arm64
+  ``task->thread.cpu_context`` holds pc, sp and fp.
 
-The walk itself is arch code (:mod:`kql.arch.orc`).  Frames are named as
+The walk itself is arch code (``arch.get_unwinder()``: :mod:`kql.arch.orc`
+on x86_64, frame records on arm64).  Frames are named as
 the kernel's ``%pB`` names them in /proc/PID/stack: a return address is
 looked up at ``pc - 1`` (so a call at the very end of a function is named
 after its caller) and exact addresses (the first frame of a running task,
