@@ -62,7 +62,7 @@ QEMU = "qemu-system-x86_64"
 # fast PAC algorithm under TCG), PL011 serial ports, the scenario program
 # cross-compiled, and userland taken from arm64 .debs (see arm64_sysroot()).
 ARCHES = {
-    "x86_64": dict(qemu=QEMU, machine=[], tty="ttyS", cc="gcc", deb_arch=None),
+    "x86_64": dict(machine=[], tty="ttyS", cc="gcc", deb_arch=None),     # qemu: QEMU
     "arm64": dict(qemu="qemu-system-aarch64",
                   machine=["-M", "virt,gic-version=3", "-cpu", "max,pauth-impdef=on"],
                   tty="ttyAMA", cc="aarch64-linux-gnu-gcc", deb_arch="arm64",
@@ -466,7 +466,7 @@ def boot_and_dump(name: str, recipe: dict, kdir: dict, out: Path, work: Path) ->
     append = f"console={arch['tty']}0 loglevel=6 panic=-1 rdinit=/init"
     if recipe["mode"] == "panic":
         append += f" crashkernel={recipe.get('crashkernel', '256M')}"
-    cmd = [arch["qemu"], *arch["machine"], "-accel", "tcg", "-m", str(recipe["mem"]), "-smp", str(recipe["smp"]),
+    cmd = [arch.get("qemu", QEMU), *arch["machine"], "-accel", "tcg", "-m", str(recipe["mem"]), "-smp", str(recipe["smp"]),
            "-kernel", str(kdir["vmlinuz"]), "-initrd", str(initrd), "-append", append,
            "-device", "vmcoreinfo", "-display", "none", "-no-reboot", "-nodefaults",
            "-serial", f"file:{console}", "-serial", f"file:{truth_log}",
