@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="open DUMP as NAME for cross-dump queries (FROM NAME.tasks); repeatable")
     p.add_argument("--vmlinux", metavar="PATH",
                    help="debug vmlinux (DWARF types); must match the dump's build-id")
-    p.add_argument("--system-map", metavar="PATH", help="System.map for symbols")
+    p.add_argument("--system-map", metavar="PATH",
+                   help="System.map for symbols (when kallsyms lacks variables, the "
+                        "release's is looked for under $KQL_DEBUG_ROOTS, default /)")
     p.add_argument("-f", "--format", choices=FORMATS, default="table",
                    help="output format (default: table)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the result to FILE (atomically)")

@@ -188,6 +188,11 @@ class SymbolTable:
         size = self._size(i)
         if size == 0 and addr != a:
             return None  # past the last symbol
+        if self.kinds[i] in "aA" and addr != a:
+            # an absolute symbol (System.map, vmlinux) names a value, not a
+            # place: it covers nothing after it (arm64's module area lies
+            # between the absolute constants and the kernel text)
+            return None
         if self._sizes is not None and self._sizes[i] and addr - a >= size:
             return None
         return self._symbol(i), addr - a

@@ -212,10 +212,21 @@ class Kernel:
         return self._symbols
 
     def _load_symbols(self) -> SymbolTable:
-        from kql.symbols import VmlinuxFile, load_system_map, shifted
+        from kql.symbols import VmlinuxFile, find_system_map, load_system_map, shifted
         errors = []
         try:
-            return load_kallsyms(self.read, self.vmcoreinfo, cache=self.disk_cache)
+            table = load_kallsyms(self.read, self.vmcoreinfo, cache=self.disk_cache)
+            # Without CONFIG_KALLSYMS_ALL (Debian's arm64 kernels) kallsyms
+            # lists functions only: variables need System.map or vmlinux.
+            if table.get("init_task") is not None:
+                return table
+            if not (self.system_map_path or self.vmlinux_path):
+                self.system_map_path = find_system_map(self.vmcoreinfo.get("OSRELEASE", ""))
+            if not (self.system_map_path or self.vmlinux_path):
+                raise DumpError("the dump's kallsyms has no variables (kernel built without "
+                                "CONFIG_KALLSYMS_ALL) and no System.map for "
+                                f"{self.vmcoreinfo.get('OSRELEASE', '?')} was found: "
+                                "give --system-map or --vmlinux")
         except KallsymsError as e:
             errors.append(str(e))
         if self.system_map_path:
@@ -488,6 +499,12 @@ class Kernel:
         if not 0 <= cpu < len(offs):
             raise IndexError(f"CPU {cpu} out of range (nr_cpu_ids {len(offs)})")
         return offs[cpu]
+
+    def per_cpu_address(self, addr: int, cpu: int) -> int:
+        """``per_cpu_ptr()``'s address arithmetic: ``addr`` plus CPU ``cpu``'s
+        offset, modulo 2**64 (arm64's per-CPU addresses are the image's, and
+        its offsets wrap around)."""
+        return (addr + self.per_cpu_offset(cpu)) & 0xFFFFFFFFFFFFFFFF
 
     def _cpumask(self, name: str) -> list[int]:
         sym = self.symbols.get(name)

@@ -7,6 +7,8 @@ PT_LOAD segments), which tests use as a stand-in for dump memory.
 
 from __future__ import annotations
 
+import os
+
 import struct
 
 from kql.errors import DumpError, FaultError
@@ -43,14 +45,42 @@ def load_system_map(path: str) -> SymbolTable:
     return SymbolTable(names, kinds, addrs, source="System.map")
 
 
+#: Where a kernel's System.map is looked for, under each root of
+#: $KQL_DEBUG_ROOTS (os.pathsep-separated; default "/"), as crash and drgn
+#: look for a vmlinux by release.
+SYSTEM_MAP_PATHS = ("usr/lib/debug/boot/System.map-{release}", "boot/System.map-{release}",
+                    "lib/modules/{release}/System.map")
+
+
+def find_system_map(release: str) -> str | None:
+    """The first System.map for ``release`` in the standard places that
+    has variables (Debian's /boot/System.map is a one-line placeholder)."""
+    if not release or "/" in release:
+        return None
+    roots = (os.environ.get("KQL_DEBUG_ROOTS") or "/").split(os.pathsep)
+    for root in roots:
+        for rel in SYSTEM_MAP_PATHS:
+            path = os.path.join(root or "/", rel.format(release=release))
+            try:
+                with open(path, "rb") as f:
+                    if b" init_task\n" in f.read():
+                        return path
+            except OSError:
+                continue
+    return None
+
+
 def shifted(table: SymbolTable, offset: int) -> SymbolTable:
     """The table with every address moved by ``offset`` (KASLR), except
-    absolute / per-CPU symbols (kind ``A``, or below the kernel text)."""
+    what lies below the kernel text: absolute constants and x86_64's
+    zero-based per-CPU symbols.  Absolute symbols in the image (x86_64's
+    init_per_cpu__*, arm64's __kvm_nvhe_* aliases) move with it."""
     if not offset:
         return table
     mask = (1 << 64) - 1
-    addrs = [a if (k in "aA" or a < 0xFFFF800000000000) else (a + offset) & mask
-             for a, k in zip(table.addresses, table.kinds)]
+    text = [a for a, k in zip(table.addresses, table.kinds) if k in "tT"]
+    low = min(text) if text else 0xFFFF800000000000
+    addrs = [a if a < low else (a + offset) & mask for a in table.addresses]
     return SymbolTable(table.names, table.kinds, addrs, source=table.source,
                        module=table.module, sizes=table._sizes)
 
@@ -135,6 +165,8 @@ class VmlinuxFile:
             bind = st_info >> 4
             if not st_name or stype in (3, 4) or shndx == 0:   # SECTION, FILE, UNDEF
                 continue
+            if strtab[st_name] == 0x24:             # "$": an ARM mapping symbol
+                continue                            # ($x, $d), as nm and kallsyms skip them
             letter = "a" if shndx == 0xFFF1 else letters.get(shndx, "?")
             if bind == 2:                           # STB_WEAK
                 letter = "W" if letter == "t" else "V"

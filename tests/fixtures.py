@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,12 @@ sys.path.insert(0, str(HERE / "vmcores"))
 import build  # noqa: E402
 
 SAMPLE_DIR = HERE / "sample"
+
+# Kernels whose kallsyms lists functions only (no CONFIG_KALLSYMS_ALL: Debian's
+# arm64) take their variables from System.map, which kql finds by release
+# under $KQL_DEBUG_ROOTS: the unpacked fixture kernels.
+os.environ.setdefault("KQL_DEBUG_ROOTS", os.pathsep.join(
+    sorted(str(p) for p in (build.CACHE / "kernels").glob("*") if p.is_dir())))
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,16 @@ DUMPS = [(n, k) for n in FIXTURES for k in fixture(n).kinds]
 
 
 # ---------------------------------------------------------------- shared test helpers
+
+def expected_pgtable_levels(fx: Fixture) -> int:
+    """Page-table levels the fixture's kernel runs with: x86_64: 5 with LA57
+    (a recipe's `cpu max` has it); arm64 (4K pages): 5 for a kernel built for
+    52-bit VAs (Debian's 6.12: LPA2, which QEMU's max CPU has), else 4."""
+    if fx.recipe.get("arch") == "arm64":
+        config = Path(fx.vmlinux).parents[4] / "boot" / f"config-{fx.release}"
+        return 5 if "CONFIG_ARM64_VA_BITS=52\n" in config.read_text() else 4
+    return 5 if fx.recipe.get("cpu") == "max" else 4
+
 
 _kernels: dict = {}
 

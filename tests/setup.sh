@@ -44,6 +44,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     "${APT[@]}" install makedumpfile kexec-tools busybox-static cpio gcc libc6-dev python3-venv >/dev/null
 fi
 
+# the other guest architectures' tools (cross compilers, their QEMUs, apt architectures)
+bash tests/setup-arm64.sh
+
 echo "setup: a fresh venv in $VENV with kql and its test dependencies"
 "$PY" -m venv --clear "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check '.[test]'

@@ -694,10 +694,10 @@ def test_elf_errors(tmp_path):
         open_dump(p)
     assert str(e.value) == (f"{p}: ELF file is not a core dump (e_type ET_EXEC); is this a "
                             f"vmlinux or module instead of a vmcore?")
-    p = _write(tmp_path, "arm", build_elf(_elf_segments(), machine=183))
+    p = _write(tmp_path, "riscv", build_elf(_elf_segments(), machine=243))
     with pytest.raises(DumpError) as e:
         open_dump(p)
-    assert str(e.value) == f"{p}: unsupported ELF machine EM_AARCH64: kql reads x86_64 vmcores only"
+    assert str(e.value) == f"{p}: unsupported ELF machine EM_RISCV: kql reads x86_64 and arm64 vmcores only"
     full = build_elf(_elf_segments())
     p = _write(tmp_path, "cutph", full[:100])
     with pytest.raises(DumpError) as e:
@@ -756,23 +756,39 @@ def test_probe_is_by_content_not_name(tmp_path):
 # real dumps (tests/vmcores fixtures)
 
 
+# What a guest architecture's dumps hold: kql's name for it, the kernel's
+# utsname.machine, QEMU's notes per vCPU (arm64: NT_PRSTATUS, NT_PRFPREG,
+# NT_ARM_SVE; x86: NT_PRSTATUS, then the QEMU CPU states), where RAM is.
+ARCH_DUMPS = {
+    "x86_64": dict(machine="x86_64", uname="x86_64",
+                   qemu_notes=lambda smp: ["CORE"] * smp + ["QEMU"] * smp,
+                   # all guest RAM from 0, and the 256 KiB BIOS ROM below 4 GiB
+                   ram=lambda mem: [(0, mem << 20), (0xFFFC0000, 1 << 32)]),
+    "arm64": dict(machine="arm64", uname="aarch64",
+                  qemu_notes=lambda smp: ["CORE", "CORE", "LINUX"] * smp,
+                  # the virt board's RAM starts at 1 GiB
+                  ram=lambda mem: [(1 << 30, (1 << 30) + (mem << 20))]),
+}
+
+
 @pytest.mark.parametrize("name,kind", DUMPS, ids=[f"{n}:{k}" for n, k in DUMPS])
 @pytest.mark.fixtures
 def test_real_dump_header(name, kind):
     fx = fixture(name)
     path = fx.dump(kind)
+    arch = ARCH_DUMPS[fx.recipe.get("arch", "x86_64")]
     with open_dump(path) as dump:
         expected_format = {"elf": "elf", "kdump": "kdump", "kdump-flat": "kdump-flattened"}[kind]
         assert dump.format == expected_format
-        assert dump.machine == "x86_64"
+        assert dump.machine == arch["machine"]
         assert dump.release == fx.release == dump.vmcoreinfo["OSRELEASE"]
         assert dump.vmcoreinfo["PAGESIZE"] == "4096"
         assert dump.warnings == []
         names = [n.name for n in dump.notes]
         smp = fx.recipe["smp"]
         if fx.recipe["mode"] == "live":
-            # QEMU: NT_PRSTATUS per vCPU, then QEMU CPU state per vCPU, then VMCOREINFO.
-            assert names == ["CORE"] * smp + ["QEMU"] * smp + ["VMCOREINFO"]
+            # QEMU: its notes per vCPU, then VMCOREINFO.
+            assert names == arch["qemu_notes"](smp) + ["VMCOREINFO"]
             assert dump.timestamp is None
             if kind != "elf":
                 assert dump.compression == {"zlib"}
@@ -782,13 +798,12 @@ def test_real_dump_header(name, kind):
             flags = fx.recipe["makedumpfile"]
             assert dump.compression == ({"lzo"} if "-l" in flags else {"zlib"})
             assert dump.dump_level == int(flags.split("-d ")[1].split()[0])
-            assert dump.utsname["machine"] == "x86_64"
+            assert dump.utsname["machine"] == arch["uname"]
             # the header timestamp is the crash time: within the guest's uptime of the build
             assert abs(dump.timestamp - int(dump.vmcoreinfo["CRASHTIME"])) < 1
         if kind == "elf":
             assert dump.direct_map_hint is None          # QEMU: p_vaddr == p_paddr
-            # all guest RAM from 0, and the 256 KiB BIOS ROM below 4 GiB
-            assert dump.phys.ranges() == [(0, fx.recipe["mem"] << 20), (0xFFFC0000, 1 << 32)]
+            assert dump.phys.ranges() == arch["ram"](fx.recipe["mem"])
 
 
 @pytest.mark.fixtures

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import DUMPS, FIXTURES, fixture
+from fixtures import DUMPS, FIXTURES, expected_pgtable_levels, fixture
 from kql.arch import detect_machine, get_arch
 from kql.arch.x86_64 import PRSTATUS_REGS, PT_REGS_OFFSETS
 from kql.dump import Note, open_dump
@@ -21,6 +21,7 @@ from kql.errors import DumpError, ExcludedPageError, FaultError
 from kql.memory import KernelVirtual, Layer, UserVirtual
 
 ARCH = get_arch("x86_64")
+ARM64 = get_arch("arm64")
 PAGE = 4096
 MASK = 0x000FFFFFFFFFF000
 
@@ -299,6 +300,83 @@ def test_user_virtual_is_another_root(mem):
     assert str(e.value).startswith("cannot read user address 0xffff888000001000: not mapped (PGD")
 
 
+class Arm64Tables(Tables):
+    """Builds arm64 4 KiB-granule tables (ARM ARM D8.3): bit 0 valid, bit 1
+    table (levels 0-2) or page (level 3); a valid entry without bit 1 above
+    level 3 is a block."""
+
+    def map(self, va: int, pa: int, size: int = PAGE, flags: int = 0x703) -> int:
+        shifts = [48, 39, 30, 21, 12][-self.levels:]
+        leaf = {PAGE: 12, 2 << 20: 21, 1 << 30: 30}[size]
+        table = self.root
+        for i, shift in enumerate(shifts):
+            width = 0xF if i == 0 and self.levels == 5 else 0x1FF
+            at = table + 8 * ((va >> shift) & width)
+            if shift == leaf:
+                entry = pa | (flags if shift == 12 else flags & ~2)
+                self.phys.write(at, struct.pack("<Q", entry))
+                return at
+            entry = struct.unpack("<Q", self.phys.read(at, 8))[0]
+            if not entry & 1:
+                entry = self.alloc() | 3
+                self.phys.write(at, struct.pack("<Q", entry))
+            table = entry & MASK
+        raise AssertionError("unreachable")
+
+
+def test_arm64_walk_pages_blocks_and_both_halves():
+    phys = DictPhys()
+    t = Arm64Tables(phys)
+    fmt = ARM64.page_table_format(4)
+    phys.write(0x40005000, b"A" * PAGE)
+    kva = 0xFFFF000000000000                   # the linear map of a 48-bit kernel
+    t.map(kva + 0x1000, 0x40005000)
+    t.map(kva + (2 << 20), 0x40200000, 2 << 20)
+    t.map(kva + (1 << 30), 0x80000000, 1 << 30)
+    t.map(0x400000, 0x40005000)                 # a user address (TTBR0's half)
+    assert ARM64.walk_leaf(phys, t.root, kva + 0x1234, fmt) == (0x40005234, PAGE)
+    assert ARM64.walk_leaf(phys, t.root, kva + (2 << 20) + 0x1234, fmt) == \
+        (0x40201234, 2 << 20)
+    assert ARM64.walk_leaf(phys, t.root, kva + (1 << 30) + 0x123456, fmt) == \
+        (0x80123456, 1 << 30)
+    assert ARM64.walk(phys, t.root, 0x400010, fmt) == 0x40005010
+    kv = KernelVirtual(phys, ARM64, t.root, levels=4)
+    assert kv.read(kva + 0x1ffe, 2) == b"AA"
+    with pytest.raises(FaultError) as e:
+        kv.read(kva + 0x3000, 1)
+    assert "not mapped (PTE entry 3 at physical" in str(e.value)
+    with pytest.raises(FaultError) as e:
+        kv.read(0x0001000000000000, 1)
+    assert str(e.value) == ("cannot read kernel address 0x1000000000000: outside the 48-bit "
+                            "virtual address ranges")
+    # 39-bit (3 levels): the root resolves bits 30-38
+    t3 = Arm64Tables(DictPhys(), levels=3)
+    t3.phys.write(0x40007000, b"C" * PAGE)
+    t3.map(0xFFFFFF8000001000, 0x40007000)
+    assert ARM64.walk(t3.phys, t3.root, 0xFFFFFF8000001008, ARM64.page_table_format(3)) == \
+        0x40007008
+
+
+def test_arm64_vmcoreinfo_and_pac():
+    info = {"NUMBER(VA_BITS)": "48", "NUMBER(TCR_EL1_T1SZ)": "0x10",
+            "NUMBER(kimage_voffset)": "0xffffb00332400000", "NUMBER(PHYS_OFFSET)": "0x40000000",
+            "KERNELOFFSET": "30036a600000", "NUMBER(KERNELPACMASK)": "0xff7f000000000000",
+            "SYMBOL(swapper_pg_dir)": "ffffb0037398f000"}
+    assert ARM64.pgtable_levels(info) == 4
+    assert ARM64.pgtable_levels({"NUMBER(VA_BITS)": "39"}) == 3
+    assert ARM64.kernel_pgtable_root(info) == 0x4158F000
+    assert ARM64.kaslr_offset(info) == 0x30036A600000
+    assert ARM64.phys_offset(info) == 0x40000000
+
+    class Prog:
+        vmcoreinfo = info
+        cache: dict = {}
+    # a signed kernel return address gets its top bits back; a user one loses them
+    assert ARM64.strip_pac(Prog, 0x3A2EB0037261F2C4 | (1 << 55)) == 0xFFFFB0037261F2C4
+    assert ARM64.strip_pac(Prog, 0x002E00000040F2C4) == 0x40F2C4
+    assert ARM64.user_mode({"pstate": 0x80000000}) and not ARM64.user_mode({"pstate": 0x3C5})
+
+
 def test_integer_helpers_and_cstring(mem):
     phys, t = mem
     phys.write(0x5000 + 0xFF8, struct.pack("<q", -2))
@@ -325,9 +403,15 @@ def test_integer_helpers_and_cstring(mem):
 
 def test_arch_selection():
     assert get_arch("x86_64") is ARCH and get_arch("amd64") is ARCH
+    assert get_arch("aarch64") is get_arch("arm64") is ARM64
     with pytest.raises(DumpError) as e:
-        get_arch("aarch64")
-    assert str(e.value) == "unsupported architecture 'aarch64': kql reads x86_64 dumps only"
+        get_arch("riscv64")
+    assert str(e.value) == ("unsupported architecture 'riscv64': kql reads x86_64 and arm64 "
+                            "dumps only")
+    # arm64: QEMU's kdump says "Unknown"; its VMCOREINFO and NT_PRSTATUS size tell
+    assert detect_machine("Unknown", [], {"NUMBER(kimage_voffset)": "0xffff8000"}) == "arm64"
+    assert detect_machine("Unknown", [Note("CORE", 1, bytes(392))], {}) == "arm64"
+    assert detect_machine("EM_AARCH64") == "arm64"
     assert detect_machine("Unknown", [], {"SYMBOL(init_top_pgt)": "ffffffff82a0a000"}) == "x86_64"
     assert detect_machine("Unknown", [Note("CORE", 1, bytes(336))], {}) == "x86_64"
     assert detect_machine("Unknown", [Note("CORE", 1, bytes(200))], {}) is None
@@ -372,12 +456,26 @@ def _kernel_virtual(dump):
                          levels=arch.pgtable_levels(info))
 
 
+def _real_registers_arm64(fx):
+    with open_dump(fx.dump()) as dump:
+        pids = [pid for pid, _regs in dump.prstatus()]
+        assert dump.qemu_cpu_states() == []            # QEMU writes those for x86 only
+        if fx.recipe["mode"] == "live":
+            assert pids == list(range(1, fx.recipe["smp"] + 1))
+        else:
+            assert sorted(pids) == [0, fx.truth["panic_pid"]]
+        for _pid, regs in dump.prstatus():
+            # every CPU stopped in the kernel, at EL1 on SP_EL1 (PSTATE.M = EL1h)
+            assert regs["pc"] >> 48 == 0xFFFF and regs["sp"] >> 48 == 0xFFFF
+            assert regs["pstate"] & 0xF == 0x5
+
+
 @pytest.mark.parametrize("name,kind", DUMPS, ids=[f"{n}:{k}" for n, k in DUMPS])
 @pytest.mark.fixtures
 def test_real_init_uts_ns_through_page_tables(name, kind):
     fx = fixture(name)
     with open_dump(fx.dump(kind)) as dump:
-        assert dump.machine == "x86_64"
+        assert dump.machine == fx.recipe.get("arch", "x86_64")
         assert dump.release == fx.truth["release"]
         kv = _kernel_virtual(dump)
         uts = int(dump.vmcoreinfo["SYMBOL(init_uts_ns)"], 16)
@@ -386,13 +484,15 @@ def test_real_init_uts_ns_through_page_tables(name, kind):
         version = kv.read_cstring(uts + UTS_VERSION, 65).decode()
         assert fx.truth["version"].endswith(" " + version)
         assert dump.vmcoreinfo["OSRELEASE"] == fx.truth["release"]
-        assert kv.levels == (5 if name.endswith("la57") else 4)
+        assert kv.levels == expected_pgtable_levels(fx)
 
 
 @pytest.mark.parametrize("name", FIXTURES)
 @pytest.mark.fixtures
 def test_real_registers(name):
     fx = fixture(name)
+    if fx.recipe.get("arch") == "arm64":
+        return _real_registers_arm64(fx)
     with open_dump(fx.dump()) as dump:
         pids = [pid for pid, _regs in dump.prstatus()]
         states = dump.qemu_cpu_states()
@@ -464,7 +564,8 @@ def _system_map(path: str) -> dict[str, int]:
     return syms
 
 
-@pytest.mark.parametrize("name", ["6.1-live", "6.12-live", "6.1-panic-lzo"])
+@pytest.mark.parametrize("name", ["6.1-live", "6.12-live", "6.1-panic-lzo", "arm64-6.1-live",
+                                  "arm64-6.1-panic"])
 @pytest.mark.fixtures
 def test_real_user_virtual_reads_init_cmdline(name):
     """pid 1's argv through its own page tables (mm->pgd) equals /proc/1/cmdline."""
@@ -500,6 +601,12 @@ def test_real_user_virtual_reads_init_cmdline(name):
     else:
         cmdline = uv.read(arg_start, arg_end - arg_start).decode()
         assert cmdline == fx.truth["processes"]["1"]["cmdline"]
+    if fx.recipe.get("arch") == "arm64":
+        # arm64 translates the kernel half through TTBR1 (swapper_pg_dir):
+        # mm->pgd maps user addresses only.
+        with pytest.raises(FaultError):
+            uv.read(syms["init_task"], 8)
+        return
     # The kernel half is not reachable through the user layer's name but is mapped
     # in the same root (mm->pgd holds the kernel mappings too).
     assert uv.read(syms["init_task"], 8) == kv.read(syms["init_task"], 8)

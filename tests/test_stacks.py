@@ -39,6 +39,17 @@ PANIC = [n for n in FIXTURES if "panic" in n] + ["sample"]
 SYSCALL_ENTRY = "entry_SYSCALL_64_after_hwframe"
 PANIC_CHAIN = ["sysrq_handle_crash", "write_sysrq_trigger", "vfs_write", "ksys_write",
                "do_syscall_64", SYSCALL_ENTRY]
+# What stacks look like per architecture: the frames the context switch
+# leaves above __schedule (arm64's /proc/PID/stack starts at __switch_to),
+# the syscall path, the outermost (entry) frame and user-mode registers.
+ARCH_STACKS = {
+    "x86_64": dict(switch=[], panic_chain=PANIC_CHAIN, entry=SYSCALL_ENTRY,
+                   user=lambda r: r["cs"] & 3 == 3),
+    "arm64": dict(switch=["__switch_to"],
+                  panic_chain=["sysrq_handle_crash", "write_sysrq_trigger", "vfs_write",
+                               "ksys_write", "invoke_syscall", "el0_svc", "el0t_64_sync"],
+                  entry="el0t_64_sync", user=lambda r: r["pstate"] & 0xF == 0),
+}
 
 
 
@@ -101,7 +112,8 @@ def explained_miss(k: Kernel, truth: dict, pid: int, w: list[str], g: list[str])
     the dump.  Both agree from rcu_gp_kthread down; rcu_gp_fqs_loop is on the
     kql stack exactly when the dump's rcu_state.gp_state says a grace period
     is waiting for its force-quiescent-state timer."""
-    if truth["tasks"][str(pid)]["comm"] != "rcu_preempt":
+    # rcu_sched on a kernel without CONFIG_PREEMPT_RCU (Debian's arm64)
+    if truth["tasks"][str(pid)]["comm"] not in ("rcu_preempt", "rcu_sched"):
         return False
     tail = w[w.index("rcu_gp_kthread"):]
     if not ends_with(g, tail):
@@ -130,7 +142,8 @@ def test_stacks_match_proc(name, kind):
         assert explained_miss(k, fx.truth, pid, w, g), (pid, w, g)
 
 
-@pytest.mark.parametrize("name", ["6.1-live", "6.12-live", "6.12-panic"])
+@pytest.mark.parametrize("name", ["6.1-live", "6.12-live", "6.12-panic", "arm64-6.1-live",
+                                  "arm64-6.12-live"])
 @pytest.mark.fixtures
 def test_stacks_with_vmlinux_equal_btf_only(name):
     """Kernel(dump, vmlinux=...) (DWARF types first) walks the same stacks."""
@@ -162,11 +175,12 @@ def test_panicking_task(name):
     # show vpanic then panic.
     after = names[2:] if names[1] == "vpanic" else names[1:]
     assert names[0] == "__crash_kexec" and after[0] == "panic", names
+    arch = ARCH_STACKS[k.arch.name]
     it = iter(names)
-    assert all(any(n == want for n in it) for want in PANIC_CHAIN), names
+    assert all(any(n == want for n in it) for want in arch["panic_chain"]), names
     # Nothing after the syscall entry: its pt_regs are user mode.
-    assert names[-1] == SYSCALL_ENTRY
-    assert frames[-1].kind == "regs" and frames[-1].regs["cs"] & 3 == 3
+    assert names[-1] == arch["entry"]
+    assert frames[-1].kind == "regs" and arch["user"](frames[-1].regs)
     assert [f.kind for f in frames[:-1]] == ["call"] * (len(frames) - 1)
     # The frames climb the stack.
     sps = [f.sp for f in frames]
@@ -195,6 +209,9 @@ def test_dstate_vfork_parent_and_kthreads(name):
     assert vforkers
     for pid in vforkers:
         names = task_stack_names(find_task(k, pid))
+        switch = ARCH_STACKS[k.arch.name]["switch"]
+        assert names[:len(switch)] == switch
+        names = names[len(switch):]
         # D state in kernel_clone() waiting for the vfork child
         # (wait_for_vfork_done -> wait_for_completion_state/killable).
         assert names[0] == "__schedule" and "schedule" in names
@@ -647,8 +664,9 @@ def test_corrupt_saved_sp_is_null_and_warning():
     k = Kernel(fx.dump("elf"))
     try:
         task = find_task(k, 1)
-        from kql.helpers.stack import _layout
-        where = task.value_() + _layout(k)["thread_sp"]
+        types = k.types
+        where = task.value_() + types.find_type("struct task_struct").offsetof("thread") + \
+            types.find_type("struct thread_struct").offsetof("sp")
         real = k.read_u64
         k.read_u64 = lambda addr: 0xFFFF888000001000 if addr == where else real(addr)
         with pytest.raises(ValueError, match="outside its stack"):
@@ -682,3 +700,82 @@ def test_kdump_registers_fall_back_to_note_order():
         assert names[:2] == ["__crash_kexec", "panic"] and names[-1] == SYSCALL_ENTRY
     finally:
         k.close()
+
+
+# -- arm64 frame records (synthetic) ----------------------------------------------------
+
+class _Arm64Prog:
+    """Just enough of a Kernel for the arm64 unwinder: words in a dict, a
+    pt_regs of 6.1's layout (stackframe at 0x130, 0x150 bytes) and a PAC mask."""
+
+    PT_REGS_SIZE, STACKFRAME = 0x150, 0x130
+
+    def __init__(self, words: dict[int, int]):
+        self.words = words
+        self.cache: dict = {}
+        self.vmcoreinfo = {"NUMBER(KERNELPACMASK)": "0xff7f000000000000"}
+        outer = self
+
+        class _T:
+            size = outer.PT_REGS_SIZE
+
+            @staticmethod
+            def offsetof(name):
+                return {"stackframe": outer.STACKFRAME}[name]
+
+        class _Types:
+            @staticmethod
+            def find_type(name):
+                assert name == "struct pt_regs"
+                return _T
+
+        self.types = _Types
+
+    def read(self, addr: int, size: int) -> bytes:
+        out = b""
+        for a in range(addr, addr + size, 8):
+            if a not in self.words:
+                raise FaultError(a, f"cannot read kernel address {a:#x}")
+            out += self.words[a].to_bytes(8, "little")
+        return out
+
+
+def test_arm64_unwinder_crosses_el1_pt_regs_and_strips_pac():
+    """Frame records {fp, lr} with PAC-signed return addresses; an EL1
+    exception's pt_regs (its stackframe record is {x29, elr}) is a "regs"
+    frame and the interrupted pc is exact; the task's own pt_regs at the top
+    of the stack (entry from EL0) ends the walk with the user registers."""
+    from kql.arch.arm64 import ARCH as ARM64
+    lo, hi = 0xFFFF800008000000, 0xFFFF800008004000
+    text = 0xFFFFB00372610000
+    sign = lambda a: (a & ~0xFF7F000000000000) | 0x0035000000000000   # noqa: E731
+    words = {}
+    P = _Arm64Prog
+    # innermost: fp0 -> record {fp1, lr into handler}
+    fp0, exc_regs = lo + 0x1000, lo + 0x2000
+    fp1 = exc_regs + P.STACKFRAME                      # the exception's record
+    words[fp0], words[fp0 + 8] = fp1, sign(text + 0x104)
+    # the exception's pt_regs: x29 = fp2, pc = text + 0x200 (interrupted), EL1h
+    for i in range(0, P.PT_REGS_SIZE, 8):
+        words[exc_regs + i] = 0
+    fp2 = lo + 0x3000
+    words[exc_regs + 29 * 8] = fp2
+    words[exc_regs + 31 * 8] = lo + 0x2f00            # sp
+    words[exc_regs + 32 * 8] = text + 0x200           # pc (elr)
+    words[exc_regs + 33 * 8] = 0x3C5                  # pstate: EL1h
+    words[fp1], words[fp1 + 8] = fp2, text + 0x200
+    # the interrupted function's record leads to the final frame
+    user_regs = hi - P.PT_REGS_SIZE
+    final = user_regs + P.STACKFRAME
+    for i in range(0, P.PT_REGS_SIZE, 8):
+        words[user_regs + i] = 0
+    words[user_regs + 32 * 8] = 0x400123              # user pc, pstate EL0t
+    words[fp2], words[fp2 + 8] = final, sign(text + 0x304)
+    prog = P(words)
+    frames, stop = ARM64.get_unwinder(prog).unwind(text + 0x10, lo + 0xff0, fp0, exact=True,
+                                                  stack_bounds=(lo, hi))
+    assert [(f.pc - text, f.kind, f.exact) for f in frames] == [
+        (0x10, "call", True), (0x104, "regs", False), (0x200, "call", True),
+        (0x304, "regs", False)]
+    assert frames[1].regs["pc"] == text + 0x200 and frames[1].regs["pstate"] == 0x3C5
+    assert frames[3].regs["pc"] == 0x400123 and stop == "user"

@@ -10,7 +10,8 @@ from __future__ import annotations
 from kql.errors import DumpError
 
 # Names a dump may state: utsname.machine, pyelftools' e_machine name.
-_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "x86-64": "x86_64", "em_x86_64": "x86_64"}
+_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "x86-64": "x86_64", "em_x86_64": "x86_64",
+            "aarch64": "arm64", "arm64": "arm64", "em_aarch64": "arm64"}
 
 
 def get_arch(machine: str):
@@ -19,7 +20,11 @@ def get_arch(machine: str):
     if key == "x86_64":
         from kql.arch.x86_64 import ARCH
         return ARCH
-    raise DumpError(f"unsupported architecture {machine!r}: kql reads x86_64 dumps only")
+    if key == "arm64":
+        from kql.arch.arm64 import ARCH
+        return ARCH
+    raise DumpError(f"unsupported architecture {machine!r}: kql reads x86_64 and arm64 "
+                    f"dumps only")
 
 
 def detect_machine(stated: str | None, notes=(), vmcoreinfo: dict | None = None) -> str | None:
@@ -33,8 +38,13 @@ def detect_machine(stated: str | None, notes=(), vmcoreinfo: dict | None = None)
     # x86_64-only VMCOREINFO keys (arch/x86/kernel/machine_kexec_64.c).
     if "SYMBOL(init_top_pgt)" in vmcoreinfo or "NUMBER(pgtable_l5_enabled)" in vmcoreinfo:
         return "x86_64"
+    # arm64-only (arch/arm64/kernel/crash_core.c)
+    if "NUMBER(kimage_voffset)" in vmcoreinfo:
+        return "arm64"
+    from kql.arch.arm64 import PRSTATUS_SIZE as ARM64_PRSTATUS_SIZE
     from kql.arch.x86_64 import PRSTATUS_SIZE
+    sizes = {PRSTATUS_SIZE: "x86_64", ARM64_PRSTATUS_SIZE: "arm64"}
     for note in notes:
-        if note.name == "CORE" and note.type == 1 and len(note.desc) == PRSTATUS_SIZE:
-            return "x86_64"
+        if note.name == "CORE" and note.type == 1 and len(note.desc) in sizes:
+            return sizes[len(note.desc)]
     return None

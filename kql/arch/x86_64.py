@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from kql.arch.pagewalk import not_mapped, read_entry
 from kql.errors import DumpError, FaultError
 
 PAGE_SHIFT = 12
@@ -118,7 +119,10 @@ class X86_64:
     # VMALLOC_END = VMALLOC_START + (size << 40) - 1.
     vmalloc_size_tb = {4: 32, 5: 12800}
 
-    def vmalloc_size(self, levels: int) -> int | None:
+    # registers a stack walk starts from (pc, stack pointer, frame pointer)
+    pc_reg, sp_reg, fp_reg = "rip", "rsp", "rbp"
+
+    def vmalloc_size(self, levels: int, kernel=None) -> int | None:
         """Bytes of the vmalloc area (VMALLOC_END - VMALLOC_START + 1)."""
         tb = self.vmalloc_size_tb.get(levels)
         return None if tb is None else tb << 40
@@ -151,16 +155,9 @@ class X86_64:
         read = phys.read
         for name, shift, leaf_ok in fmt.levels:
             index = (va >> shift) & 0x1FF
-            entry_pa = table + 8 * index
-            try:
-                entry = int.from_bytes(read(entry_pa, 8), "little")
-            except FaultError as e:
-                raise type(e)(va, f"cannot read {space} address {va:#x}: {name} table "
-                                  f"at physical {table:#x} is unreadable: {e}") from None
+            entry, entry_pa = read_entry(read, table, index, va, name, space)
             if not entry & PTE_PRESENT:
-                raise FaultError(va, f"cannot read {space} address {va:#x}: not mapped "
-                                     f"({name} entry {index} at physical {entry_pa:#x} "
-                                     f"is {entry:#x}, not present)")
+                raise not_mapped(va, name, index, entry_pa, entry, space, "not present")
             if leaf_ok and entry & PTE_PSE:
                 size_mask = (1 << shift) - 1
                 return (entry & mask & ~size_mask) | (va & size_mask), size_mask + 1
@@ -233,6 +230,46 @@ class X86_64:
         if len(desc) >= _QEMU_MIN_SIZE + 8:
             state["kernel_gs_base"] = struct.unpack_from("<Q", desc, _QEMU_MIN_SIZE)[0]
         return state
+
+    # -- stacks ----------------------------------------------------------------------
+    def user_mode(self, regs: dict) -> bool:
+        """True if ``regs`` (pt_regs or NT_PRSTATUS) were taken in user mode (CPL 3)."""
+        return bool(regs.get("cs", 0) & 3)
+
+    def saved_task_start(self, prog, task: int, bounds: tuple[int, int]):
+        """Where a task that is not running resumes: ``task->thread.sp`` points
+        at its ``struct inactive_task_frame``; the walk starts at ``ret_addr``
+        with ``sp = thread.sp + sizeof(frame)`` and ``bp = frame.bp``.
+        Returns ``(ip, sp, bp, regs, exact)``."""
+        lay = prog.cache.get("x86_switch_frame")
+        if lay is None:
+            types = prog.types
+            t = types.find_type("struct task_struct")
+            ts = types.find_type("struct thread_struct")
+            f = types.find_type("struct inactive_task_frame")
+            # ret_from_fork is where a never-run task "returns" to; the kernel
+            # looks its ORC entry up at the exact address.  Since the 2023
+            # rewrite of ret_from_fork() in C ("x86: Rewrite ret_from_fork() in
+            # C"; 6.12 has it) the assembly part is ret_from_fork_asm.
+            syms = prog.symbols
+            rf = syms.get("ret_from_fork_asm") or syms.get("ret_from_fork")
+            lay = prog.cache["x86_switch_frame"] = (
+                t.offsetof("thread") + ts.offsetof("sp"), f.offsetof("bp"),
+                f.offsetof("ret_addr"), f.size, rf.address if rf is not None else None)
+        thread_sp, frame_bp, frame_ret, frame_size, ret_from_fork = lay
+        sp = prog.read_u64(task + thread_sp)
+        if not bounds[0] <= sp < bounds[1]:
+            raise ValueError(f"task {task:#x}: thread.sp {sp:#x} is outside its "
+                             f"stack {bounds[0]:#x}-{bounds[1]:#x}")
+        frame = prog.read(sp, frame_size)
+        bp = int.from_bytes(frame[frame_bp:frame_bp + 8], "little")
+        ip = int.from_bytes(frame[frame_ret:frame_ret + 8], "little")
+        return ip, sp + frame_size, bp, None, ip == ret_from_fork
+
+    def get_unwinder(self, prog):
+        """The dump's stack unwinder (ORC, frame pointers as the fallback)."""
+        from kql.arch.orc import get_unwinder
+        return get_unwinder(prog)
 
     def __repr__(self) -> str:
         return "<arch x86_64>"

@@ -146,7 +146,7 @@ def open_elf(path: str, mfile: MappedFile, *, zero_excluded: bool = False) -> Du
     machine = detect_machine(e_machine)
     if machine is None:
         raise DumpError(f"{path}: unsupported ELF machine {e_machine}: "
-                        f"kql reads x86_64 vmcores only")
+                        f"kql reads x86_64 and arm64 vmcores only")
     if e_phentsize != _PHDR.size:
         raise DumpError(f"{path}: ELF program headers are {e_phentsize} bytes, "
                         f"expected {_PHDR.size}")

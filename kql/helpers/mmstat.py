@@ -142,7 +142,7 @@ def _deltas(prog, kind: str) -> list[int]:
             continue
         for cpu in cpus:
             try:
-                raw = prog.read(base + prog.per_cpu_offset(cpu) + off // 8, n)
+                raw = prog.read(prog.per_cpu_address(base, cpu) + off // 8, n)
             except FaultError as e:
                 walk_warn(prog, f"vm {kind} stat deltas of CPU {cpu}: {e}")
                 continue
@@ -203,7 +203,7 @@ def percpu_counter_sum(counter: Object) -> int:
     counters = counter.counters.value_()
     if counters:
         for cpu in prog.possible_cpus():
-            total += prog.read_s32(counters + prog.per_cpu_offset(cpu))
+            total += prog.read_s32(prog.per_cpu_address(counters, cpu))
     return total
 
 
@@ -292,7 +292,7 @@ def vm_memory_committed(prog) -> int:
 
 def _vmalloc_total_kb(prog) -> int | None:
     # VMALLOC_END - VMALLOC_START in kB, as /proc/meminfo's VmallocTotal
-    size = prog.arch.vmalloc_size(prog.pgtable_levels)
+    size = prog.arch.vmalloc_size(prog.pgtable_levels, prog)
     return None if size is None else (size - 1) >> 10
 
 

@@ -22,7 +22,7 @@ def per_cpu_ptr(ptr: Object, cpu: int) -> Object:
     :return: ``type *`` for that CPU
     """
     prog = ptr.prog_
-    value = (ptr.value_() + prog.per_cpu_offset(cpu)) & ((1 << 64) - 1)
+    value = prog.per_cpu_address(ptr.value_(), cpu)
     return Object._make(prog, ptr.type_, ptr._t, None, value)
 
 
@@ -36,7 +36,7 @@ def per_cpu(var: "Object | str", cpu: int, prog=None) -> Object:
     if isinstance(var, str):
         var = prog.var(var)
     prog = var.prog_
-    return Object._make(prog, var.type_, var._t, var.address_ + prog.per_cpu_offset(cpu), None)
+    return Object._make(prog, var.type_, var._t, prog.per_cpu_address(var.address_, cpu), None)
 
 
 def for_each_online_cpu(prog) -> Iterator[int]:

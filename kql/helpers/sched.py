@@ -286,7 +286,7 @@ def get_mm_counter_sum(mm: Object, member: str) -> int:
     counters = c.counters.value_()
     if counters:
         for cpu in prog.possible_cpus():
-            total += prog.read_s32(counters + prog.per_cpu_offset(cpu))
+            total += prog.read_s32(prog.per_cpu_address(counters, cpu))
     return max(total, 0)
 
 

@@ -11,11 +11,14 @@ REFERENCE §1 and §7):
   registers ``crash_setup_regs()`` took in ``__crash_kexec()``; the other
   CPUs' hold where the crash NMI stopped them.  User-mode registers mean an
   empty kernel stack.
-- any other task: ``task->thread.sp`` points at its ``struct
-  inactive_task_frame`` (read by member name): the walk starts at
-  ``ret_addr`` with ``sp = thread.sp + sizeof(frame)`` and ``bp = frame.bp``.
+- any other task: where the context switch saved it, as the arch object's
+  ``saved_task_start()`` reads it: on x86_64 ``task->thread.sp`` points at
+  its ``struct inactive_task_frame`` (the walk starts at ``ret_addr`` with
+  ``sp = thread.sp + sizeof(frame)`` and ``bp = frame.bp``); on arm64
+  ``task->thread.cpu_context`` holds pc, sp and fp.
 
-The walk itself is arch code (:mod:`kql.arch.orc`).  Frames are named as
+The walk itself is arch code (``arch.get_unwinder()``: :mod:`kql.arch.orc`
+on x86_64, frame records on arm64).  Frames are named as
 the kernel's ``%pB`` names them in /proc/PID/stack: a return address is
 looked up at ``pc - 1`` (so a call at the very end of a function is named
 after its caller) and exact addresses (the first frame of a running task,
@@ -98,31 +101,13 @@ def thread_size(prog) -> int:
 def _layout(prog) -> dict:
     lay = prog.cache.get("stack_layout")
     if lay is None:
-        types = prog.types
-        t = types.find_type("struct task_struct")
-        thread = t.offsetof("thread")
-        ts = types.find_type("struct thread_struct")
-        f = types.find_type("struct inactive_task_frame")
-        lay = {
-            "stack": t.offsetof("stack"),
-            "thread_sp": thread + ts.offsetof("sp"),
-            "frame_bp": f.offsetof("bp"),
-            "frame_ret": f.offsetof("ret_addr"),
-            "frame_size": f.size,
-            "refcount": None,
-        }
+        t = prog.types.find_type("struct task_struct")
+        lay = {"stack": t.offsetof("stack"), "refcount": None}
         # Since Linux 4.9 ("sched/core: Free the stack early if
         # CONFIG_THREAD_INFO_IN_TASK") a dead task's stack is freed when
         # stack_refcount drops to 0 (and task->stack set to NULL).
         if t.has_member("stack_refcount"):
             lay["refcount"] = t.offsetof("stack_refcount")
-        # ret_from_fork is where a never-run task "returns" to; the kernel
-        # looks its ORC entry up at the exact address.  Since the 2023
-        # rewrite of ret_from_fork() in C ("x86: Rewrite ret_from_fork() in
-        # C"; 6.12 has it) the assembly part is ret_from_fork_asm.
-        syms = prog.symbols
-        rf = syms.get("ret_from_fork_asm") or syms.get("ret_from_fork")
-        lay["ret_from_fork"] = rf.address if rf is not None else None
         prog.cache["stack_layout"] = lay
     return lay
 
@@ -159,7 +144,7 @@ def _crash_note_registers(prog, cpu: int) -> dict | None:
     base = prog.read_u64(sym.address)
     if not base:
         return None
-    addr = (base + prog.per_cpu_offset(cpu)) & ((1 << 64) - 1)
+    addr = prog.per_cpu_address(base, cpu)
     namesz, descsz, ntype = _NHDR.unpack(prog.read(addr, 12))
     if ntype != 1 or namesz != 5 or not 0 < descsz <= 4096:
         return None      # CPU offline or never saved: the buffer is empty
@@ -216,25 +201,18 @@ def task_unwind_start(task: Object) -> tuple | None:
     :param task: ``struct task_struct *``
     """
     prog = task.prog_
-    lay = _layout(prog)
     bounds = task_stack_bounds(task)
     if bounds is None:
         return None
+    arch = prog.arch
     cpu = _running_cpu(task)
     if cpu is not None:
         regs = cpu_registers(prog, cpu)
         if regs is not None:
-            if regs.get("cs", 0) & 3:
+            if arch.user_mode(regs):
                 return None          # in user mode: nothing on the kernel stack
-            return regs["rip"], regs["rsp"], regs["rbp"], regs, True
-    sp = prog.read_u64(task.value_() + lay["thread_sp"])
-    if not bounds[0] <= sp < bounds[1]:
-        raise ValueError(f"task {task.value_():#x}: thread.sp {sp:#x} is outside its "
-                         f"stack {bounds[0]:#x}-{bounds[1]:#x}")
-    frame = prog.read(sp, lay["frame_size"])
-    bp = int.from_bytes(frame[lay["frame_bp"]:lay["frame_bp"] + 8], "little")
-    ip = int.from_bytes(frame[lay["frame_ret"]:lay["frame_ret"] + 8], "little")
-    return ip, sp + lay["frame_size"], bp, None, ip == lay["ret_from_fork"]
+            return regs[arch.pc_reg], regs[arch.sp_reg], regs[arch.fp_reg], regs, True
+    return arch.saved_task_start(prog, task.value_(), bounds)
 
 
 # -- names ----------------------------------------------------------------------------
@@ -300,13 +278,12 @@ def frame_symbol(prog, pc: int, exact: bool) -> tuple[str | None, int, str | Non
 # -- traces ---------------------------------------------------------------------------
 
 def _unwind(task: Object):
-    from kql.arch.orc import get_unwinder
     start = task_unwind_start(task)
     if start is None:
         return [], "no kernel stack"
     ip, sp, bp, regs, exact = start
     bounds = task_stack_bounds(task)
-    return get_unwinder(task.prog_).unwind(ip, sp, bp, regs=regs, exact=exact,
+    return task.prog_.arch.get_unwinder(task.prog_).unwind(ip, sp, bp, regs=regs, exact=exact,
                                            stack_bounds=bounds)
 
 
@@ -354,14 +331,18 @@ def task_stack_words(task: Object) -> Iterator[tuple[int, int]]:
     if bounds is None:
         return
     lo, hi = bounds
+    arch = prog.arch
     cpu = _running_cpu(task)
     sp = None
     if cpu is not None:
         regs = cpu_registers(prog, cpu)
-        if regs is not None and not regs.get("cs", 0) & 3 and lo <= regs["rsp"] < hi:
-            sp = regs["rsp"]
+        if regs is not None and not arch.user_mode(regs) and lo <= regs[arch.sp_reg] < hi:
+            sp = regs[arch.sp_reg]
     if sp is None:
-        sp = prog.read_u64(task.value_() + _layout(prog)["thread_sp"])
+        try:
+            sp = arch.saved_task_start(prog, task.value_(), bounds)[1]
+        except ValueError:
+            sp = lo
     if not lo <= sp < hi:
         sp = lo
     sp &= ~7

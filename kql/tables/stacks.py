@@ -94,10 +94,12 @@ TABLES = (
     TableSpec(
         name="stack_frames",
         doc="One row per frame of every task's kernel stack, innermost first "
-            "(crash `bt`): ORC unwinding from the task's saved context (sleeping) or "
+            "(crash `bt`): ORC (x86_64) or frame-record (arm64) unwinding from the task's "
+            "saved context (sleeping) or "
             "its CPU's registers (running, panicking), across pt_regs frames.",
         object_column="task",
-        walk="every task (as tasks), each stack unwound with ORC",
+        walk="every task (as tasks), each stack unwound with ORC (x86_64) or frame records "
+             "(arm64)",
         rows=lambda ctx: _frames(ctx, _all_tasks(ctx)),
         lookups={"pid": lambda ctx, values: _frames(ctx, _tasks_by_pid(ctx, values))},
         examples=(

@@ -53,9 +53,39 @@ CACHE = Path(os.environ.get("KQL_FIXTURES", "/var/cache/kql-fixtures"))
 KERNEL_SERIES = {
     "6.1": r"6\.1\.0-\d+-cloud-amd64",
     "6.12": r"6\.12\.\d+\+deb12-cloud-amd64",
+    # arm64 (dpkg --add-architecture arm64): same series, arm64 packages.
+    "6.1-arm64": r"6\.1\.0-\d+-cloud-arm64",
+    "6.12-arm64": r"6\.12\.\d+\+deb12-cloud-arm64",
 }
 
 QEMU = "qemu-system-x86_64"
+
+# What differs per guest architecture (a recipe's "arch", default x86_64).
+# arm64 guests: QEMU's virt board with a PAC-capable CPU (pauth-impdef: the
+# fast PAC algorithm under TCG), PL011 serial ports, the scenario program
+# cross-compiled, and userland taken from arm64 .debs (see arm64_sysroot()).
+ARCHES = {
+    "x86_64": dict(machine=[], tty="ttyS", cc="gcc", deb_arch=None),     # qemu: QEMU
+    "arm64": dict(qemu="qemu-system-aarch64",
+                  machine=["-M", "virt,gic-version=3", "-cpu", "max,pauth-impdef=on"],
+                  tty="ttyAMA", cc="aarch64-linux-gnu-gcc", deb_arch="arm64",
+                  # kexec-tools 2.0.25 derives PAGE_OFFSET from _text in
+                  # /proc/kallsyms, which a kernel without KALLSYMS_ALL does not
+                  # list (it starts at _stext): without it the elfcorehdr's
+                  # PT_LOADs are garbage and makedumpfile cannot read the dump.
+                  # Hand it _stext's address under that name (only its half of
+                  # the address space matters).
+                  kexec_prep="{ cat /proc/kallsyms; awk '$3 == \"_stext\" "
+                             "{ print $1 \" T _text\" }' /proc/kallsyms; } > /tmp/kallsyms "
+                             "&& mount --bind /tmp/kallsyms /proc/kallsyms; "),
+}
+# arm64 userland for the guest and the capture initramfs (with the shared
+# libraries makedumpfile and kexec need), downloaded with `apt-get download`.
+ARM64_DEBS = ["busybox-static", "makedumpfile", "kexec-tools", "libc6", "libdw1", "libelf1",
+              "liblzo2-2", "zlib1g", "libbz2-1.0", "liblzma5", "libzstd1", "libxenmisc4.17",
+              "libext2fs2", "libfdt1", "libuuid1", "libxencall1", "libxendevicemodel1",
+              "libxenevtchn1", "libxenforeignmemory1", "libxengnttab1", "libxenhypfs1",
+              "libxenstore4", "libxentoollog1", "libxentoolcore1", "libyajl2"]
 
 # Bump when a change to this file changes what a fixture contains.
 BUILDER_VERSION = 1
@@ -77,6 +107,13 @@ RECIPES: dict[str, dict] = {
     "6.1-big": dict(kernel="6.1", mem=2048, smp=2, mode="live", dumps=["elf"],
                     extra_threads=4000),
     # The sample shipped in the repository (tests/sample/): small and filtered.
+    # arm64 (QEMU virt under TCG: several times slower than x86, so small).
+    "arm64-6.1-live": dict(arch="arm64", kernel="6.1-arm64", mem=768, smp=2, mode="live",
+                           dumps=["elf", "kdump"]),
+    "arm64-6.1-panic": dict(arch="arm64", kernel="6.1-arm64", mem=768, smp=2, mode="panic",
+                            makedumpfile="-c -d 31"),
+    "arm64-6.12-live": dict(arch="arm64", kernel="6.12-arm64", mem=768, smp=2, mode="live",
+                            dumps=["elf"]),
     "sample": dict(kernel="6.1", mem=400, smp=2, mode="panic", crashkernel="192M",
                    makedumpfile="-c -d 31"),
 }
@@ -92,6 +129,11 @@ PROC_NAMES = ["kql-sleeper", "kql-threads", "kql-vforker", "kql-zombie", "kql-fi
               "kql-initwait", "kql-crasher", "kql-spawner", "kql-many"]
 
 BOOT_TIMEOUT = {"live": 240, "panic": 300}
+SLOWDOWN = {"x86_64": 1, "arm64": 4}        # TCG boot-time factor per guest arch
+
+
+def arch_of(recipe: dict) -> dict:
+    return ARCHES[recipe.get("arch", "x86_64")]
 
 
 class BuildError(Exception):
@@ -206,6 +248,35 @@ def kernel_dir_of(kver: str) -> dict[str, Path]:
     }
 
 
+def apt_download(pkg: str, dest: Path) -> None:
+    log(f"downloading {pkg}")
+    r = run(["apt-get", "download", *pkg.split()], cwd=dest, capture_output=True, text=True, check=False)
+    if r.returncode:
+        raise BuildError(f"apt-get download {pkg} failed: "
+                         f"{r.stderr.strip().splitlines()[-1:]}")
+
+
+def arm64_sysroot() -> Path:
+    """The arm64 userland (ARM64_DEBS unpacked), downloaded once."""
+    root = CACHE / "sysroot-arm64"
+    if (root / ".done").exists() and (root / ".done").read_text() == " ".join(ARM64_DEBS):
+        return root
+    debs = CACHE / "debs-arm64"
+    debs.mkdir(parents=True, exist_ok=True)
+    missing = [f"{pkg}:arm64" for pkg in ARM64_DEBS
+               if not glob.glob(str(debs / f"{pkg}_*_arm64.deb"))]
+    if missing:
+        apt_download(" ".join(missing), debs)
+    tmp = Path(tempfile.mkdtemp(dir=CACHE, prefix=".sysroot-"))
+    for deb in glob.glob(str(debs / "*_arm64.deb")):
+        run(["dpkg-deb", "-x", deb, str(tmp)])
+    if root.exists():
+        shutil.rmtree(root)
+    tmp.rename(root)
+    (root / ".done").write_text(" ".join(ARM64_DEBS))
+    return root
+
+
 def find_module(kdir: dict, name: str) -> Path:
     for pat in (f"{name}.ko", f"{name}.ko.xz", f"{name}.ko.zst"):
         hits = list(kdir["modules"].rglob(pat))
@@ -258,8 +329,11 @@ def install_modules(kdir: dict, names: list[str], dest: Path) -> list[str]:
 
 # ---------------------------------------------------------------- initramfs
 
-def copy_binary(path: str, root: Path) -> None:
-    """Copy a dynamically linked binary and the libraries ldd names."""
+def copy_binary(path: str, root: Path, sysroot: Path | None = None) -> None:
+    """Copy a dynamically linked binary and the libraries ldd names (or, for
+    a foreign binary from ``sysroot``, the libraries its DT_NEEDED entries name)."""
+    if sysroot is not None:
+        return copy_foreign_binary(path, root, sysroot)
     dst = root / path.lstrip("/")
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(path, dst)
@@ -273,13 +347,45 @@ def copy_binary(path: str, root: Path) -> None:
                 shutil.copy2(p, d)
 
 
-def base_tree(root: Path) -> None:
+def copy_foreign_binary(path: str, root: Path, sysroot: Path) -> None:
+    """Copy ``sysroot/path`` and, transitively, the shared libraries it needs
+    (and the dynamic loader) to the same paths under ``root``."""
+    from elftools.elf.dynamic import DynamicSection
+    from elftools.elf.elffile import ELFFile
+    libdirs = ["lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu", "lib", "usr/lib"]
+    todo, seen = [path.lstrip("/")], set()
+    while todo:
+        rel = todo.pop()
+        if rel in seen:
+            continue
+        seen.add(rel)
+        src = sysroot / rel
+        dst = root / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(os.path.realpath(src), dst)
+        with open(os.path.realpath(src), "rb") as f:
+            elf = ELFFile(f)
+            for seg in elf.iter_segments():
+                if seg["p_type"] == "PT_INTERP":
+                    todo.append(seg.get_interp_name().lstrip("/"))
+            for sec in elf.iter_sections():
+                if isinstance(sec, DynamicSection):
+                    for tag in sec.iter_tags("DT_NEEDED"):
+                        hit = next((f"{d}/{tag.needed}" for d in libdirs
+                                    if (sysroot / d / tag.needed).exists()), None)
+                        if hit is None:
+                            raise BuildError(f"{rel}: {tag.needed} not in {sysroot}")
+                        todo.append(hit)
+
+
+def base_tree(root: Path, sysroot: Path | None = None) -> None:
     for d in ("bin", "sbin", "proc", "sys", "dev", "tmp", "mnt", "etc", "boot", "lib64"):
         (root / d).mkdir(parents=True, exist_ok=True)
     busybox = shutil.which("busybox")
     if not busybox:
         raise BuildError("busybox not found (apt-get install busybox-static)")
-    shutil.copy2(busybox, root / "bin/busybox")
+    # the host's busybox lists the applets; a foreign guest gets its own binary
+    shutil.copy2(sysroot / "bin/busybox" if sysroot else busybox, root / "bin/busybox")
     applets = run([busybox, "--list"], capture_output=True, text=True).stdout.split()
     for a in applets:
         link = root / "bin" / a
@@ -294,17 +400,18 @@ def pack_cpio(root: Path, out: Path) -> None:
     out.write_bytes(cpio)
 
 
-def kqlproc_binary(work: Path) -> Path:
+def kqlproc_binary(work: Path, cc: str = "gcc") -> Path:
     out = work / "kqlproc"
-    run(["gcc", "-static", "-O2", "-o", str(out), str(HERE / "guest/kqlproc.c"),
+    run([cc, "-static", "-O2", "-o", str(out), str(HERE / "guest/kqlproc.c"),
          "-lpthread"])
     return out
 
 
-def capture_initramfs(kdir: dict, recipe: dict, work: Path) -> Path:
+def capture_initramfs(kdir: dict, recipe: dict, work: Path, sysroot: Path | None) -> Path:
     root = work / "capture-root"
-    base_tree(root)
-    copy_binary(shutil.which("makedumpfile"), root)
+    base_tree(root, sysroot)
+    copy_binary("/usr/bin/makedumpfile" if sysroot else shutil.which("makedumpfile"), root,
+                sysroot)
     order = install_modules(kdir, CAPTURE_MODULES, root / "lib/modules")
     init = (HERE / "guest/capture-init.sh").read_text()
     init = init.replace("@MODULES@", " ".join(order))
@@ -318,8 +425,10 @@ def capture_initramfs(kdir: dict, recipe: dict, work: Path) -> Path:
 
 def guest_initramfs(kdir: dict, recipe: dict, work: Path) -> Path:
     root = work / "guest-root"
-    base_tree(root)
-    kqlproc = kqlproc_binary(work)
+    arch = arch_of(recipe)
+    sysroot = arm64_sysroot() if arch["deb_arch"] == "arm64" else None
+    base_tree(root, sysroot)
+    kqlproc = kqlproc_binary(work, arch["cc"])
     for name in PROC_NAMES:
         shutil.copy2(kqlproc, root / "bin" / name)
     order = install_modules(kdir, GUEST_MODULES, root / "lib/modules")
@@ -327,14 +436,17 @@ def guest_initramfs(kdir: dict, recipe: dict, work: Path) -> Path:
         "@MODULES@": " ".join(order),
         "@MODE@": recipe["mode"],
         "@EXTRA_THREADS@": str(recipe.get("extra_threads", 0)),
-        "@CAPTURE_CMDLINE@": "console=ttyS0 irqpoll nr_cpus=1 maxcpus=1 reset_devices "
+        "@CAPTURE_CMDLINE@": f"console={arch['tty']}0 irqpoll nr_cpus=1 maxcpus=1 reset_devices "
                              "rdinit=/init panic=1",
     }
     if recipe["mode"] == "panic":
-        copy_binary(shutil.which("kexec"), root)
+        copy_binary("/sbin/kexec" if sysroot else shutil.which("kexec"), root, sysroot)
         shutil.copy2(kdir["vmlinuz"], root / "boot/vmlinuz")
-        shutil.copy2(capture_initramfs(kdir, recipe, work), root / "boot/capture.cpio")
+        shutil.copy2(capture_initramfs(kdir, recipe, work, sysroot), root / "boot/capture.cpio")
     init = (HERE / "guest/init.sh").read_text()
+    # the truth port is the second serial port: ttyS1 on x86, ttyAMA1 on arm64
+    init = init.replace("/dev/ttyS1", f"/dev/{arch['tty']}1")
+    init = init.replace("\tkexec -p ", "\t" + arch.get("kexec_prep", "") + "kexec -p ")
     for k, v in params.items():
         init = init.replace(k, v)
     (root / "init").write_text(init)
@@ -388,12 +500,13 @@ def boot_and_dump(name: str, recipe: dict, kdir: dict, out: Path, work: Path) ->
     qmp_path = work / "qmp.sock"
     for stale in (truth_log, qmp_path):
         stale.unlink(missing_ok=True)
-    # no_timer_check: under TCG on a busy host the IO-APIC timer check can fail
-    # and panic the boot ("IO-APIC + timer doesn't work!"), seen building 6.1-big
-    append = "console=ttyS0 loglevel=6 panic=-1 rdinit=/init no_timer_check"
+    arch = arch_of(recipe)
+    # no_timer_check: under TCG on a busy host the x86 IO-APIC timer check can
+    # fail and panic the boot ("IO-APIC + timer doesn't work!"), seen building 6.1-big
+    append = f"console={arch['tty']}0 loglevel=6 panic=-1 rdinit=/init no_timer_check"
     if recipe["mode"] == "panic":
         append += f" crashkernel={recipe.get('crashkernel', '256M')}"
-    cmd = [QEMU, "-accel", "tcg", "-m", str(recipe["mem"]), "-smp", str(recipe["smp"]),
+    cmd = [arch.get("qemu", QEMU), *arch["machine"], "-accel", "tcg", "-m", str(recipe["mem"]), "-smp", str(recipe["smp"]),
            "-kernel", str(kdir["vmlinuz"]), "-initrd", str(initrd), "-append", append,
            "-device", "vmcoreinfo", "-display", "none", "-no-reboot", "-nodefaults",
            "-serial", f"file:{console}", "-serial", f"file:{truth_log}",
@@ -412,7 +525,8 @@ def boot_and_dump(name: str, recipe: dict, kdir: dict, out: Path, work: Path) ->
                             stderr=subprocess.STDOUT)
     files = {}
     try:
-        deadline = t0 + BOOT_TIMEOUT[recipe["mode"]] + recipe["mem"] // 20
+        deadline = t0 + (BOOT_TIMEOUT[recipe["mode"]] + recipe["mem"] // 20) * SLOWDOWN[
+            recipe.get("arch", "x86_64")]
         if recipe["mode"] == "live":
             while b"@@ready" not in _read(truth_log):
                 if proc.poll() is not None:
