@@ -203,6 +203,17 @@ class Session:
             t = kernel.types.find_type(type_name)
             return address - t.offsetof(member)
 
+        def kql_struct_text(type_name: str, address: int) -> str | None:
+            if address is None or type_name is None or kernel is None:
+                return None
+            from kql.helpers.printer import format_object
+            from kql.object import Object
+            try:
+                obj = Object(kernel, kernel.types.find_type(type_name), address)
+            except LookupError as e:
+                raise ValueError(f"struct_text: unknown type '{type_name}': {e}") from None
+            return format_object(obj)
+
         for name, (m, dump) in p.udfs.items():
             con.create_function(name, self._guarded(m, warnings), [UBIGINT],
                                 _duckdb_type(m.type), side_effects=False,
@@ -211,6 +222,8 @@ class Session:
                             null_handling="special")
         con.create_function("kql_addr", kql_addr, [VARCHAR], UBIGINT, side_effects=False,
                             null_handling="special")
+        con.create_function("kql_struct_text", kql_struct_text, [VARCHAR, UBIGINT], VARCHAR,
+                            side_effects=False, null_handling="special")
         con.create_function("kql_hex", kql_hex, [UBIGINT], VARCHAR, side_effects=False,
                             null_handling="special")
         con.create_function("kql_container_of", kql_container_of, [UBIGINT, VARCHAR, VARCHAR],

@@ -30,7 +30,7 @@ from .plan import MemberColumn, Plan, Scan
 
 # kql functions → the executor's DuckDB UDFs.
 KQL_FUNCTIONS = {"sym": "kql_sym", "addr": "kql_addr", "container_of": "kql_container_of",
-                 "hex": "kql_hex"}
+                 "hex": "kql_hex", "struct_text": "kql_struct_text"}
 
 
 @dataclass
@@ -561,7 +561,7 @@ def _selects(stmt):
 # under them.  Any other function might aggregate (DuckDB has hundreds), so
 # a LIMIT is not pushed below it.
 SCALAR_FUNCTIONS = frozenset("""
-sym addr hex container_of lower upper length strlen substr substring concat coalesce
+sym addr hex container_of struct_text lower upper length strlen substr substring concat coalesce
 ifnull nullif abs round floor ceil greatest least trim ltrim rtrim replace contains
 starts_with ends_with prefix suffix regexp_matches regexp_replace regexp_extract
 left right lpad rpad reverse repeat split_part string_split len array_length

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from kql.errors import FaultError
 from kql.helpers.sched import find_tasks, for_each_task_and_pid, task_comm
-from kql.helpers.stack import stack_trace, task_stack_words, text_symbol
+from kql.helpers.stack import (frame_of_word, stack_trace, task_pt_regs, task_stack_words,
+                              text_symbol)
 from kql.tables.base import (ADDRESS, Column, INT32, INT64, STRING, ScanContext,
                             TableSpec)
 
@@ -16,13 +17,24 @@ __all__ = ["TABLES"]
 class _Task:
     """A task and the values every row of it shares, read once."""
 
-    __slots__ = ("task", "addr", "pid", "comm")
+    __slots__ = ("task", "addr", "pid", "comm", "_frames")
 
     def __init__(self, task):
         self.task = task
         self.addr = task.value_()
         self.pid = task.pid.value_()
         self.comm = task_comm(task)
+        self._frames = None
+
+    @property
+    def frames(self):
+        """The task's frames, unwound once (for stack_words' frame columns)."""
+        if self._frames is None:
+            try:
+                self._frames = stack_trace(self.task)
+            except ValueError:
+                self._frames = []
+        return self._frames
 
 
 class FrameRow:
@@ -39,6 +51,34 @@ class WordRow:
     def __init__(self, t: _Task, address: int, value: int):
         self.t = t
         self.address = address
+        self.value = value
+
+    @property
+    def frame(self):
+        return frame_of_word(self.t.frames, self.address)
+
+    def frame_size(self):
+        """Bytes from this word's frame's sp to the next (outer) frame's."""
+        f = self.frame
+        frames = self.t.frames
+        if f is None or f.level + 1 >= len(frames):
+            return None
+        return frames[f.level + 1].sp - f.sp
+
+
+def _frame_attr(name):
+    def get(r):
+        f = r.frame
+        return None if f is None else getattr(f, name)
+    return get
+
+
+class RegRow:
+    __slots__ = ("t", "name", "value")
+
+    def __init__(self, t: _Task, name: str, value: int):
+        self.t = t
+        self.name = name
         self.value = value
 
 
@@ -78,6 +118,18 @@ def _words(ctx: ScanContext, tasks):
             continue
         for address, value in words:
             yield WordRow(t, address, value)
+
+
+def _regs(ctx: ScanContext, tasks):
+    for task in tasks:
+        try:
+            t = _Task(task)
+            regs = task_pt_regs(task)
+        except FaultError as e:
+            _warn(ctx, "user_regs.task", e)
+            continue
+        for name, value in (regs or {}).items():
+            yield RegRow(t, name, value)
 
 
 def _task_columns():
@@ -145,6 +197,33 @@ TABLES = (
             Column("symbol", STRING, "'name+0xoff' when value points into a kernel "
                    "or module function, else NULL",
                    lambda r: text_symbol(r.t.task.prog_, r.value)),
+            Column("level", INT32, "the frame (stack_frames.level) the word belongs to: "
+                   "the outermost frame whose sp is at or below the word, 0 below the "
+                   "first frame (crash `bt -f` groups words so)", _frame_attr("level")),
+            Column("frame_sp", ADDRESS, "that frame's stack pointer", _frame_attr("sp")),
+            Column("frame_pc", ADDRESS, "that frame's pc (its return address, RA)",
+                   _frame_attr("pc")),
+            Column("frame_symbol", STRING, "that frame's pc as 'function+0xoffset'",
+                   _frame_attr("symbol")),
+            Column("frame_size", INT64, "bytes from that frame's sp to the next outer "
+                   "frame's sp (NULL for the outermost)", lambda r: r.frame_size()),
+        ),
+    ),
+    TableSpec(
+        name="user_regs",
+        doc="The user registers each user task saved at its last kernel entry (the "
+            "pt_regs at the top of its kernel stack; crash prints them under `bt`). "
+            "One row per register, in the pt_regs layout's order; none for kernel "
+            "threads.",
+        object_column="task",
+        walk="every task (as tasks), pt_regs read from the top of its kernel stack",
+        rows=lambda ctx: _regs(ctx, _all_tasks(ctx)),
+        lookups={"pid": lambda ctx, values: _regs(ctx, _tasks_by_pid(ctx, values))},
+        examples=("SELECT name, hex(value) FROM user_regs WHERE pid = 1",),
+        columns=_task_columns() + (
+            Column("name", STRING, "register name as in struct pt_regs (rip, rsp, "
+                   "eflags, orig_rax, …)", lambda r: r.name),
+            Column("value", ADDRESS, "its value", lambda r: r.value),
         ),
     ),
 )
