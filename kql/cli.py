@@ -3,6 +3,9 @@
     kql DUMP "QUERY"                 run a query (several ';'-separated statements run in turn)
     kql DUMP --describe [TABLE]      the tables and their columns
     kql DUMP @NAME [--param k=v]     run a saved query (kql queries lists them)
+    kql DUMP                         the interactive shell (a terminal), or a script
+                                     from stdin: kql DUMP < triage.sql
+    kql DUMP --crash "bt -f 1"       a crash command, translated to SQL (--sql shows it)
     kql -d a=DUMP1 -d b=DUMP2 "SELECT … FROM a.tasks JOIN b.tasks USING (comm)"
     kql export DUMP… -o DIR          Parquet per table per dump, with provenance
     kql --parquet DIR "QUERY"        query a directory of exports (no dump needed)
@@ -67,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a parameter of a saved query (@NAME); repeatable")
     p.add_argument("--parquet", metavar="DIR",
                    help="query a directory written by `kql export` instead of a dump")
+    p.add_argument("--crash", metavar="CMD",
+                   help="run a crash command (sys, ps, bt -f 1, …; `help` lists them)")
+    p.add_argument("--sql", action="store_true",
+                   help="with --crash or in the shell: print the SQL each crash command runs")
+    p.add_argument("-e", "--editing", choices=("emacs", "vi"), default=None,
+                   help="the shell's key bindings (default emacs, as crash -e)")
     p.add_argument("-v", "--verbose", action="store_true", help="log plans and SQL to stderr")
     return p
 
@@ -192,6 +201,8 @@ def _main(argv: list[str]) -> int:
             raise QueryError("--parquet DIR needs a query")
         _check_output(args)
         return _run_parquet(args, query)
+    if query is None and dump is not None and not named:
+        return _shell(args, dump)
     if query is None:
         build_parser().print_usage(sys.stderr)
         print("kql: error: give a dump and a query (kql --help)", file=sys.stderr)
@@ -248,6 +259,27 @@ def _main(argv: list[str]) -> int:
         for w in getattr(k, "warnings", [])[:20]:
             print(f"kql: warning: {w}", file=sys.stderr)
     return 0
+
+
+def _shell(args, dump: str) -> int:
+    """No query: a crash command (--crash), the interactive shell on a
+    terminal, or the statements of a non-terminal stdin as a script."""
+    from kql.dump import open_dump
+    from kql.execute import Session
+    from kql.kernel import Kernel
+    from kql import shell
+
+    kernel = Kernel(open_dump(dump_parts(dump), zero_excluded=args.zero_excluded),
+                    vmlinux=args.vmlinux, system_map=args.system_map)
+    session = Session({None: kernel})
+    if args.crash is not None:
+        return shell.run_crash_command(session, args.crash, args.sql)
+    fmt = args.format if args.format in shell.TEXT_FORMATS else "table"
+    settings = shell.Settings(format=fmt, output=args.output or "", stats=args.stats,
+                              sql=args.sql, editing=args.editing or "emacs")
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        return shell.Shell(session, settings, interactive=True).loop(kernel)
+    return shell.Shell(session, settings).script(sys.stdin)
 
 
 def _write_text(args, text: str) -> None:

@@ -523,7 +523,9 @@ def command_help(name: str) -> str | None:
     cmd = COMMANDS.get(name.lower())
     if cmd is None:
         return None
-    out = [f"{cmd.usage}", "", f"  {cmd.doc}", ""]
+    import textwrap
+    out = [f"{cmd.usage}", "", textwrap.fill(cmd.doc, 78, initial_indent="  ",
+                                            subsequent_indent="  "), ""]
     out += [f"  e.g. {e}" for e in cmd.examples]
     out.append("  (\\set sql on shows the SQL each command runs)")
     return "\n".join(out) + "\n"
