@@ -41,7 +41,7 @@ _TYPE_FUNCS = re.compile(r"(?:\bAS|\b(?:members|list_walk|struct_text|container_
 _SYMBOL_FUNCS = re.compile(r"\b(?:addr|var|sym|memory)\s*\(\s*'([^']*)$", re.I)
 _PATH = re.compile(r"((?:[A-Za-z_]\w*\.)?[A-Za-z_]\w*)((?:(?:->|\.)[A-Za-z_]\w*|\[\d*\])*)"
                    r"(?:->|\.)(\w*)$")
-_FROM = re.compile(r"\b(?:FROM|JOIN)\s+(?:(\w+)\.)?([A-Za-z_]\w*)\s*(\(([^)]*)\))?"
+_FROM = re.compile(r"\b(?:FROM|JOIN)\s+(?:(\w+)\.)?([A-Za-z_]\w*)(\s*\(([^)]*)\))?"
                    r"(?:\s+(?:AS\s+)?(?!(?:WHERE|JOIN|ON|GROUP|ORDER|LIMIT|LEFT|INNER|CROSS|"
                    r"USING|HAVING|UNION)\b)([A-Za-z_]\w*))?", re.I)
 _WORD = re.compile(r"[\w\\@]*$")
@@ -160,7 +160,11 @@ def _object_type(kernel, stmt: str, ref: str) -> str | None:
             if t:
                 return t
         return c.object_type
-    return None
+    # before FROM is typed: a column name that is one C type in every table
+    from kql.tables import catalog
+    found = {c.object_type for spec in catalog().values() if spec.params is None
+             for c in spec.columns if c.name == col and c.object_type}
+    return found.pop() if len(found) == 1 else None
 
 
 def _members(kernel, whole: str, ref: str, path: str, partial: str):
