@@ -23,7 +23,7 @@ import re
 
 from prompt_toolkit.completion import Completer, Completion
 
-__all__ = ["KqlCompleter", "candidates"]
+__all__ = ["KqlCompleter", "candidates", "warm"]
 
 KEYWORDS = """SELECT FROM WHERE GROUP BY ORDER HAVING LIMIT OFFSET JOIN LEFT RIGHT FULL
 INNER OUTER CROSS ON USING AS AND OR NOT IN IS NULL LIKE ILIKE BETWEEN CASE WHEN THEN ELSE
@@ -45,6 +45,20 @@ _FROM = re.compile(r"\b(?:FROM|JOIN)\s+(?:(\w+)\.)?([A-Za-z_]\w*)(\s*\(([^)]*)\)
                    r"(?:\s+(?:AS\s+)?(?!(?:WHERE|JOIN|ON|GROUP|ORDER|LIMIT|LEFT|INNER|CROSS|"
                    r"USING|HAVING|UNION)\b)([A-Za-z_]\w*))?", re.I)
 _WORD = re.compile(r"[\w\\@]*$")
+
+
+def warm(kernel) -> None:
+    """Read what completion needs once (the symbol table's name order, the
+    type index, the catalog), as the shell does before its first prompt, so
+    the first Tab is as quick as the rest."""
+    from kql.tables import catalog
+    try:
+        kernel.symbols.name_order
+        kernel.types.find_type("struct task_struct")
+        type_names(kernel)
+        list(catalog().items())
+    except Exception:  # noqa: BLE001 - completion degrades; queries report errors
+        pass
 
 
 class KqlCompleter(Completer):

@@ -420,7 +420,8 @@ class Shell:
             enable_history_search=False, key_bindings=kb, multiline=True,
             prompt_continuation=lambda width, line_number, wrap_count: "...> ".rjust(width),
             editing_mode=EditingMode.VI if self.settings.editing == "vi" else EditingMode.EMACS)
-        _warm(kernel)
+        from kql.completion import warm
+        warm(kernel)
         release = getattr(kernel, "release", "") or ""
         self.out.write(f"kql {release}: SQL ending in ';', crash commands (help), "
                        f"Ctrl-D to leave\n")
@@ -433,20 +434,6 @@ class Shell:
                 return 0
             if self.run(text) < 0:
                 return 0
-
-
-def _warm(kernel) -> None:
-    """Read what completion needs once, before the first prompt (symbols,
-    the type index, the catalog), so the first Tab is as quick as the rest."""
-    from kql.completion import type_names
-    from kql.tables import catalog
-    try:
-        kernel.symbols.name_order
-        kernel.types.find_type("struct task_struct")
-        type_names(kernel)
-        list(catalog().items())
-    except Exception:  # noqa: BLE001 - completion degrades; queries report errors
-        pass
 
 
 class _sigint_cancels:

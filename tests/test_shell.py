@@ -247,7 +247,10 @@ def test_units_end_with_semicolon_or_their_line():
 
 @pytest.mark.parametrize("name", ["sample", "6.1-live", "6.12-live"])
 def test_completion_knows_the_kernel(name):
+    from kql.completion import warm
     k = kernel(name)
+    warm(k)
+    pages = k.dump.stats.pages_read
     types = k.types
     task = types.find_type("struct task_struct")
     from kql.types import iter_members_flat
@@ -266,3 +269,4 @@ def test_completion_knows_the_kernel(name):
     assert "struct mm_struct" in names("SELECT * FROM members('mm_str")
     assert names("SELECT pi", " FROM tasks")[0] == "pid"
     assert "bt" in names("b") and "@hung-tasks" in names("@hung")
+    assert k.dump.stats.pages_read == pages  # types and symbols only: no scan, no read
