@@ -116,7 +116,10 @@ class Session:
             ctx = ScanContext(kernel=kernel, columns=list(s.columns), keys=s.keys,
                               limit=s.limit, args=s.args, warnings=warnings)
             extra = {m.name: (m.type, m.fn) for m in s.members.values()}
-            tables[s.id] = run_scan(s.spec, ctx, extra)
+            if s.lateral:
+                tables[s.id] = _lateral_scan(s, ctx, extra, tables)
+            else:
+                tables[s.id] = run_scan(s.spec, ctx, extra)
             stats.rows_scanned[s.alias] = tables[s.id].num_rows
         stats.scan_seconds = time.perf_counter() - t0
         stats.pages_read = self._pages_read() - pages0
@@ -230,6 +233,43 @@ class Session:
                             UBIGINT, side_effects=False,
                             null_handling="special")
         del duckdb, BIGINT
+
+
+def _lateral_scan(s, ctx: ScanContext, extra, tables: dict) -> Columns:
+    """A table function with arguments from earlier scans: run once per
+    distinct argument tuple, each row tagged with its arguments in hidden
+    ``__kql_arg<i>`` columns (what the lateral SQL joins on)."""
+    from dataclasses import replace
+    sources = []
+    for i, scan_id, _alias, col in s.lateral:
+        t = tables[scan_id]
+        j = t.names.index(col)
+        sources.append((i, t.pylist(j), t.types[j]))
+    seen = {}
+    for combo in zip(*(vals for _i, vals, _t in sources)):
+        if None not in combo:
+            seen.setdefault(combo, None)
+    parts = []
+    for combo in seen:
+        args = list(s.args)
+        for (i, _vals, _t), v in zip(sources, combo):
+            args[i] = v
+        parts.append((combo, run_scan(s.spec, replace(ctx, args=tuple(args)), extra)))
+    if parts:
+        names, types = parts[0][1].names, parts[0][1].types
+    else:
+        names = list(ctx.columns) + list(extra)
+        types = [s.spec.column(n).type for n in ctx.columns] + [t for t, _fn in extra.values()]
+    data = [[] for _ in names] + [[] for _ in sources]
+    n = 0
+    for combo, part in parts:
+        for k in range(len(names)):
+            data[k].extend(part.data[k])
+        for k, v in enumerate(combo):
+            data[len(names) + k].extend([v] * part.num_rows)
+        n += part.num_rows
+    return Columns(list(names) + [f"__kql_arg{i}" for i, _v, _t in sources],
+                   list(types) + [t for _i, _v, t in sources], data, n)
 
 
 def _duckdb_type(t):

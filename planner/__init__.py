@@ -26,7 +26,7 @@ from kql.errors import PlanError
 from kql.grammar import ast as A
 
 from .members import compile_path
-from .plan import MemberColumn, Plan, Scan
+from .plan import LateralRef, MemberColumn, Plan, Scan
 
 # kql functions → the executor's DuckDB UDFs.
 KQL_FUNCTIONS = {"sym": "kql_sym", "addr": "kql_addr", "container_of": "kql_container_of",
@@ -180,9 +180,22 @@ def _from_item(item, ctx: Ctx, scope: Scope, ctes: frozenset, outer: bool):
             scope.outer_join_aliases.add(scan.alias.lower())
         return A.TableRef(scan.id, alias=scan.alias, span=item.span)
     if isinstance(item, A.TableFunction):
-        args = tuple(_constant(a, ctx, item.dump) for a in item.args)
-        scan = _new_scan(item, item.name, args, ctx)
+        args, lateral = [], []
+        for i, a in enumerate(item.args):
+            ref = _lateral_ref(a, scope)
+            if ref is None:
+                args.append(_constant(a, ctx, item.dump))
+            else:  # a column of an earlier FROM item: a lateral join
+                outer, col = ref
+                outer.use(col)
+                args.append(None)
+                lateral.append((i, outer.id, outer.alias, col))
+        scan = _new_scan(item, item.name, tuple(args), ctx)
+        scan.lateral = lateral
         scope.relations.append((scan.alias.lower(), scan))
+        if lateral:
+            return LateralRef(scan.id, scan.alias, tuple(
+                (f"__kql_arg{i}", alias, col) for i, _id, alias, col in lateral), span=item.span)
         return A.TableRef(scan.id, alias=scan.alias, span=item.span)
     if isinstance(item, A.Subquery):
         scope.relations.append(((item.alias or "").lower(), None))
@@ -237,6 +250,22 @@ def _new_scan(node, name: str, args: tuple, ctx: Ctx) -> Scan:
     return scan
 
 
+def _lateral_ref(e, scope: Scope):
+    """``(scan, column)`` when a table-function argument names a plain column
+    of a table earlier in the same FROM (``members('struct task_struct',
+    t.task)``), else None."""
+    if not isinstance(e, A.Column):
+        return None
+    hits = []
+    for alias, scan in scope.relations:
+        if scan is None or (e.table is not None and e.table.lower() != alias):
+            continue
+        c = scan.spec.column(e.name)
+        if c is not None:
+            hits.append((scan, c.name))
+    return hits[0] if len(hits) == 1 else None
+
+
 def _constant(e, ctx: Ctx, dump: str | None = None):
     """Evaluate a table-function argument at plan time: literals, ``addr('sym')``
     and integer arithmetic on those."""
@@ -259,7 +288,7 @@ def _constant(e, ctx: Ctx, dump: str | None = None):
             except LookupError:
                 raise error(f"no symbol named '{name}'", ctx, e.args[0]) from None
     raise error("table function arguments must be constants (literals, addr('symbol'), "
-                "and + - * of those)", ctx, e)
+                "and + - * of those) or columns of a table before it in FROM", ctx, e)
 
 
 def _select(sel: A.Select, ctx: Ctx, parent: Scope | None, ctes: frozenset):

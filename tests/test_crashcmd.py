@@ -316,3 +316,38 @@ def test_cli_crash_with_sql_and_pipe(tmp_path):
     p = subprocess.run([sys.executable, "-m", "kql.cli", dump, "--crash", "SELECT 1"],
                        capture_output=True, text=True)
     assert p.returncode == 1 and p.stderr.startswith("kql: --crash: 'SELECT' is not a crash command")
+
+
+# ---------------------------------------------------------------- lateral table functions
+
+def test_table_function_arguments_from_an_earlier_table():
+    task1 = sql("sample", "SELECT task FROM tasks WHERE pid = 1")[0]["task"]
+    got = sql("sample", "SELECT t.pid, m.* FROM tasks t, members('struct task_struct', t.task) m "
+                        "WHERE t.pid = 1")
+    want = sql("sample", f"SELECT * FROM members('struct task_struct', {task1})")
+    assert got == [{"pid": 1, **w} for w in want]      # no hidden argument column
+    rows = sql("sample", "SELECT t.pid, t.comm, m.value FROM tasks t, "
+                         "members('struct task_struct', t.task) m "
+                         "WHERE t.pid IN (1, 2) AND m.path = 'comm' ORDER BY t.pid")
+    assert [(r["pid"], r["value"]) for r in rows] == [(r["pid"], repr(r["comm"])) for r in rows]
+    assert [r["pid"] for r in rows] == [1, 2]
+    # JOIN … ON, and an outer side with no rows
+    n = sql("sample", "SELECT count(*) AS n FROM modules m JOIN memory(m.base, 2) w ON true")
+    assert n == [{"n": 2 * len(fixture("sample").truth["modules"])}]
+    assert sql("sample", "SELECT w.* FROM modules m, memory(m.base, 2) w "
+                         "WHERE m.name = 'nosuch'") == []
+    plan = sql("sample", "EXPLAIN SELECT m.path FROM tasks t, "
+                         "members('struct task_struct', t.task) m WHERE t.pid = 1")
+    assert plan[2]["plan"] == ("Scan members('struct task_struct', t.task) AS m: "
+                               "for each t.task: members of the type")
+
+
+def test_table_function_argument_expression_is_an_error():
+    q = ("SELECT e.address FROM tasks t, list_walk(t.task + 8, 'struct task_struct', "
+         "'tasks') e")
+    with pytest.raises(QueryError) as e:
+        sql("sample", q)
+    assert str(e.value) == (
+        "table function arguments must be constants (literals, addr('symbol'), and + - * of "
+        "those) or columns of a table before it in FROM (line 1, column 42)\n"
+        f"  {q}\n" + " " * 43 + "^" * 6)  # the part that is not a constant
