@@ -109,6 +109,12 @@ class Crash:
         pid = rows[0]["panic_pid"] if rows else None
         return 1 if pid is None else pid
 
+    def task_arg(self, cmd: str, args: list[str]) -> tuple[int, dict]:
+        """The PID argument of ``files``, ``vm``… (default: the current
+        context) and its task's row."""
+        pid = _pid(cmd, args[0]) if args else self.default_pid()
+        return pid, self.tasks(pid)[0]
+
     def tasks(self, pid: int) -> list[dict]:
         rows = self.sql(f"SELECT pid, task, cpu, comm FROM tasks WHERE pid = {pid} "
                         f"ORDER BY cpu")
@@ -323,8 +329,7 @@ def _mod(c: Crash, args: list[str]) -> str:
 @command("files", "files [PID]", "A task's open files: FD FILE DENTRY INODE TYPE PATH.",
          ("files 1",))
 def _files(c: Crash, args: list[str]) -> str:
-    pid = _pid("files", args[0]) if args else c.default_pid()
-    t = c.tasks(pid)[0]
+    pid, t = c.task_arg("files", args)
     rows = c.sql("SELECT fd, file, dentry, inode, type, path FROM open_files "
                  f"WHERE pid = {pid} ORDER BY fd")
     out = [_header(t), " FD       FILE            DENTRY           INODE       TYPE PATH"]
@@ -336,8 +341,7 @@ def _files(c: Crash, args: list[str]) -> str:
 @command("vm", "vm [PID]", "A task's memory: MM, RSS, TOTAL_VM, then each VMA: "
          "VMA START END FLAGS FILE.", ("vm 1",))
 def _vm(c: Crash, args: list[str]) -> str:
-    pid = _pid("vm", args[0]) if args else c.default_pid()
-    t = c.tasks(pid)[0]
+    pid, t = c.task_arg("vm", args)
     mm = c.sql(f"SELECT mm, rss_bytes, vsz_bytes FROM tasks WHERE pid = {pid}")[0]
     rows = c.sql("SELECT vma, start, \"end\", vm_flags, path FROM vmas "
                  f"WHERE pid = {pid} ORDER BY start")

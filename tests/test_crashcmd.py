@@ -351,3 +351,24 @@ def test_table_function_argument_expression_is_an_error():
         "table function arguments must be constants (literals, addr('symbol'), and + - * of "
         "those) or columns of a table before it in FROM (line 1, column 42)\n"
         f"  {q}\n" + " " * 43 + "^" * 6)  # the part that is not a constant
+
+
+@pytest.mark.parametrize("name", DUMPS)
+def test_stack_words_belong_to_the_frame_below_them(name):
+    """Each word's level is the frame whose sp is the closest at or below it
+    (words under the first frame's sp are frame 0's); frame_sp/pc/size are
+    that frame's, as stack_frames has it."""
+    frames = {}
+    for f in sql(name, "SELECT pid, task, level, sp, pc FROM stack_frames WHERE pid IN (1, 2)"):
+        frames.setdefault(f["task"], []).append(f)
+    words = sql(name, "SELECT task, address, level, frame_sp, frame_pc, frame_size "
+                      "FROM stack_words WHERE pid IN (1, 2)")
+    assert words and frames
+    for w in words:
+        fs = sorted(frames[w["task"]], key=lambda f: f["level"])
+        f = fs[w["level"]]
+        nxt = fs[w["level"] + 1] if w["level"] + 1 < len(fs) else None
+        assert (w["frame_sp"], w["frame_pc"]) == (f["sp"], f["pc"])
+        assert w["frame_size"] == (None if nxt is None else nxt["sp"] - f["sp"])
+        assert w["level"] == 0 or f["sp"] <= w["address"]
+        assert nxt is None or w["address"] < nxt["sp"]

@@ -73,15 +73,6 @@ def _frame_attr(name):
     return get
 
 
-class RegRow:
-    __slots__ = ("t", "name", "value")
-
-    def __init__(self, t: _Task, name: str, value: int):
-        self.t = t
-        self.name = name
-        self.value = value
-
-
 def _warn(ctx: ScanContext, where: str, err: Exception) -> None:
     if ctx.warnings is not None:
         ctx.warnings.add(where, err)
@@ -120,6 +111,12 @@ def _words(ctx: ScanContext, tasks):
             yield WordRow(t, address, value)
 
 
+class _RegRow(tuple):
+    """(task, register name, value)."""
+
+    t = property(lambda self: self[0])
+
+
 def _regs(ctx: ScanContext, tasks):
     for task in tasks:
         try:
@@ -129,7 +126,14 @@ def _regs(ctx: ScanContext, tasks):
             _warn(ctx, "user_regs.task", e)
             continue
         for name, value in (regs or {}).items():
-            yield RegRow(t, name, value)
+            yield _RegRow((t, name, value))
+
+
+def _per_task(rows):
+    """``rows`` and the pid lookup of a table with rows per task:
+    ``rows(ctx, tasks)`` over every task, or over the tasks of the pids asked."""
+    return {"rows": lambda ctx: rows(ctx, _all_tasks(ctx)),
+            "lookups": {"pid": lambda ctx, values: rows(ctx, _tasks_by_pid(ctx, values))}}
 
 
 def _task_columns():
@@ -150,8 +154,7 @@ TABLES = (
             "its CPU's registers (running, panicking), across pt_regs frames.",
         object_column="task",
         walk="every task (as tasks), each stack unwound with ORC",
-        rows=lambda ctx: _frames(ctx, _all_tasks(ctx)),
-        lookups={"pid": lambda ctx, values: _frames(ctx, _tasks_by_pid(ctx, values))},
+        **_per_task(_frames),
         examples=(
             "SELECT pid, level, function, offset, kind FROM stack_frames WHERE pid = 1",
             "SELECT function, count(*) AS n FROM stack_frames GROUP BY function "
@@ -184,8 +187,7 @@ TABLES = (
             "pointer to the top, with the function each points into (crash `bt -r`).",
         object_column="task",
         walk="every task (as tasks), stack read from its sp to task->stack + THREAD_SIZE",
-        rows=lambda ctx: _words(ctx, _all_tasks(ctx)),
-        lookups={"pid": lambda ctx, values: _words(ctx, _tasks_by_pid(ctx, values))},
+        **_per_task(_words),
         examples=(
             "SELECT address, value, symbol FROM stack_words WHERE pid = 1 AND symbol "
             "IS NOT NULL",
@@ -217,13 +219,12 @@ TABLES = (
             "threads.",
         object_column="task",
         walk="every task (as tasks), pt_regs read from the top of its kernel stack",
-        rows=lambda ctx: _regs(ctx, _all_tasks(ctx)),
-        lookups={"pid": lambda ctx, values: _regs(ctx, _tasks_by_pid(ctx, values))},
+        **_per_task(_regs),
         examples=("SELECT name, hex(value) FROM user_regs WHERE pid = 1",),
         columns=_task_columns() + (
             Column("name", STRING, "register name as in struct pt_regs (rip, rsp, "
-                   "eflags, orig_rax, …)", lambda r: r.name),
-            Column("value", ADDRESS, "its value", lambda r: r.value),
+                   "eflags, orig_rax, …)", lambda r: r[1]),
+            Column("value", ADDRESS, "its value", lambda r: r[2]),
         ),
     ),
 )
