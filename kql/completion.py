@@ -97,6 +97,12 @@ def candidates(kernel, before: str, whole: str | None = None):
         from kql.queries import all_queries
         return [("@" + n, -len(word), q.description[:40]) for n, q in all_queries().items()
                 if ("@" + n).startswith(word)]
+    if head.startswith("@") and " " in head:  # @name key=value …: its parameters
+        from kql.queries import all_queries
+        q = all_queries().get(head[1:].split()[0])
+        return [] if q is None else [
+            (f"{p.name}=", -len(word), p.doc[:40] or "parameter") for p in q.params
+            if p.name.startswith(word) and f" {p.name}=" not in head]
     if head.startswith("\\set ") and head.count(" ") == 1:
         return _prefixed(SETTINGS, word, "setting")
     if head.lower().startswith("help ") and head.count(" ") == 1:

@@ -269,4 +269,5 @@ def test_completion_knows_the_kernel(name):
     assert "struct mm_struct" in names("SELECT * FROM members('mm_str")
     assert names("SELECT pi", " FROM tasks")[0] == "pid"
     assert "bt" in names("b") and "@hung-tasks" in names("@hung")
+    assert names("@open-files ") == ["pid="]
     assert k.dump.stats.pages_read == pages  # types and symbols only: no scan, no read
