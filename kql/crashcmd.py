@@ -137,11 +137,14 @@ def _pid(cmd: str, arg: str) -> int:
         raise CommandError(f"{cmd}: invalid task or pid value: {arg}") from None
 
 
-def _number(cmd: str, arg: str) -> int:
+def _count(cmd: str, arg: str) -> int:
     try:
-        return int(arg, 16) if not arg.lower().startswith("0x") else int(arg, 0)
+        n = int(arg)
     except ValueError:
-        raise CommandError(f"{cmd}: invalid number: {arg}") from None
+        n = 0
+    if n <= 0:
+        raise CommandError(f"{cmd}: invalid count: {arg}")
+    return n
 
 
 def _address_sql(cmd: str, arg: str) -> str:
@@ -451,6 +454,10 @@ def _struct(c: Crash, args: list[str]) -> str:
     if type_name.split()[0] not in ("struct", "union", "enum"):
         type_name = f"struct {type_name}"
     addr = _address_sql("struct", args[-1])
+    try:  # the type is catalog knowledge, not a fact of the dump: checked before the SQL
+        c.session.default_kernel().types.find_type(type_name)
+    except LookupError:
+        raise CommandError(f"struct: invalid data structure reference: {type_name}") from None
     return c.sql(f"SELECT struct_text('{_type_sql(type_name)}', {addr}) AS text")[0]["text"]
 
 
@@ -478,8 +485,7 @@ def _rd(c: Crash, args: list[str]) -> str:
     if not 1 <= len(args) <= 2:
         raise CommandError("rd: give ADDRESS [COUNT]")
     addr = _address_sql("rd", args[0])
-    count = int(args[1], 0) if len(args) > 1 and args[1].isdigit() else \
-        _number("rd", args[1]) if len(args) > 1 else 1
+    count = _count("rd", args[1]) if len(args) > 1 else 1
     rows = c.sql(f"SELECT address, value, ascii FROM memory({addr}, {count}) ORDER BY address")
     out = []
     for i in range(0, len(rows), 2):

@@ -58,6 +58,8 @@ def test_bad_arguments_are_one_line_errors():
                       ("bt 99999", "invalid task or pid value: 99999"),
                       ("kmem -s", "kmem: only kmem -i is translated (see meminfo and slabs)"),
                       ("struct task_struct", "struct: give TYPE ADDRESS (struct task_struct ffff…)"),
+                      ("struct nosuch ffff", "struct: invalid data structure reference: struct nosuch"),
+                      ("rd jiffies x", "rd: invalid count: x"),
                       ("sym no_such_symbol_here", "sym: no_such_symbol_here: symbol not found"),
                       ("nosuch", "nosuch: not a crash command (help lists them)")]:
         with pytest.raises(QueryError) as e:
