@@ -69,6 +69,14 @@ class Session:
 
     def __init__(self, kernels: dict[str | None, Any]):
         self.kernels = kernels
+        self._running = None  # the DuckDB connection of the statement running now
+
+    def interrupt(self) -> None:
+        """Stop the DuckDB part of the statement running in another thread
+        (the shell's Ctrl-C); it then fails with DuckDB's interrupt error."""
+        con = self._running
+        if con is not None:
+            con.interrupt()
 
     def default_kernel(self):
         if None in self.kernels:
@@ -145,6 +153,7 @@ class Session:
         import pyarrow as pa
 
         con = duckdb.connect()
+        self._running = con
         try:
             self._register_functions(con, p, warnings)
             for name, t in tables.items():
@@ -165,6 +174,7 @@ class Session:
                     msg = msg.replace(s.id, s.alias)
                 raise ExecuteError(msg, source, None) from None
         finally:
+            self._running = None
             con.close()
 
     @staticmethod

@@ -185,10 +185,6 @@ def _wrap(words: list[str], width: int = 78) -> str:
 
 # ---------------------------------------------------------------- the shell
 
-class Cancelled(Exception):
-    pass
-
-
 class Shell:
     """Runs units (statements, crash commands, settings) on one session."""
 
@@ -211,9 +207,9 @@ class Shell:
         try:
             with _sigint_cancels():
                 return self._run(s)
-        except (KeyboardInterrupt, Cancelled):
+        except KeyboardInterrupt:
             self.err.write("cancelled\n")
-            return 1
+            return 1 if self.interactive else 130
         except KqlError as e:
             if isinstance(e, QueryError):
                 self.err.write(f"kql: {e}\n")
@@ -281,7 +277,7 @@ class Shell:
         line, pipe = split_pipe(s)
         t0 = time.perf_counter()
         try:
-            text = self.crash.run(line)
+            text = self._cancellable(self.crash.run, line)
         finally:
             if self.settings.sql and self.crash.last_sql:
                 self.err.write("".join(f"-- {q};\n" for q in self.crash.last_sql))
@@ -299,7 +295,7 @@ class Shell:
         statements = parse(text)
         for stmt in statements:
             t0 = time.perf_counter()
-            res = self.session.run_statement(stmt, text)
+            res = self._cancellable(self.session.run_statement, stmt, text)
             if res.explain is not None:
                 out = res.explain + "\n"
             else:
@@ -312,6 +308,35 @@ class Shell:
                     self.err.write(f"kql: stats: {line}\n")
             self._timing(t0)
         return 0
+
+    def _cancellable(self, fn, *args):
+        """``fn(*args)`` in a worker thread that Ctrl-C stops: the main thread
+        waits, and on KeyboardInterrupt interrupts DuckDB (which holds no GIL
+        and sees no signal) and raises KeyboardInterrupt in the worker (for
+        the Python scans), waits for it to stop, and re-raises."""
+        import ctypes
+        import threading
+        box = {}
+
+        def work():
+            try:
+                box["value"] = fn(*args)
+            except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                box["error"] = e
+        t = threading.Thread(target=work, name="kql-statement", daemon=True)
+        t.start()
+        try:
+            while t.is_alive():
+                t.join(0.05)
+        except KeyboardInterrupt:
+            self.session.interrupt()
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(t.ident),
+                                                       ctypes.py_object(KeyboardInterrupt))
+            t.join()
+            raise
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
 
     def _timing(self, t0: float) -> None:
         if self.settings.timing:

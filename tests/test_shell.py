@@ -169,6 +169,19 @@ def test_ctrl_c_cancels_a_long_query(term):
     t.type("SELECT 7 AS after;")
     t.keys("Enter")
     t.wait_for(r"^\s*7$")
+    t.keys("C-l")
+    # a long DuckDB part (74 million joined rows): DuckDB itself is interrupted
+    t.type("SELECT count(DISTINCT a.address % 100000 * 7 + b.address % 1000 + "
+           "c.address % 997 * 1000000) FROM stack_words a, stack_words b, stack_words c;")
+    t.keys("Enter")
+    time.sleep(2)
+    t.keys("C-c")
+    t0 = time.monotonic()
+    t.wait_for(r"^(\^C)?cancelled$", timeout=20)
+    assert time.monotonic() - t0 < 10
+    t.type("SELECT 8 AS again;")
+    t.keys("Enter")
+    t.wait_for(r"^\s*8$")
 
 
 def test_syntax_error_has_a_caret_and_help_bt(term):
