@@ -275,11 +275,17 @@ def _shell(args, dump: str) -> int:
     if args.crash is not None:
         return shell.run_crash_command(session, args.crash, args.sql)
     fmt = args.format if args.format in shell.TEXT_FORMATS else "table"
-    settings = shell.Settings(format=fmt, output=args.output or "", stats=args.stats,
-                              sql=args.sql, editing=args.editing or "emacs")
-    if sys.stdin.isatty() and sys.stdout.isatty():
+    settings = shell.Settings(format=fmt, stats=args.stats, sql=args.sql,
+                              editing=args.editing or "emacs")
+    if sys.stdin.isatty() and sys.stdout.isatty() and not args.output:
         return shell.Shell(session, settings, interactive=True).loop(kernel)
-    return shell.Shell(session, settings).script(sys.stdin)
+    if not args.output:
+        return shell.Shell(session, settings).script(sys.stdin)
+    import io  # -o: the script's whole output, written atomically as for a query
+    out = io.StringIO()
+    code = shell.Shell(session, settings, out=out).script(sys.stdin)
+    _write_text(args, out.getvalue())
+    return code
 
 
 def _write_text(args, text: str) -> None:

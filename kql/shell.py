@@ -35,7 +35,7 @@ class Settings:
     """What ``\\set NAME VALUE`` changes."""
 
     format: str = "table"     # table, vertical, csv, json, jsonl
-    output: str = ""          # a file that results are appended to ('' = the terminal)
+    output: str = ""          # a file results are appended to ('' = the terminal)
     timing: bool = False      # print each statement's time
     stats: bool = False       # pages read, objects visited (as --stats)
     sql: bool = False         # print the SQL a crash command runs
@@ -124,9 +124,9 @@ SHELL_HELP = """\
 kql shell: SQL statements end with ';' (several lines are fine); crash commands,
 @saved-queries and \\commands run at the end of their line.
 
-  \\set [NAME VALUE]   settings: format table|vertical|csv|json|jsonl, output FILE|off,
-                      timing on|off, stats on|off, sql on|off (the SQL crash
-                      commands run), pager on|off, editing emacs|vi
+  \\set [NAME VALUE]   settings: format table|vertical|csv|json|jsonl, output FILE
+                      (appended to) or off, timing on|off, stats on|off, sql on|off
+                      (the SQL crash commands run), pager on|off, editing emacs|vi
   \\q, quit, Ctrl-D    leave          Ctrl-C   cancel the input or a running query
   CMD | SHELLCMD      pipe a crash command's output (ps | grep UN)
   help NAME           a crash command, a table or a function

@@ -232,7 +232,7 @@ def test_settings_vertical_sql_and_pipe(term):
 
 # ---------------------------------------------------------------- script mode
 
-def test_script_from_stdin():
+def test_script_from_stdin(tmp_path):
     script = ("SELECT pid, comm FROM tasks\n WHERE pid = 1;\n"
               "sym init_task\n\\set format csv\nSELECT pid FROM tasks WHERE pid = 2;\n"
               "SELEC 1;\nSELECT 3;\n")
@@ -242,6 +242,12 @@ def test_script_from_stdin():
     assert p.stdout.endswith(f"(1 row)\n{head:016x} (D) init_task\npid\n2\n")
     assert p.stderr.startswith("kql: syntax error: unexpected 'SELEC'")
     assert p.returncode == 1  # stops at the first error
+    out = tmp_path / "out.csv"
+    out.write_text("old\n")
+    p = subprocess.run([sys.executable, "-m", "kql.cli", SAMPLE, "-o", str(out), "-f", "csv"],
+                       input="SELECT 1 AS a;\nsym init_task\n", capture_output=True, text=True)
+    assert (p.returncode, p.stdout, out.read_text()) == (
+        0, "", f"a\n1\n{head:016x} (D) init_task\n")   # replaced atomically, not appended
     p = subprocess.run([sys.executable, "-m", "kql.cli", SAMPLE], input="SELECT 5 AS n",
                        capture_output=True, text=True)
     assert (p.returncode, p.stdout) == (0, "  n\n---\n  5\n(1 row)\n")
