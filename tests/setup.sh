@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v qemu-system-x86_64 >/dev/null && qemu-system-x86_64 --version | grep -q 'version \(9\|1[0-9]\)\.' || need_apt+=(qemu)
-for t in makedumpfile kexec busybox cpio gcc tmux less; do command -v $t >/dev/null || need_apt+=($t); done
+for t in makedumpfile kexec busybox cpio gcc; do command -v $t >/dev/null || need_apt+=($t); done
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need_apt+=(libc6-dev)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -24,7 +24,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq -t bookworm-backports qemu-system-x86 >/dev/null
-    apt-get install -y -qq makedumpfile kexec-tools busybox-static cpio gcc libc6-dev tmux less >/dev/null
+    apt-get install -y -qq makedumpfile kexec-tools busybox-static cpio gcc libc6-dev >/dev/null
 fi
 
 echo "setup: installing kql and test dependencies"

@@ -21,7 +21,9 @@ from kql.crashcmd import COMMANDS, Crash, split_pipe, is_crash_command
 from kql.errors import QueryError
 from kql.execute import Session
 
-DUMPS = ["sample", "6.1-live", "6.12-live"]
+# the shipped sample plus a dump of each kernel series (marked: they read built fixtures)
+DUMPS = ["sample"] + [pytest.param(n, marks=pytest.mark.fixtures)
+                     for n in ("6.1-live", "6.12-live")]
 
 
 def crash(name: str) -> Crash:

@@ -264,7 +264,8 @@ def test_units_end_with_semicolon_or_their_line():
 
 # ---------------------------------------------------------------- completion
 
-@pytest.mark.parametrize("name", ["sample", "6.1-live", "6.12-live"])
+@pytest.mark.parametrize("name", ["sample"] + [pytest.param(n, marks=pytest.mark.fixtures)
+                                                for n in ("6.1-live", "6.12-live")])
 def test_completion_knows_the_kernel(name):
     from kql.completion import warm
     k = kernel(name)
