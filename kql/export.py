@@ -39,6 +39,7 @@ import pyarrow as pa
 
 from kql.atomic import atomic_file
 from kql.errors import KqlError, QueryError
+from kql.tables.base import NotInThisKernel
 
 PROVENANCE = ("dump_id", "release", "build_id", "dump_time", "dump_path")
 
@@ -151,6 +152,10 @@ def export_dump(path, outdir: str, tables=None, vmlinux=None, zero_excluded=Fals
     for name in names:
         try:
             res = session.execute(f"SELECT * FROM {name}")[-1]
+        except NotInThisKernel:  # e.g. config without CONFIG_IKCONFIG: no file, no error
+            if bar:
+                bar.step(f"{name}: not in this kernel")
+            continue
         except KqlError as e:
             errors[name] = e.one_line()
             if bar:

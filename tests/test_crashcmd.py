@@ -376,3 +376,13 @@ def test_stack_words_belong_to_the_frame_below_them(name):
         assert w["frame_size"] == (None if nxt is None else nxt["sp"] - f["sp"])
         assert w["level"] == 0 or f["sp"] <= w["address"]
         assert nxt is None or w["address"] < nxt["sp"]
+
+
+def test_export_leaves_out_a_table_the_kernel_lacks(tmp_path):
+    """config on a kernel without CONFIG_IKCONFIG: no file and no error in
+    the manifest (the other tables are exported as usual)."""
+    from kql.export import export
+    [m] = export([str(fixture("sample").dump())], str(tmp_path), tables=["sys", "config"],
+                 jobs=1)
+    assert (m["errors"], m["tables"]) == (None, "sys")
+    assert not (tmp_path / "config").exists() and (tmp_path / "sys").is_dir()

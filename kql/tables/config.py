@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kql.errors import PlanError
 from kql.helpers.config import NoKernelConfig, kernel_config_text, parse_config
-from kql.tables.base import Column, STRING, TableSpec
+from kql.tables.base import Column, NotInThisKernel, STRING, TableSpec
 
 __all__ = ["TABLES"]
 
@@ -12,7 +12,9 @@ __all__ = ["TABLES"]
 def _rows(ctx):
     try:
         text = kernel_config_text(ctx.kernel)
-    except (NoKernelConfig, ValueError) as e:
+    except NoKernelConfig as e:
+        raise NotInThisKernel(f"config: {e}") from None
+    except ValueError as e:
         raise PlanError(f"config: {e}") from None
     yield from parse_config(text)
 
