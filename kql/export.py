@@ -76,6 +76,16 @@ def exportable_tables(only=None) -> list[str]:
     return names
 
 
+def _empty(name: str):
+    """A table the kernel does not have, as zero rows of its columns."""
+    from kql.tables import catalog
+    from kql.tables.base import Columns
+    spec = catalog()[name]
+    cols = [spec.column(n) for n in spec.star_columns()]
+    return Columns([c.name for c in cols], [c.type for c in cols],
+                   [[] for _ in cols], 0).to_arrow()
+
+
 def _dump_time(session, kernel) -> datetime.datetime | None:
     """When the dump was taken: the kernel's own clock (``sys.date``), the
     same for every format of one crash; else the kdump header's timestamp;
@@ -152,17 +162,16 @@ def export_dump(path, outdir: str, tables=None, vmlinux=None, zero_excluded=Fals
     for name in names:
         try:
             res = session.execute(f"SELECT * FROM {name}")[-1]
-        except NotInThisKernel:  # e.g. config without CONFIG_IKCONFIG: no file, no error
-            if bar:
-                bar.step(f"{name}: not in this kernel")
-            continue
+            table = res.table
+            warnings += res.warnings.total
+        except NotInThisKernel:  # config without CONFIG_IKCONFIG: no rows, not an error
+            table = _empty(name)
         except KqlError as e:
             errors[name] = e.one_line()
             if bar:
                 bar.step(f"{name}: FAILED")
             continue
-        warnings += res.warnings.total
-        t = _with_provenance(res.table, prov)
+        t = _with_provenance(table, prov)
         d = Path(outdir) / name
         d.mkdir(parents=True, exist_ok=True)
         _write_parquet(t, d / f"{did}.parquet")

@@ -106,7 +106,7 @@ class Column:
 class NotInThisKernel(PlanError):
     """The kernel has no such thing at all (``config`` without
     CONFIG_IKCONFIG): a query error, but no failure of an export, which
-    leaves the table out for that dump."""
+    writes the table with no rows for that dump."""
 
 
 @dataclass
