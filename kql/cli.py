@@ -3,6 +3,9 @@
     kql DUMP "QUERY"                 run a query (several ';'-separated statements run in turn)
     kql DUMP --describe [TABLE]      the tables and their columns
     kql DUMP @NAME [--param k=v]     run a saved query (kql queries lists them)
+    kql DUMP                         the interactive shell (a terminal), or a script
+                                     from stdin: kql DUMP < triage.sql
+    kql DUMP --crash "bt -f 1"       a crash command, translated to SQL (--sql shows it)
     kql -d a=DUMP1 -d b=DUMP2 "SELECT … FROM a.tasks JOIN b.tasks USING (comm)"
     kql export DUMP… -o DIR          Parquet per table per dump, with provenance
     kql --parquet DIR "QUERY"        query a directory of exports (no dump needed)
@@ -83,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-files", action="store_true",
                    help="let the query read files (FROM 'x.csv', read_csv(...)); off by "
                         "default: a query reads only the dump, or the --parquet directory")
+    p.add_argument("--crash", metavar="CMD",
+                   help="run a crash command (sys, ps, bt -f 1, …; `help` lists them)")
+    p.add_argument("--sql", action="store_true",
+                   help="with --crash or in the shell: print the SQL each crash command runs")
+    p.add_argument("-e", "--editing", choices=("emacs", "vi"), default=None,
+                   help="the shell's key bindings (default emacs, as crash -e)")
     p.add_argument("-v", "--verbose", action="store_true", help="log plans and SQL to stderr")
     p.add_argument("-V", "--version", action="version", version=_version())
     return p
@@ -224,6 +233,8 @@ def _main(argv: list[str]) -> int:
             raise QueryError("--parquet DIR needs a query")
         _check_output(args)
         return _run_parquet(args, query)
+    if query is None and dump is not None and not named:
+        return _shell(args, dump)
     if query is None:
         build_parser().print_usage(sys.stderr)
         print("kql: error: give a dump and a query (kql --help)", file=sys.stderr)
@@ -283,6 +294,33 @@ def _main(argv: list[str]) -> int:
         for w in getattr(k, "warnings", [])[:20]:
             print(f"kql: warning: {w}", file=sys.stderr)
     return 0
+
+
+def _shell(args, dump: str) -> int:
+    """No query: a crash command (--crash), the interactive shell on a
+    terminal, or the statements of a non-terminal stdin as a script."""
+    from kql.dump import open_dump
+    from kql.execute import Session
+    from kql.kernel import Kernel
+    from kql import shell
+
+    kernel = Kernel(open_dump(dump_parts(dump), zero_excluded=args.zero_excluded),
+                    vmlinux=args.vmlinux, system_map=args.system_map)
+    session = Session({None: kernel})
+    if args.crash is not None:
+        return shell.run_crash_command(session, args.crash, args.sql)
+    fmt = args.format if args.format in shell.TEXT_FORMATS else "table"
+    settings = shell.Settings(format=fmt, stats=args.stats, sql=args.sql,
+                              editing=args.editing or "emacs")
+    if sys.stdin.isatty() and sys.stdout.isatty() and not args.output:
+        return shell.Shell(session, settings, interactive=True).loop(kernel)
+    if not args.output:
+        return shell.Shell(session, settings).script(sys.stdin)
+    import io  # -o: the script's whole output, written atomically as for a query
+    out = io.StringIO()
+    code = shell.Shell(session, settings, out=out).script(sys.stdin)
+    _write_text(args, out.getvalue())
+    return code
 
 
 def _write_text(args, text: str) -> None:

@@ -105,6 +105,14 @@ class Session:
     def __init__(self, kernels: dict[str | None, Any], *, allow_files: bool = False):
         self.kernels = kernels
         self.allow_files = allow_files  # --allow-files: DuckDB may read the user's files
+        self._running = None  # the DuckDB connection of the statement running now
+
+    def interrupt(self) -> None:
+        """Stop the DuckDB part of the statement running in another thread
+        (the shell's Ctrl-C); it then fails with DuckDB's interrupt error."""
+        con = self._running
+        if con is not None:
+            con.interrupt()
 
     def default_kernel(self):
         if None in self.kernels:
@@ -155,7 +163,10 @@ class Session:
             ctx = ScanContext(kernel=kernel, columns=list(s.columns), keys=s.keys,
                               limit=s.limit, args=s.args, warnings=warnings)
             extra = {m.name: (m.type, m.fn) for m in s.members.values()}
-            tables[s.id] = run_scan(s.spec, ctx, extra)
+            if s.lateral:
+                tables[s.id] = _lateral_scan(s, ctx, extra, tables)
+            else:
+                tables[s.id] = run_scan(s.spec, ctx, extra)
             stats.rows_scanned[s.alias] = tables[s.id].num_rows
         stats.scan_seconds = time.perf_counter() - t0
         stats.pages_read = self._pages_read() - pages0
@@ -182,6 +193,7 @@ class Session:
 
         from kql import duck
         con = duck.connect(allow_files=self.allow_files)
+        self._running = con
         try:
             self._register_functions(con, p, warnings)
             for name, t in tables.items():
@@ -204,6 +216,7 @@ class Session:
                     msg = msg.replace(s.id, s.alias)
                 raise ExecuteError(msg, source, None) from None
         finally:
+            self._running = None
             con.close()
 
     @staticmethod
@@ -248,6 +261,17 @@ class Session:
                 warnings.add("container_of", e)
                 return None
 
+        def kql_struct_text(type_name: str, address: int) -> str | None:
+            if address is None or type_name is None or kernel is None:
+                return None
+            from kql.helpers.printer import format_object
+            from kql.object import Object
+            try:
+                obj = Object(kernel, kernel.types.find_type(type_name), address)
+            except LookupError as e:
+                raise ValueError(f"struct_text: unknown type '{type_name}': {e}") from None
+            return format_object(obj)
+
         for name, (m, dump) in p.udfs.items():
             con.create_function(name, self._guarded(m, warnings), [UBIGINT],
                                 _duckdb_type(m.type), side_effects=False,
@@ -256,12 +280,51 @@ class Session:
                             null_handling="special")
         con.create_function("kql_addr", kql_addr, [VARCHAR], UBIGINT, side_effects=False,
                             null_handling="special")
+        con.create_function("kql_struct_text", kql_struct_text, [VARCHAR, UBIGINT], VARCHAR,
+                            side_effects=False, null_handling="special")
         con.create_function("kql_hex", kql_hex, [UBIGINT], VARCHAR, side_effects=False,
                             null_handling="special")
         con.create_function("kql_container_of", kql_container_of, [UBIGINT, VARCHAR, VARCHAR],
                             UBIGINT, side_effects=False,
                             null_handling="special")
         del duckdb, BIGINT
+
+
+def _lateral_scan(s, ctx: ScanContext, extra, tables: dict) -> Columns:
+    """A table function with arguments from earlier scans: run once per
+    distinct argument tuple, each row tagged with its arguments in hidden
+    ``__kql_arg<i>`` columns (what the lateral SQL joins on)."""
+    from dataclasses import replace
+    sources = []
+    for i, scan_id, _alias, col in s.lateral:
+        t = tables[scan_id]
+        j = t.names.index(col)
+        sources.append((i, t.pylist(j), t.types[j]))
+    seen = {}
+    for combo in zip(*(vals for _i, vals, _t in sources)):
+        if None not in combo:
+            seen.setdefault(combo, None)
+    parts = []
+    for combo in seen:
+        args = list(s.args)
+        for (i, _vals, _t), v in zip(sources, combo):
+            args[i] = v
+        parts.append((combo, run_scan(s.spec, replace(ctx, args=tuple(args)), extra)))
+    if parts:
+        names, types = parts[0][1].names, parts[0][1].types
+    else:
+        names = list(ctx.columns) + list(extra)
+        types = [s.spec.column(n).type for n in ctx.columns] + [t for t, _fn in extra.values()]
+    data = [[] for _ in names] + [[] for _ in sources]
+    n = 0
+    for combo, part in parts:
+        for k in range(len(names)):
+            data[k].extend(part.data[k])
+        for k, v in enumerate(combo):
+            data[len(names) + k].extend([v] * part.num_rows)
+        n += part.num_rows
+    return Columns(list(names) + [f"__kql_arg{i}" for i, _v, _t in sources],
+                   list(types) + [t for _i, _v, t in sources], data, n)
 
 
 def _duckdb_type(t):

@@ -39,6 +39,7 @@ import pyarrow as pa
 
 from kql.atomic import atomic_file
 from kql.errors import KqlError, QueryError
+from kql.tables.base import NotInThisKernel
 
 PROVENANCE = ("dump_id", "release", "build_id", "dump_time", "dump_path")
 
@@ -73,6 +74,16 @@ def exportable_tables(only=None) -> list[str]:
             raise QueryError(f"unknown table '{unknown[0]}' (tables: {', '.join(names)})")
         names = [n for n in names if n in only]
     return names
+
+
+def _empty(name: str):
+    """A table the kernel does not have, as zero rows of its columns."""
+    from kql.tables import catalog
+    from kql.tables.base import Columns
+    spec = catalog()[name]
+    cols = [spec.column(n) for n in spec.star_columns()]
+    return Columns([c.name for c in cols], [c.type for c in cols],
+                   [[] for _ in cols], 0).to_arrow()
 
 
 def _dump_time(session, kernel) -> datetime.datetime | None:
@@ -151,13 +162,16 @@ def export_dump(path, outdir: str, tables=None, vmlinux=None, zero_excluded=Fals
     for name in names:
         try:
             res = session.execute(f"SELECT * FROM {name}")[-1]
+            table = res.table
+            warnings += res.warnings.total
+        except NotInThisKernel:  # config without CONFIG_IKCONFIG: no rows, not an error
+            table = _empty(name)
         except KqlError as e:
             errors[name] = e.one_line()
             if bar:
                 bar.step(f"{name}: FAILED")
             continue
-        warnings += res.warnings.total
-        t = _with_provenance(res.table, prov)
+        t = _with_provenance(table, prov)
         _write_table(t, Path(outdir) / name / f"{did}.parquet")
         rows[name] = t.num_rows
         if bar:

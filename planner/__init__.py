@@ -26,11 +26,11 @@ from kql.errors import PlanError
 from kql.grammar import ast as A
 
 from .members import compile_path
-from .plan import MemberColumn, Plan, Scan
+from .plan import LateralRef, MemberColumn, Plan, Scan
 
 # kql functions → the executor's DuckDB UDFs.
 KQL_FUNCTIONS = {"sym": "kql_sym", "addr": "kql_addr", "container_of": "kql_container_of",
-                 "hex": "kql_hex"}
+                 "hex": "kql_hex", "struct_text": "kql_struct_text"}
 
 
 @dataclass
@@ -242,9 +242,22 @@ def _from_item(item, ctx: Ctx, scope: Scope, ctes: frozenset, outer: bool):
             scope.outer_join_aliases.add(scan.alias.lower())
         return A.TableRef(scan.id, alias=scan.alias, span=item.span)
     if isinstance(item, A.TableFunction):
-        args = tuple(_constant(a, ctx, item.dump) for a in item.args)
-        scan = _new_scan(item, item.name, args, ctx)
+        args, lateral = [], []
+        for i, a in enumerate(item.args):
+            ref = _lateral_ref(a, scope)
+            if ref is None:
+                args.append(_constant(a, ctx, item.dump))
+            else:  # a column of an earlier FROM item: a lateral join
+                outer, col = ref
+                outer.use(col)
+                args.append(None)
+                lateral.append((i, outer.id, outer.alias, col))
+        scan = _new_scan(item, item.name, tuple(args), ctx)
+        scan.lateral = lateral
         scope.relations.append((scan.alias.lower(), scan))
+        if lateral:
+            return LateralRef(scan.id, scan.alias, tuple(
+                (f"__kql_arg{i}", alias, col) for i, _id, alias, col in lateral), span=item.span)
         return A.TableRef(scan.id, alias=scan.alias, span=item.span)
     if isinstance(item, A.Subquery):
         scope.relations.append(((item.alias or "").lower(), None))
@@ -308,6 +321,22 @@ def _new_scan(node, name: str, args: tuple, ctx: Ctx) -> Scan:
     return scan
 
 
+def _lateral_ref(e, scope: Scope):
+    """``(scan, column)`` when a table-function argument names a plain column
+    of a table earlier in the same FROM (``members('struct task_struct',
+    t.task)``), else None."""
+    if not isinstance(e, A.Column):
+        return None
+    hits = []
+    for alias, scan in scope.relations:
+        if scan is None or (e.table is not None and e.table.lower() != alias):
+            continue
+        c = scan.spec.column(e.name)
+        if c is not None:
+            hits.append((scan, c.name))
+    return hits[0] if len(hits) == 1 else None
+
+
 def _constant(e, ctx: Ctx, dump: str | None = None):
     """Evaluate a table-function argument at plan time: literals, ``addr('sym')``
     and integer arithmetic on those."""
@@ -330,7 +359,7 @@ def _constant(e, ctx: Ctx, dump: str | None = None):
             except LookupError:
                 raise error(f"no symbol named '{name}'", ctx, e.args[0]) from None
     raise error("table function arguments must be constants (literals, addr('symbol'), "
-                "and + - * of those)", ctx, e)
+                "and + - * of those) or columns of a table before it in FROM", ctx, e)
 
 
 def _select(sel: A.Select, ctx: Ctx, parent: Scope | None, ctes: frozenset):
@@ -756,7 +785,7 @@ def _selects(stmt):
 # under them.  Any other function might aggregate (DuckDB has hundreds), so
 # a LIMIT is not pushed below it.
 SCALAR_FUNCTIONS = frozenset("""
-sym addr hex container_of lower upper length strlen substr substring concat coalesce
+sym addr hex container_of struct_text lower upper length strlen substr substring concat coalesce
 ifnull nullif abs round floor ceil greatest least trim ltrim rtrim replace contains
 starts_with ends_with prefix suffix regexp_matches regexp_replace regexp_extract
 left right lpad rpad reverse repeat split_part string_split len array_length

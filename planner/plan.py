@@ -38,12 +38,20 @@ class Scan:
     keys: dict[str, list] = field(default_factory=dict)
     limit: int | None = None
     object_type: str | None = None   # C type of the object column
+    # Table function arguments taken from an earlier FROM item (a lateral
+    # join): (argument index, that scan's id, its alias, its column).  The
+    # function runs once per distinct value; its rows carry the value in a
+    # hidden column ``__kql_arg<index>`` that the SQL joins on.
+    lateral: list[tuple[int, str, str, str]] = field(default_factory=list)
 
     def use(self, column: str) -> None:
         if column not in self.columns:
             self.columns.append(column)
 
     def how(self) -> str:
+        if self.lateral:
+            each = ", ".join(f"{alias}.{col}" for _i, _id, alias, col in self.lateral)
+            return f"for each {each}: {self.spec.walk or 'scan ' + self.table}"
         for col, values in self.keys.items():
             if col in self.spec.lookups:
                 vals = ", ".join(_fmt(v) for v in values)
@@ -52,8 +60,10 @@ class Scan:
         return self.spec.walk or f"scan {self.table}"
 
     def explain(self) -> str:
-        name = self.table if not self.args else \
-            f"{self.table}({', '.join(_fmt(a) for a in self.args)})"
+        args = list(self.args)
+        for i, _id, alias, col in self.lateral:
+            args[i] = _Ref(f"{alias}.{col}")
+        name = self.table if not args else f"{self.table}({', '.join(_fmt(a) for a in args)})"
         if self.dump:
             name = f"{self.dump}.{name}"
         out = f"Scan {name}"
@@ -67,7 +77,31 @@ class Scan:
         return out
 
 
+class _Ref(str):
+    """A column reference among printed arguments (not quoted)."""
+
+
+@A.node
+class LateralRef(A.Node):
+    """A table function whose arguments come from an earlier FROM item, as
+    DuckDB SQL: its scan's rows for the current outer row (DuckDB detects the
+    lateral reference by itself), the hidden argument columns left out."""
+
+    scan_id: str
+    alias: str
+    on: tuple[tuple[str, str, str], ...]   # (hidden column, outer alias, outer column)
+
+    def to_sql(self) -> str:
+        q = A.quote_ident
+        hidden = ", ".join(q(c) for c, _a, _col in self.on)
+        cond = " AND ".join(f"{q(c)} = {q(a)}.{q(col)}" for c, a, col in self.on)
+        return (f"(SELECT * EXCLUDE ({hidden}) FROM {q(self.scan_id)} WHERE {cond}) "
+                f"AS {q(self.alias)}")
+
+
 def _fmt(v) -> str:
+    if isinstance(v, _Ref):
+        return str(v)
     if isinstance(v, int) and v > 0xFFFFFFFF:
         return hex(v)
     return repr(v) if isinstance(v, str) else str(v)

@@ -364,3 +364,42 @@ def text_symbol(prog, value: int) -> str | None:
         return None
     mod = f" [{sym.module}]" if sym.module else ""
     return f"{sym.name}+{off:#x}{mod}"
+
+
+def task_pt_regs(task: Object) -> dict | None:
+    """The user registers saved at the task's last kernel entry: the
+    ``struct pt_regs`` at the top of its kernel stack (``task_pt_regs()``),
+    as ``{register: value}`` in the layout's order; None for a kernel thread
+    (it never came from user mode) or a task without a stack.
+
+    :param task: ``struct task_struct *``
+    """
+    from kql.helpers.task import task_is_kthread
+    if task_is_kthread(task):
+        return None
+    bounds = task_stack_bounds(task)
+    if bounds is None:
+        return None
+    prog = task.prog_
+    offsets = prog.arch.pt_regs_offsets
+    size = prog.arch.pt_regs_size
+    # x86_64's TOP_OF_KERNEL_STACK_PADDING is 0: pt_regs ends at the stack's top
+    base = bounds[1] - size - getattr(prog.arch, "top_of_stack_padding", 0)
+    data = prog.read(base, size)
+    return {name: int.from_bytes(data[off:off + 8], "little")
+            for name, off in sorted(offsets.items(), key=lambda kv: kv[1])}
+
+
+def frame_of_word(frames: list[Frame], address: int) -> Frame | None:
+    """The frame a stack word belongs to: the outermost frame whose stack
+    pointer is at or below ``address``; words below the innermost frame's sp
+    (a sleeping task's switch frame) are the innermost frame's.  None when
+    there are no frames.  ``frames`` as :func:`stack_trace` returns them (sp
+    ascending)."""
+    hit = frames[0] if frames else None
+    for f in frames:
+        if f.sp <= address:
+            hit = f
+        else:
+            break
+    return hit

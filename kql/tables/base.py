@@ -24,7 +24,7 @@ import collections
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
-from kql.errors import FaultError, KqlError
+from kql.errors import FaultError, KqlError, PlanError
 
 
 class ColumnType:
@@ -101,6 +101,12 @@ class Column:
     # The C type of an object column ("struct task_struct *"): member paths
     # on it are compiled against this type.
     object_type: str | None = None
+
+
+class NotInThisKernel(PlanError):
+    """The kernel has no such thing at all (``config`` without
+    CONFIG_IKCONFIG): a query error, but no failure of an export, which
+    writes the table with no rows for that dump."""
 
 
 @dataclass
