@@ -31,6 +31,7 @@ command -v qemu-system-x86_64 >/dev/null && qemu-system-x86_64 --version | grep 
 for t in makedumpfile kexec busybox cpio gcc; do command -v $t >/dev/null || need_apt+=($t); done
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need_apt+=(libc6-dev)
 "$PY" -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+for t in tmux less; do command -v $t >/dev/null || need_apt+=($t); done   # the shell's terminal tests
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing apt packages (${need_apt[*]})"
@@ -41,7 +42,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     fi
     apt-get -o DPkg::Lock::Timeout=600 update -qq
     "${APT[@]}" install -t bookworm-backports qemu-system-x86 >/dev/null
-    "${APT[@]}" install makedumpfile kexec-tools busybox-static cpio gcc libc6-dev python3-venv >/dev/null
+    "${APT[@]}" install makedumpfile kexec-tools busybox-static cpio gcc libc6-dev python3-venv \
+        tmux less >/dev/null
 fi
 
 # the other guest architectures' tools (cross compilers, their QEMUs, apt architectures)
