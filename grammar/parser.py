@@ -332,7 +332,7 @@ def _unquote_name(tok: Token) -> str:
 # Precedence of generic nodes that are operators (the rest are atoms).
 _SYNTAX_PREC = {
     "collate": A.P_COLLATE, "is_bool": A.P_IS, "isnull_kw": A.P_IS, "quantified": A.P_CMP,
-    "in_empty": A.P_PRED, "like_escape": A.P_PRED, "glob": A.P_PRED, "similar": A.P_PRED,
+    "in_empty": A.P_PRED, "in_expr": A.P_PRED, "like_escape": A.P_PRED, "glob": A.P_PRED, "similar": A.P_PRED,
 }
 
 
@@ -1004,6 +1004,11 @@ class _Builder(Transformer_NonRecursive):
 
     def unpack_columns(self, meta, children):
         return A.ColumnsExpr(children[-1], unpack=True, span=_span(meta))
+
+    def list_comprehension(self, meta, children):
+        node = self._syntax("list_comprehension", children, meta)
+        names = next(c for c in children if isinstance(c, tuple))
+        return node.replace(params=names)
 
     def struct_literal(self, meta, children):
         return self._syntax("struct_literal", children, meta)
