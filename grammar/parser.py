@@ -921,7 +921,9 @@ class _Builder(Transformer_NonRecursive):
             body = text[text.index("$", 1) + 1:text.rindex("$", 0, len(text) - 1)]
             return A.Literal(body, "string", text=text, span=span)
         if t == "PREFIXED_STRING":
-            return A.Literal(text[2:-1], "string", text=text, span=span)
+            # E'a\tb', X'41', B'01': DuckDB decodes them; kql keeps no value
+            # (so never pushes one down as a key)
+            return A.Literal(None, "string", text=text, span=span)
         if t == "HEX":
             value = int(tok.value, 16)
             if value > 0xFFFF_FFFF_FFFF_FFFF:
