@@ -320,6 +320,8 @@ class Syntax(Expr):
     parts: tuple
     kind: str = ""
     prec: int = field(default=P_ATOM, compare=False, repr=False)
+    # names bound inside (a list comprehension's variables): not columns
+    params: tuple[str, ...] = ()
 
     @property
     def precedence(self) -> int:  # type: ignore[override]

@@ -334,7 +334,7 @@ def _unquote_name(tok: Token) -> str:
 # Precedence of generic nodes that are operators (the rest are atoms).
 _SYNTAX_PREC = {
     "collate": A.P_COLLATE, "is_bool": A.P_IS, "isnull_kw": A.P_IS, "quantified": A.P_CMP,
-    "in_empty": A.P_PRED, "like_escape": A.P_PRED, "glob": A.P_PRED, "similar": A.P_PRED,
+    "in_empty": A.P_PRED, "in_expr": A.P_PRED, "like_escape": A.P_PRED, "glob": A.P_PRED, "similar": A.P_PRED,
 }
 
 
@@ -923,7 +923,9 @@ class _Builder(Transformer_NonRecursive):
             body = text[text.index("$", 1) + 1:text.rindex("$", 0, len(text) - 1)]
             return A.Literal(body, "string", text=text, span=span)
         if t == "PREFIXED_STRING":
-            return A.Literal(text[2:-1], "string", text=text, span=span)
+            # E'a\tb', X'41', B'01': DuckDB decodes them; kql keeps no value
+            # (so never pushes one down as a key)
+            return A.Literal(None, "string", text=text, span=span)
         if t == "HEX":
             value = int(tok.value, 16)
             if value > 0xFFFF_FFFF_FFFF_FFFF:
@@ -1006,6 +1008,11 @@ class _Builder(Transformer_NonRecursive):
 
     def unpack_columns(self, meta, children):
         return A.ColumnsExpr(children[-1], unpack=True, span=_span(meta))
+
+    def list_comprehension(self, meta, children):
+        node = self._syntax("list_comprehension", children, meta)
+        names = next(c for c in children if isinstance(c, tuple))
+        return node.replace(params=names)
 
     def struct_literal(self, meta, children):
         return self._syntax("struct_literal", children, meta)

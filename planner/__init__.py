@@ -387,6 +387,8 @@ def _select(sel: A.Select, ctx: Ctx, parent: Scope | None, ctes: frozenset):
             return _columns_expr(node, ctx, scope, fn)
         if isinstance(node, A.Lambda):
             return _lambda(node, fn)
+        if isinstance(node, A.Syntax) and node.params:  # [x FOR x IN l IF …]
+            return _rewrite_fields(node, _bound(node.params, fn))
         if isinstance(node, A.FuncCall) and any(_is_arrow_lambda(a) for a in node.args):
             return _rewrite_fields(modern_lambdas(node), fn)
         if isinstance(node, A.Subscript):
@@ -501,7 +503,15 @@ def _lambda(node: A.Lambda, fn):
         base = A.Column(node.params[0], span=node.span) if len(node.params) == 1 else None
         if base is not None:
             return node.replace(params=(), lhs=rewrite(base, fn), body=rewrite(node.body, fn))
-    params = {p.lower() for p in node.params}
+    lhs = rewrite(node.lhs, fn) if node.lhs is not None else None
+    return node.replace(body=rewrite(node.body, _bound(node.params, fn)), lhs=lhs)
+
+
+def _bound(names, fn):
+    """``fn`` for an expression where ``names`` are bound (a lambda's
+    parameters, a list comprehension's variables): those, and their fields
+    (``x.a``), are left to DuckDB."""
+    params = {p.lower() for p in names}
 
     def inner(n):
         if isinstance(n, A.Column) and (n.name.lower() in params and n.table is None
@@ -513,8 +523,7 @@ def _lambda(node: A.Lambda, fn):
                 return None  # let _member report it
             return n
         return fn(n)
-    lhs = rewrite(node.lhs, fn) if node.lhs is not None else None
-    return node.replace(body=rewrite(node.body, inner), lhs=lhs)
+    return inner
 
 
 def _object_scan(col: A.Column, scope: Scope):

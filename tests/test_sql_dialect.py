@@ -48,6 +48,8 @@ SAME_AS_DUCKDB = {
     "lambdas": "SELECT list_filter(stack, lambda x: x LIKE '%sched%') AS f, "
                "list_transform(stack, x -> upper(x)) AS u, "
                "list_reduce([pid, 1, 2], lambda a, b: a + b) AS r FROM tasks ORDER BY task",
+    "list_comprehension": "SELECT [upper(x) FOR x IN stack IF x LIKE '%sched%'] AS s, "
+                          "[x || i::VARCHAR FOR x, i IN stack] AS t FROM tasks ORDER BY task",
     # literals of composite values
     "list_literals": "SELECT [pid, tgid] AS l, [1, 2, 3][2] AS two, [] AS e, ARRAY[pid] AS a "
                      "FROM tasks ORDER BY task",
