@@ -199,7 +199,7 @@ def dump_parts(spec: str):
 def _main(argv: list[str]) -> int:
     if argv and argv[0] in ("queries", "export") and not os.path.isfile(argv[0]):
         return {"queries": _list_queries, "export": _export}[argv[0]](argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)  # DUMP --opt QUERY too
     if args.verbose:
         logging.basicConfig(level=logging.DEBUG, format="kql: %(message)s")
     if args.describe is not None:

@@ -138,7 +138,7 @@ class Session:
     def run_statement(self, stmt, source: str) -> Result:
         check_depth(stmt, source)
         check_set_order(stmt, source)
-        env = Env(catalog(), self.kernels)
+        env = Env(catalog(), self.kernels, allow_files=self.allow_files)
         p = make_plan(stmt, env, source)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("plan:\n%s", p.explain())

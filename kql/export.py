@@ -403,7 +403,7 @@ def query_parquet(directory: str, text: str, *, allow_files: bool = False) -> li
         check_depth(stmt, text)
 
         def lower(node):
-            if reads_files(node):
+            if reads_files(node) and not allow_files:
                 raise QueryError(f"{FILES_NEED}: {text[node.span[0]:node.span[1]]}", text,
                                  node.span[0], node.span[1])
             if isinstance(node, A.MemberPath) and node.has_arrow():

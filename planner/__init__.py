@@ -42,6 +42,7 @@ class Env:
 
     catalog: dict
     kernels: dict[str | None, Any] = field(default_factory=dict)
+    allow_files: bool = False   # --allow-files: FROM 'x.csv', read_csv(...) go to DuckDB
 
     def kernel(self, dump: str | None):
         if dump in self.kernels:
@@ -203,7 +204,7 @@ read_xlsx st_read iceberg_scan delta_scan
 """.split())
 # DuckDB table functions that read nothing but their arguments.
 DUCKDB_TABLE_FUNCTIONS = frozenset("range generate_series unnest".split())
-FILES_NEED = "reading files needs --allow-files"
+from kql.duck import FILES_NEEDED as FILES_NEED  # noqa: E402  (one text for both refusals)
 
 
 def reads_files(node) -> bool:
@@ -216,7 +217,7 @@ def reads_files(node) -> bool:
 def _from_item(item, ctx: Ctx, scope: Scope, ctes: frozenset, outer: bool):
     if isinstance(item, A.Syntax):
         # DuckDB-only FROM items (a file path, FROM VALUES, PIVOT, …)
-        if item.kind == "file_ref":
+        if item.kind == "file_ref" and not ctx.env.allow_files:
             raise error(f"{FILES_NEED}: {ctx.source[item.span[0]:item.span[1]].split()[0]} "
                         "is a file", ctx, item)
         new = rewrite(item, _nested_queries(ctx, scope, ctes))
@@ -224,9 +225,9 @@ def _from_item(item, ctx: Ctx, scope: Scope, ctes: frozenset, outer: bool):
         return new
     if isinstance(item, A.TableFunction) and item.name.lower() not in ctx.env.catalog and \
             item.dump is None:
-        if item.name.lower() in FILE_FUNCTIONS:
+        if item.name.lower() in FILE_FUNCTIONS and not ctx.env.allow_files:
             raise error(f"{FILES_NEED}: {item.name}() reads files", ctx, item)
-        if item.name.lower() in DUCKDB_TABLE_FUNCTIONS:
+        if item.name.lower() in DUCKDB_TABLE_FUNCTIONS | FILE_FUNCTIONS:
             scope.relations.append(((item.alias or item.name).lower(), None))
             return item
     if isinstance(item, A.TableRef):
