@@ -27,6 +27,19 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get install -y -qq makedumpfile kexec-tools busybox-static cpio gcc libc6-dev >/dev/null
 fi
 
+# Debian 11 (bullseye) and bullseye-security, for the 5.10 kernel fixtures (issue 17):
+# the machine's own Debian and Debian-security URIs, in a sources file of their own.
+if ! grep -rqs 'bullseye' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    deb_uri=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    sec_uri=$(awk '/^URIs:/ && $2 ~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    [ -n "$deb_uri" ] || deb_uri=$(awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+    [ -n "$sec_uri" ] || sec_uri=$(awk '$1 == "deb" && $3 == "bookworm-security" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+    [ -n "$deb_uri" ] && [ -n "$sec_uri" ] || { echo "setup: cannot find the machine's Debian mirrors in /etc/apt" >&2; exit 1; }
+    printf 'Types: deb\nURIs: %s\nSuites: bullseye\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb\nURIs: %s\nSuites: bullseye-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        "$deb_uri" "$sec_uri" > /etc/apt/sources.list.d/kql-bullseye.sources
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+fi
+
 echo "setup: installing kql and test dependencies"
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 

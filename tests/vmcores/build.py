@@ -50,7 +50,14 @@ CACHE = Path(os.environ.get("KQL_FIXTURES", "/var/cache/kql-fixtures"))
 KERNELS = {
     "6.1": "6.1.0-56-cloud-amd64",
     "6.12": "6.12.117+deb12-cloud-amd64",
+    # Debian 11's 5.10 (suites bullseye and bullseye-security, added by
+    # tests/setup.sh): no kallsyms in VMCOREINFO, pre-maple-tree layouts.
+    "5.10": "5.10.0-43-cloud-amd64",
 }
+
+# Series whose pool drops files the index still lists (bullseye-security
+# answers 404 for some): the download falls back to older ABIs of the series.
+FALLBACK_SERIES = {"5.10": r"5\.10\.0-(\d+)-cloud-amd64"}
 
 QEMU = "qemu-system-x86_64"
 
@@ -70,6 +77,9 @@ RECIPES: dict[str, dict] = {
     "6.12-live": dict(kernel="6.12", mem=640, smp=2, mode="live",
                       dumps=["elf", "kdump-flat"]),
     "6.12-panic": dict(kernel="6.12", mem=640, smp=2, mode="panic",
+                       makedumpfile="-c -d 31"),
+    "5.10-live": dict(kernel="5.10", mem=640, smp=2, mode="live", dumps=["elf"]),
+    "5.10-panic": dict(kernel="5.10", mem=640, smp=2, mode="panic",
                        makedumpfile="-c -d 31"),
     "6.1-big": dict(kernel="6.1", mem=2048, smp=2, mode="live", dumps=["elf"],
                     extra_threads=4000),
@@ -114,7 +124,7 @@ def resolve_kernels() -> None:
     if not _sh.which("apt-cache"):
         return
     for series, kver in list(KERNELS.items()):
-        if (CACHE / "kernels" / kver / ".done").exists():
+        if (CACHE / "kernels" / kver / ".done").exists() or series in FALLBACK_SERIES:
             continue
         r = run(["apt-cache", "show", f"linux-image-{kver}-unsigned"], capture_output=True,
                 text=True, check=False)
@@ -133,6 +143,43 @@ def resolve_kernels() -> None:
             KERNELS[series] = found[-1]
 
 
+def _download(kver: str, debs: Path) -> str | None:
+    """apt-get download the image and -dbg packages; None, or the error."""
+    for pkg in (f"linux-image-{kver}-unsigned", f"linux-image-{kver}-dbg"):
+        if not glob.glob(str(debs / f"{pkg}_*.deb")):
+            log(f"downloading {pkg}")
+            r = run(["apt-get", "download", pkg], cwd=debs, capture_output=True,
+                    text=True, check=False)
+            if r.returncode:
+                return f"apt-get download {pkg} failed: {r.stderr.strip().splitlines()[-1:]}"
+    return None
+
+
+def download_kernel(series: str, debs: Path) -> str:
+    """Download the pinned kernel of a series; for FALLBACK_SERIES, older
+    ABIs of the series in turn when the pool answers 404 (with a warning:
+    pin the one that worked in KERNELS)."""
+    kver = KERNELS[series]
+    err = _download(kver, debs)
+    if err is None:
+        return kver
+    pattern = FALLBACK_SERIES.get(series)
+    if pattern is None:
+        raise BuildError(err)
+    names = run(["apt-cache", "pkgnames", "linux-image-"], capture_output=True, text=True,
+                check=False).stdout.split()
+    abis = sorted((int(m.group(1)) for m in (re.fullmatch(rf"linux-image-{pattern}-unsigned", n)
+                                              for n in names) if m), reverse=True)
+    for abi in abis:
+        cand = re.sub(r"-\d+-", f"-{abi}-", kver, count=1)
+        if cand == kver or _download(cand, debs) is not None:
+            continue
+        log(f"warning: {kver} could not be downloaded ({err}); using {cand} — pin it in KERNELS")
+        KERNELS[series] = cand
+        return cand
+    raise BuildError(f"{err}; no other {series} kernel could be downloaded either")
+
+
 def kernel_dir(series: str) -> dict[str, Path]:
     """Download and unpack the Debian kernel (unsigned image + -dbg) once."""
     kver = KERNELS[series]
@@ -141,14 +188,9 @@ def kernel_dir(series: str) -> dict[str, Path]:
     done = root / ".done"
     if not done.exists():
         debs.mkdir(parents=True, exist_ok=True)
-        for pkg in (f"linux-image-{kver}-unsigned", f"linux-image-{kver}-dbg"):
-            if not glob.glob(str(debs / f"{pkg}_*.deb")):
-                log(f"downloading {pkg}")
-                r = run(["apt-get", "download", pkg], cwd=debs, capture_output=True,
-                        text=True, check=False)
-                if r.returncode:
-                    raise BuildError(f"apt-get download {pkg} failed: "
-                                     f"{r.stderr.strip().splitlines()[-1:]}")
+        kver = download_kernel(series, debs)
+        root = CACHE / "kernels" / kver
+        done = root / ".done"
         tmp = Path(tempfile.mkdtemp(dir=CACHE, prefix=".unpack-"))
         for deb in glob.glob(str(debs / f"linux-image-{kver}-*.deb")):
             run(["dpkg-deb", "-x", deb, str(tmp)])
@@ -174,6 +216,15 @@ def find_module(kdir: dict, name: str) -> Path:
         if hits:
             return hits[0]
     raise BuildError(f"module {name} not found in {kdir['modules']}")
+
+
+def _has_module(kdir: dict, name: str) -> bool:
+    try:
+        find_module(kdir, name)
+        return True
+    except BuildError:
+        return re.search(rf"/{name}\.ko$", (kdir["modules"] / "modules.builtin").read_text(),
+                         re.M) is not None
 
 
 def module_bytes(kdir: dict, name: str) -> bytes:
@@ -267,7 +318,9 @@ def capture_initramfs(kdir: dict, recipe: dict, work: Path) -> Path:
     root = work / "capture-root"
     base_tree(root)
     copy_binary(shutil.which("makedumpfile"), root)
-    order = install_modules(kdir, CAPTURE_MODULES, root / "lib/modules")
+    # virtio_pci_modern_dev and _legacy_dev were split out of virtio_pci in 5.14
+    present = [m for m in CAPTURE_MODULES if _has_module(kdir, m)]
+    order = install_modules(kdir, present, root / "lib/modules")
     init = (HERE / "guest/capture-init.sh").read_text()
     init = init.replace("@MODULES@", " ".join(order))
     init = init.replace("@MAKEDUMPFILE@", recipe["makedumpfile"])
