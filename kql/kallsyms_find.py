@@ -224,13 +224,21 @@ def _with_addresses(read, names: int, n: int, markers: int, table: int, index: i
            "kallsyms_token_table": table, "kallsyms_token_index": index}
     # CONFIG_KALLSYMS_BASE_RELATIVE: s32 offsets, then the base; else absolute
     # addresses.  load_kallsyms checks whichever is given against VMCOREINFO.
-    base_at = num - psize
-    base = int.from_bytes(read(base_at, psize), "little")
-    if base >> (8 * psize - 1):      # a kernel address: the top bit is set
-        out["kallsyms_relative_base"] = base_at
-        out["kallsyms_offsets"] = base_at - _align(4 * n, psize)
-    else:
-        out["kallsyms_addresses"] = num - _align(psize * n, psize)
+    def kernel_address(at: int) -> bool:     # the top bit is set
+        return bool(int.from_bytes(read(at, psize), "little") >> (8 * psize - 1))
+
+    if kernel_address(num - psize):
+        out["kallsyms_relative_base"] = num - psize
+        out["kallsyms_offsets"] = num - psize - _align(4 * n, psize)
+        return out
+    # Since Linux 6.4 (commit 404bad70fcf7 "scripts/kallsyms: change the output
+    # order") the offsets and the base follow the token index.
+    offsets = _align(index + 512, psize)
+    if kernel_address(offsets + _align(4 * n, psize)):
+        out["kallsyms_offsets"] = offsets
+        out["kallsyms_relative_base"] = offsets + _align(4 * n, psize)
+        return out
+    out["kallsyms_addresses"] = num - _align(psize * n, psize)
     return out
 
 

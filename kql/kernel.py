@@ -218,16 +218,6 @@ class Kernel:
             return load_kallsyms(self.read, self.vmcoreinfo, cache=self.disk_cache)
         except KallsymsError as e:
             errors.append(str(e))
-        if "SYMBOL(kallsyms_names)" not in self.vmcoreinfo:
-            # before Linux 6.0 VMCOREINFO does not say where kallsyms is: search
-            from kql.kallsyms_find import locate_kallsyms
-            try:
-                return locate_kallsyms(self.read, self.vmcoreinfo, self.arch.pointer_size,
-                                       cache=self.disk_cache)
-            except (KallsymsError, FaultError) as e:
-                errors[0] = (f"VMCOREINFO has no kallsyms symbols (Linux < 6.0) and the "
-                             f"dump's own were not found ({e}); give --vmlinux or "
-                             f"--system-map")
         if self.system_map_path:
             table = load_system_map(self.system_map_path)
             table = shifted(table, self._link_offset(table))
@@ -242,6 +232,17 @@ class Kernel:
             table = shifted(table, self._link_offset(table))
             self._check_symbols(table, "vmlinux")
             return table
+        if "SYMBOL(kallsyms_names)" not in self.vmcoreinfo:
+            # before Linux 6.0 VMCOREINFO does not say where kallsyms is: search
+            # the dump (after a given System.map or vmlinux: they cost less)
+            from kql.kallsyms_find import locate_kallsyms
+            try:
+                return locate_kallsyms(self.read, self.vmcoreinfo, self.arch.pointer_size,
+                                       cache=self.disk_cache)
+            except (KallsymsError, FaultError) as e:
+                errors[0] = (f"VMCOREINFO has no kallsyms symbols (Linux < 6.0) and the "
+                             f"dump's own were not found ({e}); give --vmlinux or "
+                             f"--system-map")
         raise DumpError(f"no kernel symbols: {errors[0]}")
 
     def _link_offset(self, table: SymbolTable) -> int:

@@ -380,6 +380,10 @@ def test_real_init_uts_ns_through_page_tables(name, kind):
         assert dump.release == fx.truth["release"]
         kv = _kernel_virtual(dump)
         uts = int(dump.vmcoreinfo["SYMBOL(init_uts_ns)"], 16)
+        if kv.read(uts, 6) != b"Linux\0":
+            # before Linux 5.11 (commit 9a56493f6942 "uts: Use generic
+            # ns_common::count") a struct kref came first
+            uts += 4
         assert kv.read(uts, 6) == b"Linux\0"
         assert kv.read_cstring(uts + UTS_RELEASE, 65).decode() == fx.truth["release"]
         version = kv.read_cstring(uts + UTS_VERSION, 65).decode()

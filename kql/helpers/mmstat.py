@@ -125,8 +125,16 @@ def _deltas(prog, kind: str) -> list[int]:
         member, field = "per_cpu_nodestats", "vm_node_stat_diff"
         owners = list(for_each_online_pgdat(prog))
     else:
-        pct = prog.types.find_type("struct per_cpu_zonestat")
-        member, field = "per_cpu_zonestats", "vm_stat_diff"
+        # Since Linux 5.14 (commit 28f836b6777b "mm/page_alloc: split per cpu
+        # page lists and zone stats") the zone deltas have a per-CPU struct of
+        # their own; before, they sit in zone->pageset.
+        try:
+            pct = prog.types.find_type("struct per_cpu_zonestat")
+            member = "per_cpu_zonestats"
+        except LookupError:
+            pct = prog.types.find_type("struct per_cpu_pageset")
+            member = "pageset"
+        field = "vm_stat_diff"
         owners = list(for_each_zone(prog))
     m, off = pct.member(field)
     n = m.type.strip_typedefs().length
@@ -229,7 +237,20 @@ def total_swapcache_pages(prog) -> int:
     # address spaces, which kql does not do.
     if "NR_SWAPCACHE" in enum_items(prog, "enum node_stat_item"):
         return global_node_page_state(prog, "NR_SWAPCACHE")
-    raise LookupError("total_swapcache_pages: this kernel has no NR_SWAPCACHE counter")
+    # before it: every swap file's address spaces, swapper_spaces[type][0..n)
+    spaces, counts = prog.symbols.get("swapper_spaces"), prog.symbols.get("nr_swapper_spaces")
+    if spaces is None or counts is None:
+        raise LookupError("total_swapcache_pages: this kernel has no NR_SWAPCACHE counter "
+                          "nor swapper_spaces")
+    asp = prog.types.find_type("struct address_space")
+    total = 0
+    nr = prog.read_u32(prog.symbols.lookup("nr_swapfiles").address)
+    for i in range(min(nr, 64)):
+        base = prog.read_pointer(spaces.address + prog.arch.pointer_size * i)
+        n = prog.read_u32(counts.address + 4 * i)
+        for j in range(min(n, 1 << 20) if base else 0):
+            total += Object(prog, asp, base + j * asp.size).nrpages.value_()
+    return total
 
 
 def _low_wmark_total(prog) -> int:
@@ -396,7 +417,10 @@ def meminfo(prog) -> list[tuple[str, int | None, str]]:
     kb("SReclaimable", srecl)
     kb("SUnreclaim", sunrecl)
     out.append(("KernelStack", node("NR_KERNEL_STACK_KB"), "kB"))
-    kb("PageTables", node("NR_PAGETABLE"))
+    # Since Linux 5.11 (commit f0c0c115fb81 "mm: memcontrol: account pagetables
+    # per node") NR_PAGETABLE is a node counter; a zone counter before.
+    kb("PageTables", node("NR_PAGETABLE") if "NR_PAGETABLE" in node_items
+       else zone("NR_PAGETABLE"))
     # Since Linux 6.0 (commit ebc97a52b5d6 "mm: add NR_SECONDARY_PAGETABLE")
     if "NR_SECONDARY_PAGETABLE" in node_items:
         kb("SecPageTables", node("NR_SECONDARY_PAGETABLE"))
