@@ -4,7 +4,7 @@
 Run on demand (not in CI):
 
     pip install drgn==0.3.0
-    python benchmarks/bench_tasks.py [--fixture 6.1-big] [--runs 5]
+    python benchmarks/bench_tasks.py [--fixture 6.1-big] [--runs 5] [--drgn-python PY]
 
 Each run is a fresh process (import and open costs count), kql and drgn
 alternating, on the same dump.  Reports wall time (min / median / max) and peak
@@ -60,12 +60,14 @@ def main() -> int:
     ap.add_argument("--fixture", default="6.1-big")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--query", default="SELECT pid, comm, state FROM tasks")
+    ap.add_argument("--drgn-python", default=sys.executable,
+                    help="the Python that has drgn 0.3.0 (e.g. a venv of its own)")
     args = ap.parse_args()
     fx = fixture(args.fixture)
     dump = fx.dump("elf" if "elf" in fx.kinds else None)
     py = sys.executable
     kql = [py, "-m", "kql.cli", dump, args.query, "--format", "csv"]
-    drgn = [py, str(HERE / "drgn_tasks.py"), dump, fx.vmlinux]
+    drgn = [args.drgn_python, str(HERE / "drgn_tasks.py"), dump, fx.vmlinux]
     for pkg in ("kql", "grammar", "planner"):
         compileall.compile_dir(str(HERE.parent / pkg), quiet=1)
     cache = tempfile.mkdtemp(prefix="kql-bench-cache-")
