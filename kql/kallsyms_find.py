@@ -1,7 +1,7 @@
 """Find the kallsyms tables in a dump's memory by their shapes (Linux < 6.0).
 
-Before Linux 6.0 (commit 5fd8fea935a1 "vmcoreinfo: include kallsyms
-symbols") VMCOREINFO does not say where kallsyms lives, but the tables are in
+Before Linux 6.0 (commit f09bddbd8661 "vmcoreinfo: add kallsyms_num_syms
+symbol" and its series) VMCOREINFO does not say where kallsyms lives, but the tables are in
 the kernel image's read-only data, written by scripts/kallsyms.c in this
 order, each label aligned to the pointer size::
 

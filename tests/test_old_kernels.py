@@ -35,6 +35,7 @@ def test_there_are_old_fixtures():
     assert OLD == ["5.10-live", "5.10-panic"]
 
 
+@pytest.mark.fixtures
 def test_kallsyms_found_without_vmcoreinfo_keys(old):
     fx, k = old
     assert not any(key.startswith("SYMBOL(kallsyms_") for key in k.vmcoreinfo)
@@ -47,6 +48,7 @@ def test_kallsyms_found_without_vmcoreinfo_keys(old):
     assert k.var("init_uts_ns").name.release.string_().decode() == fx.release
 
 
+@pytest.mark.fixtures
 def test_old_layouts_are_detected(old):
     """Each 5.10 layout takes the pre-change path of its helper."""
     fx, k = old
@@ -75,6 +77,7 @@ def test_old_layouts_are_detected(old):
     assert T("struct per_cpu_pageset").has_member("vm_stat_diff")
 
 
+@pytest.mark.fixtures
 def test_kallsyms_place_is_cached_by_build_id(tmp_path, monkeypatch):
     fx = fixture(OLD[0])
     k = Kernel(fx.dump(), cache_dir=tmp_path)
@@ -104,6 +107,7 @@ def test_kallsyms_place_is_cached_by_build_id(tmp_path, monkeypatch):
     k.close()
 
 
+@pytest.mark.fixtures
 def test_search_finds_what_vmcoreinfo_says():
     """On a kernel whose VMCOREINFO states the places (6.12: offsets after the
     token index since 6.4), the search finds the same ones."""
@@ -119,6 +123,7 @@ def test_search_finds_what_vmcoreinfo_says():
     k.close()
 
 
+@pytest.mark.fixtures
 def test_search_error_names_the_range(old):
     fx, k = old
     start = int(k.vmcoreinfo["SYMBOL(init_uts_ns)"], 16)
