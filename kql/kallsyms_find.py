@@ -43,37 +43,39 @@ def _align(x: int, a: int) -> int:
     return (x + a - 1) & -a
 
 
-def _mapped(read: Callable[[int, int], bytes], start: int, end: int):
-    """Yield ``(address, bytes)`` for the readable parts of [start, end): in
-    large chunks, page by page where a chunk has a hole."""
-    pos = start
-    while pos < end:
-        size = min(_CHUNK - pos % _CHUNK, end - pos)
+def _mapped_backwards(read: Callable[[int, int], bytes], start: int, end: int):
+    """Yield ``(address, bytes)`` for the readable parts of [start, end), the
+    highest first: in large chunks, page by page where a chunk has a hole."""
+    pos = end
+    while pos > start:
+        lo = max(start, (pos - 1) - (pos - 1) % _CHUNK)
         try:
-            yield pos, read(pos, size)
+            yield lo, read(lo, pos - lo)
         except FaultError:
-            for p in range(pos, pos + size, 4096):
+            p = pos
+            while p > lo:
+                q = max(lo, (p - 1) - (p - 1) % 4096)
                 try:
-                    yield p, read(p, min(4096 - p % 4096, pos + size - p))
+                    yield q, read(q, p - q)
                 except FaultError:
                     pass
-        pos += size
+                p = q
+        pos = lo
 
 
 def scan(read: Callable[[int, int], bytes], start: int, end: int, needle: bytes):
-    """Yield the addresses of ``needle`` in the readable parts of [start, end)."""
+    """Yield the addresses of ``needle`` in the readable parts of [start, end),
+    the highest first (kallsyms sits at the end of the read-only data, near
+    ``end``: searching down reads the least)."""
     keep = len(needle) - 1
-    tail, tail_end = b"", None
-    for at, data in _mapped(read, start, end):
-        if at == tail_end:
-            buf, base = tail + data, at - len(tail)
-        else:
-            buf, base = data, at
-        i = buf.find(needle)
+    head, head_at = b"", None
+    for at, data in _mapped_backwards(read, start, end):
+        buf = data + head if at + len(data) == head_at else data
+        i = buf.rfind(needle)
         while i >= 0:
-            yield base + i
-            i = buf.find(needle, i + 1)
-        tail, tail_end = buf[-keep:], at + len(data)
+            yield at + i
+            i = buf.rfind(needle, 0, i + len(needle) - 1)
+        head, head_at = data[:keep], at
 
 
 def find_kallsyms(read: Callable[[int, int], bytes], start: int, end: int,
