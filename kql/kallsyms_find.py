@@ -280,11 +280,12 @@ def locate_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str
                 k in _KEYS and isinstance(v, int) for k, v in rel.items()):
             found = {f"SYMBOL(kallsyms_{k})": f"{start + v:x}" for k, v in rel.items()}
             try:
-                return load(read, {**vmcoreinfo, **found}, cache=cache)
+                return load(read, {**vmcoreinfo, **found}, cache=cache,
+                            pointer_size=pointer_size)
             except (KallsymsError, FaultError):
                 pass
     found = find_kallsyms(read, start, end, pointer_size)
-    table = load(read, {**vmcoreinfo, **found}, cache=cache)
+    table = load(read, {**vmcoreinfo, **found}, cache=cache, pointer_size=pointer_size)
     if cache is not None:
         cache.save("kallsyms-place", header, {"at": {
             k[len("SYMBOL(kallsyms_"):-1]: int(v, 16) - start for k, v in found.items()}})

@@ -215,7 +215,8 @@ class Kernel:
         from kql.symbols import VmlinuxFile, load_system_map, shifted
         errors = []
         try:
-            return load_kallsyms(self.read, self.vmcoreinfo, cache=self.disk_cache)
+            return load_kallsyms(self.read, self.vmcoreinfo, cache=self.disk_cache,
+                                 pointer_size=self.arch.pointer_size)
         except KallsymsError as e:
             errors.append(str(e))
         if self.system_map_path:
@@ -354,8 +355,13 @@ class Kernel:
                 sources.append(btf)
                 sources.append(ModuleBtfTypes(self))
             if not sources:
-                raise DumpError("no type information: the dump has no BTF "
-                                "(kernel built without CONFIG_DEBUG_INFO_BTF); give a vmlinux")
+                release = self.vmcoreinfo.get("OSRELEASE", "").strip() or "RELEASE"
+                deb_arch = getattr(self.arch, "debian_arch", None)
+                raise DumpError(
+                    f"no type information: this kernel ({release}, {self.arch.name}) has no "
+                    f"BTF (built without CONFIG_DEBUG_INFO_BTF); give --vmlinux with its debug "
+                    f"vmlinux (Debian: /usr/lib/debug/boot/vmlinux-{release} in package "
+                    f"linux-image-{release}-dbg{':' + deb_arch if deb_arch else ''})")
             self._types = sources[0] if len(sources) == 1 else ChainTypeSource(sources)
         return self._types
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from kql.errors import DumpError
 
 # Names a dump may state: utsname.machine, pyelftools' e_machine name.
-_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "x86-64": "x86_64", "em_x86_64": "x86_64"}
+_ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "x86-64": "x86_64", "em_x86_64": "x86_64",
+            "i386": "i386", "i686": "i386", "em_386": "i386"}
 
 
 def get_arch(machine: str):
@@ -18,6 +19,9 @@ def get_arch(machine: str):
     key = _ALIASES.get((machine or "").strip().lower())
     if key == "x86_64":
         from kql.arch.x86_64 import ARCH
+        return ARCH
+    if key == "i386":
+        from kql.arch.i386 import ARCH
         return ARCH
     raise DumpError(f"unsupported architecture {machine!r}: kql reads x86_64 dumps only")
 
@@ -33,6 +37,8 @@ def detect_machine(stated: str | None, notes=(), vmcoreinfo: dict | None = None)
     # x86_64-only VMCOREINFO keys (arch/x86/kernel/machine_kexec_64.c).
     if "SYMBOL(init_top_pgt)" in vmcoreinfo or "NUMBER(pgtable_l5_enabled)" in vmcoreinfo:
         return "x86_64"
+    if "CONFIG_X86_PAE" in vmcoreinfo:       # arch/x86/kernel/machine_kexec_32.c
+        return "i386"
     from kql.arch.x86_64 import PRSTATUS_SIZE
     for note in notes:
         if note.name == "CORE" and note.type == 1 and len(note.desc) == PRSTATUS_SIZE:

@@ -53,6 +53,17 @@ KERNELS = {
     # Debian 11's 5.10 (suites bullseye and bullseye-security, added by
     # tests/setup.sh): no kallsyms in VMCOREINFO, pre-maple-tree layouts.
     "5.10": "5.10.0-43-cloud-amd64",
+    # Debian 12's 32-bit x86 kernel (PAE, no BTF): packages of architecture i386
+    "6.1-i386": "6.1.0-57-686-pae",
+}
+
+# Guests of another architecture than the host's (issue 17): the Debian
+# architecture of their packages (dpkg --add-architecture, done by
+# tests/setup.sh), the QEMU that runs them, the compiler flags of the scenario
+# program; their busybox comes from the busybox-static package of that
+# architecture, unpacked under $KQL_FIXTURES/sysroot-<arch>.
+GUEST_ARCHES = {
+    "i386": dict(qemu="qemu-system-i386", cflags=["-m32"]),
 }
 
 # Series whose pool drops files the index still lists (bullseye-security
@@ -81,6 +92,8 @@ RECIPES: dict[str, dict] = {
     "5.10-live": dict(kernel="5.10", mem=640, smp=2, mode="live", dumps=["elf"]),
     "5.10-panic": dict(kernel="5.10", mem=640, smp=2, mode="panic",
                        makedumpfile="-c -d 31"),
+    "i386-6.1-live": dict(kernel="6.1-i386", arch="i386", mem=640, smp=2, mode="live",
+                          dumps=["elf"]),
     "6.1-big": dict(kernel="6.1", mem=2048, smp=2, mode="live", dumps=["elf"],
                     extra_threads=4000),
     # The sample shipped in the repository (tests/sample/): small and filtered.
@@ -124,7 +137,8 @@ def resolve_kernels() -> None:
     if not _sh.which("apt-cache"):
         return
     for series, kver in list(KERNELS.items()):
-        if (CACHE / "kernels" / kver / ".done").exists() or series in FALLBACK_SERIES:
+        if ((CACHE / "kernels" / kver / ".done").exists() or series in FALLBACK_SERIES
+                or series_arch(series)):
             continue
         r = run(["apt-cache", "show", f"linux-image-{kver}-unsigned"], capture_output=True,
                 text=True, check=False)
@@ -143,12 +157,19 @@ def resolve_kernels() -> None:
             KERNELS[series] = found[-1]
 
 
-def _download(kver: str, debs: Path) -> str | None:
+def series_arch(series: str) -> str | None:
+    """The foreign Debian architecture of a kernel series ("6.1-i386"), or None."""
+    arch = series.rpartition("-")[2]
+    return arch if arch in GUEST_ARCHES else None
+
+
+def _download(kver: str, debs: Path, arch: str | None = None) -> str | None:
     """apt-get download the image and -dbg packages; None, or the error."""
     for pkg in (f"linux-image-{kver}-unsigned", f"linux-image-{kver}-dbg"):
         if not glob.glob(str(debs / f"{pkg}_*.deb")):
             log(f"downloading {pkg}")
-            r = run(["apt-get", "download", pkg], cwd=debs, capture_output=True,
+            r = run(["apt-get", "download", f"{pkg}:{arch}" if arch else pkg], cwd=debs,
+                    capture_output=True,
                     text=True, check=False)
             if r.returncode:
                 return f"apt-get download {pkg} failed: {r.stderr.strip().splitlines()[-1:]}"
@@ -160,7 +181,7 @@ def download_kernel(series: str, debs: Path) -> str:
     ABIs of the series in turn when the pool answers 404 (with a warning:
     pin the one that worked in KERNELS)."""
     kver = KERNELS[series]
-    err = _download(kver, debs)
+    err = _download(kver, debs, series_arch(series))
     if err is None:
         return kver
     pattern = FALLBACK_SERIES.get(series)
@@ -183,7 +204,8 @@ def download_kernel(series: str, debs: Path) -> str:
 def kernel_dir(series: str) -> dict[str, Path]:
     """Download and unpack the Debian kernel (unsigned image + -dbg) once."""
     kver = KERNELS[series]
-    debs = CACHE / "debs"
+    arch = series_arch(series)
+    debs = CACHE / (f"debs-{arch}" if arch else "debs")
     root = CACHE / "kernels" / kver
     done = root / ".done"
     if not done.exists():
@@ -286,10 +308,24 @@ def copy_binary(path: str, root: Path) -> None:
                 shutil.copy2(p, d)
 
 
-def base_tree(root: Path) -> None:
+def foreign_busybox(arch: str) -> str:
+    """busybox of a foreign architecture, from its busybox-static package."""
+    sysroot = CACHE / f"sysroot-{arch}"
+    busybox = sysroot / "bin/busybox"
+    if not busybox.exists():
+        debs = CACHE / f"debs-{arch}"
+        debs.mkdir(parents=True, exist_ok=True)
+        if not glob.glob(str(debs / "busybox-static_*.deb")):
+            run(["apt-get", "download", f"busybox-static:{arch}"], cwd=debs,
+                capture_output=True)
+        run(["dpkg-deb", "-x", glob.glob(str(debs / "busybox-static_*.deb"))[0], str(sysroot)])
+    return str(busybox)
+
+
+def base_tree(root: Path, arch: str | None = None) -> None:
     for d in ("bin", "sbin", "proc", "sys", "dev", "tmp", "mnt", "etc", "boot", "lib64"):
         (root / d).mkdir(parents=True, exist_ok=True)
-    busybox = shutil.which("busybox")
+    busybox = foreign_busybox(arch) if arch else shutil.which("busybox")
     if not busybox:
         raise BuildError("busybox not found (apt-get install busybox-static)")
     shutil.copy2(busybox, root / "bin/busybox")
@@ -307,9 +343,10 @@ def pack_cpio(root: Path, out: Path) -> None:
     out.write_bytes(cpio)
 
 
-def kqlproc_binary(work: Path) -> Path:
+def kqlproc_binary(work: Path, arch: str | None = None) -> Path:
     out = work / "kqlproc"
-    run(["gcc", "-static", "-O2", "-o", str(out), str(HERE / "guest/kqlproc.c"),
+    cflags = GUEST_ARCHES[arch]["cflags"] if arch else []
+    run(["gcc", *cflags, "-static", "-O2", "-o", str(out), str(HERE / "guest/kqlproc.c"),
          "-lpthread"])
     return out
 
@@ -333,8 +370,8 @@ def capture_initramfs(kdir: dict, recipe: dict, work: Path) -> Path:
 
 def guest_initramfs(kdir: dict, recipe: dict, work: Path) -> Path:
     root = work / "guest-root"
-    base_tree(root)
-    kqlproc = kqlproc_binary(work)
+    base_tree(root, recipe.get("arch"))
+    kqlproc = kqlproc_binary(work, recipe.get("arch"))
     for name in PROC_NAMES:
         shutil.copy2(kqlproc, root / "bin" / name)
     order = install_modules(kdir, GUEST_MODULES, root / "lib/modules")
@@ -406,7 +443,8 @@ def boot_and_dump(name: str, recipe: dict, kdir: dict, out: Path, work: Path) ->
     append = "console=ttyS0 loglevel=6 panic=-1 rdinit=/init"
     if recipe["mode"] == "panic":
         append += f" crashkernel={recipe.get('crashkernel', '256M')}"
-    cmd = [QEMU, "-accel", "tcg", "-m", str(recipe["mem"]), "-smp", str(recipe["smp"]),
+    qemu = GUEST_ARCHES[recipe["arch"]]["qemu"] if recipe.get("arch") else QEMU
+    cmd = [qemu, "-accel", "tcg", "-m", str(recipe["mem"]), "-smp", str(recipe["smp"]),
            "-kernel", str(kdir["vmlinuz"]), "-initrd", str(initrd), "-append", append,
            "-device", "vmcoreinfo", "-display", "none", "-no-reboot", "-nodefaults",
            "-serial", f"file:{console}", "-serial", f"file:{truth_log}",

@@ -1,0 +1,129 @@
+"""32-bit x86 with PAE (Debian's 686-pae kernels): the i386 hook object.
+
+What differs from x86_64 (kql/arch/x86_64.py), all here:
+
+- page tables: PAE's three levels of 64-bit entries (arch/x86/include/asm/
+  pgtable-3level_types.h): a 4-entry PDPT indexed by va bits 30-31, then
+  512-entry PMD and PTE tables; a PMD entry with PSE maps 2 MiB.  Virtual
+  addresses are 32 bits.  Kernels without PAE (two levels of 32-bit entries)
+  are not read.
+- the kernel image is in the direct map: ``__pa(x) = x - PAGE_OFFSET``
+  (0xC0000000, CONFIG_VMSPLIT_3G); memory above the direct map (highmem) is
+  reached only through page tables.
+- 4-byte pointers and ``long``; the register notes of 32-bit ``elf_prstatus``
+  (``struct user_regs_struct`` of i386).
+- no BTF in Debian's 686-pae kernels: types come from the debug vmlinux.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from kql.arch.x86_64 import (
+    PAGE_SIZE, PTE_ADDR_MASK, PTE_PRESENT, PTE_PSE, Level, PageTableFormat, X86_64,
+)
+from kql.errors import DumpError, FaultError
+
+PAGE_OFFSET = 0xC0000000
+
+# Levels as data, root first; (name, shift, leaf_ok).  The PDPT has 4 entries.
+LEVELS_PAE = (
+    Level("PDPT", 30, False),
+    Level("PMD", 21, True),
+    Level("PTE", 12, False),
+)
+
+# include/uapi/asm/ptrace.h (i386) struct pt_regs == user_regs_struct order
+PRSTATUS_REGS = ("ebx", "ecx", "edx", "esi", "edi", "ebp", "eax", "ds", "es", "fs", "gs",
+                 "orig_eax", "eip", "cs", "eflags", "esp", "ss")
+PRSTATUS_SIZE = 144
+PRSTATUS_PID_OFFSET = 24
+PRSTATUS_REG_OFFSET = 72
+_PRSTATUS_REGS_STRUCT = struct.Struct("<17I")
+PT_REGS_OFFSETS = {name: 4 * i for i, name in enumerate(PRSTATUS_REGS)}
+PT_REGS_SIZE = 4 * len(PRSTATUS_REGS)
+
+
+class I386(X86_64):
+    """The i386 (PAE) hook object.  Stateless."""
+
+    name = "i386"
+    pointer_size = 4
+    default_pgtable_levels = 3
+    large_page_sizes = (1 << 21,)
+    start_kernel_map = PAGE_OFFSET
+    default_bases = {3: {"page_offset_base": PAGE_OFFSET}}
+    prstatus_regs = PRSTATUS_REGS
+    pt_regs_offsets = PT_REGS_OFFSETS
+    pt_regs_size = PT_REGS_SIZE
+    default_thread_size = 8192
+    #: Debian's name for the architecture of the kernel's -dbg package
+    debian_arch = "i386"
+
+    def vmalloc_size(self, levels: int) -> int | None:
+        return None
+
+    def page_table_format(self, levels: int = 3, *, sme_mask: int = 0) -> PageTableFormat:
+        if levels == 3:
+            return PageTableFormat(LEVELS_PAE, PTE_ADDR_MASK, 32)
+        raise DumpError("kql reads 32-bit x86 kernels with PAE (3 page-table levels) only")
+
+    def walk_leaf(self, phys, root: int, va: int, fmt: PageTableFormat,
+                  space: str = "virtual") -> tuple[int, int]:
+        if not 0 <= va < 1 << 32:
+            raise FaultError(va, f"cannot read {space} address {va:#x}: not a 32-bit address")
+        mask = fmt.addr_mask
+        table = root
+        for name, shift, leaf_ok in fmt.levels:
+            index = (va >> shift) & (0x3 if name == "PDPT" else 0x1FF)
+            entry_pa = table + 8 * index
+            try:
+                entry = int.from_bytes(phys.read(entry_pa, 8), "little")
+            except FaultError as e:
+                raise type(e)(va, f"cannot read {space} address {va:#x}: {name} table "
+                                  f"at physical {table:#x} is unreadable: {e}") from None
+            if not entry & PTE_PRESENT:
+                raise FaultError(va, f"cannot read {space} address {va:#x}: not mapped "
+                                     f"({name} entry {index} at physical {entry_pa:#x} "
+                                     f"is {entry:#x}, not present)")
+            if leaf_ok and entry & PTE_PSE:
+                size_mask = (1 << shift) - 1
+                return (entry & mask & ~size_mask) | (va & size_mask), size_mask + 1
+            table = entry & mask
+        return table | (va & (PAGE_SIZE - 1)), PAGE_SIZE
+
+    def pgtable_levels(self, vmcoreinfo: dict[str, str]) -> int:
+        if vmcoreinfo.get("CONFIG_X86_PAE", "").strip() != "y":
+            raise DumpError("this 32-bit x86 kernel has no PAE (CONFIG_X86_PAE): "
+                            "kql reads only PAE kernels")
+        return 3
+
+    def phys_base(self, vmcoreinfo: dict[str, str]) -> int:
+        return 0
+
+    def kernel_symbol_pa(self, vaddr: int, vmcoreinfo: dict[str, str]) -> int:
+        """__pa(): the kernel image sits in the direct map."""
+        return vaddr - PAGE_OFFSET
+
+    def kernel_pgtable_root(self, vmcoreinfo: dict[str, str]) -> int:
+        value = vmcoreinfo.get("SYMBOL(swapper_pg_dir)")
+        if not value:
+            raise DumpError("VMCOREINFO has no SYMBOL(swapper_pg_dir): cannot find the "
+                            "kernel page tables")
+        return self.kernel_symbol_pa(int(value, 16), vmcoreinfo)
+
+    def pgd_from_cr3(self, cr3: int) -> int:
+        return cr3 & 0xFFFFFFE0         # the PDPT is 32-byte aligned
+
+    def parse_prstatus(self, desc: bytes) -> tuple[int, dict[str, int]]:
+        if len(desc) < PRSTATUS_REG_OFFSET + _PRSTATUS_REGS_STRUCT.size:
+            raise DumpError(f"NT_PRSTATUS note is {len(desc)} bytes; i386 needs {PRSTATUS_SIZE}")
+        pid = struct.unpack_from("<i", desc, PRSTATUS_PID_OFFSET)[0]
+        regs = _PRSTATUS_REGS_STRUCT.unpack_from(desc, PRSTATUS_REG_OFFSET)
+        return pid, dict(zip(PRSTATUS_REGS, regs))
+
+    def __repr__(self) -> str:
+        return "<arch i386 (PAE)>"
+
+
+ARCH = I386()
