@@ -188,6 +188,9 @@ class Kernel:
         self.read_s32 = self.memory.read_s32
         self.read_u64 = self.memory.read_u64
         self.read_s64 = self.memory.read_s64
+        # C long / unsigned long: the pointer's size (4 bytes on 32-bit x86)
+        self.read_ulong = self.read_u32 if self.arch.pointer_size == 4 else self.read_u64
+        self.read_slong = self.read_s32 if self.arch.pointer_size == 4 else self.read_s64
         self.read_pointer = self.memory.read_pointer
         self.read_cstring = self.memory.read_cstring
         if vmlinux:
@@ -215,13 +218,20 @@ class Kernel:
         from kql.symbols import VmlinuxFile, load_system_map, shifted
         errors = []
         try:
-            return load_kallsyms(self.read, self.vmcoreinfo, cache=self.disk_cache,
-                                 pointer_size=self.arch.pointer_size)
+            table = load_kallsyms(self.read, self.vmcoreinfo, cache=self.disk_cache,
+                                  pointer_size=self.arch.pointer_size)
+            # without CONFIG_KALLSYMS_ALL (Debian's 686-pae) kallsyms has
+            # functions only: a given System.map or vmlinux knows the variables
+            if table.get("init_uts_ns") is not None or not (self.system_map_path
+                                                              or self.vmlinux_path):
+                return table
+            errors.append("kallsyms has no variables (CONFIG_KALLSYMS_ALL is off)")
         except KallsymsError as e:
             errors.append(str(e))
         if self.system_map_path:
             table = load_system_map(self.system_map_path)
-            table = shifted(table, self._link_offset(table))
+            table = shifted(table, self._link_offset(table),
+                            getattr(self.arch, "kernel_space_start", None))
             self._check_symbols(table, "System.map")
             return table
         if self.vmlinux_path:
@@ -230,7 +240,8 @@ class Kernel:
                 table = v.symbols()
             finally:
                 v.close()
-            table = shifted(table, self._link_offset(table))
+            table = shifted(table, self._link_offset(table),
+                            getattr(self.arch, "kernel_space_start", None))
             self._check_symbols(table, "vmlinux")
             return table
         if "SYMBOL(kallsyms_names)" not in self.vmcoreinfo:
@@ -500,7 +511,9 @@ class Kernel:
                 offs = [0]
             else:
                 n = self.nr_cpu_ids
-                offs = list(struct.unpack(f"<{n}Q", self.read(sym.address, 8 * n)))
+                psize = self.arch.pointer_size
+                offs = list(struct.unpack(f"<{n}{'I' if psize == 4 else 'Q'}",
+                                          self.read(sym.address, psize * n)))
             self.cache["per_cpu_offsets"] = offs
         if not 0 <= cpu < len(offs):
             raise IndexError(f"CPU {cpu} out of range (nr_cpu_ids {len(offs)})")

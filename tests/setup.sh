@@ -40,6 +40,15 @@ if ! grep -rqs 'bullseye' /etc/apt/sources.list /etc/apt/sources.list.d/; then
     apt-get -o DPkg::Lock::Timeout=600 update -qq
 fi
 
+# 32-bit x86 guests (issue 17): i386 packages (the 686-pae kernel and its -dbg,
+# busybox-static:i386 are downloaded by build.py) and gcc -m32 for the scenario.
+if ! dpkg --print-foreign-architectures | grep -qx i386; then
+    dpkg --add-architecture i386
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+fi
+dpkg -s gcc-multilib >/dev/null 2>&1 || \
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq gcc-multilib >/dev/null
+
 echo "setup: installing kql and test dependencies"
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 

@@ -48,12 +48,12 @@ def _ulong(prog, name: str, default: int | None = 0) -> int | None:
     sym = prog.symbols.get(name)
     if sym is None:
         return default
-    return prog.read_u64(sym.address)
+    return prog.read_ulong(sym.address)
 
 
 def _slong(prog, name: str) -> int:
     sym = prog.symbols.get(name)
-    return prog.read_s64(sym.address) if sym is not None else 0
+    return prog.read_slong(sym.address) if sym is not None else 0
 
 
 def nr_node_ids(prog) -> int:
@@ -106,7 +106,7 @@ def _global_state(prog, kind: str, item: str, exact: bool) -> int:
     sym = prog.symbols.get(f"vm_{kind}_stat")
     if sym is None:
         raise LookupError(f"no symbol vm_{kind}_stat")
-    value = prog.read_s64(sym.address + 8 * idx)
+    value = prog.read_slong(sym.address + prog.arch.pointer_size * idx)
     if exact:
         value += _deltas(prog, kind)[idx]
     # include/linux/vmstat.h: CONFIG_SMP clamps transient negatives to 0
@@ -193,7 +193,7 @@ def totalram_pages(prog) -> int:
     for name in ("_totalram_pages", "totalram_pages"):
         sym = prog.symbols.get(name)
         if sym is not None:
-            return prog.read_u64(sym.address)
+            return prog.read_ulong(sym.address)
     raise LookupError("no totalram_pages symbol")
 
 
