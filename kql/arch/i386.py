@@ -123,6 +123,13 @@ class I386(X86_64):
         regs = _PRSTATUS_REGS_STRUCT.unpack_from(desc, PRSTATUS_REG_OFFSET)
         return pid, dict(zip(PRSTATUS_REGS, regs))
 
+    #: names of the instruction, stack and frame pointer registers in register dicts
+    ip_sp_bp = ("eip", "esp", "ebp")
+
+    def make_unwinder(self, kernel):
+        from kql.arch.i386_unwind import FramePointerUnwinder
+        return FramePointerUnwinder(kernel)
+
     def __repr__(self) -> str:
         return "<arch i386 (PAE)>"
 

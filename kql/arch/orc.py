@@ -681,6 +681,10 @@ def get_unwinder(kernel) -> OrcUnwinder:
     """The dump's unwinder (one per Kernel, on ``kernel.cache``)."""
     u = kernel.cache.get("orc_unwinder")
     if u is None:
+        make = getattr(kernel.arch, "make_unwinder", None)    # 32-bit x86: frame pointers
+        if make is not None:
+            u = kernel.cache["orc_unwinder"] = make(kernel)
+            return u
         if kernel.arch.name != "x86_64":       # pragma: no cover - x86_64 only
             raise DumpError(f"no stack unwinder for {kernel.arch.name}")
         u = kernel.cache["orc_unwinder"] = OrcUnwinder(kernel)

@@ -136,7 +136,7 @@ def task_stack_bounds(task: Object) -> tuple[int, int] | None:
     prog = task.prog_
     lay = _layout(prog)
     addr = task.value_()
-    base = prog.read_u64(addr + lay["stack"])
+    base = prog.read_pointer(addr + lay["stack"])
     if not base:
         return None
     if lay["refcount"] is not None and prog.read_u32(addr + lay["refcount"]) == 0:
@@ -203,6 +203,11 @@ def cpu_registers(prog, cpu: int) -> dict | None:
     return regs
 
 
+def _ip_sp_bp(prog) -> tuple[str, str, str]:
+    """Names of the instruction, stack and frame pointers in register dicts."""
+    return getattr(prog.arch, "ip_sp_bp", ("rip", "rsp", "rbp"))
+
+
 def _running_cpu(task: Object) -> int | None:
     from kql.helpers.sched import running_tasks
     return running_tasks(task.prog_).get(task.value_())
@@ -226,14 +231,16 @@ def task_unwind_start(task: Object) -> tuple | None:
         if regs is not None:
             if regs.get("cs", 0) & 3:
                 return None          # in user mode: nothing on the kernel stack
-            return regs["rip"], regs["rsp"], regs["rbp"], regs, True
-    sp = prog.read_u64(task.value_() + lay["thread_sp"])
+            ip, sp, bp = _ip_sp_bp(prog)
+            return regs[ip], regs[sp], regs[bp], regs, True
+    sp = prog.read_ulong(task.value_() + lay["thread_sp"])
     if not bounds[0] <= sp < bounds[1]:
         raise ValueError(f"task {task.value_():#x}: thread.sp {sp:#x} is outside its "
                          f"stack {bounds[0]:#x}-{bounds[1]:#x}")
     frame = prog.read(sp, lay["frame_size"])
-    bp = int.from_bytes(frame[lay["frame_bp"]:lay["frame_bp"] + 8], "little")
-    ip = int.from_bytes(frame[lay["frame_ret"]:lay["frame_ret"] + 8], "little")
+    psize = prog.arch.pointer_size
+    bp = int.from_bytes(frame[lay["frame_bp"]:lay["frame_bp"] + psize], "little")
+    ip = int.from_bytes(frame[lay["frame_ret"]:lay["frame_ret"] + psize], "little")
     return ip, sp + lay["frame_size"], bp, None, ip == lay["ret_from_fork"]
 
 
@@ -358,16 +365,18 @@ def task_stack_words(task: Object) -> Iterator[tuple[int, int]]:
     sp = None
     if cpu is not None:
         regs = cpu_registers(prog, cpu)
-        if regs is not None and not regs.get("cs", 0) & 3 and lo <= regs["rsp"] < hi:
-            sp = regs["rsp"]
+        rsp = _ip_sp_bp(prog)[1]
+        if regs is not None and not regs.get("cs", 0) & 3 and lo <= regs[rsp] < hi:
+            sp = regs[rsp]
     if sp is None:
-        sp = prog.read_u64(task.value_() + _layout(prog)["thread_sp"])
+        sp = prog.read_ulong(task.value_() + _layout(prog)["thread_sp"])
     if not lo <= sp < hi:
         sp = lo
-    sp &= ~7
+    psize = prog.arch.pointer_size
+    sp &= ~(psize - 1)
     data = prog.read(sp, hi - sp)
-    for i, (v,) in enumerate(struct.iter_unpack("<Q", data)):
-        yield sp + 8 * i, v
+    for i, (v,) in enumerate(struct.iter_unpack("<Q" if psize == 8 else "<I", data)):
+        yield sp + psize * i, v
 
 
 def text_symbol(prog, value: int) -> str | None:
