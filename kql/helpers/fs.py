@@ -237,7 +237,7 @@ def dentry_path(dentry: Object, vfsmnt: Object) -> bytes:
 
 # d_op->d_dname functions: name -> formatter(prog, dentry address, layout)
 def _ino(prog, dentry: int, lay: dict) -> int:
-    return prog.read_u64(prog.read_pointer(dentry + lay["d_inode"]) + lay["i_ino"])
+    return prog.read_ulong(prog.read_pointer(dentry + lay["d_inode"]) + lay["i_ino"])
 
 
 def _ns_dname(prog, dentry: int, lay: dict) -> bytes:
@@ -597,13 +597,14 @@ def for_each_file(task: Object) -> Iterator[tuple[int, Object]]:
     for base in range(0, max_fds, chunk):
         n = min(chunk, max_fds - base)
         try:
-            raw = prog.read(fd_array + 8 * base, 8 * n)
+            psize = prog.arch.pointer_size
+            raw = prog.read(fd_array + psize * base, psize * n)
         except FaultError as e:
             walk_warn(prog, f"for_each_file: fd array of task {task.value_():#x} "
                             f"unreadable at fd {base}: {e}")
             return
         for i in range(n):
-            f = int.from_bytes(raw[8 * i:8 * i + 8], "little")
+            f = int.from_bytes(raw[psize * i:psize * (i + 1)], "little")
             if f:
                 yield base + i, _ptr(prog, pt, f)
 
