@@ -261,9 +261,9 @@ def _low_wmark_total(prog) -> int:
     total = 0
     for z in for_each_zone(prog):
         a = z.value_()
-        total += prog.read_u64(a + wm_off + 8 * low)
+        total += prog.read_ulong(a + wm_off + prog.arch.pointer_size * low)
         if boost_off is not None:
-            total += prog.read_u64(a + boost_off)
+            total += prog.read_ulong(a + boost_off)
     return total
 
 
@@ -322,7 +322,7 @@ def _vmalloc_used_pages(prog) -> int:
     sym = prog.symbols.get("nr_vmalloc_pages")
     if sym is None:
         raise LookupError("no nr_vmalloc_pages (kernel before 5.13)")
-    return prog.read_s64(sym.address)
+    return prog.read_slong(sym.address)
 
 
 def _percpu_pages(prog) -> int:
@@ -336,7 +336,8 @@ def _direct_map(prog) -> list[tuple[str, int, str]]:
     if sym is None:
         return []
     lv = enum_items(prog, "enum pg_level")
-    counts = [prog.read_u64(sym.address + 8 * i) for i in range(lv.get("PG_LEVEL_1G", 3) + 1)]
+    w = prog.arch.pointer_size
+    counts = [prog.read_ulong(sym.address + w * i) for i in range(lv.get("PG_LEVEL_1G", 3) + 1)]
     out = [("DirectMap4k", counts[lv.get("PG_LEVEL_4K", 1)] << 2, "kB"),
            ("DirectMap2M", counts[lv.get("PG_LEVEL_2M", 2)] << 11, "kB")]
     gb = prog.symbols.get("direct_gbpages")
