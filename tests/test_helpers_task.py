@@ -285,6 +285,7 @@ def test_rbtree_inorder_agrees_with_rb_next(kernel):
 
 class _Mem:
     BASE = 0x1000
+    from kql.arch.x86_64 import ARCH as arch    # word size of the walks
 
     def __init__(self, size):
         self.mem = bytearray(size)
