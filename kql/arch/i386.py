@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import struct
 
-from kql.arch.x86_64 import (
-    PAGE_SIZE, PTE_ADDR_MASK, PTE_PRESENT, PTE_PSE, Level, PageTableFormat, X86_64,
-)
+from kql.arch.x86_64 import PTE_ADDR_MASK, Level, PageTableFormat, X86_64
 from kql.errors import DumpError, FaultError
 
 PAGE_OFFSET = 0xC0000000
@@ -69,29 +67,11 @@ class I386(X86_64):
             return PageTableFormat(LEVELS_PAE, PTE_ADDR_MASK, 32)
         raise DumpError("kql reads 32-bit x86 kernels with PAE (3 page-table levels) only")
 
-    def walk_leaf(self, phys, root: int, va: int, fmt: PageTableFormat,
-                  space: str = "virtual") -> tuple[int, int]:
+    def check_address(self, va: int, fmt: PageTableFormat, space: str) -> None:
+        # the walk itself is x86_64's: the PDPT index (va bits 30-31 under the
+        # 9-bit index mask) of a 32-bit address is 0..3
         if not 0 <= va < 1 << 32:
             raise FaultError(va, f"cannot read {space} address {va:#x}: not a 32-bit address")
-        mask = fmt.addr_mask
-        table = root
-        for name, shift, leaf_ok in fmt.levels:
-            index = (va >> shift) & (0x3 if name == "PDPT" else 0x1FF)
-            entry_pa = table + 8 * index
-            try:
-                entry = int.from_bytes(phys.read(entry_pa, 8), "little")
-            except FaultError as e:
-                raise type(e)(va, f"cannot read {space} address {va:#x}: {name} table "
-                                  f"at physical {table:#x} is unreadable: {e}") from None
-            if not entry & PTE_PRESENT:
-                raise FaultError(va, f"cannot read {space} address {va:#x}: not mapped "
-                                     f"({name} entry {index} at physical {entry_pa:#x} "
-                                     f"is {entry:#x}, not present)")
-            if leaf_ok and entry & PTE_PSE:
-                size_mask = (1 << shift) - 1
-                return (entry & mask & ~size_mask) | (va & size_mask), size_mask + 1
-            table = entry & mask
-        return table | (va & (PAGE_SIZE - 1)), PAGE_SIZE
 
     def pgtable_levels(self, vmcoreinfo: dict[str, str]) -> int:
         if vmcoreinfo.get("CONFIG_X86_PAE", "").strip() != "y":

@@ -142,10 +142,7 @@ class X86_64:
     def walk_leaf(self, phys, root: int, va: int, fmt: PageTableFormat,
                   space: str = "virtual") -> tuple[int, int]:
         """Like :meth:`walk`, also returning the size of the leaf (4K, 2M or 1G)."""
-        top = va >> (fmt.va_bits - 1)
-        if top != 0 and top != (1 << (65 - fmt.va_bits)) - 1:
-            raise FaultError(va, f"cannot read {space} address {va:#x}: not canonical "
-                                 f"for {fmt.va_bits}-bit virtual addresses")
+        self.check_address(va, fmt, space)
         mask = fmt.addr_mask
         table = root
         read = phys.read
@@ -166,6 +163,13 @@ class X86_64:
                 return (entry & mask & ~size_mask) | (va & size_mask), size_mask + 1
             table = entry & mask
         return table | (va & (PAGE_SIZE - 1)), PAGE_SIZE
+
+    def check_address(self, va: int, fmt: PageTableFormat, space: str) -> None:
+        """FaultError unless ``va`` is canonical for the format's address width."""
+        top = va >> (fmt.va_bits - 1)
+        if top != 0 and top != (1 << (65 - fmt.va_bits)) - 1:
+            raise FaultError(va, f"cannot read {space} address {va:#x}: not canonical "
+                                 f"for {fmt.va_bits}-bit virtual addresses")
 
     # -- VMCOREINFO ----------------------------------------------------------------
     def pgtable_levels(self, vmcoreinfo: dict[str, str]) -> int:
