@@ -197,6 +197,12 @@ def totalram_pages(prog) -> int:
     raise LookupError("no totalram_pages symbol")
 
 
+def totalhigh_pages(prog) -> int:
+    """``totalhigh_pages()``: highmem pages (32-bit CONFIG_HIGHMEM; else 0)."""
+    sym = prog.symbols.get("_totalhigh_pages")
+    return prog.read_ulong(sym.address) if sym is not None else 0
+
+
 def totalreserve_pages(prog) -> int:
     return _ulong(prog, "totalreserve_pages")
 
