@@ -153,6 +153,10 @@ def test_tasks_match_proc(name, kind):
         for col, key in (("rss_bytes", "VmRSS"), ("vsz_bytes", "VmSize")):
             if key in st:
                 expect[col] = int(st[key].split()[0]) * 1024
+        if pid in printer_parents:
+            # it ran on after the print (reaped the printer): its cached RSS
+            # deltas reached mm->rss_stat since (seen on the i386 fixture)
+            expect.pop("rss_bytes", None)
         stat = proc_stat_fields(fx, pid)
         if stat is not None:
             # fields 40 rt_priority, 41 policy

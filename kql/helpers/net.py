@@ -514,7 +514,7 @@ def socket_ino(prog, sock: int) -> int:
         off = prog.cache["socket_alloc_ino"] = (
             sa.offsetof("vfs_inode") - sa.offsetof("socket")
             + prog.types.find_type("struct inode").offsetof("i_ino"))
-    return prog.read_u64(sock + off)
+    return prog.read_ulong(sock + off)      # unsigned long i_ino
 
 
 # -- owners ---------------------------------------------------------------------------------
