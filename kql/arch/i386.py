@@ -73,6 +73,22 @@ class I386(X86_64):
         if not 0 <= va < 1 << 32:
             raise FaultError(va, f"cannot read {space} address {va:#x}: not a 32-bit address")
 
+    def vmalloc_total(self, kernel) -> int:
+        """VMALLOC_END - VMALLOC_START (arch/x86/include/asm/pgtable_32_areas.h):
+        from high_memory + 8 MiB up to two pages below the kmap area, which
+        sits below the LDT remap and the CPU entry areas under the fixmap."""
+        read = kernel.read_u32
+        page, pmd_mask = 4096, 0xFFFFFFFF & ~((1 << 21) - 1)
+        fixaddr_top = read(kernel.symbol("__FIXADDR_TOP").address)
+        fixmap = kernel.find_type("enum fixed_addresses").enum_value("__end_of_fixed_addresses")
+        nr_cpus = max(1, kernel.symbol("__per_cpu_offset").size // 4)     # CONFIG_NR_CPUS
+        entry_pages = nr_cpus * -(-kernel.find_type("struct cpu_entry_area").size // page)
+        cpu_entry_area_base = (fixaddr_top - (fixmap << 12) - page * (entry_pages + 1)) & pmd_mask
+        ldt_base = cpu_entry_area_base - 512 * page                  # PTRS_PER_PMD pages
+        pkmap_base = (ldt_base - page) & pmd_mask
+        vmalloc_start = read(kernel.symbol("high_memory").address) + (8 << 20)
+        return pkmap_base - 2 * page - vmalloc_start
+
     def pgtable_levels(self, vmcoreinfo: dict[str, str]) -> int:
         if vmcoreinfo.get("CONFIG_X86_PAE", "").strip() != "y":
             raise DumpError("this 32-bit x86 kernel has no PAE (CONFIG_X86_PAE): "

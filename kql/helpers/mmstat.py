@@ -203,6 +203,21 @@ def totalhigh_pages(prog) -> int:
     return prog.read_ulong(sym.address) if sym is not None else 0
 
 
+def nr_free_highpages(prog) -> int:
+    """``nr_free_highpages()``: free pages of the populated highmem zones."""
+    zone_t = prog.types.find_type("struct zone")
+    highmem = enum_items(prog, "enum zone_type").get("ZONE_HIGHMEM")
+    idx = enum_items(prog, "enum zone_stat_item")["NR_FREE_PAGES"]
+    total = 0
+    for pgdat in for_each_online_pgdat(prog):
+        zones = pgdat.node_zones
+        for i in range(len(zones)):
+            z = zones[i]
+            if i == highmem and z.present_pages.value_():
+                total += max(z.vm_stat[idx].counter.value_(), 0)
+    return total
+
+
 def totalreserve_pages(prog) -> int:
     return _ulong(prog, "totalreserve_pages")
 
@@ -319,6 +334,9 @@ def vm_memory_committed(prog) -> int:
 
 def _vmalloc_total_kb(prog) -> int | None:
     # VMALLOC_END - VMALLOC_START in kB, as /proc/meminfo's VmallocTotal
+    total = getattr(prog.arch, "vmalloc_total", None)   # 32-bit x86: from the memory layout
+    if total is not None:
+        return total(prog) >> 10
     size = prog.arch.vmalloc_size(prog.pgtable_levels)
     return None if size is None else (size - 1) >> 10
 
@@ -411,9 +429,23 @@ def meminfo(prog) -> list[tuple[str, int | None, str]]:
     kb("Inactive(file)", lru["NR_INACTIVE_FILE"])
     kb("Unevictable", lru["NR_UNEVICTABLE"])
     kb("Mlocked", zone("NR_MLOCK"))
+    if has("_totalhigh_pages"):           # CONFIG_HIGHMEM (32-bit)
+        high = get("totalhigh_pages", totalhigh_pages, prog)
+        high_free = get("nr_free_highpages", nr_free_highpages, prog)
+        total = get("totalram_pages", totalram_pages, prog)
+        free = zone("NR_FREE_PAGES")
+        kb("HighTotal", high)
+        kb("HighFree", high_free)
+        kb("LowTotal", None if None in (total, high) else total - high)
+        kb("LowFree", None if None in (free, high_free) else free - high_free)
     # mm/swapfile.c si_swapinfo() (nr_to_be_unused only during swapoff: ignored)
     kb("SwapTotal", get("total_swap_pages", _slong, prog, "total_swap_pages"))
     kb("SwapFree", get("nr_swap_pages", _slong, prog, "nr_swap_pages"))
+    if has("zswap_pool_total_size"):      # CONFIG_ZSWAP
+        out.append(("Zswap", get("zswap_pool_total_size", lambda: prog.read_u64(
+            prog.symbols.lookup("zswap_pool_total_size").address) >> 10), "kB"))
+        kb("Zswapped", get("zswap_stored_pages", lambda: prog.read_s32(
+            prog.symbols.lookup("zswap_stored_pages").address)))
     kb("Dirty", node("NR_FILE_DIRTY"))
     kb("Writeback", node("NR_WRITEBACK"))
     kb("AnonPages", node("NR_ANON_MAPPED"))
