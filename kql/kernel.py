@@ -188,13 +188,19 @@ class Kernel:
         self.read_s32 = self.memory.read_s32
         self.read_u64 = self.memory.read_u64
         self.read_s64 = self.memory.read_s64
-        # C long / unsigned long: the pointer's size (4 bytes on 32-bit x86)
-        self.read_ulong = self.read_u32 if self.arch.pointer_size == 4 else self.read_u64
-        self.read_slong = self.read_s32 if self.arch.pointer_size == 4 else self.read_s64
+        self._long4 = self.arch.pointer_size == 4      # 32-bit x86
         self.read_pointer = self.memory.read_pointer
         self.read_cstring = self.memory.read_cstring
         if vmlinux:
             self._open_dwarf()  # refuse a wrong vmlinux at open, not at a first type lookup
+
+    def read_ulong(self, addr: int) -> int:
+        """A C ``unsigned long`` (the pointer's size: 4 bytes on 32-bit x86)."""
+        return self.read_u32(addr) if self._long4 else self.read_u64(addr)
+
+    def read_slong(self, addr: int) -> int:
+        """A C ``long``."""
+        return self.read_s32(addr) if self._long4 else self.read_s64(addr)
 
     def _open_dwarf(self):
         if self._dwarf is None:
