@@ -292,7 +292,8 @@ CACHE_FORMAT = 1
 
 
 def load_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
-                  *, known: dict[str, int] | None = None, cache=None) -> SymbolTable:
+                  *, known: dict[str, int] | None = None, cache=None,
+                  pointer_size: int = 8) -> SymbolTable:
     """Decode the kernel's kallsyms from dump memory.
 
     :param read: virtual read function ``read(addr, size) -> bytes``
@@ -338,7 +339,7 @@ def load_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
             crc = zlib.crc32(span, zlib.crc32(token_table, zlib.crc32(token_index)))
             header = {"format": CACHE_FORMAT, "count": count, "crc": crc}
             table = _from_cache(cache.load("kallsyms", header), read, addr, count,
-                                vmcoreinfo, known)
+                                vmcoreinfo, known, pointer_size)
             if table is not None:
                 return table
         limit = None
@@ -357,7 +358,7 @@ def load_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
         if names is None:
             blob, _ = _read_names_blob(read, addr["kallsyms_names"], count, limit)
             names, kinds = _decode_fast(blob, token_table, token_index, count)
-        addresses = _addresses(read, addr, count, vmcoreinfo, names, known)
+        addresses = _addresses(read, addr, count, vmcoreinfo, names, known, pointer_size)
     except FaultError as e:
         raise KallsymsError(f"cannot read kallsyms tables: {e}") from None
     joined = "".join(kinds)   # one letter each: a str is smaller and pickles faster
@@ -370,7 +371,7 @@ def load_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
 
 
 def _from_cache(data: dict | None, read, addr: dict, count: int, vmcoreinfo: dict,
-                known: dict[str, int] | None) -> SymbolTable | None:
+                known: dict[str, int] | None, pointer_size: int = 8) -> SymbolTable | None:
     """The SymbolTable from cached names, or None when they do not fit."""
     if data is None:
         return None
@@ -379,7 +380,7 @@ def _from_cache(data: dict | None, read, addr: dict, count: int, vmcoreinfo: dic
         if not (isinstance(names, list) and isinstance(kinds, str) and
                 isinstance(order, array) and len(names) == len(kinds) == len(order) == count):
             return None
-        addresses = _addresses(read, addr, count, vmcoreinfo, names, known)
+        addresses = _addresses(read, addr, count, vmcoreinfo, names, known, pointer_size)
         table = SymbolTable(names, kinds, addresses, source="kallsyms", name_order=order)
     except (KallsymsError, FaultError, KeyError, TypeError, ValueError, IndexError):
         return None   # decode the dump instead: it says what is wrong, if anything
@@ -398,7 +399,7 @@ def _read_names_blob(read, start: int, count: int, limit: int | None):
 
 
 def _addresses(read, addr: dict, count: int, vmcoreinfo: dict, names: list[str],
-               known: dict[str, int] | None) -> list[int]:
+               known: dict[str, int] | None, psize: int = 8) -> list[int]:
     if known is None:
         known = {}
         for n in ("_stext", "init_uts_ns", "swapper_pg_dir"):
@@ -415,8 +416,8 @@ def _addresses(read, addr: dict, count: int, vmcoreinfo: dict, names: list[str],
         raise KallsymsError("cannot check kallsyms addresses: no _stext in kallsyms")
 
     if addr["kallsyms_addresses"] is not None and addr["kallsyms_offsets"] is None:
-        raw = read(addr["kallsyms_addresses"], count * 8)
-        a = array("Q")
+        raw = read(addr["kallsyms_addresses"], count * psize)
+        a = array("Q" if psize == 8 else "I")
         a.frombytes(raw)
         cands = {"absolute": a.tolist()}
     else:
@@ -427,9 +428,9 @@ def _addresses(read, addr: dict, count: int, vmcoreinfo: dict, names: list[str],
         offs.frombytes(raw)
         base = None
         if addr["kallsyms_relative_base"] is not None:
-            base = int.from_bytes(read(addr["kallsyms_relative_base"], 8), "little")
+            base = int.from_bytes(read(addr["kallsyms_relative_base"], psize), "little")
         cands = {}
-        mask = (1 << 64) - 1
+        mask = (1 << 8 * psize) - 1
 
         def rule(name):
             def f(i):

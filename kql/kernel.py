@@ -188,10 +188,19 @@ class Kernel:
         self.read_s32 = self.memory.read_s32
         self.read_u64 = self.memory.read_u64
         self.read_s64 = self.memory.read_s64
+        self._long4 = self.arch.pointer_size == 4      # 32-bit x86
         self.read_pointer = self.memory.read_pointer
         self.read_cstring = self.memory.read_cstring
         if vmlinux:
             self._open_dwarf()  # refuse a wrong vmlinux at open, not at a first type lookup
+
+    def read_ulong(self, addr: int) -> int:
+        """A C ``unsigned long`` (the pointer's size: 4 bytes on 32-bit x86)."""
+        return self.read_u32(addr) if self._long4 else self.read_u64(addr)
+
+    def read_slong(self, addr: int) -> int:
+        """A C ``long``."""
+        return self.read_s32(addr) if self._long4 else self.read_s64(addr)
 
     def _open_dwarf(self):
         if self._dwarf is None:
@@ -215,9 +224,10 @@ class Kernel:
         from kql.symbols import VmlinuxFile, find_system_map, load_system_map, shifted
         errors = []
         try:
-            table = load_kallsyms(self.read, self.vmcoreinfo, cache=self.disk_cache)
-            # Without CONFIG_KALLSYMS_ALL (Debian's arm64 kernels) kallsyms
-            # lists functions only: variables need System.map or vmlinux.
+            table = load_kallsyms(self.read, self.vmcoreinfo, cache=self.disk_cache,
+                                  pointer_size=self.arch.pointer_size)
+            # Without CONFIG_KALLSYMS_ALL (Debian's arm64 and 686-pae kernels)
+            # kallsyms lists functions only: variables need System.map or vmlinux.
             if table.get("init_task") is not None:
                 return table
             if not (self.system_map_path or self.vmlinux_path):
@@ -227,11 +237,13 @@ class Kernel:
                                 "CONFIG_KALLSYMS_ALL) and no System.map for "
                                 f"{self.vmcoreinfo.get('OSRELEASE', '?')} was found: "
                                 "give --system-map or --vmlinux")
+            errors.append("kallsyms has no variables (CONFIG_KALLSYMS_ALL is off)")
         except KallsymsError as e:
             errors.append(str(e))
         if self.system_map_path:
             table = load_system_map(self.system_map_path)
-            table = shifted(table, self._link_offset(table))
+            table = shifted(table, self._link_offset(table),
+                            getattr(self.arch, "kernel_space_start", None))
             self._check_symbols(table, "System.map")
             return table
         if self.vmlinux_path:
@@ -240,9 +252,21 @@ class Kernel:
                 table = v.symbols()
             finally:
                 v.close()
-            table = shifted(table, self._link_offset(table))
+            table = shifted(table, self._link_offset(table),
+                            getattr(self.arch, "kernel_space_start", None))
             self._check_symbols(table, "vmlinux")
             return table
+        if "SYMBOL(kallsyms_names)" not in self.vmcoreinfo:
+            # before Linux 6.0 VMCOREINFO does not say where kallsyms is: search
+            # the dump (after a given System.map or vmlinux: they cost less)
+            from kql.kallsyms_find import locate_kallsyms
+            try:
+                return locate_kallsyms(self.read, self.vmcoreinfo, self.arch.pointer_size,
+                                       cache=self.disk_cache)
+            except (KallsymsError, FaultError) as e:
+                errors[0] = (f"VMCOREINFO has no kallsyms symbols (Linux < 6.0) and the "
+                             f"dump's own were not found ({e}); give --vmlinux or "
+                             f"--system-map")
         raise DumpError(f"no kernel symbols: {errors[0]}")
 
     def _link_offset(self, table: SymbolTable) -> int:
@@ -354,8 +378,13 @@ class Kernel:
                 sources.append(btf)
                 sources.append(ModuleBtfTypes(self))
             if not sources:
-                raise DumpError("no type information: the dump has no BTF "
-                                "(kernel built without CONFIG_DEBUG_INFO_BTF); give a vmlinux")
+                release = self.vmcoreinfo.get("OSRELEASE", "").strip() or "RELEASE"
+                deb_arch = getattr(self.arch, "debian_arch", None)
+                raise DumpError(
+                    f"no type information: this kernel ({release}, {self.arch.name}) has no "
+                    f"BTF (built without CONFIG_DEBUG_INFO_BTF); give --vmlinux with its debug "
+                    f"vmlinux (Debian: /usr/lib/debug/boot/vmlinux-{release} in package "
+                    f"linux-image-{release}-dbg{':' + deb_arch if deb_arch else ''})")
             self._types = sources[0] if len(sources) == 1 else ChainTypeSource(sources)
         return self._types
 
@@ -494,7 +523,9 @@ class Kernel:
                 offs = [0]
             else:
                 n = self.nr_cpu_ids
-                offs = list(struct.unpack(f"<{n}Q", self.read(sym.address, 8 * n)))
+                psize = self.arch.pointer_size
+                offs = list(struct.unpack(f"<{n}{'I' if psize == 4 else 'Q'}",
+                                          self.read(sym.address, psize * n)))
             self.cache["per_cpu_offsets"] = offs
         if not 0 <= cpu < len(offs):
             raise IndexError(f"CPU {cpu} out of range (nr_cpu_ids {len(offs)})")

@@ -112,6 +112,8 @@ class PageTableLayer(Layer):
         # so the 512 (or 262144) small pages under one leaf need a single walk.
         self._large = [(size, {}) for size in arch.large_page_sizes]
         self._phys_read = phys.read
+        if arch.pointer_size == 4:          # 32-bit kernels (kql/arch/i386.py)
+            self.read_pointer = self.read_u32
 
     def _fill(self, vpage: int) -> int:
         if not 0 <= vpage <= U64_MAX:

@@ -98,7 +98,7 @@ class Object:
         v = self._value
         if v is None:
             if kind == "pointer":
-                return int.from_bytes(self.prog_.read(self.address_, 8), "little")
+                return int.from_bytes(self.prog_.read(self.address_, t.size or 8), "little")
         elif type(v) is int or type(v) is bool:
             return v
         elif not isinstance(v, (bytes, bytearray)):
@@ -430,7 +430,7 @@ def _read_cstring(prog, addr: int, max_size: int) -> bytes:
 def _normalize_value(st: Type, v):
     kind = st.kind
     if kind == "pointer":
-        return int(v) & ((1 << 64) - 1)
+        return int(v) & ((1 << 8 * (st.size or 8)) - 1)
     if kind in ("int", "enum"):
         bits = 8 * (st.size or 8)
         v = int(v) & ((1 << bits) - 1)

@@ -70,16 +70,19 @@ def find_system_map(release: str) -> str | None:
     return None
 
 
-def shifted(table: SymbolTable, offset: int) -> SymbolTable:
+def shifted(table: SymbolTable, offset: int, kernel_start: int | None = None) -> SymbolTable:
     """The table with every address moved by ``offset`` (KASLR), except
     what lies below the kernel text: absolute constants and x86_64's
     zero-based per-CPU symbols.  Absolute symbols in the image (x86_64's
-    init_per_cpu__*, arm64's __kvm_nvhe_* aliases) move with it."""
+    init_per_cpu__*, arm64's __kvm_nvhe_* aliases) move with it.  A table
+    without text symbols moves what is at or above ``kernel_start`` (the
+    start of kernel space; x86_64's by default)."""
     if not offset:
         return table
+    floor = 0xFFFF800000000000 if kernel_start is None else kernel_start
     mask = (1 << 64) - 1
     text = [a for a, k in zip(table.addresses, table.kinds) if k in "tT"]
-    low = min(text) if text else 0xFFFF800000000000
+    low = min(text) if text else floor
     addrs = [a if a < low else (a + offset) & mask for a in table.addresses]
     return SymbolTable(table.names, table.kinds, addrs, source=table.source,
                        module=table.module, sizes=table._sizes)
@@ -143,8 +146,13 @@ class VmlinuxFile:
         symtab = self.elf.get_section_by_name(".symtab")
         if symtab is None:
             raise DumpError(f"{self.path}: no .symtab")
-        if symtab["sh_entsize"] != 24:
-            raise DumpError(f"{self.path}: .symtab entries are not Elf64_Sym")
+        if symtab["sh_entsize"] == 24:
+            entries = struct.iter_unpack("<IBBHQQ", symtab.data())
+        elif symtab["sh_entsize"] == 16:    # Elf32_Sym: value, size, then info, other, shndx
+            entries = ((n, info, other, shndx, value, size) for n, value, size, info, other, shndx
+                       in struct.iter_unpack("<IIIBBH", symtab.data()))
+        else:
+            raise DumpError(f"{self.path}: .symtab entries are neither Elf64_Sym nor Elf32_Sym")
         strtab = self.elf.get_section(symtab["sh_link"]).data()
         letters = {}
         for i, sec in enumerate(self.elf.iter_sections()):
@@ -159,8 +167,7 @@ class VmlinuxFile:
                 letters[i] = "r"
         names, kinds, addrs, sizes = [], [], [], []
         find = strtab.find
-        for st_name, st_info, _other, shndx, value, size in struct.iter_unpack(
-                "<IBBHQQ", symtab.data()):
+        for st_name, st_info, _other, shndx, value, size in entries:
             stype = st_info & 0xF
             bind = st_info >> 4
             if not st_name or stype in (3, 4) or shndx == 0:   # SECTION, FILE, UNDEF

@@ -46,6 +46,29 @@ if [ ${#need_apt[@]} -gt 0 ]; then
         tmux less >/dev/null
 fi
 
+# Debian 11 (bullseye) and bullseye-security, for the 5.10 kernel fixtures (issue 17):
+# the machine's own Debian and Debian-security URIs, in a sources file of their own.
+if ! grep -rqs 'bullseye' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    deb_uri=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    sec_uri=$(awk '/^URIs:/ && $2 ~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    [ -n "$deb_uri" ] || deb_uri=$(awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+    [ -n "$sec_uri" ] || sec_uri=$(awk '$1 == "deb" && $3 == "bookworm-security" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+    [ -n "$deb_uri" ] && [ -n "$sec_uri" ] || { echo "setup: cannot find the machine's Debian mirrors in /etc/apt" >&2; exit 1; }
+    printf 'Types: deb\nURIs: %s\nSuites: bullseye\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb\nURIs: %s\nSuites: bullseye-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        "$deb_uri" "$sec_uri" > /etc/apt/sources.list.d/kql-bullseye.sources
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+fi
+
+# 32-bit x86 guests (issue 17): i386 packages (the 686-pae kernel and its -dbg,
+# busybox-static:i386 are downloaded by build.py) and gcc -m32 for the scenario.
+if ! dpkg --print-foreign-architectures | grep -qx i386; then
+    dpkg --add-architecture i386
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+fi
+# gcc-12-multilib, not gcc-multilib: that metapackage conflicts with the arm64 cross gcc
+dpkg -s gcc-12-multilib >/dev/null 2>&1 || \
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq gcc-12-multilib >/dev/null
+
 # the other guest architectures' tools (cross compilers, their QEMUs, apt architectures)
 bash tests/setup-arm64.sh
 

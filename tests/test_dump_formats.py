@@ -697,7 +697,7 @@ def test_elf_errors(tmp_path):
     p = _write(tmp_path, "riscv", build_elf(_elf_segments(), machine=243))
     with pytest.raises(DumpError) as e:
         open_dump(p)
-    assert str(e.value) == f"{p}: unsupported ELF machine EM_RISCV: kql reads x86_64 and arm64 vmcores only"
+    assert str(e.value) == f"{p}: unsupported ELF machine EM_RISCV: kql reads x86_64, arm64 and i386 vmcores only"
     full = build_elf(_elf_segments())
     p = _write(tmp_path, "cutph", full[:100])
     with pytest.raises(DumpError) as e:

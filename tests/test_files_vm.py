@@ -195,12 +195,12 @@ def test_mounts_match_proc_mounts(name, kind):
 
 # -- vmas ----------------------------------------------------------------------------------------
 
-def maps_line(r) -> str:
+def maps_line(r, pointer_size: int = 8) -> str:
     """A /proc/PID/maps line from vmas columns (fs/proc/task_mmu.c: the
-    header padded to 72 characters before a name)."""
+    header padded to 25 + 6 * sizeof(void *) - 1 characters before a name)."""
     head = "%08x-%08x %s %08x %s %d " % (r["start"], r["end"], r["flags"], r["offset"],
                                         r["dev"], r["ino"])
-    return head.ljust(72) + " " + r["path"] if r["path"] else head
+    return head.ljust(24 + 6 * pointer_size) + " " + r["path"] if r["path"] else head
 
 
 def check_vmas(name: str, k: Kernel) -> tuple[int, int]:
@@ -225,12 +225,12 @@ def check_vmas(name: str, k: Kernel) -> tuple[int, int]:
             complete = [r for r in have if all(r[c] is not None for c in cols)]
             it = iter(want)
             for r in complete:
-                line = maps_line(r)
+                line = maps_line(r, k.arch.pointer_size)
                 assert any(line == x for x in it), f"{name} pid {pid}: {line!r} not in order"
             ok += len(complete)
             missing += len(want) - len(complete)
             continue
-        assert [maps_line(r) for r in have] == want, f"{name} pid {pid}"
+        assert [maps_line(r, k.arch.pointer_size) for r in have] == want, f"{name} pid {pid}"
         ok += len(want)
     for pid in got:
         assert _late(truth, pid), f"pid {pid} has mappings but is not in the truth"

@@ -176,12 +176,20 @@ def test_threads_and_processes(kernel):
                    for t in threads)
 
 
+def _vma_span(v):
+    return v.vm_start.value_(), v.vm_end.value_()
+
+
 @pytest.mark.fixtures
-def test_vmas_from_maple_tree(kernel):
+def test_vmas_from_maple_tree_or_list_and_rbtree(kernel):
+    """/proc/<pid>/maps from the maple tree (6.1+), or before it from both the
+    mm->mmap list and the mm->mm_rb tree (each must give every VMA)."""
     fx, k = kernel
     truth = fx.truth
     n = 0
     ex = Excluded(fx)
+    maple = k.types.find_type("struct mm_struct").has_member("mm_mt")
+    assert maple == (not fx.release.startswith("5.10"))
     for pid, proc in truth["processes"].items():
         if int(pid) in _skip(truth) or not proc.get("maps"):
             continue
@@ -189,11 +197,22 @@ def test_vmas_from_maple_tree(kernel):
         vmas = None
         with ex:
             mm = task.mm
-            # Since Linux 6.1 (commit 524e00b36e8c "mm: remove rb tree.") VMAs are
-            # only in the maple tree mm->mm_mt.
-            vmas = [(v.vm_start.value_(), v.vm_end.value_())
-                    for _, _, v in mt_for_each_entry(mm.mm_mt.address_of_(),
-                                                     "struct vm_area_struct")]
+            if maple:
+                # Since Linux 6.1 (commit 524e00b36e8c "mm: remove rb tree.") VMAs
+                # are only in the maple tree mm->mm_mt.
+                vmas = [_vma_span(v) for _, _, v in mt_for_each_entry(
+                    mm.mm_mt.address_of_(), "struct vm_area_struct")]
+            else:
+                listed, v = [], mm.mmap
+                while v.value_() and len(listed) < 100_000:
+                    listed.append(_vma_span(v))
+                    v = v.vm_next
+                tree = [_vma_span(Object(k, "struct vm_area_struct",
+                                         node.value_() - k.types.find_type(
+                                             "struct vm_area_struct").offsetof("vm_rb")))
+                        for node in rbtree_inorder_for_each(mm.mm_rb.address_of_())]
+                assert tree == listed, pid
+                vmas = listed
             if ex.filtered and k.warnings:
                 vmas = None     # part of the tree sat on a filtered page
                 k.warnings.clear()
@@ -274,6 +293,7 @@ def test_rbtree_inorder_agrees_with_rb_next(kernel):
 
 class _Mem:
     BASE = 0x1000
+    from kql.arch.x86_64 import ARCH as arch    # word size of the walks
 
     def __init__(self, size):
         self.mem = bytearray(size)

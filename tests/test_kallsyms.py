@@ -150,6 +150,8 @@ def test_dump_kallsyms_match_system_map(dump_kernel):
     assert len(table) > 50000
     bad = []
     for name, addr, kind in zip(table.names, table.addresses, table.kinds):
+        if name.startswith(".L"):
+            continue   # 5.10's kallsyms keeps .LC* labels that scripts/mksysmap drops
         want = expected.get(name, set())
         if addr - off not in want and addr not in want:
             bad.append((name, hex(addr), kind))
@@ -193,9 +195,14 @@ def test_system_map_fallback_without_kallsyms_keys(dump_kernel):
     dump2 = open_dump(fx.dump())
     for key in [key for key in dump2.vmcoreinfo if key.startswith("SYMBOL(kallsyms_")]:
         del dump2.vmcoreinfo[key]
+    del dump2.vmcoreinfo["SYMBOL(_stext)"]     # nothing to search kallsyms from
     from kql.errors import DumpError
-    with pytest.raises(DumpError, match="System.map"):
-        Kernel(dump2).symbols
+    with pytest.raises(DumpError) as e:
+        Kernel(dump2, cache_dir=False).symbols
+    assert str(e.value) == (
+        "no kernel symbols: VMCOREINFO has no kallsyms symbols (Linux < 6.0) and the dump's "
+        "own were not found (VMCOREINFO has neither kallsyms symbols nor SYMBOL(_stext) to "
+        "search from); give --vmlinux or --system-map")
     dump2.close()
 
 

@@ -406,8 +406,8 @@ def test_arch_selection():
     assert get_arch("aarch64") is get_arch("arm64") is ARM64
     with pytest.raises(DumpError) as e:
         get_arch("riscv64")
-    assert str(e.value) == ("unsupported architecture 'riscv64': kql reads x86_64 and arm64 "
-                            "dumps only")
+    assert str(e.value) == ("unsupported architecture 'riscv64': kql reads x86_64, arm64 and "
+                            "i386 dumps only")
     # arm64: QEMU's kdump says "Unknown"; its VMCOREINFO and NT_PRSTATUS size tell
     assert detect_machine("Unknown", [], {"NUMBER(kimage_voffset)": "0xffff8000"}) == "arm64"
     assert detect_machine("Unknown", [Note("CORE", 1, bytes(392))], {}) == "arm64"
@@ -479,6 +479,10 @@ def test_real_init_uts_ns_through_page_tables(name, kind):
         assert dump.release == fx.truth["release"]
         kv = _kernel_virtual(dump)
         uts = int(dump.vmcoreinfo["SYMBOL(init_uts_ns)"], 16)
+        if kv.read(uts, 6) != b"Linux\0":
+            # before Linux 5.11 (commit 9a56493f6942 "uts: Use generic
+            # ns_common::count") a struct kref came first
+            uts += 4
         assert kv.read(uts, 6) == b"Linux\0"
         assert kv.read_cstring(uts + UTS_RELEASE, 65).decode() == fx.truth["release"]
         version = kv.read_cstring(uts + UTS_VERSION, 65).decode()

@@ -154,6 +154,10 @@ def test_tasks_match_proc(name, kind):
         for col, key in (("rss_bytes", "VmRSS"), ("vsz_bytes", "VmSize")):
             if key in st:
                 expect[col] = int(st[key].split()[0]) * 1024
+        if pid in printer_parents:
+            # it ran on after the print (reaped the printer): its cached RSS
+            # deltas reached mm->rss_stat since (seen on the i386 fixture)
+            expect.pop("rss_bytes", None)
         stat = proc_stat_fields(fx, pid)
         if stat is not None:
             # fields 40 rt_priority, 41 policy
@@ -166,6 +170,10 @@ def test_tasks_match_proc(name, kind):
             # parents of the printer, which reaped it and went on (pid 1).
             if not t["is_kthread"] and pid not in printer_parents:
                 expect["cpu"] = int(stat[36])
+        if t["is_kthread"] and t["state"] == 0:
+            # a kernel thread that was running when /proc was read (rcu_sched
+            # on its timer, seen on 5.10-panic) has gone back to sleep since
+            del expect["state"]
         got = dict(r)
         # /proc starttime is in USER_HZ (100) ticks of start_boottime.
         if got["start_time_ns"] is not None:

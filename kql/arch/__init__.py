@@ -11,7 +11,8 @@ from kql.errors import DumpError
 
 # Names a dump may state: utsname.machine, pyelftools' e_machine name.
 _ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "x86-64": "x86_64", "em_x86_64": "x86_64",
-            "aarch64": "arm64", "arm64": "arm64", "em_aarch64": "arm64"}
+            "aarch64": "arm64", "arm64": "arm64", "em_aarch64": "arm64",
+            "i386": "i386", "i686": "i386", "em_386": "i386"}
 
 
 def get_arch(machine: str):
@@ -23,8 +24,11 @@ def get_arch(machine: str):
     if key == "arm64":
         from kql.arch.arm64 import ARCH
         return ARCH
-    raise DumpError(f"unsupported architecture {machine!r}: kql reads x86_64 and arm64 "
-                    f"dumps only")
+    if key == "i386":
+        from kql.arch.i386 import ARCH
+        return ARCH
+    raise DumpError(f"unsupported architecture {machine!r}: kql reads x86_64, arm64 and "
+                    f"i386 dumps only")
 
 
 def detect_machine(stated: str | None, notes=(), vmcoreinfo: dict | None = None) -> str | None:
@@ -41,6 +45,8 @@ def detect_machine(stated: str | None, notes=(), vmcoreinfo: dict | None = None)
     # arm64-only (arch/arm64/kernel/crash_core.c)
     if "NUMBER(kimage_voffset)" in vmcoreinfo:
         return "arm64"
+    if "CONFIG_X86_PAE" in vmcoreinfo:       # arch/x86/kernel/machine_kexec_32.c
+        return "i386"
     from kql.arch.arm64 import PRSTATUS_SIZE as ARM64_PRSTATUS_SIZE
     from kql.arch.x86_64 import PRSTATUS_SIZE
     sizes = {PRSTATUS_SIZE: "x86_64", ARM64_PRSTATUS_SIZE: "arm64"}

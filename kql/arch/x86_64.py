@@ -146,10 +146,7 @@ class X86_64:
     def walk_leaf(self, phys, root: int, va: int, fmt: PageTableFormat,
                   space: str = "virtual") -> tuple[int, int]:
         """Like :meth:`walk`, also returning the size of the leaf (4K, 2M or 1G)."""
-        top = va >> (fmt.va_bits - 1)
-        if top != 0 and top != (1 << (65 - fmt.va_bits)) - 1:
-            raise FaultError(va, f"cannot read {space} address {va:#x}: not canonical "
-                                 f"for {fmt.va_bits}-bit virtual addresses")
+        self.check_address(va, fmt, space)
         mask = fmt.addr_mask
         table = root
         read = phys.read
@@ -163,6 +160,13 @@ class X86_64:
                 return (entry & mask & ~size_mask) | (va & size_mask), size_mask + 1
             table = entry & mask
         return table | (va & (PAGE_SIZE - 1)), PAGE_SIZE
+
+    def check_address(self, va: int, fmt: PageTableFormat, space: str) -> None:
+        """FaultError unless ``va`` is canonical for the format's address width."""
+        top = va >> (fmt.va_bits - 1)
+        if top != 0 and top != (1 << (65 - fmt.va_bits)) - 1:
+            raise FaultError(va, f"cannot read {space} address {va:#x}: not canonical "
+                                 f"for {fmt.va_bits}-bit virtual addresses")
 
     # -- VMCOREINFO ----------------------------------------------------------------
     def pgtable_levels(self, vmcoreinfo: dict[str, str]) -> int:
@@ -257,13 +261,14 @@ class X86_64:
                 t.offsetof("thread") + ts.offsetof("sp"), f.offsetof("bp"),
                 f.offsetof("ret_addr"), f.size, rf.address if rf is not None else None)
         thread_sp, frame_bp, frame_ret, frame_size, ret_from_fork = lay
-        sp = prog.read_u64(task + thread_sp)
+        sp = prog.read_ulong(task + thread_sp)
         if not bounds[0] <= sp < bounds[1]:
             raise ValueError(f"task {task:#x}: thread.sp {sp:#x} is outside its "
                              f"stack {bounds[0]:#x}-{bounds[1]:#x}")
         frame = prog.read(sp, frame_size)
-        bp = int.from_bytes(frame[frame_bp:frame_bp + 8], "little")
-        ip = int.from_bytes(frame[frame_ret:frame_ret + 8], "little")
+        word = self.pointer_size        # the same frame on 32-bit x86 (I386 below)
+        bp = int.from_bytes(frame[frame_bp:frame_bp + word], "little")
+        ip = int.from_bytes(frame[frame_ret:frame_ret + word], "little")
         return ip, sp + frame_size, bp, None, ip == ret_from_fork
 
     def get_unwinder(self, prog):

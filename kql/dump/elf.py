@@ -27,6 +27,10 @@ _PHDR = struct.Struct("<IIQQQQQQ")    # type, flags, offset, vaddr, paddr, files
 # Elf64_Ehdr after e_ident: type, machine, version, entry, phoff, shoff, flags,
 # ehsize, phentsize, phnum, shentsize, shnum, shstrndx
 _EHDR = struct.Struct("<HHIQQQIHHHHHH")
+# ELF32 (32-bit x86 vmcores): the same fields with 4-byte addresses; a program
+# header puts p_flags after p_memsz
+_EHDR32 = struct.Struct("<HHIIIIIHHHHHH")
+_PHDR32 = struct.Struct("<IIIIIIII")  # type, offset, vaddr, paddr, filesz, memsz, flags, align
 _ET_NAMES = {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"}
 EM_X86_64 = 62
 PN_XNUM = 0xFFFF
@@ -126,18 +130,22 @@ def open_elf(path: str, mfile: MappedFile, *, zero_excluded: bool = False) -> Du
     buf = mfile.buffer
     if mfile.size < 64:
         raise DumpError(f"{path}: truncated ELF file: header needs 64 bytes, file has {mfile.size}")
-    if buf[4] != 2:
-        raise DumpError(f"{path}: 32-bit ELF file; kql reads 64-bit (x86_64) vmcores only")
+    if buf[4] not in (1, 2):
+        raise DumpError(f"{path}: ELF class {buf[4]} is neither 32- nor 64-bit")
     if buf[5] != 1:
-        raise DumpError(f"{path}: big-endian ELF file; kql reads x86_64 vmcores only")
+        raise DumpError(f"{path}: big-endian ELF file; kql reads little-endian (x86_64, arm64, i386) vmcores only")
+    elf32 = buf[4] == 1
+    ehdr, phdr = (_EHDR32, _PHDR32) if elf32 else (_EHDR, _PHDR)
     (e_type, e_machine, _version, _entry, e_phoff, e_shoff, _flags, _ehsize, e_phentsize,
-     e_phnum, _shentsize, _shnum, _shstrndx) = _EHDR.unpack_from(buf, 16)
+     e_phnum, _shentsize, _shnum, _shstrndx) = ehdr.unpack_from(buf, 16)
     phnum = e_phnum
     if e_phnum == PN_XNUM:
-        if e_shoff + 64 > mfile.size:
+        shdr_size = 40 if elf32 else 64
+        if e_shoff + shdr_size > mfile.size:
             raise DumpError(f"{path}: truncated ELF core: e_phnum is 0xffff but section 0 "
                             f"(at offset {e_shoff}) is missing")
-        phnum = struct.unpack_from("<I", buf, e_shoff + 44)[0]   # section 0's sh_info
+        # section 0's sh_info
+        phnum = struct.unpack_from("<I", buf, e_shoff + (28 if elf32 else 44))[0]
     e_type = _ET_NAMES.get(e_type, e_type)
     e_machine = "EM_X86_64" if e_machine == EM_X86_64 else _machine_name(e_machine)
     if e_type != "ET_CORE":
@@ -146,11 +154,11 @@ def open_elf(path: str, mfile: MappedFile, *, zero_excluded: bool = False) -> Du
     machine = detect_machine(e_machine)
     if machine is None:
         raise DumpError(f"{path}: unsupported ELF machine {e_machine}: "
-                        f"kql reads x86_64 and arm64 vmcores only")
-    if e_phentsize != _PHDR.size:
+                        f"kql reads x86_64, arm64 and i386 vmcores only")
+    if e_phentsize != phdr.size:
         raise DumpError(f"{path}: ELF program headers are {e_phentsize} bytes, "
-                        f"expected {_PHDR.size}")
-    table_end = e_phoff + phnum * _PHDR.size
+                        f"expected {phdr.size}")
+    table_end = e_phoff + phnum * phdr.size
     if table_end > mfile.size:
         raise DumpError(f"{path}: truncated ELF core: {phnum} program headers need bytes "
                         f"{e_phoff}..{table_end}, file has {mfile.size}")
@@ -159,8 +167,10 @@ def open_elf(path: str, mfile: MappedFile, *, zero_excluded: bool = False) -> Du
     notes = []
     loads = []
     deltas: Counter[int] = Counter()
-    for p_type, _flags, offset, vaddr, paddr, filesz, memsz, _align in _PHDR.iter_unpack(
-            buf[e_phoff:table_end]):
+    headers = phdr.iter_unpack(buf[e_phoff:table_end])
+    if elf32:
+        headers = ((t, fl, o, v, p, fs, ms, al) for t, o, v, p, fs, ms, fl, al in headers)
+    for p_type, _flags, offset, vaddr, paddr, filesz, memsz, _align in headers:
         if p_type == PT_NOTE:
             if offset + filesz > mfile.size:
                 raise DumpError(f"{path}: truncated ELF core: PT_NOTE needs bytes "

@@ -237,7 +237,7 @@ def dentry_path(dentry: Object, vfsmnt: Object) -> bytes:
 
 # d_op->d_dname functions: name -> formatter(prog, dentry address, layout)
 def _ino(prog, dentry: int, lay: dict) -> int:
-    return prog.read_u64(prog.read_pointer(dentry + lay["d_inode"]) + lay["i_ino"])
+    return prog.read_ulong(prog.read_pointer(dentry + lay["d_inode"]) + lay["i_ino"])
 
 
 def _ns_dname(prog, dentry: int, lay: dict) -> bytes:
@@ -457,16 +457,6 @@ def mount_options(mnt: Object) -> str:
 
 # -- per-filesystem show_options --------------------------------------------------------
 
-def _totalram_pages(prog) -> int:
-    # Since Linux 5.0 (commit ca79b0c211af "mm: convert totalram_pages and
-    # totalhigh_pages variables to atomic") the counter is _totalram_pages.
-    for name in ("_totalram_pages", "totalram_pages"):
-        sym = prog.symbols.get(name)
-        if sym is not None:
-            return prog.read_u64(sym.address)
-    raise LookupError("no totalram_pages symbol")
-
-
 def _page_shift(prog) -> int:
     return int(prog.vmcoreinfo.get("PAGESIZE", "4096")).bit_length() - 1
 
@@ -480,14 +470,16 @@ def _shmem_show_options(sb: Object) -> str:
     """mm/shmem.c shmem_show_options()."""
     prog = sb.prog_
     info = Object(prog, "struct shmem_sb_info", sb.s_fs_info.value_()).read_()
-    nr_pages = _totalram_pages(prog)      # no highmem on 64-bit
+    from kql.helpers.mmstat import totalhigh_pages, totalram_pages
+    nr_pages = totalram_pages(prog)
     out = []
     max_blocks = info.max_blocks.value_()
     # shmem_default_max_blocks() is totalram_pages() / 2 *now*: a mount made
     # before boot freed init memory shows its size.
     if max_blocks != nr_pages // 2:
         out.append(",size=%dk" % (max_blocks << (_page_shift(prog) - 10)))
-    if info.max_inodes.value_() != nr_pages // 2:
+    # shmem_default_max_inodes(): min(totalram - totalhigh, totalram / 2)
+    if info.max_inodes.value_() != min(nr_pages - totalhigh_pages(prog), nr_pages // 2):
         out.append(",nr_inodes=%d" % info.max_inodes.value_())
     mode = info.mode.value_()
     if mode != 0o1777:
@@ -597,13 +589,14 @@ def for_each_file(task: Object) -> Iterator[tuple[int, Object]]:
     for base in range(0, max_fds, chunk):
         n = min(chunk, max_fds - base)
         try:
-            raw = prog.read(fd_array + 8 * base, 8 * n)
+            psize = prog.arch.pointer_size
+            raw = prog.read(fd_array + psize * base, psize * n)
         except FaultError as e:
             walk_warn(prog, f"for_each_file: fd array of task {task.value_():#x} "
                             f"unreadable at fd {base}: {e}")
             return
         for i in range(n):
-            f = int.from_bytes(raw[8 * i:8 * i + 8], "little")
+            f = int.from_bytes(raw[psize * i:psize * (i + 1)], "little")
             if f:
                 yield base + i, _ptr(prog, pt, f)
 

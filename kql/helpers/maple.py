@@ -19,7 +19,6 @@ from kql.types import Type, pointer_to
 
 __all__ = ["mt_for_each", "mtree_load", "mt_for_each_entry"]
 
-_ULONG_MAX = (1 << 64) - 1
 _MAPLE_NODE_MASK = 0xFF
 _TYPE_SHIFT, _TYPE_MASK = 3, 0xF
 
@@ -43,7 +42,7 @@ def _layout(prog) -> dict:
             lay[key] = (t.offsetof("pivot"), piv.length, t.offsetof("slot"), slot.length)
         slot = node.member("slot")[0].type.strip_typedefs()
         lay["dense_slots"] = (node.offsetof("slot"), slot.length)
-        lay["max"] = _ULONG_MAX
+        lay["max"] = (1 << 8 * prog.arch.pointer_size) - 1     # ULONG_MAX
         prog.cache["maple_layout"] = lay
     return lay
 
@@ -64,11 +63,12 @@ def _walk(prog, enode: int, lo: int, hi: int, seen: set, depth: int, what: str
         walk_warn(prog, f"{what}: maple tree deeper than 32 levels at {node:#x}")
         return
     seen.add(node)
+    w = prog.arch.pointer_size      # pivots and slots are unsigned longs and pointers
     if ntype == lay["dense"]:
         off, n = lay["dense_slots"]
-        raw = prog.read(node + off, 8 * n)
+        raw = prog.read(node + off, w * n)
         for i in range(n):
-            e = int.from_bytes(raw[8 * i:8 * i + 8], "little")
+            e = int.from_bytes(raw[w * i:w * (i + 1)], "little")
             if e and lo + i <= hi and not (e & 3) == 2:
                 yield lo + i, lo + i, e
         return
@@ -80,18 +80,18 @@ def _walk(prog, enode: int, lo: int, hi: int, seen: set, depth: int, what: str
         walk_warn(prog, f"{what}: maple node {node:#x} has unknown type {ntype}")
         return
     leaf = ntype == lay["leaf_64"]
-    pivots = prog.read(node + piv_off, 8 * npiv)
-    slots = prog.read(node + slot_off, 8 * nslots)
+    pivots = prog.read(node + piv_off, w * npiv)
+    slots = prog.read(node + slot_off, w * nslots)
     start = lo
     for i in range(nslots):
-        pivot = int.from_bytes(pivots[8 * i:8 * i + 8], "little") if i < npiv else hi
+        pivot = int.from_bytes(pivots[w * i:w * (i + 1)], "little") if i < npiv else hi
         if i and not pivot:
             break
         if pivot > hi or pivot < start:
             pivot = hi if i >= npiv else pivot
             if pivot < start:
                 break
-        e = int.from_bytes(slots[8 * i:8 * i + 8], "little")
+        e = int.from_bytes(slots[w * i:w * (i + 1)], "little")
         if e:
             if leaf:
                 if (e & 3) != 2:        # skip XA_ZERO_ENTRY and other internal entries

@@ -232,7 +232,7 @@ def vma_maps_line(vma: Object, mm: Object | None = None) -> str:
     if not name:
         return head
     # seq_setwidth(m, 25 + sizeof(void *) * 6 - 1) then seq_pad(m, ' ')
-    return head.ljust(72) + " " + name
+    return head.ljust(24 + vma.prog_.arch.pointer_size * 6) + " " + name
 
 
 # -- user memory -----------------------------------------------------------------------------

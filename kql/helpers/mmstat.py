@@ -48,12 +48,12 @@ def _ulong(prog, name: str, default: int | None = 0) -> int | None:
     sym = prog.symbols.get(name)
     if sym is None:
         return default
-    return prog.read_u64(sym.address)
+    return prog.read_ulong(sym.address)
 
 
 def _slong(prog, name: str) -> int:
     sym = prog.symbols.get(name)
-    return prog.read_s64(sym.address) if sym is not None else 0
+    return prog.read_slong(sym.address) if sym is not None else 0
 
 
 def nr_node_ids(prog) -> int:
@@ -106,7 +106,7 @@ def _global_state(prog, kind: str, item: str, exact: bool) -> int:
     sym = prog.symbols.get(f"vm_{kind}_stat")
     if sym is None:
         raise LookupError(f"no symbol vm_{kind}_stat")
-    value = prog.read_s64(sym.address + 8 * idx)
+    value = prog.read_slong(sym.address + prog.arch.pointer_size * idx)
     if exact:
         value += _deltas(prog, kind)[idx]
     # include/linux/vmstat.h: CONFIG_SMP clamps transient negatives to 0
@@ -125,8 +125,16 @@ def _deltas(prog, kind: str) -> list[int]:
         member, field = "per_cpu_nodestats", "vm_node_stat_diff"
         owners = list(for_each_online_pgdat(prog))
     else:
-        pct = prog.types.find_type("struct per_cpu_zonestat")
-        member, field = "per_cpu_zonestats", "vm_stat_diff"
+        # Since Linux 5.14 (commit 28f836b6777b "mm/page_alloc: split per cpu
+        # page lists and zone stats") the zone deltas have a per-CPU struct of
+        # their own; before, they sit in zone->pageset.
+        try:
+            pct = prog.types.find_type("struct per_cpu_zonestat")
+            member = "per_cpu_zonestats"
+        except LookupError:
+            pct = prog.types.find_type("struct per_cpu_pageset")
+            member = "pageset"
+        field = "vm_stat_diff"
         owners = list(for_each_zone(prog))
     m, off = pct.member(field)
     n = m.type.strip_typedefs().length
@@ -185,8 +193,29 @@ def totalram_pages(prog) -> int:
     for name in ("_totalram_pages", "totalram_pages"):
         sym = prog.symbols.get(name)
         if sym is not None:
-            return prog.read_u64(sym.address)
+            return prog.read_ulong(sym.address)
     raise LookupError("no totalram_pages symbol")
+
+
+def totalhigh_pages(prog) -> int:
+    """``totalhigh_pages()``: highmem pages (32-bit CONFIG_HIGHMEM; else 0)."""
+    sym = prog.symbols.get("_totalhigh_pages")
+    return prog.read_ulong(sym.address) if sym is not None else 0
+
+
+def nr_free_highpages(prog) -> int:
+    """``nr_free_highpages()``: free pages of the populated highmem zones."""
+    zone_t = prog.types.find_type("struct zone")
+    highmem = enum_items(prog, "enum zone_type").get("ZONE_HIGHMEM")
+    idx = enum_items(prog, "enum zone_stat_item")["NR_FREE_PAGES"]
+    total = 0
+    for pgdat in for_each_online_pgdat(prog):
+        zones = pgdat.node_zones
+        for i in range(len(zones)):
+            z = zones[i]
+            if i == highmem and z.present_pages.value_():
+                total += max(z.vm_stat[idx].counter.value_(), 0)
+    return total
 
 
 def totalreserve_pages(prog) -> int:
@@ -229,7 +258,20 @@ def total_swapcache_pages(prog) -> int:
     # address spaces, which kql does not do.
     if "NR_SWAPCACHE" in enum_items(prog, "enum node_stat_item"):
         return global_node_page_state(prog, "NR_SWAPCACHE")
-    raise LookupError("total_swapcache_pages: this kernel has no NR_SWAPCACHE counter")
+    # before it: every swap file's address spaces, swapper_spaces[type][0..n)
+    spaces, counts = prog.symbols.get("swapper_spaces"), prog.symbols.get("nr_swapper_spaces")
+    if spaces is None or counts is None:
+        raise LookupError("total_swapcache_pages: this kernel has no NR_SWAPCACHE counter "
+                          "nor swapper_spaces")
+    asp = prog.types.find_type("struct address_space")
+    total = 0
+    nr = prog.read_u32(prog.symbols.lookup("nr_swapfiles").address)
+    for i in range(min(nr, 64)):
+        base = prog.read_pointer(spaces.address + prog.arch.pointer_size * i)
+        n = prog.read_u32(counts.address + 4 * i)
+        for j in range(min(n, 1 << 20) if base else 0):
+            total += Object(prog, asp, base + j * asp.size).nrpages.value_()
+    return total
 
 
 def _low_wmark_total(prog) -> int:
@@ -240,9 +282,9 @@ def _low_wmark_total(prog) -> int:
     total = 0
     for z in for_each_zone(prog):
         a = z.value_()
-        total += prog.read_u64(a + wm_off + 8 * low)
+        total += prog.read_ulong(a + wm_off + prog.arch.pointer_size * low)
         if boost_off is not None:
-            total += prog.read_u64(a + boost_off)
+            total += prog.read_ulong(a + boost_off)
     return total
 
 
@@ -301,7 +343,7 @@ def _vmalloc_used_pages(prog) -> int:
     sym = prog.symbols.get("nr_vmalloc_pages")
     if sym is None:
         raise LookupError("no nr_vmalloc_pages (kernel before 5.13)")
-    return prog.read_s64(sym.address)
+    return prog.read_slong(sym.address)
 
 
 def _percpu_pages(prog) -> int:
@@ -315,7 +357,8 @@ def _direct_map(prog) -> list[tuple[str, int, str]]:
     if sym is None:
         return []
     lv = enum_items(prog, "enum pg_level")
-    counts = [prog.read_u64(sym.address + 8 * i) for i in range(lv.get("PG_LEVEL_1G", 3) + 1)]
+    w = prog.arch.pointer_size
+    counts = [prog.read_ulong(sym.address + w * i) for i in range(lv.get("PG_LEVEL_1G", 3) + 1)]
     out = [("DirectMap4k", counts[lv.get("PG_LEVEL_4K", 1)] << 2, "kB"),
            ("DirectMap2M", counts[lv.get("PG_LEVEL_2M", 2)] << 11, "kB")]
     gb = prog.symbols.get("direct_gbpages")
@@ -383,9 +426,23 @@ def meminfo(prog) -> list[tuple[str, int | None, str]]:
     kb("Inactive(file)", lru["NR_INACTIVE_FILE"])
     kb("Unevictable", lru["NR_UNEVICTABLE"])
     kb("Mlocked", zone("NR_MLOCK"))
+    if has("_totalhigh_pages"):           # CONFIG_HIGHMEM (32-bit)
+        high = get("totalhigh_pages", totalhigh_pages, prog)
+        high_free = get("nr_free_highpages", nr_free_highpages, prog)
+        total = get("totalram_pages", totalram_pages, prog)
+        free = zone("NR_FREE_PAGES")
+        kb("HighTotal", high)
+        kb("HighFree", high_free)
+        kb("LowTotal", None if None in (total, high) else total - high)
+        kb("LowFree", None if None in (free, high_free) else free - high_free)
     # mm/swapfile.c si_swapinfo() (nr_to_be_unused only during swapoff: ignored)
     kb("SwapTotal", get("total_swap_pages", _slong, prog, "total_swap_pages"))
     kb("SwapFree", get("nr_swap_pages", _slong, prog, "nr_swap_pages"))
+    if has("zswap_pool_total_size"):      # CONFIG_ZSWAP
+        out.append(("Zswap", get("zswap_pool_total_size", lambda: prog.read_u64(
+            prog.symbols.lookup("zswap_pool_total_size").address) >> 10), "kB"))
+        kb("Zswapped", get("zswap_stored_pages", lambda: prog.read_s32(
+            prog.symbols.lookup("zswap_stored_pages").address)))
     kb("Dirty", node("NR_FILE_DIRTY"))
     kb("Writeback", node("NR_WRITEBACK"))
     kb("AnonPages", node("NR_ANON_MAPPED"))
@@ -396,7 +453,10 @@ def meminfo(prog) -> list[tuple[str, int | None, str]]:
     kb("SReclaimable", srecl)
     kb("SUnreclaim", sunrecl)
     out.append(("KernelStack", node("NR_KERNEL_STACK_KB"), "kB"))
-    kb("PageTables", node("NR_PAGETABLE"))
+    # Since Linux 5.11 (commit f0c0c115fb81 "mm: memcontrol: account pagetables
+    # per node") NR_PAGETABLE is a node counter; a zone counter before.
+    kb("PageTables", node("NR_PAGETABLE") if "NR_PAGETABLE" in node_items
+       else zone("NR_PAGETABLE"))
     # Since Linux 6.0 (commit ebc97a52b5d6 "mm: add NR_SECONDARY_PAGETABLE")
     if "NR_SECONDARY_PAGETABLE" in node_items:
         kb("SecPageTables", node("NR_SECONDARY_PAGETABLE"))

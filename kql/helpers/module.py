@@ -154,6 +154,7 @@ def module_taint(mod: Object) -> str:
 
 
 _ELF64_SYM = struct.Struct("<IBBHQQ")   # st_name, st_info, st_other, st_shndx, st_value, st_size
+_ELF32_SYM = struct.Struct("<IIIBBH")   # st_name, st_value, st_size, st_info, st_other, st_shndx
 
 
 def module_symbols(mod: Object) -> Iterator[tuple[str, int, int, str]]:
@@ -172,13 +173,18 @@ def module_symbols(mod: Object) -> Iterator[tuple[str, int, int, str]]:
         return
     symtab = ks.symtab.value_()
     strtab = ks.strtab.value_()
-    raw = prog.read(symtab, n * _ELF64_SYM.size)
+    if prog.arch.pointer_size == 4:       # Elf32_Sym: st_value, st_size before st_info
+        sym_struct, order = _ELF32_SYM, (0, 3, 4, 5, 1, 2)
+    else:
+        sym_struct, order = _ELF64_SYM, (0, 1, 2, 3, 4, 5)
+    raw = prog.read(symtab, n * sym_struct.size)
     # Kernels with mod_kallsyms.typetab keep the nm letters there (filled in
     # by add_kallsyms()); without it there is no letter to report.
     typetab = ks.typetab.value_() if ks.has_member_("typetab") else 0
     types = prog.read(typetab, n) if typetab else None
     for i in range(n):
-        st_name, st_info, _other, shndx, value, size = _ELF64_SYM.unpack_from(raw, i * 24)
+        fields = sym_struct.unpack_from(raw, i * sym_struct.size)
+        st_name, st_info, _other, shndx, value, size = (fields[j] for j in order)
         if i == 0 or not st_name:
             continue
         name = prog.read_cstring(strtab + st_name, 512).decode(errors="replace")

@@ -149,16 +149,18 @@ def _chains(prog, base: int, count: int, stride: int, what: str) -> Iterator[int
     bytes apart, the head pointer at the start of each), read in large chunks;
     empty buckets (NULL, or an odd hlist_nulls marker) are skipped."""
     step = max(1, (1 << 20) // stride)
+    word = prog.arch.pointer_size
+    head = struct.Struct("<Q" if word == 8 else "<I")
     for start in range(0, count, step):
         n = min(step, count - start)
         try:
-            raw = prog.read(base + start * stride, (n - 1) * stride + 8)
+            raw = prog.read(base + start * stride, (n - 1) * stride + word)
         except FaultError as e:
             walk_warn(prog, f"{what}: buckets {start}..{start + n - 1} at {base:#x} "
                             f"unreadable: {e}")
             continue
         for i in range(n):
-            (first,) = struct.unpack_from("<Q", raw, i * stride)
+            (first,) = head.unpack_from(raw, i * stride)
             if first and not first & 1:
                 yield first
 
@@ -512,7 +514,7 @@ def socket_ino(prog, sock: int) -> int:
         off = prog.cache["socket_alloc_ino"] = (
             sa.offsetof("vfs_inode") - sa.offsetof("socket")
             + prog.types.find_type("struct inode").offsetof("i_ino"))
-    return prog.read_u64(sock + off)
+    return prog.read_ulong(sock + off)      # unsigned long i_ino
 
 
 # -- owners ---------------------------------------------------------------------------------

@@ -30,8 +30,6 @@ LOG_CONT = 8
 
 # prb_desc.state_var: the top two bits are the state, the rest the id
 # (DESC_SV_BITS = BITS_PER_LONG, DESC_FLAGS_SHIFT = DESC_SV_BITS - 2).
-_DESC_FLAGS_SHIFT = 62
-_DESC_ID_MASK = (1 << _DESC_FLAGS_SHIFT) - 1
 _DESC_COMMITTED = 1
 _DESC_FINALIZED = 2
 # printk_info.caller_id: bit 31 set = a CPU number, else a task id
@@ -174,8 +172,12 @@ def for_each_printk_record(prog, *, warn=None) -> Iterator[PrintkRecord]:
     count_bits = prog.read_u32(dr + lay["count_bits"])
     count = 1 << count_bits
     descs = prog.read_pointer(dr + lay["descs"])
-    head_id = prog.read_u64(dr + lay["head_id"]) & _DESC_ID_MASK
-    tail_id = prog.read_u64(dr + lay["tail_id"]) & _DESC_ID_MASK
+    # state_var, ids and lpos are unsigned longs: DESC_SV_BITS = BITS_PER_LONG
+    word = prog.arch.pointer_size
+    flags_shift = 8 * word - 2
+    id_mask = (1 << flags_shift) - 1
+    head_id = prog.read_ulong(dr + lay["head_id"]) & id_mask
+    tail_id = prog.read_ulong(dr + lay["tail_id"]) & id_mask
     size_bits = prog.read_u32(tr + lay["size_bits"])
     data_size = 1 << size_bits
     data_addr = prog.read_pointer(tr + lay["data"])
@@ -193,6 +195,7 @@ def for_each_printk_record(prog, *, warn=None) -> Iterator[PrintkRecord]:
     text, bad_pages = _read_maybe(prog, data_addr, data_size)
 
     u64 = struct.Struct("<Q").unpack_from
+    ulong = struct.Struct("<Q" if word == 8 else "<I").unpack_from
     u32 = struct.Struct("<I").unpack_from
     u16 = struct.Struct("<H").unpack_from
     sv_off, b_off, n_off = lay["state_var"], lay["lpos"] + lay["lpos_begin"], \
@@ -203,13 +206,13 @@ def for_each_printk_record(prog, *, warn=None) -> Iterator[PrintkRecord]:
     lmask = (1 << lay["level_bits"]) - 1
     sub, dev = lay["subsystem"], lay["device"]
 
-    n = (head_id - tail_id) & _DESC_ID_MASK
+    n = (head_id - tail_id) & id_mask
     if n >= count:  # a corrupt head/tail: look at every slot once
         n = count - 1
-        tail_id = (head_id - n) & _DESC_ID_MASK
+        tail_id = (head_id - n) & id_mask
     lost = 0  # records whose descriptor or info is on an unreadable page
     for k in range(n + 1):
-        rid = (tail_id + k) & _DESC_ID_MASK
+        rid = (tail_id + k) & id_mask
         slot = rid % count
         d = slot * dsize
         i = info_base + slot * info_stride
@@ -217,10 +220,10 @@ def for_each_printk_record(prog, *, warn=None) -> Iterator[PrintkRecord]:
                 or _on_bad_page(info_bad, infos, i - info_base, isize)):
             lost += 1
             continue
-        sv = u64(desc_raw, d + sv_off)[0]
-        if sv & _DESC_ID_MASK != rid:
+        sv = ulong(desc_raw, d + sv_off)[0]
+        if sv & id_mask != rid:
             continue
-        state = sv >> _DESC_FLAGS_SHIFT
+        state = sv >> flags_shift
         if state not in (_DESC_COMMITTED, _DESC_FINALIZED):
             continue
         seq = u64(info_raw, i + lay["seq"])[0]
@@ -230,8 +233,8 @@ def for_each_printk_record(prog, *, warn=None) -> Iterator[PrintkRecord]:
         flags = (info_raw[i + fbyte] >> fshift) & fmask
         level = (info_raw[i + lbyte] >> lshift) & lmask
         caller_id = u32(info_raw, i + lay["caller_id"])[0]
-        msg = _get_data(u64(desc_raw, d + b_off)[0], u64(desc_raw, d + n_off)[0],
-                        data_size, text, bad_pages, text_len, data_addr & 0xFFF)
+        msg = _get_data(ulong(desc_raw, d + b_off)[0], ulong(desc_raw, d + n_off)[0],
+                        data_size, text, bad_pages, text_len, data_addr & 0xFFF, word)
         if msg is None:
             if warn is not None:
                 warn(f"printk record {seq}: text unreadable")
@@ -259,7 +262,7 @@ def _on_bad_page(bad: set[int], base: int, off: int, size: int) -> bool:
 
 
 def _get_data(begin: int, nxt: int, size: int, text: bytes, bad_pages: set[int],
-              text_len: int, skew: int = 0) -> bytes | None:
+              text_len: int, skew: int = 0, word: int = 8) -> bytes | None:
     """The text of one block (kernel get_data()); None if unreadable."""
     if begin & 1 and nxt & 1:
         # Data-less block: an empty message (NO_LPOS) or lost text.
@@ -280,10 +283,10 @@ def _get_data(begin: int, nxt: int, size: int, text: bytes, bad_pages: set[int],
         return None
     # Skip the block's id word (unsigned long); text_len may be shorter than
     # the block (padding) but never longer.
-    if length < 8:
+    if length < word:
         return None
-    start += 8
-    length = min(length - 8, text_len)
+    start += word
+    length = min(length - word, text_len)
     if bad_pages and any(p in bad_pages for p in
                          range((skew + start) >> 12, ((skew + start + length) >> 12) + 1)):
         return None

@@ -121,7 +121,7 @@ def task_stack_bounds(task: Object) -> tuple[int, int] | None:
     prog = task.prog_
     lay = _layout(prog)
     addr = task.value_()
-    base = prog.read_u64(addr + lay["stack"])
+    base = prog.read_pointer(addr + lay["stack"])
     if not base:
         return None
     if lay["refcount"] is not None and prog.read_u32(addr + lay["refcount"]) == 0:
@@ -345,10 +345,11 @@ def task_stack_words(task: Object) -> Iterator[tuple[int, int]]:
             sp = lo
     if not lo <= sp < hi:
         sp = lo
-    sp &= ~7
+    psize = prog.arch.pointer_size
+    sp &= ~(psize - 1)
     data = prog.read(sp, hi - sp)
-    for i, (v,) in enumerate(struct.iter_unpack("<Q", data)):
-        yield sp + 8 * i, v
+    for i, (v,) in enumerate(struct.iter_unpack("<Q" if psize == 8 else "<I", data)):
+        yield sp + psize * i, v
 
 
 def text_symbol(prog, value: int) -> str | None:

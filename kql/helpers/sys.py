@@ -87,7 +87,8 @@ def uptime_ns(prog) -> int:
 def loadavg(prog) -> tuple[float, float, float]:
     """The 1, 5 and 15 minute load averages (``avenrun[]`` / FIXED_1)."""
     addr = prog.symbols.lookup("avenrun").address
-    return tuple(prog.read_u64(addr + 8 * i) / (1 << FSHIFT) for i in range(3))
+    size = prog.arch.pointer_size
+    return tuple(prog.read_ulong(addr + size * i) / (1 << FSHIFT) for i in range(3))
 
 
 def totalram_bytes(prog) -> int:
@@ -95,7 +96,7 @@ def totalram_bytes(prog) -> int:
     # Since Linux 5.0 (commit ca79b0c211af "mm: convert totalram_pages and
     # totalhigh_pages variables to atomic") the variable is _totalram_pages.
     sym = prog.symbols.get("_totalram_pages") or prog.symbols.lookup("totalram_pages")
-    return prog.read_u64(sym.address) * int(prog.vmcoreinfo.get("PAGESIZE", "4096"))
+    return prog.read_ulong(sym.address) * int(prog.vmcoreinfo.get("PAGESIZE", "4096"))
 
 
 def nr_tasks(prog) -> int:

@@ -67,10 +67,11 @@ def _xa_load_raw(prog, head: int, index: int) -> int:
         node = entry - 2
         shift = prog.read_u8(node + shift_off)
         offset = (index >> shift) & (nslots - 1)
-        entry = prog.read_pointer(node + slots_off + 8 * offset)
+        psize = prog.arch.pointer_size
+        entry = prog.read_pointer(node + slots_off + psize * offset)
         if xa_is_internal(entry) and not xa_is_node(entry) and entry < ((nslots - 1) << 2) | 2:
             # sibling entry: the canonical slot holds the value
-            entry = prog.read_pointer(node + slots_off + 8 * (entry >> 2))
+            entry = prog.read_pointer(node + slots_off + psize * (entry >> 2))
         if not xa_is_node(entry) or shift == 0:
             return 0 if xa_is_internal(entry) else entry
     return 0
@@ -100,9 +101,10 @@ def _walk_node(prog, node: int, base: int, seen: set, what: str, depth: int
     shift_off, slots_off, nslots, _ = _layout(prog)
     seen.add(node)
     shift = prog.read_u8(node + shift_off)
-    raw = prog.read(node + slots_off, 8 * nslots)
+    psize = prog.arch.pointer_size
+    raw = prog.read(node + slots_off, psize * nslots)
     for i in range(nslots):
-        e = int.from_bytes(raw[8 * i:8 * i + 8], "little")
+        e = int.from_bytes(raw[psize * i:psize * (i + 1)], "little")
         if not e:
             continue
         idx = base + (i << shift)

@@ -56,6 +56,11 @@ KERNEL_SERIES = {
     # arm64 (dpkg --add-architecture arm64): same series, arm64 packages.
     "6.1-arm64": r"6\.1\.0-\d+-cloud-arm64",
     "6.12-arm64": r"6\.12\.\d+\+deb12-cloud-arm64",
+    # Debian 11's 5.10 (suites bullseye and bullseye-security, added by
+    # tests/setup.sh): no kallsyms in VMCOREINFO, pre-maple-tree layouts.
+    "5.10": r"5\.10\.0-\d+-cloud-amd64",
+    # Debian 12's 32-bit x86 kernel (PAE, no BTF): packages of architecture i386
+    "6.1-i386": r"6\.1\.0-\d+-686-pae",
 }
 
 QEMU = "qemu-system-x86_64"
@@ -63,7 +68,7 @@ QEMU = "qemu-system-x86_64"
 # What differs per guest architecture (a recipe's "arch", default x86_64).
 # arm64 guests: QEMU's virt board with a PAC-capable CPU (pauth-impdef: the
 # fast PAC algorithm under TCG), PL011 serial ports, the scenario program
-# cross-compiled, and userland taken from arm64 .debs (see arm64_sysroot()).
+# cross-compiled, and userland taken from arm64 .debs (see foreign_sysroot()).
 ARCHES = {
     "x86_64": dict(machine=[], tty="ttyS", cc="gcc", deb_arch=None),     # qemu: QEMU
     "arm64": dict(qemu="qemu-system-aarch64",
@@ -78,6 +83,10 @@ ARCHES = {
                   kexec_prep="{ cat /proc/kallsyms; awk '$3 == \"_stext\" "
                              "{ print $1 \" T _text\" }' /proc/kallsyms; } > /tmp/kallsyms "
                              "&& mount --bind /tmp/kallsyms /proc/kallsyms; "),
+    # 32-bit x86 with PAE (dpkg --add-architecture i386): the scenario program
+    # built with gcc -m32 (gcc-12-multilib), busybox from busybox-static:i386.
+    "i386": dict(qemu="qemu-system-i386", machine=[], tty="ttyS", cc="gcc", cflags=["-m32"],
+                 deb_arch="i386"),
 }
 # arm64 userland for the guest and the capture initramfs (with the shared
 # libraries makedumpfile and kexec need), downloaded with `apt-get download`.
@@ -86,6 +95,8 @@ ARM64_DEBS = ["busybox-static", "makedumpfile", "kexec-tools", "libc6", "libdw1"
               "libext2fs2", "libfdt1", "libuuid1", "libxencall1", "libxendevicemodel1",
               "libxenevtchn1", "libxenforeignmemory1", "libxengnttab1", "libxenhypfs1",
               "libxenstore4", "libxentoollog1", "libxentoolcore1", "libyajl2"]
+# a foreign guest's userland, by Debian architecture (i386 guests are live only)
+GUEST_DEBS = {"arm64": ARM64_DEBS, "i386": ["busybox-static"]}
 
 # Bump when a change to this file changes what a fixture contains.
 BUILDER_VERSION = 1
@@ -106,6 +117,13 @@ RECIPES: dict[str, dict] = {
                        makedumpfile="-c -d 31"),
     "6.1-big": dict(kernel="6.1", mem=2048, smp=2, mode="live", dumps=["elf"],
                     extra_threads=4000),
+    # Debian 11's 5.10: kallsyms found in the dump (VMCOREINFO has none before 6.0)
+    "5.10-live": dict(kernel="5.10", mem=640, smp=2, mode="live", dumps=["elf"]),
+    "5.10-panic": dict(kernel="5.10", mem=640, smp=2, mode="panic",
+                       makedumpfile="-c -d 31"),
+    # 32-bit x86 (PAE), read with --vmlinux (no BTF)
+    "i386-6.1-live": dict(kernel="6.1-i386", arch="i386", mem=640, smp=2, mode="live",
+                          dumps=["elf"]),
     # The sample shipped in the repository (tests/sample/): small and filtered.
     # arm64 (QEMU virt under TCG: several times slower than x86, so small).
     "arm64-6.1-live": dict(arch="arm64", kernel="6.1-arm64", mem=768, smp=2, mode="live",
@@ -256,24 +274,26 @@ def apt_download(pkg: str, dest: Path) -> None:
                          f"{r.stderr.strip().splitlines()[-1:]}")
 
 
-def arm64_sysroot() -> Path:
-    """The arm64 userland (ARM64_DEBS unpacked), downloaded once."""
-    root = CACHE / "sysroot-arm64"
-    if (root / ".done").exists() and (root / ".done").read_text() == " ".join(ARM64_DEBS):
+def foreign_sysroot(deb_arch: str) -> Path:
+    """A foreign guest's userland (GUEST_DEBS unpacked), downloaded once."""
+    pkgs = GUEST_DEBS[deb_arch]
+    root = CACHE / f"sysroot-{deb_arch}"
+    if (root / ".done").exists() and (root / ".done").read_text() == " ".join(pkgs):
         return root
-    debs = CACHE / "debs-arm64"
+    debs = CACHE / f"debs-{deb_arch}"
     debs.mkdir(parents=True, exist_ok=True)
-    missing = [f"{pkg}:arm64" for pkg in ARM64_DEBS
-               if not glob.glob(str(debs / f"{pkg}_*_arm64.deb"))]
+    missing = [f"{pkg}:{deb_arch}" for pkg in pkgs
+               if not glob.glob(str(debs / f"{pkg}_*_{deb_arch}.deb"))]
     if missing:
         apt_download(" ".join(missing), debs)
     tmp = Path(tempfile.mkdtemp(dir=CACHE, prefix=".sysroot-"))
-    for deb in glob.glob(str(debs / "*_arm64.deb")):
-        run(["dpkg-deb", "-x", deb, str(tmp)])
+    for pkg in pkgs:
+        for deb in glob.glob(str(debs / f"{pkg}_*_{deb_arch}.deb")):
+            run(["dpkg-deb", "-x", deb, str(tmp)])
     if root.exists():
         shutil.rmtree(root)
     tmp.rename(root)
-    (root / ".done").write_text(" ".join(ARM64_DEBS))
+    (root / ".done").write_text(" ".join(pkgs))
     return root
 
 
@@ -283,6 +303,15 @@ def find_module(kdir: dict, name: str) -> Path:
         if hits:
             return hits[0]
     raise BuildError(f"module {name} not found in {kdir['modules']}")
+
+
+def _has_module(kdir: dict, name: str) -> bool:
+    try:
+        find_module(kdir, name)
+        return True
+    except BuildError:
+        return re.search(rf"/{name}\.ko$", (kdir["modules"] / "modules.builtin").read_text(),
+                         re.M) is not None
 
 
 def module_bytes(kdir: dict, name: str) -> bytes:
@@ -400,9 +429,9 @@ def pack_cpio(root: Path, out: Path) -> None:
     out.write_bytes(cpio)
 
 
-def kqlproc_binary(work: Path, cc: str = "gcc") -> Path:
+def kqlproc_binary(work: Path, cc: str = "gcc", cflags=()) -> Path:
     out = work / "kqlproc"
-    run([cc, "-static", "-O2", "-o", str(out), str(HERE / "guest/kqlproc.c"),
+    run([cc, *cflags, "-static", "-O2", "-o", str(out), str(HERE / "guest/kqlproc.c"),
          "-lpthread"])
     return out
 
@@ -412,7 +441,9 @@ def capture_initramfs(kdir: dict, recipe: dict, work: Path, sysroot: Path | None
     base_tree(root, sysroot)
     copy_binary("/usr/bin/makedumpfile" if sysroot else shutil.which("makedumpfile"), root,
                 sysroot)
-    order = install_modules(kdir, CAPTURE_MODULES, root / "lib/modules")
+    # virtio_pci_modern_dev and _legacy_dev were split out of virtio_pci in 5.14
+    present = [m for m in CAPTURE_MODULES if _has_module(kdir, m)]
+    order = install_modules(kdir, present, root / "lib/modules")
     init = (HERE / "guest/capture-init.sh").read_text()
     init = init.replace("@MODULES@", " ".join(order))
     init = init.replace("@MAKEDUMPFILE@", recipe["makedumpfile"])
@@ -426,9 +457,9 @@ def capture_initramfs(kdir: dict, recipe: dict, work: Path, sysroot: Path | None
 def guest_initramfs(kdir: dict, recipe: dict, work: Path) -> Path:
     root = work / "guest-root"
     arch = arch_of(recipe)
-    sysroot = arm64_sysroot() if arch["deb_arch"] == "arm64" else None
+    sysroot = foreign_sysroot(arch["deb_arch"]) if arch["deb_arch"] else None
     base_tree(root, sysroot)
-    kqlproc = kqlproc_binary(work, arch["cc"])
+    kqlproc = kqlproc_binary(work, arch["cc"], arch.get("cflags", ()))
     for name in PROC_NAMES:
         shutil.copy2(kqlproc, root / "bin" / name)
     order = install_modules(kdir, GUEST_MODULES, root / "lib/modules")
