@@ -66,6 +66,7 @@ def parse_vmcoreinfo(raw: bytes) -> dict[str, str]:
 
 _DEC = re.compile(r"-?[0-9]+", re.A)
 _HEX = re.compile(r"(?:0x)?[0-9a-fA-F]+", re.A)
+_PREFIXED_HEX = re.compile(r"0x[0-9a-fA-F]+", re.A)
 
 
 def validate_vmcoreinfo(info: dict[str, str], where: str) -> list[str]:
@@ -73,8 +74,8 @@ def validate_vmcoreinfo(info: dict[str, str], where: str) -> list[str]:
 
     ``PAGESIZE`` (a power of two) and ``KERNELOFFSET`` (a hex offset below
     2**64) are used for every address: a bad one is a :class:`DumpError`.
-    A bad ``SYMBOL(x)`` (hex), ``NUMBER(x)``, ``SIZE(x)``, ``OFFSET(x)``,
-    ``LENGTH(x)`` (decimal) or ``CRASHTIME`` is dropped from ``info`` with a
+    A bad ``SYMBOL(x)`` (hex), ``NUMBER(x)`` (decimal or 0x-hex), ``SIZE(x)``,
+    ``OFFSET(x)``, ``LENGTH(x)`` (decimal) or ``CRASHTIME`` is dropped from ``info`` with a
     warning, so readers fall back as if it were absent."""
     warnings = []
     page = info.get("PAGESIZE")
@@ -90,7 +91,10 @@ def validate_vmcoreinfo(info: dict[str, str], where: str) -> list[str]:
         if kind == "SYMBOL":
             ok = _HEX.fullmatch(value) and int(value, 16) < 1 << 64
         elif kind == "NUMBER":
-            ok = _DEC.fullmatch(value) and -(1 << 63) <= int(value) < 1 << 64
+            # decimal (VMCOREINFO_NUMBER, %ld), or 0x-hex where the arch prints
+            # it so (arm64's kimage_voffset, PHYS_OFFSET, KERNELPACMASK)
+            ok = ((_DEC.fullmatch(value) and -(1 << 63) <= int(value) < 1 << 64)
+                  or (_PREFIXED_HEX.fullmatch(value) and int(value, 16) < 1 << 64))
         elif kind in ("SIZE", "OFFSET", "LENGTH"):
             ok = _DEC.fullmatch(value) and 0 <= int(value) < 1 << 63
         elif kind == "CRASHTIME":
