@@ -38,7 +38,7 @@ class Term:
 
     def __init__(self, tmp_path, *args, env=None):
         assert shutil.which("tmux"), "tmux is needed (apt-get install tmux; tests/setup.sh)"
-        self.sock = f"kqltest-{uuid.uuid4().hex[:8]}"
+        self.sock = str(tmp_path / f"tmux-{uuid.uuid4().hex[:8]}")  # a private server
         self.state = tmp_path / "state"
         envs = {"XDG_STATE_HOME": str(self.state), "TERM": "xterm", "PAGER": "less -SRFX",
                 "PYTHONPATH": os.pathsep.join(sys.path), **(env or {})}
@@ -46,10 +46,9 @@ class Term:
                        + [sys.executable, "-m", "kql.cli", SAMPLE, *args])
         self.tmux("new-session", "-d", "-s", "k", "-x", "120", "-y", "40", cmd)
         self.tmux("set-option", "-t", "k", "remain-on-exit", "on")
-        self.wait_for(r"kql>\s*$", timeout=60)
 
     def tmux(self, *args) -> str:
-        return subprocess.run(["tmux", "-L", self.sock, *args], capture_output=True,
+        return subprocess.run(["tmux", "-S", self.sock, *args], capture_output=True,
                               text=True, check=False).stdout
 
     def type(self, text: str) -> None:
@@ -91,7 +90,8 @@ def term(tmp_path):
 
     def start(*args, env=None):
         t = Term(tmp_path, *args, env=env)
-        terms.append(t)
+        terms.append(t)  # killed at the end even if kql never shows its prompt
+        t.wait_for(r"kql>\s*$", timeout=60)
         return t
     yield start
     for t in terms:

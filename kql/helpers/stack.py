@@ -382,12 +382,14 @@ def task_pt_regs(task: Object) -> dict | None:
     if bounds is None:
         return None
     prog = task.prog_
-    offsets = prog.arch.pt_regs_offsets
-    size = prog.arch.pt_regs_size
-    # x86_64's TOP_OF_KERNEL_STACK_PADDING is 0: pt_regs ends at the stack's top
-    base = bounds[1] - size - getattr(prog.arch, "top_of_stack_padding", 0)
+    arch = prog.arch
+    offsets = arch.pt_regs_offsets
+    size = arch.pt_regs_size
+    word = arch.pointer_size
+    # TOP_OF_KERNEL_STACK_PADDING (0 on x86_64 and arm64): pt_regs ends at the top
+    base = bounds[1] - size - getattr(arch, "top_of_stack_padding", 0)
     data = prog.read(base, size)
-    return {name: int.from_bytes(data[off:off + 8], "little")
+    return {name: int.from_bytes(data[off:off + word], arch.byteorder)
             for name, off in sorted(offsets.items(), key=lambda kv: kv[1])}
 
 
