@@ -49,6 +49,8 @@ ARCH_STACKS = {
                   panic_chain=["sysrq_handle_crash", "write_sysrq_trigger", "vfs_write",
                                "ksys_write", "invoke_syscall", "el0_svc", "el0t_64_sync"],
                   entry="el0t_64_sync", user=lambda r: r["pstate"] & 0xF == 0),
+    # 32-bit x86 (frame pointers from the switch frame; live fixture only, no panic chain)
+    "i386": dict(switch=[], panic_chain=None, entry=None, user=lambda r: r["cs"] & 3 == 3),
 }
 
 

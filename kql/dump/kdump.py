@@ -288,25 +288,25 @@ class KdumpFile:
         end; one bit too many or too few in the dump bitmap moves that end by
         a descriptor and every page after the bit would be read from its
         neighbour's data.  A pfn in the dump but not in RAM is damage too."""
-        import numpy as np
-
         low = None
         chunk = 1 << 20  # descriptors per read
+        step = _PAGE_DESC.size // 8
         for first in range(0, self.num_dumped, chunk):
             n = min(chunk, self.num_dumped - first)
             raw = self.source.read(self._desc_off + first * _PAGE_DESC.size, n * _PAGE_DESC.size)
-            offsets = np.frombuffer(raw, dtype="<i8")[::_PAGE_DESC.size // 8]
-            offsets = offsets[offsets > 0]  # 0: never written (incomplete dump)
-            if offsets.size:
-                m = int(offsets.min())
+            # each descriptor starts with its data offset (int64); 0: never
+            # written (an incomplete dump)
+            offsets = [o for o in memoryview(raw[:n * _PAGE_DESC.size]).cast("q")[::step] if o > 0]
+            if offsets:
+                m = min(offsets)
                 low = m if low is None else min(low, m)
         if low is not None and low != desc_end:
             self.warnings.append(
                 f"the page bitmap does not match the page descriptors ({self.num_dumped} "
                 f"descriptors end at file offset {desc_end}, page data starts at {low}): "
                 f"the bitmap is damaged and pages may be read from the wrong place")
-        extra = int(np.unpackbits(np.frombuffer(self._bm_dump, np.uint8)
-                                  & ~np.frombuffer(self._bm_ram, np.uint8)).sum())
+        extra = (int.from_bytes(self._bm_dump, "little")
+                 & ~int.from_bytes(self._bm_ram, "little")).bit_count()
         if extra:
             self.warnings.append(f"{extra} pfn{'s are' if extra != 1 else ' is'} in the dump "
                                  f"bitmap but not in the RAM bitmap: the bitmaps are damaged")
