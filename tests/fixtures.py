@@ -131,3 +131,60 @@ def run(k, table: str, columns=None, **kw):
     w = Warnings()
     ctx = ScanContext(k, list(columns or spec.star_columns()), warnings=w, **kw)
     return scan(spec, ctx).to_pylist(), w
+
+
+def stable_tasks(truth) -> dict:
+    """Tasks the guest printed that still exist, unchanged, at dump time."""
+    skip = set(truth["transient_pids"])
+    return {int(p): t for p, t in truth["tasks"].items() if int(p) not in skip}
+
+
+def excluded_task(d, pid: int) -> bool:
+    """Proof that the dump lacks task ``pid`` (``d``: a kql Dump or a Kernel):
+    its lookup through the pid idr (``find_task``) meets a page the dump level
+    excluded (ExcludedPageError on an idr node, the struct pid or the
+    task_struct itself); for a Dump, kql's own ``WHERE pid = N`` also gives no
+    readable row and says why (NULL + an excluded-page warning)."""
+    from kql.errors import ExcludedPageError
+    from kql.helpers.pid import find_task
+    k = getattr(d, "kernel", d)
+    try:
+        t = find_task(k, pid)
+        if t.value_():
+            t.pid.value_()
+            t.comm.string_()
+        return False
+    except ExcludedPageError:
+        pass
+    if k is d:
+        return True
+    r = d.session.execute(f"SELECT pid, comm FROM tasks WHERE pid = {pid}")[-1]
+    rows = [x for x in r.table.to_pylist() if x["comm"] is not None]
+    return not rows and any("excluded by the dump level" in w
+                            for w in r.warnings.lines() + k.warnings)
+
+
+def check_missing_tasks(fx: Fixture, d, missing) -> None:
+    """Tasks the guest printed but kql did not list: only a makedumpfile-
+    filtered dump may lack any, and each must be proven by ``excluded_task``
+    (so every task the dump holds readably is listed, however many pages the
+    dump level dropped)."""
+    missing = sorted(missing)
+    if missing:
+        assert fx.recipe.get("makedumpfile"), (fx.name, missing)
+        assert [p for p in missing if not excluded_task(d, p)] == [], (fx.name, missing)
+
+
+TASK_RUNNING = 0
+
+
+def kthread_woke(t: dict, state) -> bool:
+    """May a task's state in the dump (``state``, the /proc number) differ from
+    the one the guest printed (truth task ``t``)?  Only for a kernel thread and
+    only across a wake-up: timers and work wake kernel threads (rcu_preempt,
+    kcompactd, kworkers) at any moment, so one /proc saw runnable (R: woken,
+    its stack still where it slept) may have run and slept again by the dump,
+    and one the dump shows runnable was woken since.  User tasks of the
+    scenario sleep by construction and must match exactly, as must a kernel
+    thread seen asleep on both sides."""
+    return bool(t["is_kthread"]) and TASK_RUNNING in (t["state"], state)

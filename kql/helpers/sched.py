@@ -73,12 +73,16 @@ _ABOVE_PARKED = ("DEAD", "WAKEKILL", "WAKING", "NOLOAD", "NEW", "RTLOCK_WAIT")
 def find_tasks(prog, pids) -> Iterator[Object]:
     """The tasks whose pid is in ``pids``, each once: ``find_task`` through
     the pid idr; pid 0 (the idle tasks, in no pid table) is init_task and
-    every CPU's ``rq->idle``.  Values that are not pids are skipped.
+    every CPU's ``rq->idle``.  Values that are not pids are skipped.  A pid
+    whose idr path is unreadable (a filtered page) is looked for in the full
+    walk (:func:`for_each_task_and_pid`), so a lookup finds what a scan finds;
+    one found nowhere is a warning.
 
     :return: iterator of ``struct task_struct *``
     """
     from kql.helpers import pid as pid_helpers
     seen: set[int] = set()
+    unreadable: dict[int, FaultError] = {}
     for v in pids:
         try:
             nr = int(v)
@@ -97,13 +101,25 @@ def find_tasks(prog, pids) -> Iterator[Object]:
         else:
             try:
                 t = pid_helpers.find_task(prog, nr)
-            except FaultError:
+            except FaultError as e:
+                unreadable[nr] = e
                 continue
             tasks = [t] if t.value_() else []
         for t in tasks:
             if t.value_() not in seen:
                 seen.add(t.value_())
                 yield t
+    if unreadable:
+        for t in for_each_task_and_pid(prog):
+            try:
+                nr = t.pid.value_()
+            except FaultError:
+                continue            # warned by the walk
+            if unreadable.pop(nr, None) is not None and t.value_() not in seen:
+                seen.add(t.value_())
+                yield t
+        for nr, e in unreadable.items():
+            walk_warn(prog, f"find_tasks: pid {nr} unreadable: {e}")
 
 
 def find_processes(prog, tgids) -> Iterator[Object]:

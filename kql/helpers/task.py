@@ -109,8 +109,11 @@ def for_each_task(prog, *, idle: bool = True) -> Iterator[Object]:
     """Every thread of every process, plus each CPU's idle task.
 
     When the process or thread lists are broken (a filtered or corrupt page),
-    the PID IDR of the initial namespace is swept as well, so only tasks whose
-    own ``task_struct`` is unreadable go missing (each with a warning).
+    the PID IDR of the initial namespace is swept as well, then the children
+    lists of every task found (a stretch of the process list between two
+    unreadable tasks whose IDR node is unreadable too is still on its parent's
+    list), so only tasks whose own ``task_struct`` is unreadable, or that no
+    readable link reaches, go missing (with warnings).
 
     :param idle: include the idle tasks of CPUs other than 0 (``rq->idle``)
     :return: iterator of ``struct task_struct *``
@@ -153,6 +156,7 @@ def for_each_task(prog, *, idle: bool = True) -> Iterator[Object]:
         broken = True
     if broken:
         yield from _sweep_pids(prog, pt, seen)
+        yield from _sweep_children(prog, pt, lay, seen)
 
 
 def _sweep_pids(prog, pt, seen: set) -> Iterator[Object]:
@@ -184,6 +188,45 @@ def _sweep_pids(prog, pt, seen: set) -> Iterator[Object]:
         yield _ptr(prog, pt, addr)
     walk_warn(prog, f"for_each_task: task lists were broken; the PID IDR gave {found} more "
                     f"tasks ({lost} unreadable)")
+
+
+def _sweep_children(prog, pt, lay: dict, seen: set) -> Iterator[Object]:
+    """Tasks on the children lists (``task->children``, linked by ``->sibling``:
+    thread-group leaders only, see copy_process()) of the tasks seen, with
+    their threads, until nothing new turns up."""
+    t = prog.types.find_type("struct task_struct")
+    children, sibling, pid_off = t.offsetof("children"), t.offsetof("sibling"), t.offsetof("pid")
+    todo = list(seen)
+    found = 0
+    while todo:
+        parent = todo.pop()
+        try:
+            kids = [pos - sibling for pos in _walk(prog, parent + children, 0, 10_000_000,
+                                                    "for_each_task(children)")]
+        except FaultError:
+            continue            # the parent itself is unreadable: warned where it was found
+        for leader in kids:
+            if leader in seen:
+                continue
+            try:
+                prog.read(leader + pid_off, 4)
+            except FaultError as e:
+                walk_warn(prog, f"for_each_task: task_struct at {leader:#x} unreadable: {e}")
+                seen.add(leader)
+                continue
+            try:
+                threads = list(_threads(prog, leader, lay))
+            except FaultError as e:
+                walk_warn(prog, f"for_each_task: threads of task {leader:#x} unreadable: {e}")
+                threads = []
+            for addr in [leader] + threads:
+                if addr not in seen:
+                    seen.add(addr)
+                    todo.append(addr)
+                    found += 1
+                    yield _ptr(prog, pt, addr)
+    if found:
+        walk_warn(prog, f"for_each_task: the children lists gave {found} more tasks")
 
 
 def is_group_leader(task: Object) -> bool:
