@@ -14,6 +14,7 @@ from kql.helpers.list import (
 from kql.helpers.maple import mt_for_each_entry
 from kql.helpers.percpu import cpu_curr, idle_task
 from kql.helpers.pid import find_pid, find_task, for_each_pid
+from kql.helpers.sched import find_tasks
 from kql.helpers.rbtree import rb_first, rb_next, rbtree_inorder_for_each
 from kql.helpers.task import (
     for_each_process, for_each_task, for_each_thread, task_cpu, task_is_kthread,
@@ -97,6 +98,38 @@ def test_for_each_task_matches_proc(kernel):
         assert task_is_kthread(t) == w["is_kthread"]
     assert ex.filtered or k.warnings == []
     ex.check()
+
+
+@pytest.mark.fixtures
+def test_every_task_on_the_process_tree_is_found(kernel):
+    """However many pages the dump level dropped (task lists and pid idr
+    nodes broken on the 6.12 kdump), every task of the process tree
+    (init_task's children, theirs, ...: list_for_each_entry over ->sibling)
+    whose task_struct is readable is in for_each_task, and a pid lookup
+    (find_tasks) finds it."""
+    fx, k = kernel
+    found = {t.value_() for t in for_each_task(k)}
+    tree = {}
+    todo = [k.var("init_task").address_of_()]
+    while todo:
+        parent = todo.pop()
+        try:
+            kids = list(list_for_each_entry("struct task_struct",
+                                            parent.children.address_of_(), "sibling"))
+        except FaultError:
+            continue            # the parent's own page: its children stay unknown
+        for c in kids:
+            if c.value_() in tree:
+                continue
+            try:
+                tree[c.value_()] = c.pid.value_()
+            except FaultError:
+                continue
+            todo.append(c)
+    assert {1, 2} <= set(tree.values())
+    assert sorted(set(tree) - found) == []
+    for addr, pid in tree.items():
+        assert [t.value_() for t in find_tasks(k, [pid])] == [addr], pid
 
 
 @pytest.mark.fixtures

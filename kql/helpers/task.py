@@ -18,7 +18,8 @@ from kql.types import pointer_to
 
 __all__ = ["for_each_task", "for_each_process", "for_each_thread", "task_state_letter",
            "task_state_index", "task_state_name", "task_cpu", "task_is_kthread",
-           "task_state_letters", "task_state_to_char", "PF_KTHREAD", "is_group_leader"]
+           "task_state_letters", "task_state_to_char", "PF_KTHREAD", "is_group_leader",
+           "sweep_children"]
 
 #: include/linux/sched.h; a #define, so not in BTF (unchanged since Linux 2.6).
 PF_KTHREAD = 0x00200000
@@ -156,7 +157,7 @@ def for_each_task(prog, *, idle: bool = True) -> Iterator[Object]:
         broken = True
     if broken:
         yield from _sweep_pids(prog, pt, seen)
-        yield from _sweep_children(prog, pt, lay, seen)
+        yield from sweep_children(prog, seen)
 
 
 def _sweep_pids(prog, pt, seen: set) -> Iterator[Object]:
@@ -190,10 +191,16 @@ def _sweep_pids(prog, pt, seen: set) -> Iterator[Object]:
                     f"tasks ({lost} unreadable)")
 
 
-def _sweep_children(prog, pt, lay: dict, seen: set) -> Iterator[Object]:
+def sweep_children(prog, seen: set) -> Iterator[Object]:
     """Tasks on the children lists (``task->children``, linked by ``->sibling``:
-    thread-group leaders only, see copy_process()) of the tasks seen, with
-    their threads, until nothing new turns up."""
+    thread-group leaders only, see copy_process()) of the tasks whose
+    addresses are in ``seen``, with their threads, until nothing new turns up
+    (``seen`` grows with each).  For walks that met broken task lists.
+
+    :return: iterator of ``struct task_struct *``
+    """
+    pt = _task_ptr_type(prog)
+    lay = _layout(prog)
     t = prog.types.find_type("struct task_struct")
     children, sibling, pid_off = t.offsetof("children"), t.offsetof("sibling"), t.offsetof("pid")
     todo = list(seen)
@@ -226,7 +233,7 @@ def _sweep_children(prog, pt, lay: dict, seen: set) -> Iterator[Object]:
                     found += 1
                     yield _ptr(prog, pt, addr)
     if found:
-        walk_warn(prog, f"for_each_task: the children lists gave {found} more tasks")
+        walk_warn(prog, f"for_each_task: recovered {found} more tasks from the children lists")
 
 
 def is_group_leader(task: Object) -> bool:
