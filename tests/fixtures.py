@@ -176,15 +176,45 @@ def check_missing_tasks(fx: Fixture, d, missing) -> None:
 
 
 TASK_RUNNING = 0
+_task_files: dict = {}
 
 
-def kthread_woke(t: dict, state) -> bool:
-    """May a task's state in the dump (``state``, the /proc number) differ from
-    the one the guest printed (truth task ``t``)?  Only for a kernel thread and
-    only across a wake-up: timers and work wake kernel threads (rcu_preempt,
-    kcompactd, kworkers) at any moment, so one /proc saw runnable (R: woken,
-    its stack still where it slept) may have run and slept again by the dump,
-    and one the dump shows runnable was woken since.  User tasks of the
-    scenario sleep by construction and must match exactly, as must a kernel
-    thread seen asleep on both sides."""
-    return bool(t["is_kthread"]) and TASK_RUNNING in (t["state"], state)
+def truth_task_file(fx: Fixture, tid: int, name: str) -> str | None:
+    """The body of /proc/<tgid>/task/<tid>/<name> (stat, status, stack, wchan)
+    as the guest printed it, from the raw truth.log."""
+    key = (str(fx.path), name)
+    files = _task_files.get(key)
+    if files is None:
+        import re
+        files = _task_files[key] = {}
+        text = (fx.path / "truth.log").read_bytes().decode(errors="replace")
+        for m in re.finditer(rf"^@@ /proc/\d+/task/(\d+)/{name}\n(.*?)\n@@@",
+                             text.replace("\r\n", "\n"), re.M | re.S):
+            files[int(m.group(1))] = m.group(2).strip()
+    return files.get(tid)
+
+
+def kthread_ran(fx: Fixture, k, t: dict, state: int | None = None) -> bool:
+    """May what the dump shows of a task (its state, its stack) differ from
+    what the guest printed (truth task ``t``)?  Only for a kernel thread, and
+    only if the dump proves it was scheduled since: timers and work wake
+    kernel threads (rcu_preempt, kcompactd, ksoftirqd, kworkers) at any
+    moment, and on a busy host the window between the print and the dump is
+    long.  The proof: its context switches (task->nvcsw + nivcsw) exceed
+    those /proc/PID/status printed (it ran and went off the CPU since), or the
+    dump shows it runnable (``state`` TASK_RUNNING) on a runqueue (woken
+    since).  User tasks of the scenario sleep by construction and must
+    match exactly."""
+    from kql.helpers.pid import find_task
+    if not t["is_kthread"]:
+        return False
+    status = truth_task_file(fx, t["pid"], "status")
+    if status is None:
+        return False
+    printed = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    task = find_task(k, t["pid"])
+    switches = task.nvcsw.value_() + task.nivcsw.value_()
+    if switches > int(printed["voluntary_ctxt_switches"]) + \
+            int(printed["nonvoluntary_ctxt_switches"]):
+        return True
+    return state == TASK_RUNNING and bool(task.on_rq.value_())

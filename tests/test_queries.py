@@ -10,7 +10,7 @@ import pytest
 
 import kql
 from fixtures import (DUMPS, FIXTURES, check_missing_tasks, excluded_task, fixture,
-                      kthread_woke, stable_tasks)
+                      kthread_ran, stable_tasks)
 from kql.errors import QueryError
 
 ALL = [(n, k) for n, k in DUMPS if n != "6.1-big"] + [("sample", "kdump")]
@@ -54,9 +54,11 @@ def test_tasks_match_proc(dumps, name, kind, vmlinux):
     assert not diffs
     # States: the scenario's tasks are idle by construction, so their state at
     # print time is their state at dump time; kernel threads are too, except
-    # one woken meanwhile (fixtures.kthread_woke).
+    # one the dump proves was scheduled since (fixtures.kthread_ran).
+    k = dumps(name, kind, vmlinux).kernel
     state_diffs = {p: (w["comm"], w["state"], got[p]["state"]) for p, w in want.items()
-                   if got[p]["state"] != w["state"] and not kthread_woke(w, got[p]["state"])}
+                   if got[p]["state"] != w["state"]
+                   and not kthread_ran(fixture(name), k, w, got[p]["state"])}
     assert not state_diffs
 
 

@@ -12,7 +12,8 @@ import re
 
 import pytest
 
-from fixtures import DUMPS, check_missing_tasks, fixture, kernel, kthread_woke, run
+from fixtures import (DUMPS, check_missing_tasks, fixture, kernel, kthread_ran, run,
+                      truth_task_file)
 from kql.errors import ExcludedPageError
 from kql.tables import catalog
 from kql.tables.base import Warnings
@@ -52,23 +53,11 @@ def comm_matches(comm: str, t: dict) -> bool:
                                                 or name.startswith(comm + "+"))
 
 
-_stat_cache: dict[str, dict[int, list[str]]] = {}
-
-
 def proc_stat_fields(fx, tid: int) -> list[str] | None:
     """Fields 3.. of /proc/<tgid>/task/<tid>/stat from the guest's raw
     truth.log (man 5 proc numbering: fields[0] is field 3)."""
-    key = str(fx.path)
-    cache = _stat_cache.get(key)
-    if cache is None:
-        cache = _stat_cache[key] = {}
-        text = (fx.path / "truth.log").read_bytes().decode(errors="replace")
-        text = text.replace("\r\n", "\n")
-        for m in re.finditer(r"^@@ /proc/\d+/task/(\d+)/stat\n(.*?)\n@@@", text, re.M | re.S):
-            body = m.group(2).strip()
-            if body:
-                cache[int(m.group(1))] = body[body.rindex(")") + 2:].split()
-    return cache.get(tid)
+    body = truth_task_file(fx, tid, "stat")
+    return body[body.rindex(")") + 2:].split() if body else None
 
 
 TASK_COLUMNS = ["task", "pid", "tgid", "ppid", "comm", "state", "st", "state_raw", "cpu",
@@ -163,7 +152,7 @@ def test_tasks_match_proc(name, kind):
             if not t["is_kthread"] and pid not in printer_parents:
                 expect["cpu"] = int(stat[36])
         got = dict(r)
-        if got["state"] != t["state"] and kthread_woke(t, got["state"]):
+        if got["state"] != t["state"] and kthread_ran(fx, k, t, got["state"]):
             del expect["state"]
         # /proc starttime is in USER_HZ (100) ticks of start_boottime.
         if got["start_time_ns"] is not None:
