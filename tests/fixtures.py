@@ -158,3 +158,90 @@ def run(k, table: str, columns=None, **kw):
     w = Warnings()
     ctx = ScanContext(k, list(columns or spec.star_columns()), warnings=w, **kw)
     return scan(spec, ctx).to_pylist(), w
+
+
+def stable_tasks(truth) -> dict:
+    """Tasks the guest printed that still exist, unchanged, at dump time."""
+    skip = set(truth["transient_pids"])
+    return {int(p): t for p, t in truth["tasks"].items() if int(p) not in skip}
+
+
+def excluded_task(d, pid: int) -> bool:
+    """Proof that the dump lacks task ``pid`` (``d``: a kql Dump or a Kernel):
+    its lookup through the pid idr (``find_task``) meets a page the dump level
+    excluded (ExcludedPageError on an idr node, the struct pid or the
+    task_struct itself); for a Dump, kql's own ``WHERE pid = N`` also gives no
+    readable row and says why (NULL + an excluded-page warning)."""
+    from kql.errors import ExcludedPageError
+    from kql.helpers.pid import find_task
+    k = getattr(d, "kernel", d)
+    try:
+        t = find_task(k, pid)
+        if t.value_():
+            t.pid.value_()
+            t.comm.string_()
+        return False
+    except ExcludedPageError:
+        pass
+    if k is d:
+        return True
+    r = d.session.execute(f"SELECT pid, comm FROM tasks WHERE pid = {pid}")[-1]
+    rows = [x for x in r.table.to_pylist() if x["comm"] is not None]
+    return not rows and any("excluded by the dump level" in w
+                            for w in r.warnings.lines() + k.warnings)
+
+
+def check_missing_tasks(fx: Fixture, d, missing) -> None:
+    """Tasks the guest printed but kql did not list: only a makedumpfile-
+    filtered dump may lack any, and each must be proven by ``excluded_task``
+    (so every task the dump holds readably is listed, however many pages the
+    dump level dropped)."""
+    missing = sorted(missing)
+    if missing:
+        assert fx.recipe.get("makedumpfile"), (fx.name, missing)
+        assert [p for p in missing if not excluded_task(d, p)] == [], (fx.name, missing)
+
+
+TASK_RUNNING = 0
+_task_files: dict = {}
+
+
+def truth_task_file(fx: Fixture, tid: int, name: str) -> str | None:
+    """The body of /proc/<tgid>/task/<tid>/<name> (stat, status, stack, wchan)
+    as the guest printed it, from the raw truth.log."""
+    key = (str(fx.path), name)
+    files = _task_files.get(key)
+    if files is None:
+        import re
+        files = _task_files[key] = {}
+        text = (fx.path / "truth.log").read_bytes().decode(errors="replace")
+        for m in re.finditer(rf"^@@ /proc/\d+/task/(\d+)/{name}\n(.*?)\n@@@",
+                             text.replace("\r\n", "\n"), re.M | re.S):
+            files[int(m.group(1))] = m.group(2).strip()
+    return files.get(tid)
+
+
+def kthread_ran(fx: Fixture, k, t: dict, state: int | None = None) -> bool:
+    """May what the dump shows of a task (its state, its stack) differ from
+    what the guest printed (truth task ``t``)?  Only for a kernel thread, and
+    only if the dump proves it was scheduled since: timers and work wake
+    kernel threads (rcu_preempt, kcompactd, ksoftirqd, kworkers) at any
+    moment, and on a busy host the window between the print and the dump is
+    long.  The proof: its context switches (task->nvcsw + nivcsw) exceed
+    those /proc/PID/status printed (it ran and went off the CPU since), or the
+    dump shows it runnable (``state`` TASK_RUNNING) on a runqueue (woken
+    since).  User tasks of the scenario sleep by construction and must
+    match exactly."""
+    from kql.helpers.pid import find_task
+    if not t["is_kthread"]:
+        return False
+    status = truth_task_file(fx, t["pid"], "status")
+    if status is None:
+        return False
+    printed = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    task = find_task(k, t["pid"])
+    switches = task.nvcsw.value_() + task.nivcsw.value_()
+    if switches > int(printed["voluntary_ctxt_switches"]) + \
+            int(printed["nonvoluntary_ctxt_switches"]):
+        return True
+    return state == TASK_RUNNING and bool(task.on_rq.value_())

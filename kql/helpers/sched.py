@@ -15,8 +15,8 @@ from kql.errors import FaultError
 from kql.helpers.percpu import cpu_rq
 from kql.helpers.list import walk_warn
 from kql.helpers.pid import for_each_pid, pid_task
-from kql.helpers.task import (for_each_process, for_each_task, task_state_index,
-                              task_state_letters)
+from kql.helpers.task import (for_each_process, for_each_task, sweep_children,
+                              task_state_index, task_state_letters)
 from kql.object import Object
 
 __all__ = ["for_each_task_and_pid", "find_tasks", "find_processes", "task_comm", "task_state_raw", "task_state_value", "task_state_code",
@@ -60,6 +60,14 @@ def for_each_task_and_pid(prog, *, leaders_only: bool = False) -> Iterator[Objec
             yield task
     except FaultError as e:
         walk_warn(prog, f"for_each_task_and_pid: pid idr unreadable: {e}")
+    if leaders_only:
+        # the children lists, as for_each_task() sweeps them (leaders only)
+        for task in sweep_children(prog, seen):
+            try:
+                if task.group_leader.value_() == task.value_():
+                    yield task
+            except FaultError as e:
+                walk_warn(prog, f"for_each_task_and_pid: task {task.value_():#x} unreadable: {e}")
 
 
 # include/linux/sched.h bits beyond TASK_PARKED, which task_state_array does
@@ -73,12 +81,16 @@ _ABOVE_PARKED = ("DEAD", "WAKEKILL", "WAKING", "NOLOAD", "NEW", "RTLOCK_WAIT")
 def find_tasks(prog, pids) -> Iterator[Object]:
     """The tasks whose pid is in ``pids``, each once: ``find_task`` through
     the pid idr; pid 0 (the idle tasks, in no pid table) is init_task and
-    every CPU's ``rq->idle``.  Values that are not pids are skipped.
+    every CPU's ``rq->idle``.  Values that are not pids are skipped.  A pid
+    whose idr path is unreadable (a filtered page) is looked for in the full
+    walk (:func:`for_each_task_and_pid`), so a lookup finds what a scan finds;
+    one found nowhere is a warning.
 
     :return: iterator of ``struct task_struct *``
     """
     from kql.helpers import pid as pid_helpers
     seen: set[int] = set()
+    unreadable: dict[int, FaultError] = {}
     for v in pids:
         try:
             nr = int(v)
@@ -97,30 +109,42 @@ def find_tasks(prog, pids) -> Iterator[Object]:
         else:
             try:
                 t = pid_helpers.find_task(prog, nr)
-            except FaultError:
+            except FaultError as e:
+                unreadable[nr] = e
                 continue
             tasks = [t] if t.value_() else []
         for t in tasks:
             if t.value_() not in seen:
                 seen.add(t.value_())
                 yield t
+    if unreadable:
+        for t in for_each_task_and_pid(prog):
+            try:
+                nr = t.pid.value_()
+            except FaultError:
+                continue            # warned by the walk
+            if unreadable.pop(nr, None) is not None and t.value_() not in seen:
+                seen.add(t.value_())
+                yield t
+        for nr, e in unreadable.items():
+            walk_warn(prog, f"find_tasks: pid {nr} unreadable: {e}")
 
 
 def find_processes(prog, tgids) -> Iterator[Object]:
     """The thread-group leaders whose tgid is in ``tgids``, in tgid order
-    (per-process tables: their ``pid`` is the tgid).  Values that are not
-    pids, and pids whose task is unreadable, are skipped.
+    (per-process tables: their ``pid`` is the tgid), looked up as
+    :func:`find_tasks` does.  Values that are not pids, and pids whose task
+    is unreadable (a warning), are skipped.
 
     :return: iterator of ``struct task_struct *``
     """
-    from kql.helpers.pid import find_task
-    for nr in sorted({v for v in tgids if isinstance(v, int) and 0 < v < 1 << 31}):
+    for task in find_tasks(prog, sorted({v for v in tgids
+                                         if isinstance(v, int) and 0 < v < 1 << 31})):
         try:
-            task = find_task(prog, nr)
-            if task.value_() and task.tgid.value_() == nr:
+            if task.tgid.value_() == task.pid.value_():
                 yield task
-        except FaultError:
-            continue
+        except FaultError as e:
+            walk_warn(prog, f"find_processes: task {task.value_():#x} unreadable: {e}")
 
 
 def task_comm(task: Object) -> str:

@@ -18,7 +18,8 @@ from kql.types import pointer_to
 
 __all__ = ["for_each_task", "for_each_process", "for_each_thread", "task_state_letter",
            "task_state_index", "task_state_name", "task_cpu", "task_is_kthread",
-           "task_state_letters", "task_state_to_char", "PF_KTHREAD", "is_group_leader"]
+           "task_state_letters", "task_state_to_char", "PF_KTHREAD", "is_group_leader",
+           "sweep_children"]
 
 #: include/linux/sched.h; a #define, so not in BTF (unchanged since Linux 2.6).
 PF_KTHREAD = 0x00200000
@@ -109,8 +110,11 @@ def for_each_task(prog, *, idle: bool = True) -> Iterator[Object]:
     """Every thread of every process, plus each CPU's idle task.
 
     When the process or thread lists are broken (a filtered or corrupt page),
-    the PID IDR of the initial namespace is swept as well, so only tasks whose
-    own ``task_struct`` is unreadable go missing (each with a warning).
+    the PID IDR of the initial namespace is swept as well, then the children
+    lists of every task found (a stretch of the process list between two
+    unreadable tasks whose IDR node is unreadable too is still on its parent's
+    list), so only tasks whose own ``task_struct`` is unreadable, or that no
+    readable link reaches, go missing (with warnings).
 
     :param idle: include the idle tasks of CPUs other than 0 (``rq->idle``)
     :return: iterator of ``struct task_struct *``
@@ -153,6 +157,7 @@ def for_each_task(prog, *, idle: bool = True) -> Iterator[Object]:
         broken = True
     if broken:
         yield from _sweep_pids(prog, pt, seen)
+        yield from sweep_children(prog, seen)
 
 
 def _sweep_pids(prog, pt, seen: set) -> Iterator[Object]:
@@ -184,6 +189,51 @@ def _sweep_pids(prog, pt, seen: set) -> Iterator[Object]:
         yield _ptr(prog, pt, addr)
     walk_warn(prog, f"for_each_task: task lists were broken; the PID IDR gave {found} more "
                     f"tasks ({lost} unreadable)")
+
+
+def sweep_children(prog, seen: set) -> Iterator[Object]:
+    """Tasks on the children lists (``task->children``, linked by ``->sibling``:
+    thread-group leaders only, see copy_process()) of the tasks whose
+    addresses are in ``seen``, with their threads, until nothing new turns up
+    (``seen`` grows with each).  For walks that met broken task lists.
+
+    :return: iterator of ``struct task_struct *``
+    """
+    pt = _task_ptr_type(prog)
+    lay = _layout(prog)
+    t = prog.types.find_type("struct task_struct")
+    children, sibling, pid_off = t.offsetof("children"), t.offsetof("sibling"), t.offsetof("pid")
+    todo = list(seen)
+    found = 0
+    while todo:
+        parent = todo.pop()
+        try:
+            kids = [pos - sibling for pos in _walk(prog, parent + children, 0, 10_000_000,
+                                                    "for_each_task(children)")]
+        except FaultError:
+            continue            # the parent itself is unreadable: warned where it was found
+        for leader in kids:
+            if leader in seen:
+                continue
+            try:
+                prog.read(leader + pid_off, 4)
+            except FaultError as e:
+                walk_warn(prog, f"for_each_task: task_struct at {leader:#x} unreadable: {e}")
+                seen.add(leader)
+                continue
+            try:
+                threads = list(_threads(prog, leader, lay))
+            except FaultError as e:
+                walk_warn(prog, f"for_each_task: threads of task {leader:#x} unreadable: {e}")
+                threads = []
+            for addr in [leader] + threads:
+                if addr not in seen:
+                    seen.add(addr)
+                    todo.append(addr)
+                    found += 1
+                    yield _ptr(prog, pt, addr)
+    if found:
+        walk_warn(prog, f"for_each_task: recovered {found} more tasks from the children lists")
 
 
 def is_group_leader(task: Object) -> bool:

@@ -9,8 +9,7 @@ from functools import cached_property
 from kql.errors import FaultError
 from kql.helpers.fs import (d_path, for_each_file, for_each_mount, inode_type, mount_devname,
                             mount_fstype, mount_options, mount_path, mount_readonly)
-from kql.helpers.sched import find_processes, task_comm
-from kql.helpers.task import for_each_process
+from kql.helpers.sched import find_processes, for_each_task_and_pid, task_comm
 from kql.helpers.list import walk_warn
 from kql.tables.base import (ADDRESS, BOOL, Column, INT32, INT64, STRING, ScanContext,
                             TableSpec)
@@ -51,7 +50,7 @@ def _process_files(prog, task):
 
 def _rows(ctx: ScanContext):
     prog = ctx.kernel
-    for task in for_each_process(prog):
+    for task in for_each_task_and_pid(prog, leaders_only=True):
         yield from _process_files(prog, task)
 
 

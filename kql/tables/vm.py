@@ -9,8 +9,7 @@ from kql.errors import FaultError
 from kql.helpers.list import walk_warn
 from kql.helpers.mm import (for_each_vma, get_gate_vma, task_environ, vma_dev,
                             vma_file_offset, vma_flags_str, vma_ino, vma_name)
-from kql.helpers.sched import find_processes, task_comm
-from kql.helpers.task import for_each_process
+from kql.helpers.sched import find_processes, for_each_task_and_pid, task_comm
 from kql.tables.base import (ADDRESS, Column, INT32, INT64, STRING, ScanContext,
                             TableSpec)
 
@@ -26,7 +25,7 @@ def _processes(ctx: ScanContext):
             vals = {v for v in ctx.keys[col] if isinstance(v, int) and 0 < v < 1 << 31}
             wanted = vals if wanted is None else wanted & vals
     if wanted is None:
-        yield from for_each_process(prog)
+        yield from for_each_task_and_pid(prog, leaders_only=True)
         return
     yield from find_processes(prog, wanted)
 
