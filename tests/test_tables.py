@@ -155,10 +155,6 @@ def test_tasks_match_proc(name, kind):
             # parents of the printer, which reaped it and went on (pid 1).
             if not t["is_kthread"] and pid not in printer_parents:
                 expect["cpu"] = int(stat[36])
-        if t["is_kthread"] and t["state"] == 0:
-            # a kernel thread that was running when /proc was read (rcu_sched
-            # on its timer, seen on 5.10-panic) has gone back to sleep since
-            del expect["state"]
         got = dict(r)
         if got["state"] != t["state"] and kthread_ran(fx, k, t, got["state"]):
             del expect["state"]
