@@ -468,3 +468,14 @@ def test_export_into_an_unwritable_directory_is_one_line(tmp_path, monkeypatch, 
     assert rc == 1
     assert err.splitlines()[-1] == f"kql: export: cannot write {ro}/sub/tasks/" + \
         err.split("/sub/tasks/")[1].split(":")[0] + ": Permission denied"
+
+
+def test_damaged_kallsyms_name_is_a_dump_error(tmp_path):
+    """Fuzz finding: a damaged kallsyms name hid 'runqueues' (LookupError, exit 3)."""
+    import fuzzing
+    data, what, _q = fuzzing.dump_case(100095)
+    assert what == "kallsyms: pfn 0x124c9 text 3 at 3747"
+    f = tmp_path / "x.kdump"
+    f.write_bytes(data)
+    p = kql(str(f), "SELECT pid FROM tasks", check_rc=2)
+    assert p.stderr == "kql: error: cannot read tasks: no symbol named 'runqueues'\n"
