@@ -479,3 +479,15 @@ def test_damaged_kallsyms_name_is_a_dump_error(tmp_path):
     f.write_bytes(data)
     p = kql(str(f), "SELECT pid FROM tasks", check_rc=2)
     assert p.stderr == "kql: error: cannot read tasks: no symbol named 'runqueues'\n"
+
+
+def test_vmcoreinfo_numbers_may_be_hex():
+    """6.12 writes NUMBER(VMALLOC_START)=0x…, arm64 NUMBER(kimage_voffset)=0x…"""
+    from kql.dump.base import validate_vmcoreinfo
+    info = {"NUMBER(VMALLOC_START)": "0xffffd0da80000000", "NUMBER(phys_base)": "-656408576",
+            "NUMBER(x)": "0xzz", "SIZE(y)": "-1"}
+    assert validate_vmcoreinfo(info, "d") == [
+        "d: VMCOREINFO NUMBER(x)='0xzz' is not a number: ignored",
+        "d: VMCOREINFO SIZE(y)='-1' is not a number: ignored"]
+    assert info == {"NUMBER(VMALLOC_START)": "0xffffd0da80000000",
+                    "NUMBER(phys_base)": "-656408576"}

@@ -89,8 +89,9 @@ def validate_vmcoreinfo(info: dict[str, str], where: str) -> list[str]:
         kind = key.split("(", 1)[0] if key.endswith(")") else key
         if kind == "SYMBOL":
             ok = _HEX.fullmatch(value) and int(value, 16) < 1 << 64
-        elif kind == "NUMBER":
-            ok = _DEC.fullmatch(value) and -(1 << 63) <= int(value) < 1 << 64
+        elif kind == "NUMBER":  # decimal, or 0x-hex (VMALLOC_START on 6.12, arm64 kimage_voffset)
+            ok = (_DEC.fullmatch(value) and -(1 << 63) <= int(value) < 1 << 64) or (
+                value[:2] in ("0x", "0X") and _HEX.fullmatch(value) and int(value, 16) < 1 << 64)
         elif kind in ("SIZE", "OFFSET", "LENGTH"):
             ok = _DEC.fullmatch(value) and 0 <= int(value) < 1 << 63
         elif kind == "CRASHTIME":
