@@ -163,10 +163,18 @@ class Session:
             ctx = ScanContext(kernel=kernel, columns=list(s.columns), keys=s.keys,
                               limit=s.limit, args=s.args, warnings=warnings)
             extra = {m.name: (m.type, m.fn) for m in s.members.values()}
-            if s.lateral:
-                tables[s.id] = _lateral_scan(s, ctx, extra, tables)
-            else:
-                tables[s.id] = run_scan(s.spec, ctx, extra)
+            try:
+                if s.lateral:
+                    tables[s.id] = _lateral_scan(s, ctx, extra, tables)
+                else:
+                    tables[s.id] = run_scan(s.spec, ctx, extra)
+            except LookupError as e:
+                if type(e) is not LookupError:  # KeyError, IndexError: a bug, not the dump
+                    raise
+                # a symbol, type or member the walk needs is missing (damaged
+                # kallsyms or BTF, or a kernel kql cannot read)
+                from kql.errors import DumpError
+                raise DumpError(f"cannot read {s.table}: {e}") from None
             stats.rows_scanned[s.alias] = tables[s.id].num_rows
         stats.scan_seconds = time.perf_counter() - t0
         stats.pages_read = self._pages_read() - pages0

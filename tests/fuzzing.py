@@ -276,8 +276,9 @@ def open_case(data: bytes):
         k = Kernel(dump, cache_dir=False)
         rows = []
         for name in ("SYMBOL(init_top_pgt)", "SYMBOL(swapper_pg_dir)"):
-            if name in k.vmcoreinfo:
+            if name in k.vmcoreinfo:  # the page-table root the kernel uses
                 rows.append(k.read(int(k.vmcoreinfo[name], 16), 64))
+                break
         for pfn in range(0, dump.phys.max_pfn, 97):
             if dump.phys.is_mapped(pfn << 12):
                 try:
@@ -605,7 +606,8 @@ def campaign(n_dumps: int, n_queries: int, timeout: int = 60, start: int = 0,
             signal.alarm(0)
             if rows == baseline[q]:
                 counts["dump: same answer"] += 1
-            elif warnings:
+            elif warnings or any(isinstance(x, str) and x.endswith("Error") for x in rows):
+                # a dump warning, or a page read that failed loudly (a FaultError)
                 counts["dump: changed answer with warnings"] += 1
             else:
                 counts[f"dump: changed answer without warning ({region})"] += 1
@@ -615,11 +617,13 @@ def campaign(n_dumps: int, n_queries: int, timeout: int = 60, start: int = 0,
         except Timeout:
             counts["dump: HANG"] += 1
             findings.append((i, what, q, "hang"))
+            print("FINDING", findings[-1], file=out, flush=True)
         except Exception as e:  # noqa: BLE001 - a finding
             signal.alarm(0)
             counts["dump: INTERNAL ERROR"] += 1
-            findings.append((i, what, q, "".join(traceback.format_exception_only(e)).strip()))
-        if (i - start + 1) % 500 == 0:
+            findings.append((i, what, q, "".join(traceback.format_exception(e)).strip()))
+            print("FINDING", findings[-1], file=out, flush=True)
+        if (i - start + 1) % (500 if level == "open" else 100) == 0:
             print(f"dumps {i - start + 1}/{n_dumps} in {time.time() - t0:.0f} s: "
                   f"{dict(counts)}", file=out, flush=True)
     r = random.Random(start)
@@ -636,10 +640,12 @@ def campaign(n_dumps: int, n_queries: int, timeout: int = 60, start: int = 0,
         except Timeout:
             counts["query: HANG"] += 1
             findings.append((i, "query", q, "hang"))
+            print("FINDING", findings[-1], file=out, flush=True)
         except Exception as e:  # noqa: BLE001 - a finding
             signal.alarm(0)
             counts["query: INTERNAL ERROR"] += 1
-            findings.append((i, "query", q, "".join(traceback.format_exception_only(e)).strip()))
+            findings.append((i, "query", q, "".join(traceback.format_exception(e)).strip()))
+            print("FINDING", findings[-1], file=out, flush=True)
         if (i + 1) % 2000 == 0:
             print(f"queries {i + 1}/{n_queries}: {dict(counts)}", file=out, flush=True)
     print(f"done in {time.time() - t0:.0f} s", file=out)
@@ -674,8 +680,8 @@ def main(argv: list[str]) -> int:
     import atheris  # the optional "fuzz" extra
 
     fn = TARGETS[args.target]
-    with atheris.instrument_imports():
-        import kql  # noqa: F401
+    fn(bytes(16))  # imports every module the target uses, then instruments them
+    atheris.instrument_all()
     atheris.Setup([sys.argv[0], *rest], fn)
     atheris.Fuzz()
     return 0

@@ -475,3 +475,42 @@ def test_export_into_an_unwritable_directory_is_one_line(tmp_path, monkeypatch, 
     assert rc == 1
     assert err.splitlines()[-1] == f"kql: export: cannot write {ro}/sub/tasks/" + \
         err.split("/sub/tasks/")[1].split(":")[0] + ": Permission denied"
+
+
+@pytest.mark.parametrize("case,what,symbol", [
+    (100095, "kallsyms: pfn 0x124c9 text 3 at 3747", "runqueues"),
+    (101123, "kallsyms: pfn 0x12328 random 15 at 935, pfn 0x124ca zero 4 at 478", "init_task"),
+])
+def test_damaged_kallsyms_name_is_a_dump_error(tmp_path, case, what, symbol):
+    """Fuzz finding: a damaged kallsyms name hid a symbol (LookupError, exit 3)."""
+    import fuzzing
+    data, done, _q = fuzzing.dump_case(case)
+    assert done == what
+    f = tmp_path / "x.kdump"
+    f.write_bytes(data)
+    p = kql(str(f), "SELECT pid FROM tasks", check_rc=2)
+    assert p.stderr == f"kql: error: cannot read tasks: no symbol named '{symbol}'\n"
+
+
+def test_huge_value_from_a_damaged_bitmap_is_null_with_a_warning(tmp_path):
+    """Fuzz finding: meminfo computed a 4300-digit integer; its warning text failed."""
+    import fuzzing
+    data, done, _q = fuzzing.dump_case(101467)
+    assert done == "bitmap2: text 4 at 38326"
+    f = tmp_path / "x.kdump"
+    f.write_bytes(data)
+    p = kql(str(f), "SELECT * FROM meminfo", "-f", "csv")
+    assert p.returncode in (0, 2), p.stderr
+    assert "internal error" not in p.stderr
+
+
+def test_vmcoreinfo_numbers_may_be_hex():
+    """6.12 writes NUMBER(VMALLOC_START)=0x…, arm64 NUMBER(kimage_voffset)=0x…"""
+    from kql.dump.base import validate_vmcoreinfo
+    info = {"NUMBER(VMALLOC_START)": "0xffffd0da80000000", "NUMBER(phys_base)": "-656408576",
+            "NUMBER(x)": "0xzz", "SIZE(y)": "-1"}
+    assert validate_vmcoreinfo(info, "d") == [
+        "d: VMCOREINFO NUMBER(x)='0xzz' is not a number: ignored",
+        "d: VMCOREINFO SIZE(y)='-1' is not a number: ignored"]
+    assert info == {"NUMBER(VMALLOC_START)": "0xffffd0da80000000",
+                    "NUMBER(phys_base)": "-656408576"}

@@ -66,7 +66,6 @@ def parse_vmcoreinfo(raw: bytes) -> dict[str, str]:
 
 _DEC = re.compile(r"-?[0-9]+", re.A)
 _HEX = re.compile(r"(?:0x)?[0-9a-fA-F]+", re.A)
-_PREFIXED_HEX = re.compile(r"0x[0-9a-fA-F]+", re.A)
 
 
 def validate_vmcoreinfo(info: dict[str, str], where: str) -> list[str]:
@@ -90,11 +89,9 @@ def validate_vmcoreinfo(info: dict[str, str], where: str) -> list[str]:
         kind = key.split("(", 1)[0] if key.endswith(")") else key
         if kind == "SYMBOL":
             ok = _HEX.fullmatch(value) and int(value, 16) < 1 << 64
-        elif kind == "NUMBER":
-            # decimal (VMCOREINFO_NUMBER, %ld), or 0x-hex where the arch prints
-            # it so (arm64's kimage_voffset, PHYS_OFFSET, KERNELPACMASK)
-            ok = ((_DEC.fullmatch(value) and -(1 << 63) <= int(value) < 1 << 64)
-                  or (_PREFIXED_HEX.fullmatch(value) and int(value, 16) < 1 << 64))
+        elif kind == "NUMBER":  # decimal, or 0x-hex (VMALLOC_START on 6.12, arm64 kimage_voffset)
+            ok = (_DEC.fullmatch(value) and -(1 << 63) <= int(value) < 1 << 64) or (
+                value[:2] in ("0x", "0X") and _HEX.fullmatch(value) and int(value, 16) < 1 << 64)
         elif kind in ("SIZE", "OFFSET", "LENGTH"):
             ok = _DEC.fullmatch(value) and 0 <= int(value) < 1 << 63
         elif kind == "CRASHTIME":

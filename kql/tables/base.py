@@ -259,8 +259,9 @@ class Columns:
             try:
                 pa.array([v], type=typ)
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeError):
-                self.warnings.add(self._where(name),
-                                  ValueError(f"{str(v)[:40]} does not fit {typ}"))
+                shown = (f"an integer of {v.bit_length()} bits"
+                         if isinstance(v, int) and v.bit_length() > 128 else str(v)[:40])
+                self.warnings.add(self._where(name), ValueError(f"{shown} does not fit {typ}"))
                 v = None
             fitted.append(v)
         return pa.array(fitted, type=typ)
