@@ -169,7 +169,7 @@ class Session:
                 else:
                     tables[s.id] = run_scan(s.spec, ctx, extra)
             except LookupError as e:
-                if type(e) is not LookupError:  # KeyError, IndexError: a bug, not the dump
+                if isinstance(e, (KeyError, IndexError)):  # a bug, not the dump
                     raise
                 # a symbol, type or member the walk needs is missing (damaged
                 # kallsyms or BTF, or a kernel kql cannot read)

@@ -488,8 +488,22 @@ def test_damaged_kallsyms_name_is_a_dump_error(tmp_path, case, what, symbol):
     assert done == what
     f = tmp_path / "x.kdump"
     f.write_bytes(data)
-    p = kql(str(f), "SELECT pid FROM tasks", check_rc=2)
+    # a fresh cache: the sample's cached kallsyms (same build-id) would hide the damage
+    p = kql(str(f), "SELECT pid FROM tasks", check_rc=2,
+            env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert p.stderr == f"kql: error: cannot read tasks: no symbol named '{symbol}'\n"
+
+
+def test_damaged_btf_is_a_dump_error(tmp_path):
+    """Fuzz finding: damaged BTF hid 'struct rq' (TypeNotFoundError, exit 3)."""
+    import fuzzing
+    data, done, _q = fuzzing.dump_case(203291)
+    assert done == "btf: pfn 0x128bc flip bit 5 at 2371, pfn 0x12717 0xff x8 at 2743"
+    f = tmp_path / "x.kdump"
+    f.write_bytes(data)
+    p = kql(str(f), "SELECT pid FROM tasks", check_rc=2,
+            env={"XDG_CACHE_HOME": str(tmp_path / "cache")})  # not the sample's cached BTF
+    assert p.stderr == "kql: error: cannot read tasks: no type named 'struct rq'\n"
 
 
 def test_huge_value_from_a_damaged_bitmap_is_null_with_a_warning(tmp_path):
