@@ -488,9 +488,10 @@ def test_damaged_kallsyms_name_is_a_dump_error(tmp_path, case, what, symbol):
     assert done == what
     f = tmp_path / "x.kdump"
     f.write_bytes(data)
-    # a fresh cache: the sample's cached kallsyms (same build-id) would hide the damage
+    # a fresh cache: the sample's cached kallsyms (same build-id) would hide the
+    # damage; no System.map to fall back to (the fixtures' kernels hold one)
     p = kql(str(f), "SELECT pid FROM tasks", check_rc=2,
-            env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+            env={"XDG_CACHE_HOME": str(tmp_path / "cache"), "KQL_DEBUG_ROOTS": str(tmp_path)})
     assert p.stderr == f"kql: error: cannot read tasks: no symbol named '{symbol}'\n"
 
 
