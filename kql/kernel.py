@@ -233,8 +233,9 @@ class Kernel:
             if not (self.system_map_path or self.vmlinux_path):
                 self.system_map_path = find_system_map(self.vmcoreinfo.get("OSRELEASE", ""))
             if not (self.system_map_path or self.vmlinux_path):
-                raise DumpError("the dump's kallsyms has no variables (kernel built without "
-                                "CONFIG_KALLSYMS_ALL) and no System.map for "
+                raise DumpError("the dump's kallsyms has no init_task (a kernel built "
+                                "without CONFIG_KALLSYMS_ALL, or damaged kallsyms) and no "
+                                "System.map for "
                                 f"{self.vmcoreinfo.get('OSRELEASE', '?')} was found: "
                                 "give --system-map or --vmlinux")
             errors.append("kallsyms has no variables (CONFIG_KALLSYMS_ALL is off)")
