@@ -18,7 +18,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from kql.arch.pagewalk import not_mapped, read_entry
+from kql.arch.pagewalk import not_mapped, read_entry, swapper_pg_dir_pa
 from kql.errors import DumpError, FaultError
 
 PAGE_SHIFT = 12                 # 4 KiB granule (Debian's arm64 kernels)
@@ -164,11 +164,7 @@ class Arm64:
 
     def kernel_pgtable_root(self, vmcoreinfo: dict[str, str]) -> int:
         """Physical address of swapper_pg_dir (TTBR1's tables)."""
-        value = vmcoreinfo.get("SYMBOL(swapper_pg_dir)")
-        if not value:
-            raise DumpError("VMCOREINFO has no SYMBOL(swapper_pg_dir): cannot find the "
-                            "kernel page tables")
-        return self.kernel_symbol_pa(int(value, 16), vmcoreinfo)
+        return swapper_pg_dir_pa(self, vmcoreinfo)
 
     def vmalloc_size(self, levels: int, kernel=None) -> int | None:
         """VMALLOC_END - VMALLOC_START + 1: NUMBER(VMALLOC_START) and

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 
+from kql.arch.pagewalk import swapper_pg_dir_pa
 from kql.arch.x86_64 import PTE_ADDR_MASK, Level, PageTableFormat, X86_64
 from kql.errors import DumpError, FaultError
 
@@ -104,11 +105,8 @@ class I386(X86_64):
         return vaddr - PAGE_OFFSET
 
     def kernel_pgtable_root(self, vmcoreinfo: dict[str, str]) -> int:
-        value = vmcoreinfo.get("SYMBOL(swapper_pg_dir)")
-        if not value:
-            raise DumpError("VMCOREINFO has no SYMBOL(swapper_pg_dir): cannot find the "
-                            "kernel page tables")
-        return self.kernel_symbol_pa(int(value, 16), vmcoreinfo)
+        """Physical address of swapper_pg_dir (the PAE PDPT)."""
+        return swapper_pg_dir_pa(self, vmcoreinfo)
 
     def pgd_from_cr3(self, cr3: int) -> int:
         return cr3 & 0xFFFFFFE0         # the PDPT is 32-byte aligned
