@@ -23,6 +23,8 @@ import re
 
 from prompt_toolkit.completion import Completer, Completion
 
+from kql.functions import FUNCTIONS
+
 __all__ = ["KqlCompleter", "candidates", "warm"]
 
 KEYWORDS = """SELECT FROM WHERE GROUP BY ORDER HAVING LIMIT OFFSET JOIN LEFT RIGHT FULL
@@ -32,7 +34,7 @@ COUNT SUM MIN MAX AVG TRUE FALSE""".split()
 STARTERS = ("SELECT", "WITH", "EXPLAIN", "FROM")
 BACKSLASH = ("\\set", "\\q", "\\x", "\\o", "\\timing", "\\?")
 SETTINGS = ("format", "output", "timing", "stats", "sql", "pager", "editing")
-SQL_FUNCTIONS = ("sym", "addr", "hex", "container_of", "struct_text", "count", "sum", "min",
+SQL_FUNCTIONS = tuple(FUNCTIONS) + ("count", "sum", "min",
                  "max", "avg", "lower", "upper", "length", "coalesce", "list_contains",
                  "string_agg", "array_to_string", "regexp_matches")
 

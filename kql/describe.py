@@ -1,4 +1,5 @@
-"""Documentation generated from the table catalog (``kql --describe``)."""
+"""Documentation generated from the table catalog and the SQL function
+registry (``kql --describe``)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def describe(table: str | None = None, markdown: bool = False) -> str:
         specs = list(cat.values())
     if markdown:
         return _markdown(specs)
+    from kql import functions
     out = []
     for spec in specs:
         head = spec.name if spec.params is None else f"{spec.name}({', '.join(spec.params)})"
@@ -46,6 +48,8 @@ def describe(table: str | None = None, markdown: bool = False) -> str:
         for ex in spec.examples:
             out.append(f"  e.g. {ex}")
         out.append("")
+    if table is None:
+        out += functions.text()
     return "\n".join(out)
 
 
@@ -78,6 +82,8 @@ def _markdown(specs) -> str:
             out.append(f"    {ex}")
         if spec.examples:
             out.append("")
+    from kql import functions
+    out += functions.markdown()
     return "\n".join(out)
 
 

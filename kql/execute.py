@@ -241,61 +241,14 @@ class Session:
         return fn
 
     def _register_functions(self, con, p: Plan, warnings) -> None:
-        import duckdb
-        from duckdb.sqltypes import BIGINT, UBIGINT, VARCHAR
+        from duckdb.sqltypes import UBIGINT
 
-        kernel = self.default_kernel()
-
-        def kql_sym(address: int) -> str | None:
-            return None if kernel is None else kernel.symbol_text(address)
-
-        def kql_addr(name: str) -> int | None:
-            if kernel is None or name is None:
-                return None
-            try:
-                return kernel.symbol(name).address
-            except LookupError:
-                return None
-
-        def kql_hex(value: int) -> str | None:
-            return None if value is None else hex(value)
-
-        def kql_container_of(address: int, type_name: str, member: str) -> int | None:
-            if address is None or kernel is None or type_name is None or member is None:
-                return None
-            try:
-                return address - kernel.types.find_type(type_name).offsetof(member)
-            except LookupError as e:  # an unknown type or member: NULL, counted
-                warnings.add("container_of", e)
-                return None
-
-        def kql_struct_text(type_name: str, address: int) -> str | None:
-            if address is None or type_name is None or kernel is None:
-                return None
-            from kql.helpers.printer import format_object
-            from kql.object import Object
-            try:
-                obj = Object(kernel, kernel.types.find_type(type_name), address)
-            except LookupError as e:
-                raise ValueError(f"struct_text: unknown type '{type_name}': {e}") from None
-            return format_object(obj)
-
+        from kql import functions
         for name, (m, dump) in p.udfs.items():
             con.create_function(name, self._guarded(m, warnings), [UBIGINT],
                                 _duckdb_type(m.type), side_effects=False,
-                            null_handling="special")
-        con.create_function("kql_sym", kql_sym, [UBIGINT], VARCHAR, side_effects=False,
-                            null_handling="special")
-        con.create_function("kql_addr", kql_addr, [VARCHAR], UBIGINT, side_effects=False,
-                            null_handling="special")
-        con.create_function("kql_struct_text", kql_struct_text, [VARCHAR, UBIGINT], VARCHAR,
-                            side_effects=False, null_handling="special")
-        con.create_function("kql_hex", kql_hex, [UBIGINT], VARCHAR, side_effects=False,
-                            null_handling="special")
-        con.create_function("kql_container_of", kql_container_of, [UBIGINT, VARCHAR, VARCHAR],
-                            UBIGINT, side_effects=False,
-                            null_handling="special")
-        del duckdb, BIGINT
+                                null_handling="special")
+        functions.register(con, self.kernels, self.default_kernel(), warnings)
 
 
 def _lateral_scan(s, ctx: ScanContext, extra, tables: dict) -> Columns:

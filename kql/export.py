@@ -359,9 +359,7 @@ def parquet_connection(directory: str, text: str | None = None, *, allow_files: 
     (only the tables whose names occur in ``text``, when given: binding a
     view reads the schema of every file of its table).  It reads that
     directory and no other file unless ``allow_files``."""
-    import duckdb
-
-    from kql import duck
+    from kql import duck, functions
     d = Path(directory)
     if not d.is_dir():
         raise QueryError(f"--parquet: {directory} is not a directory")
@@ -379,8 +377,7 @@ def parquet_connection(directory: str, text: str | None = None, *, allow_files: 
     if not views and (words is None or not any(p.is_dir() and any(p.glob("*.parquet"))
                                                 for p in d.iterdir())):
         raise QueryError(f"--parquet: no exported tables in {directory}")
-    con.create_function("kql_hex", lambda v: None if v is None else hex(v),
-                        [duckdb.sqltypes.UBIGINT], duckdb.sqltypes.VARCHAR)
+    functions.register(con, {}, None, None, with_dump=False)
     return con, views
 
 
@@ -389,12 +386,11 @@ def query_parquet(directory: str, text: str, *, allow_files: bool = False) -> li
     ``allow_files`` lets the query read files outside it."""
     import duckdb
 
-    from kql import duck
+    from kql import duck, functions
     from kql.errors import ExecuteError
     from kql.grammar import ast as A
     from kql.grammar import parse
-    from kql.planner import (FILES_NEED, KQL_FUNCTIONS, modern_lambdas, name_outputs,
-                             reads_files, rewrite)
+    from kql.planner import FILES_NEED, modern_lambdas, name_outputs, reads_files, rewrite
 
     con, _ = parquet_connection(directory, text, allow_files=allow_files)
     out = []
@@ -409,8 +405,9 @@ def query_parquet(directory: str, text: str, *, allow_files: bool = False) -> li
             if isinstance(node, A.MemberPath) and node.has_arrow():
                 raise QueryError("member paths need a live dump, not an export", text,
                                  node.span[0], node.span[1])
-            if isinstance(node, A.FuncCall) and node.name == "hex":
-                return node.replace(name=KQL_FUNCTIONS["hex"], args=rewrite(node.args, lower))
+            f = functions.FUNCTIONS.get(node.name) if isinstance(node, A.FuncCall) else None
+            if f is not None and not f.needs_dump:
+                return node.replace(name=f.udf(), args=rewrite(node.args, lower))
             return None
         sql = rewrite(modern_lambdas(name_outputs(stmt, text)), lower).to_sql()
         try:

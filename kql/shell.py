@@ -23,6 +23,7 @@ from pathlib import Path
 
 from kql.crashcmd import COMMANDS, Crash, command_help, is_crash_command, split_pipe
 from kql.errors import KqlError, QueryError
+from kql.functions import FUNCTIONS as SQL_FUNCTIONS
 
 __all__ = ["Shell", "Settings", "help_text", "is_complete", "history_path"]
 
@@ -161,15 +162,8 @@ def help_text(topic: str | None = None) -> str:
     return "\n".join(out)
 
 
-FUNCTIONS = {
-    "sym": ("sym(address)", "'name+0xoff' of the symbol an address is in"),
-    "addr": ("addr(symbol)", "a symbol's address"),
-    "container_of": ("container_of(address, type, member)",
-                     "the address of the TYPE whose MEMBER is at ADDRESS"),
-    "hex": ("hex(x)", "a number in hex"),
-    "struct_text": ("struct_text(type, address)",
-                    "the object printed nested, as crash `struct` and gdb `p *` do"),
-}
+# kql's SQL functions: (usage, doc), from the one registry
+FUNCTIONS = {f.name: (f.usage, f.doc) for f in SQL_FUNCTIONS.values()}
 
 
 def _wrap(words: list[str], width: int = 78) -> str:

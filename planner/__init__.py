@@ -11,8 +11,8 @@ The planner runs rules in order, each a function ``rule(stmt, ctx) -> stmt``
    lookup (tasks.pid → find_task) becomes a lookup instead of a walk.
 3. ``push_limits``: a LIMIT over a single scan, with nothing that needs all
    rows first, stops the walk early.
-4. ``lower_functions``: kql's functions (sym, addr, container_of, hex) become
-   the UDFs the executor registers in DuckDB.
+4. ``lower_functions``: kql's functions (``kql.functions.FUNCTIONS``) become
+   the UDFs the executor registers in DuckDB, one per dump.
 5. ``direct``: a query that is only a projection of one scan needs no DuckDB.
 """
 
@@ -23,14 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kql.errors import PlanError
+from kql.functions import FUNCTIONS
 from kql.grammar import ast as A
 
 from .members import compile_path
 from .plan import LateralRef, MemberColumn, Plan, Scan
 
-# kql functions → the executor's DuckDB UDFs.
-KQL_FUNCTIONS = {"sym": "kql_sym", "addr": "kql_addr", "container_of": "kql_container_of",
-                 "hex": "kql_hex", "struct_text": "kql_struct_text"}
 
 
 @dataclass
@@ -708,13 +706,14 @@ def _member(node: A.MemberPath, ctx: Ctx, scope: Scope, fn=None):
         raise error(f"{text}: member paths need an open dump", ctx, node)
     compiled = compile_path(kernel.types, target.object_type, node.steps, text,
                             ctx.source, node.span)
-    key = (target.spec.object_column, repr(node.steps))
+    key = repr(node.steps)  # the same path on the same scan is read once
     for m in target.members.values():
-        if m.text == key:
+        if m.key == key:
             break
     else:
         m = MemberColumn(name=f"__m{sum(len(s.members) for s in ctx.scans)}",
-                         text=text, type=compiled.arrow_type, fn=None, c_type=compiled.c_type)
+                         text=text, type=compiled.arrow_type, fn=None, c_type=compiled.c_type,
+                         key=key)
         getter = target.spec.column(target.spec.object_column).fn
         read = compiled.reader(kernel)
         m.fn = lambda row, _g=getter, _r=read: _r(_g(row))
@@ -794,8 +793,8 @@ def _selects(stmt):
 # Functions known to be scalar (row by row): a LIMIT may stop the scan early
 # under them.  Any other function might aggregate (DuckDB has hundreds), so
 # a LIMIT is not pushed below it.
-SCALAR_FUNCTIONS = frozenset("""
-sym addr hex container_of struct_text lower upper length strlen substr substring concat coalesce
+SCALAR_FUNCTIONS = frozenset(FUNCTIONS) | frozenset("""
+lower upper length strlen substr substring concat coalesce
 ifnull nullif abs round floor ceil greatest least trim ltrim rtrim replace contains
 starts_with ends_with prefix suffix regexp_matches regexp_replace regexp_extract
 left right lpad rpad reverse repeat split_part string_split len array_length
@@ -858,10 +857,45 @@ def _where_is_pushed(where, scope) -> bool:
     return col in scan.keys
 
 
+def _function_dump(call: A.FuncCall, scope: Scope | None):
+    """The dump a kql function call reads: that of the scans its arguments
+    name, else that of its SELECT's scans, if there is just one (None: the
+    default dump)."""
+    if scope is None:
+        return None
+    dumps = set()
+    for n in call.walk():
+        if isinstance(n, A.Column):
+            for alias, s in scope.relations:
+                if s is not None and (alias == n.table.lower() if n.table is not None
+                                      else s.spec.column(n.name) is not None):
+                    dumps.add(s.dump)
+    if len(dumps) != 1:
+        dumps = {s.dump for s in scope.scans}
+    return dumps.pop() if len(dumps) == 1 else None
+
+
 def lower_functions(stmt, ctx: Ctx):
+    """kql's functions (:mod:`kql.functions`) become the DuckDB UDFs the
+    executor registers, bound to the dump their arguments come from:
+
+    >>> from kql.grammar import parse_one
+    >>> from kql.tables import catalog
+    >>> q = "SELECT sym(t.task) FROM a.tasks t"
+    >>> env = Env(catalog(), {"a": None, "b": None})
+    >>> plan(parse_one(q), env, q).sql
+    'SELECT kql_sym__a(t.task) AS "sym(t.task)" FROM __kql_scan_0 AS t'
+    """
+    dumps = {}
+    for sel in _selects(stmt):  # outer SELECTs first: an inner one decides for its calls
+        scope = ctx.scopes.get(id(sel))
+        for n in sel.walk():
+            if isinstance(n, A.FuncCall) and n.name in FUNCTIONS:
+                dumps[id(n)] = _function_dump(n, scope)
+
     def fn(node):
-        if isinstance(node, A.FuncCall) and node.name in KQL_FUNCTIONS:
-            return node.replace(name=KQL_FUNCTIONS[node.name],
+        if isinstance(node, A.FuncCall) and node.name in FUNCTIONS:
+            return node.replace(name=FUNCTIONS[node.name].udf(dumps.get(id(node))),
                                 args=rewrite(node.args, fn))
         return None
     return rewrite(stmt, fn)

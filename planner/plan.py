@@ -23,6 +23,7 @@ class MemberColumn:
     type: Any            # kql.tables.base.ColumnType
     fn: Callable[[Any], Any]
     c_type: str          # the C type of the result
+    key: str = ""        # the path's steps, to read a repeated path once
 
 
 @dataclass

@@ -167,6 +167,17 @@ def test_member_path_compiles_against_dump_types(sample_env):
         "Output: direct from the scan (no DuckDB)")
 
 
+def test_repeated_member_path_is_read_once(sample_env):
+    q = ("EXPLAIN SELECT task->mm->map_count AS a, task->mm->map_count AS b FROM tasks "
+         "WHERE task->mm->map_count > 0")
+    assert plan(parse_one(q), sample_env, q).explain() == (
+        "Scan tasks: walk init_task.tasks + thread groups (signal->thread_head) + "
+        "per-CPU idle tasks (rq->idle)\n"
+        "    columns: task->mm->map_count (int)\n"
+        "DuckDB: SELECT tasks.__m0 AS a, tasks.__m0 AS b FROM __kql_scan_0 AS tasks "
+        "WHERE tasks.__m0 > 0")
+
+
 def test_bad_member_path_names_struct(sample_env):
     q = "SELECT value->se.vrntime FROM var('init_task')"
     with pytest.raises(PlanError) as e:
