@@ -4,11 +4,12 @@ i386 makedumpfile -c -d 31), read with the debug vmlinux of its -dbg:i386
 package (the kernel has no BTF).
 
 The fixture-driven checks are the existing tests, called here on the i386
-fixture: tasks, stacks, open files, cmdline/environ, modules, dmesg, mounts,
-vmas, sockets, net devices, meminfo (with its highmem lines), slabs, cpus,
-runqueue; on the panic dump also the panicking task's stack, sys.panic and
-the panic-summary query.  (The generic test modules' own parametrizations leave i386 out:
-many of their other tests open dumps without a vmlinux.)
+fixtures: sys (uptime, clock, the kdump header's time), tasks, stacks, open
+files, cmdline/environ, modules, dmesg, mounts, vmas, sockets, net devices,
+meminfo (with its highmem lines), slabs, cpus, runqueue; on the panic dump
+also the panicking task's stack, sys.panic and the panic-summary query.
+(The generic test modules' own parametrizations leave i386 out: many of
+their other tests open dumps without a vmlinux.)
 """
 
 import inspect
@@ -29,6 +30,7 @@ from test_files_vm import test_mounts_match_proc_mounts as mounts_match_proc_mou
 from test_files_vm import test_vmas_match_proc_maps as vmas_match_proc_maps
 import test_net_mem_sched
 from test_tables import test_dmesg as dmesg_matches
+from test_tables import test_sys as sys_matches
 from test_tables import test_tasks_match_proc as tasks_match_proc
 from test_tables import test_modules_match_proc_modules as modules_match_proc_modules
 from test_tables import test_tasks_pid_lookup as tasks_pid_lookup
@@ -114,9 +116,10 @@ CHECKS = {
     "tasks": lambda name, kind: tasks_match_proc(name, kind),
     "mounts": lambda name, kind: mounts_match_proc_mounts(name, kind),
     "vmas": lambda name, kind: vmas_match_proc_maps(name, kind),
+    "sys": lambda name, kind: sys_matches(name, kind),
 }
 # the checks that take no dump kind run once per fixture
-PER_DUMP = {"stacks", "open-files", "dmesg", "tasks", "mounts", "vmas"}
+PER_DUMP = {"stacks", "open-files", "dmesg", "tasks", "mounts", "vmas", "sys"}
 CASES = [(c, n, k) for c in CHECKS for n, k in DUMPS
          if c in PER_DUMP or k == dict(DUMPS)[n]]
 
