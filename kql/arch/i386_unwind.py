@@ -5,9 +5,10 @@ function starts ``push %ebp; mov %esp, %ebp``, so at ``bp`` sit the caller's
 ``bp`` and, one word up, the return address.  The entry code marks a
 ``pt_regs`` on the stack by storing its address with bit 31 cleared in
 ``%ebp`` (entry_32.S ENCODE_FRAME_POINTER: ``andl $0x7fffffff, %ebp``);
-``unwind_frame.c`` ``decode_frame_pointer()`` sets it again.  The entry code's frame that
-holds a user-mode ``pt_regs`` ends the walk as a "regs" frame.  A kernel-mode
-``pt_regs`` of 32-bit x86 ends before ``sp``/``ss``: the interrupted stack
+``unwind_frame.c`` ``decode_frame_pointer()`` sets it again.  The entry
+code's frame that holds a user-mode ``pt_regs`` (found so, or right below the
+top of the stack after sysenter) ends the walk as a "regs" frame.  A
+kernel-mode ``pt_regs`` of 32-bit x86 ends before ``sp``/``ss``: the interrupted stack
 pointer is just past the ``cs``/``flags`` words (``kernel_stack_pointer()``).
 """
 

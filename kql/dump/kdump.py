@@ -142,7 +142,8 @@ class KdumpFile:
                                  "domainname"), uts))
         wide = _long_size(self.utsname["machine"]) == 8
         timestamp, timestamp_at, tail_at, sub_header = (
-            (_TIMESTAMP, 408, 424, _SUB_HEADER) if wide else (_TIMESTAMP32, 404, 412, _SUB_HEADER32))
+            (_TIMESTAMP, 408, 424, _SUB_HEADER) if wide
+            else (_TIMESTAMP32, 404, 412, _SUB_HEADER32))
         sec, usec = timestamp.unpack_from(head, timestamp_at)
         self.timestamp = sec + usec / 1e6 if (sec or usec) else None
         (self.status, block_size, sub_hdr_size, bitmap_blocks, max_mapnr, _total_ram,
