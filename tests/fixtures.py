@@ -117,9 +117,11 @@ DUMPS = [(n, k) for n in FIXTURES for k in fixture(n).kinds]
 # ---------------------------------------------------------------- shared test helpers
 
 def expected_pgtable_levels(fx: Fixture) -> int:
-    """Page-table levels the fixture's kernel runs with: x86_64: 5 with LA57
+    """Page-table levels the fixture's kernel runs with: i386: 3 (PAE); x86_64: 5 with LA57
     (a recipe's `cpu max` has it); arm64 (4K pages): 5 for a kernel built for
     52-bit VAs (Debian's 6.12: LPA2, which QEMU's max CPU has), else 4."""
+    if fx.recipe.get("arch") == "i386":
+        return 3                        # PAE
     if fx.recipe.get("arch") == "arm64":
         config = Path(fx.vmlinux).parents[4] / "boot" / f"config-{fx.release}"
         return 5 if "CONFIG_ARM64_VA_BITS=52\n" in config.read_text() else 4

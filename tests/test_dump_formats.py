@@ -104,8 +104,10 @@ def build_kdump(pages: dict[int, bytes], *, max_mapnr: int, ram=None, comp="zlib
     """A kdump-compressed file.  ``comp`` is a method or {pfn: method}.
 
     ``bad_pages`` replaces the stored (compressed) data of a pfn.
-    Returns the file bytes; the layout follows makedumpfile's diskdump_mod.h.
+    Returns the file bytes; the layout follows makedumpfile's diskdump_mod.h
+    (with 4-byte longs, 8-byte members 4-aligned, for a 32-bit ``machine``).
     """
+    long32 = machine == b"i686"
     ram = set(pages) if ram is None else set(ram) | set(pages)
     start, end = split if split else (0, max_mapnr)
     # header
@@ -115,24 +117,26 @@ def build_kdump(pages: dict[int, bytes], *, max_mapnr: int, ram=None, comp="zlib
     uts = [b"Linux", b"testhost", release, b"#1 SMP", machine, b"(none)"]
     for i, field in enumerate(uts):
         head[12 + 65 * i:12 + 65 * i + len(field)] = field
-    struct.pack_into("<qq", head, 408, *timestamp)
-    sub_body_len = 104 + len(vmcoreinfo) + len(notes)
+    struct.pack_into("<ii" if long32 else "<qq", head, 404 if long32 else 408, *timestamp)
+    tail = 412 if long32 else 424
+    sub_len = 80 if long32 else 104
+    sub_body_len = sub_len + len(vmcoreinfo) + len(notes)
     sub_hdr_size = -(-sub_body_len // BS)
     half = -(-max_mapnr // 8)
     half += -half % BS
     bitmap_blocks = 2 * half // BS
-    struct.pack_into("<IiiIII", head, 424, status, BS, sub_hdr_size, bitmap_blocks,
+    struct.pack_into("<IiiIII", head, tail, status, BS, sub_hdr_size, bitmap_blocks,
                      min(max_mapnr, 0xFFFFFFFF), 0)
-    struct.pack_into("<i", head, 460, 2)  # nr_cpus
+    struct.pack_into("<i", head, tail + 36, 2)  # nr_cpus
     # sub header + vmcoreinfo + notes
     sub = bytearray(sub_hdr_size * BS)
-    off_vmci = BS + 104
+    off_vmci = BS + sub_len
     off_note = off_vmci + len(vmcoreinfo)
-    struct.pack_into("<QiiQQQQQQQQQQQ", sub, 0, 0xFFFFFFFF80000000 & 0, dump_level,
+    struct.pack_into("<IiiIIqIqIqIQQQ" if long32 else "<QiiQQQQQQQQQQQ", sub, 0, 0, dump_level,
                      1 if split else 0, start, end, off_vmci, len(vmcoreinfo), off_note,
                      len(notes), 0, 0, start, end, max_mapnr)
-    sub[104:104 + len(vmcoreinfo)] = vmcoreinfo
-    sub[104 + len(vmcoreinfo):sub_body_len] = notes
+    sub[sub_len:sub_len + len(vmcoreinfo)] = vmcoreinfo
+    sub[sub_len + len(vmcoreinfo):sub_body_len] = notes
     # bitmaps
     bm1 = bytearray(half)
     bm2 = bytearray(half)
@@ -255,6 +259,23 @@ def test_kdump_each_compression(tmp_path, method):
         assert dump.stats.pages_read == 5
         dump.phys.read(7 * BS, 8)                     # cached: no new page read
         assert dump.stats.pages_read == 5
+
+
+def test_kdump_header_of_a_32bit_kernel(tmp_path):
+    """i386's makedumpfile writes 4-byte longs (timeval, the sub header's
+    phys_base, pfns and sizes): the fields come from their own offsets."""
+    info = b"OSRELEASE=6.1.0-test\nPAGESIZE=4096\nCONFIG_X86_PAE=y\n"
+    path = _write(tmp_path, "dump", build_kdump({3: PAGES[0], 70: PAGES[1]}, max_mapnr=100,
+                                                dump_level=17, machine=b"i686",
+                                                vmcoreinfo=info, notes=b""))
+    dump = open_dump(path)
+    assert dump.machine == "i386" and dump.release == "6.1.0-test"
+    assert dump.timestamp == 1700000000.25
+    assert dump.dump_level == 17 and dump.header_version == 6
+    assert dump.vmcoreinfo["CONFIG_X86_PAE"] == "y"
+    assert dump.phys.read(70 * BS, BS) == PAGES[1]
+    assert dump.warnings == []
+    dump.close()
 
 
 def test_kdump_header_fields(tmp_path):

@@ -1,12 +1,15 @@
-"""32-bit x86 (PAE) dumps: Debian 12's 686-pae kernel in QEMU (recipe
-i386-6.1-live), read with the debug vmlinux of its -dbg:i386 package (the
-kernel has no BTF).
+"""32-bit x86 (PAE) dumps: Debian 12's 686-pae kernel in QEMU (recipes
+i386-6.1-live, QEMU's ELF core, and i386-6.1-panic, a real kdump written by
+i386 makedumpfile -c -d 31), read with the debug vmlinux of its -dbg:i386
+package (the kernel has no BTF).
 
 The fixture-driven checks are the existing tests, called here on the i386
-fixture: tasks, stacks, open files, cmdline/environ, modules, dmesg, mounts,
-vmas, sockets, net devices, meminfo (with its highmem lines), slabs, cpus,
-runqueue.  (The generic test modules' own parametrizations leave i386 out:
-many of their other tests open dumps without a vmlinux.)
+fixtures: sys (uptime, clock, the kdump header's time), tasks, stacks, open
+files, cmdline/environ, modules, dmesg, mounts, vmas, sockets, net devices,
+meminfo (with its highmem lines), slabs, cpus, runqueue; on the panic dump
+also the panicking task's stack, sys.panic and the panic-summary query.
+(The generic test modules' own parametrizations leave i386 out: many of
+their other tests open dumps without a vmlinux.)
 """
 
 import inspect
@@ -27,17 +30,26 @@ from test_files_vm import test_mounts_match_proc_mounts as mounts_match_proc_mou
 from test_files_vm import test_vmas_match_proc_maps as vmas_match_proc_maps
 import test_net_mem_sched
 from test_tables import test_dmesg as dmesg_matches
+from test_tables import test_sys as sys_matches
 from test_tables import test_tasks_match_proc as tasks_match_proc
 from test_tables import test_modules_match_proc_modules as modules_match_proc_modules
 from test_tables import test_tasks_pid_lookup as tasks_pid_lookup
 from test_tables import test_tasks_state_codes_and_active as tasks_state_codes_and_active
+from test_stacks import test_panicking_task as panicking_task
+from test_memory import test_real_excluded_pages as real_excluded_pages
+from test_saved_queries import dumps  # noqa: F401  (the fixture test_panic_summary takes)
+from test_saved_queries import test_panic_summary as panic_summary
 
 pytestmark = pytest.mark.fixtures
 NAME = "i386-6.1-live"
+PANIC = "i386-6.1-panic"
+# each fixture with the dump kind the checks read (QEMU's ELF core; the kdump)
+DUMPS = [(NAME, "elf"), (PANIC, "kdump"), (PANIC, "kdump-flat")]
 
 
 def test_recipes():
-    assert I386 == [NAME]
+    assert I386 == [NAME, PANIC]
+    assert sorted(k for n, k in DUMPS if n == PANIC) == sorted(fixture(PANIC).kinds)
 
 
 def test_qemu_core_with_pae_page_tables():
@@ -55,8 +67,9 @@ def test_qemu_core_with_pae_page_tables():
     k.close()
 
 
-def test_without_vmlinux_names_the_debug_package():
-    fx = fixture(NAME)
+@pytest.mark.parametrize("name", I386)
+def test_without_vmlinux_names_the_debug_package(name):
+    fx = fixture(name)
     k = Kernel(fx.dump(), cache_dir=False)
     with pytest.raises(DumpError) as e:
         k.types
@@ -68,9 +81,10 @@ def test_without_vmlinux_names_the_debug_package():
     k.close()
 
 
-def test_sys_and_addresses():
-    fx = fixture(NAME)
-    k = kernel(NAME)
+@pytest.mark.parametrize("name", I386)
+def test_sys_and_addresses(name):
+    fx = fixture(name)
+    k = kernel(name)
     from fixtures import run
     (row,), _w = run(k, "sys")
     assert row["release"] == fx.truth["release"]
@@ -89,23 +103,46 @@ def test_sys_and_addresses():
     assert out[0] == "task" and re.fullmatch(r"0x[0-9a-f]{8}", out[2]), out
 
 
-@pytest.mark.parametrize("check", [
-    lambda: stacks_match_proc(NAME, "elf"),
-    lambda: dstate_vfork_parent_and_kthreads(NAME),
-    lambda: open_files_match_proc_fd(NAME, "elf"),
-    lambda: cmdline_environ_helpers(NAME),
-    lambda: environ_table(NAME),
-    lambda: modules_match_proc_modules(NAME),
-    lambda: dmesg_matches(NAME, "elf"),
-    lambda: tasks_pid_lookup(NAME),
-    lambda: tasks_state_codes_and_active(NAME),
-    lambda: tasks_match_proc(NAME, "elf"),
-    lambda: mounts_match_proc_mounts(NAME, "elf"),
-    lambda: vmas_match_proc_maps(NAME, "elf"),
-], ids=["stacks", "dstate-vfork-kthreads", "open-files", "cmdline-environ", "environ",
-        "modules", "dmesg", "pid-lookup", "task-states", "tasks", "mounts", "vmas"])
-def test_fixture_checks_that_hold_on_i386(check):
-    check()
+CHECKS = {
+    "stacks": lambda name, kind: stacks_match_proc(name, kind),
+    "dstate-vfork-kthreads": lambda name, kind: dstate_vfork_parent_and_kthreads(name),
+    "open-files": lambda name, kind: open_files_match_proc_fd(name, kind),
+    "cmdline-environ": lambda name, kind: cmdline_environ_helpers(name),
+    "environ": lambda name, kind: environ_table(name),
+    "modules": lambda name, kind: modules_match_proc_modules(name),
+    "dmesg": lambda name, kind: dmesg_matches(name, kind),
+    "pid-lookup": lambda name, kind: tasks_pid_lookup(name),
+    "task-states": lambda name, kind: tasks_state_codes_and_active(name),
+    "tasks": lambda name, kind: tasks_match_proc(name, kind),
+    "mounts": lambda name, kind: mounts_match_proc_mounts(name, kind),
+    "vmas": lambda name, kind: vmas_match_proc_maps(name, kind),
+    "sys": lambda name, kind: sys_matches(name, kind),
+}
+# the checks that take no dump kind run once per fixture
+PER_DUMP = {"stacks", "open-files", "dmesg", "tasks", "mounts", "vmas", "sys"}
+CASES = [(c, n, k) for c in CHECKS for n, k in DUMPS
+         if c in PER_DUMP or k == dict(DUMPS)[n]]
+
+
+@pytest.mark.parametrize("check,name,kind", CASES)
+def test_fixture_checks_that_hold_on_i386(check, name, kind):
+    CHECKS[check](name, kind)
+
+
+def test_panicking_task():
+    """The sysrq crash's own stack (the sysrq chain up to the int 0x80 /
+    sysenter entry), sys.panic_pid/panic_cpu (tests/test_stacks.py)."""
+    panicking_task(PANIC)
+
+
+def test_panic_summary(dumps):  # noqa: F811
+    """sys.panic holds the message, the panicking task and the dmesg tail
+    (the panic-summary query; tests/test_saved_queries.py)."""
+    panic_summary(dumps, PANIC)
+
+
+def test_real_excluded_pages():
+    real_excluded_pages(PANIC)
 
 
 # test_net_mem_sched's checks of one dump (sockets, net devices, meminfo,
@@ -116,9 +153,10 @@ DUMP_CHECKS = sorted(n for n in dir(test_net_mem_sched) if n.startswith("test_")
 
 
 @pytest.mark.parametrize("check", DUMP_CHECKS)
-def test_dump_checks_hold_on_i386(check):
+@pytest.mark.parametrize("name", I386)
+def test_dump_checks_hold_on_i386(name, check):
     from kql.execute import Session
-    fx, k = fixture(NAME), kernel(NAME)
+    fx, k = fixture(name), kernel(name)
     k.warnings.clear()
     getattr(test_net_mem_sched, check)((fx, k, Session({None: k})))
 

@@ -10,13 +10,14 @@ import sys
 import pytest
 
 import kql
-from fixtures import FIXTURES, check_missing_tasks, fixture, stable_tasks
+from fixtures import FIXTURES, I386, check_missing_tasks, fixture, needs_vmlinux, stable_tasks
 from kql import queries
 from kql.errors import QueryError
 
 NAMES = [n for n in FIXTURES if n != "6.1-big"] + ["sample"]
 SHIPPED = sorted(p.stem for p in queries.HERE.glob("*.kql"))
-PANIC = {n for n in NAMES if fixture(n).recipe["mode"] == "panic"}
+# (i386's too: tests/test_i386.py runs test_panic_summary on them)
+PANIC = {n for n in NAMES + I386 if fixture(n).recipe["mode"] == "panic"}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,8 @@ def dumps():
 
     def get(name):
         if name not in opened:
-            opened[name] = kql.open(fixture(name).dump())
+            fx = fixture(name)
+            opened[name] = kql.open(fx.dump(), vmlinux=fx.vmlinux if needs_vmlinux(name) else None)
         return opened[name]
     yield get
     for d in opened.values():

@@ -25,7 +25,7 @@ import pytest
 
 import kql
 from fixtures import (DUMPS, FIXTURES, check_missing_tasks, fixture, kernel, kthread_ran,
-                      run)
+                      needs_vmlinux, run)
 from kql.arch import orc
 from kql.errors import ExcludedPageError, FaultError
 from kql.helpers.pid import find_task
@@ -51,8 +51,14 @@ ARCH_STACKS = {
                   panic_chain=["sysrq_handle_crash", "write_sysrq_trigger", "vfs_write",
                                "ksys_write", "invoke_syscall", "el0_svc", "el0t_64_sync"],
                   entry="el0t_64_sync", user=lambda r: r["pstate"] & 0xF == 0),
-    # 32-bit x86 (frame pointers from the switch frame; live fixture only, no panic chain)
-    "i386": dict(switch=[], panic_chain=None, entry=None, user=lambda r: r["cs"] & 3 == 3),
+    # 32-bit x86 (frame pointers from the switch frame; the chain of the real
+    # dump of i386-6.1-panic, as the guest's own panic Call Trace printed it)
+    "i386": dict(switch=[],
+                 panic_chain=["sysrq_handle_crash", "__handle_sysrq.cold", "write_sysrq_trigger",
+                              "proc_reg_write", "vfs_write", "ksys_write", "__ia32_sys_write",
+                              "ia32_sys_call", "__do_fast_syscall_32", "do_fast_syscall_32",
+                              "do_SYSENTER_32"],
+                 entry="entry_SYSENTER_32", user=lambda r: r["cs"] & 3 == 3),
 }
 
 
@@ -184,7 +190,7 @@ def test_panicking_task(name):
     lo, hi = task_stack_bounds(task)
     assert all(lo <= sp < hi for sp in sps)
     # It is the panicking CPU's current task, as sys reports it.
-    d = kql.open(fx.dump())
+    d = kql.open(fx.dump(), vmlinux=fx.vmlinux if needs_vmlinux(name) else None)
     try:
         row = d.query("SELECT panic_pid, panic_cpu FROM sys").to_pylist()[0]
     finally:

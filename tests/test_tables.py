@@ -301,7 +301,8 @@ def test_sys(name, kind):
     assert s["nodename"] == truth["hostname"]
     assert s["domainname"] == files["/proc/sys/kernel/domainname"].strip()
     # utsname.machine of the recipe's guest architecture
-    assert s["machine"] == {"x86_64": "x86_64", "arm64": "aarch64"}[fx.recipe.get("arch", "x86_64")]
+    assert s["machine"] == {"x86_64": "x86_64", "arm64": "aarch64",
+                            "i386": "i686"}[fx.recipe.get("arch", "x86_64")]
     assert s["cpus"] == files["/proc/cpuinfo"].count("processor\t:")
     mem_kb = int(re.search(r"MemTotal:\s+(\d+) kB", files["/proc/meminfo"]).group(1))
     assert s["memory_bytes"] == mem_kb * 1024

@@ -95,6 +95,7 @@ class Arm64:
     page_shift = PAGE_SHIFT
     page_size = PAGE_SIZE
     pointer_size = 8
+    u64_align = 8                       # alignment of a u64 member in a struct
     byteorder = "little"
     default_pgtable_levels = 4
     large_page_sizes = (1 << 21, 1 << 30)      # level-2 and level-1 blocks

@@ -48,6 +48,7 @@ class I386(X86_64):
 
     name = "i386"
     pointer_size = 4
+    u64_align = 4                       # the i386 ABI aligns 8-byte members to 4
     default_pgtable_levels = 3
     large_page_sizes = (1 << 21,)
     start_kernel_map = PAGE_OFFSET

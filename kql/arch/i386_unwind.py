@@ -5,8 +5,10 @@ function starts ``push %ebp; mov %esp, %ebp``, so at ``bp`` sit the caller's
 ``bp`` and, one word up, the return address.  The entry code marks a
 ``pt_regs`` on the stack by storing its address with bit 31 cleared in
 ``%ebp`` (entry_32.S ENCODE_FRAME_POINTER: ``andl $0x7fffffff, %ebp``);
-``unwind_frame.c`` ``decode_frame_pointer()`` sets it again.  A kernel-mode
-``pt_regs`` of 32-bit x86 ends before ``sp``/``ss``: the interrupted stack
+``unwind_frame.c`` ``decode_frame_pointer()`` sets it again.  The entry
+code's frame that holds a user-mode ``pt_regs`` (found so, or right below the
+top of the stack after sysenter) ends the walk as a "regs" frame.  A
+kernel-mode ``pt_regs`` of 32-bit x86 ends before ``sp``/``ss``: the interrupted stack
 pointer is just past the ``cs``/``flags`` words (``kernel_stack_pointer()``).
 """
 
@@ -50,6 +52,10 @@ class FramePointerUnwinder:
         def on_stack(addr: int, size: int = 8) -> bool:
             return not hi or lo <= addr and addr + size <= hi
 
+        def at_top(addr: int) -> bool:
+            """``addr`` is the pt_regs at the top of the stack (task_pt_regs())."""
+            return bool(hi) and addr + self.regs_struct.size >= hi - 16
+
         frames = [UnwindFrame(ip, sp, "call", exact, regs if exact else None)]
         stop = "frame limit"
         for _ in range(max_frames):
@@ -61,19 +67,20 @@ class FramePointerUnwinder:
                 if not on_stack(addr, 8):
                     stop = f"frame pointer {bp:#x} is off the stack"
                     break
-                if hi and addr + self.regs_struct.size >= hi - 16:
-                    stop = "end"        # the pt_regs at the top of the stack (user or kthread's)
-                    break
+                top = at_top(addr)
                 try:
                     r = self._pt_regs(addr, hi)
                 except FaultError as e:
-                    stop = f"pt_regs unreadable: {e}"
+                    stop = "end" if top else f"pt_regs unreadable: {e}"
                     break
-                if r is None:
-                    stop = "end"
-                    break
-                if r["cs"] & 3:
+                if r is not None and r["cs"] & 3:
+                    # the entry code's frame holds the user-mode pt_regs (as
+                    # ORC's last frame on x86_64: kind "regs", walk stops)
+                    frames[-1] = frames[-1]._replace(kind="regs", regs=r)
                     stop = "user"
+                    break
+                if r is None or top:
+                    stop = "end"        # a kthread's pt_regs at the top of its stack
                     break
                 frames.append(UnwindFrame(r["eip"], r["esp"], "regs", True, r))
                 bp = r["ebp"]
@@ -91,6 +98,16 @@ class FramePointerUnwinder:
                 break
             sp = bp + 8
             frames.append(UnwindFrame(ret, sp, "call", False, None))
+            if hi and hi - (sp + self.regs_struct.size) in (8, 16):
+                # the entry code called the C handler right below the task's
+                # pt_regs (TOP_OF_KERNEL_STACK_PADDING: 8, 16 with CONFIG_VM86):
+                # unwind_frame.c is_last_task_frame() (sysenter keeps the
+                # user's %ebp instead of an encoded pointer)
+                r = self._pt_regs(sp, hi)
+                if r is not None and r["cs"] & 3 == 3 and r["ss"] & 3 == 3:
+                    frames[-1] = frames[-1]._replace(kind="regs", regs=r)
+                    stop = "user"
+                    break
             if next_bp and next_bp & _TOP_BIT and next_bp <= bp:
                 stop = "frame pointers do not grow"
                 break

@@ -30,6 +30,10 @@ _UTS_OFFSET = 12
 _TIMESTAMP = struct.Struct("<qq")              # at 408
 _HEADER_TAIL = struct.Struct("<IiiIIIIIIi")    # at 424: status .. nr_cpus
 _SUB_HEADER = struct.Struct("<qiiQQQQQQQQQQQ")  # 104 bytes
+# A 32-bit kernel's makedumpfile writes its longs (timeval, phys_base, the
+# 32-bit pfns, sizes) in 4 bytes and aligns 8-byte off_t to 4 (i386 ABI).
+_TIMESTAMP32 = struct.Struct("<ii")            # at 404, the tail at 412
+_SUB_HEADER32 = struct.Struct("<IiiIIqIqIqIQQQ")  # 80 bytes
 _PAGE_DESC = struct.Struct("<qIIQ")            # offset, size, flags, page_flags
 
 DUMP_DH_COMPRESSED_ZLIB = 0x1
@@ -91,6 +95,17 @@ class _Decompressors:
         return func
 
 
+def _long_size(machine: str) -> int:
+    """sizeof(long) of the kernel (and so of the makedumpfile) that wrote the
+    header: its layout depends on it.  8 when the machine is not named (QEMU's
+    kdump says "Unknown" and writes 64-bit headers for 64-bit guests)."""
+    from kql.arch import get_arch
+    try:
+        return get_arch(machine).pointer_size
+    except DumpError:
+        return 8
+
+
 def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("latin-1")
 
@@ -125,10 +140,14 @@ class KdumpFile:
                for i in range(6)]
         self.utsname = dict(zip(("sysname", "nodename", "release", "version", "machine",
                                  "domainname"), uts))
-        sec, usec = _TIMESTAMP.unpack_from(head, 408)
+        wide = _long_size(self.utsname["machine"]) == 8
+        timestamp, timestamp_at, tail_at, sub_header = (
+            (_TIMESTAMP, 408, 424, _SUB_HEADER) if wide
+            else (_TIMESTAMP32, 404, 412, _SUB_HEADER32))
+        sec, usec = timestamp.unpack_from(head, timestamp_at)
         self.timestamp = sec + usec / 1e6 if (sec or usec) else None
         (self.status, block_size, sub_hdr_size, bitmap_blocks, max_mapnr, _total_ram,
-         _device, _written, _current_cpu, self.nr_cpus) = _HEADER_TAIL.unpack_from(head, 424)
+         _device, _written, _current_cpu, self.nr_cpus) = _HEADER_TAIL.unpack_from(head, tail_at)
         if block_size < 1024 or block_size > (1 << 20) or block_size & (block_size - 1):
             raise DumpError(f"{path}: corrupt kdump header: block_size {block_size} "
                             f"is not a page size")
@@ -149,13 +168,13 @@ class KdumpFile:
         vmcoreinfo_raw = b""
         notes = []
         if signature == b"KDUMP   " and sub_hdr_size > 0:
-            sub = source.read(block_size, _SUB_HEADER.size)
-            if len(sub) < _SUB_HEADER.size:
+            sub = source.read(block_size, sub_header.size)
+            if len(sub) < sub_header.size:
                 raise DumpError(f"{path}: truncated kdump: the sub header at offset {block_size} "
-                                f"needs {_SUB_HEADER.size} bytes, file has {fsize}")
+                                f"needs {sub_header.size} bytes, file has {fsize}")
             (phys_base, dump_level, split, s_start, s_end, off_vmci, size_vmci, off_note,
              size_note, _off_erase, _size_erase, s_start64, s_end64, max_mapnr64) = \
-                _SUB_HEADER.unpack_from(sub, 0)
+                sub_header.unpack_from(sub, 0)
             self.phys_base = phys_base
             self.dump_level = dump_level
             if version >= 2 and split:

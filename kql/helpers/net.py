@@ -311,19 +311,20 @@ def for_each_unix_sock(prog) -> Iterator[Object]:
     :return: iterator of ``struct sock *``
     """
     net_t = prog.types.find_type("struct net")
+    head = prog.types.find_type("struct hlist_head").size     # one pointer
     if net_t.has_member("unx") and \
             prog.types.find_type("struct netns_unix").has_member("table"):
         for net in for_each_net(prog):
             buckets = net.unx.table.buckets.value_()
             if buckets:
-                yield from _walk_table(prog, buckets, _UNIX_NET_BUCKETS, 8, "unix table")
+                yield from _walk_table(prog, buckets, _UNIX_NET_BUCKETS, head, "unix table")
         return
     sym = prog.symbols.get("unix_socket_table")
     if sym is not None:
         n = _UNIX_GLOBAL_BUCKETS
-        if sym.size and sym.size // 8 < n:
-            n = sym.size // 8
-        yield from _walk_table(prog, sym.address, n, 8, "unix_socket_table")
+        if sym.size and sym.size // head < n:
+            n = sym.size // head
+        yield from _walk_table(prog, sym.address, n, head, "unix_socket_table")
 
 
 def for_each_socket(prog) -> Iterator[Object]:

@@ -37,13 +37,15 @@ def timekeeper(prog) -> Object:
     # Since Linux 6.13 (commit "timekeeping: Define a struct type for tk_core
     # to make it reusable") tk_core is a struct tk_data; before, an anonymous
     # struct { seqcount_raw_spinlock_t seq; struct timekeeper timekeeper; }
-    # that BTF cannot name: the timekeeper follows the seqcount, 8-aligned.
+    # that BTF cannot name: the timekeeper follows the seqcount, aligned as
+    # its u64 members are (8 bytes; 4 on i386).
     types = prog.types
     try:
         off = types.find_type("struct tk_data").offsetof("timekeeper")
     except LookupError:
         seq = types.find_type("seqcount_raw_spinlock_t").size
-        off = (seq + 7) & ~7
+        align = prog.arch.u64_align
+        off = (seq + align - 1) & -align
     return prog.object("struct timekeeper", sym.address + off)
 
 

@@ -85,8 +85,11 @@ ARCHES = {
                              "&& mount --bind /tmp/kallsyms /proc/kallsyms; "),
     # 32-bit x86 with PAE (dpkg --add-architecture i386): the scenario program
     # built with gcc -m32 (gcc-12-multilib), busybox from busybox-static:i386.
+    # <asm/*.h> from the amd64 kernel headers (they serve both word sizes):
+    # gcc-multilib's /usr/include/asm link, without that package (it conflicts
+    # with the arm64 cross gcc) and without linux-libc-dev:i386.
     "i386": dict(qemu="qemu-system-i386", machine=[], tty="ttyS", cc="gcc", cflags=["-m32"],
-                 deb_arch="i386"),
+                 asm="/usr/include/x86_64-linux-gnu/asm", deb_arch="i386"),
 }
 # arm64 userland for the guest and the capture initramfs (with the shared
 # libraries makedumpfile and kexec need), downloaded with `apt-get download`.
@@ -95,8 +98,11 @@ ARM64_DEBS = ["busybox-static", "makedumpfile", "kexec-tools", "libc6", "libdw1"
               "libext2fs2", "libfdt1", "libuuid1", "libxencall1", "libxendevicemodel1",
               "libxenevtchn1", "libxenforeignmemory1", "libxengnttab1", "libxenhypfs1",
               "libxenstore4", "libxentoollog1", "libxentoolcore1", "libyajl2"]
-# a foreign guest's userland, by Debian architecture (i386 guests are live only)
-GUEST_DEBS = {"arm64": ARM64_DEBS, "i386": ["busybox-static"]}
+# i386's makedumpfile and kexec (kexec-tools:i386 is built without Xen)
+I386_DEBS = ["busybox-static", "makedumpfile", "kexec-tools", "libc6", "libdw1", "libelf1",
+             "liblzo2-2", "zlib1g", "libbz2-1.0", "liblzma5", "libzstd1"]
+# a foreign guest's userland, by Debian architecture
+GUEST_DEBS = {"arm64": ARM64_DEBS, "i386": I386_DEBS}
 
 # Bump when a change to this file changes what a fixture contains.
 BUILDER_VERSION = 1
@@ -124,6 +130,8 @@ RECIPES: dict[str, dict] = {
     # 32-bit x86 (PAE), read with --vmlinux (no BTF)
     "i386-6.1-live": dict(kernel="6.1-i386", arch="i386", mem=640, smp=2, mode="live",
                           dumps=["elf"]),
+    "i386-6.1-panic": dict(kernel="6.1-i386", arch="i386", mem=640, smp=2, mode="panic",
+                           makedumpfile="-c -d 31"),
     # The sample shipped in the repository (tests/sample/): small and filtered.
     # arm64 (QEMU virt under TCG: several times slower than x86, so small).
     "arm64-6.1-live": dict(arch="arm64", kernel="6.1-arm64", mem=768, smp=2, mode="live",
@@ -147,7 +155,7 @@ PROC_NAMES = ["kql-sleeper", "kql-threads", "kql-vforker", "kql-zombie", "kql-fi
               "kql-initwait", "kql-crasher", "kql-spawner", "kql-many"]
 
 BOOT_TIMEOUT = {"live": 240, "panic": 300}
-SLOWDOWN = {"x86_64": 1, "arm64": 4}        # TCG boot-time factor per guest arch
+SLOWDOWN = {"x86_64": 1, "arm64": 4, "i386": 1}        # TCG boot-time factor per guest arch
 
 
 def arch_of(recipe: dict) -> dict:
@@ -381,7 +389,9 @@ def copy_foreign_binary(path: str, root: Path, sysroot: Path) -> None:
     (and the dynamic loader) to the same paths under ``root``."""
     from elftools.elf.dynamic import DynamicSection
     from elftools.elf.elffile import ELFFile
-    libdirs = ["lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu", "lib", "usr/lib"]
+    # the sysroot's multiarch directories (lib/aarch64-linux-gnu, lib/i386-linux-gnu)
+    libdirs = [str(d.relative_to(sysroot)) for pat in ("lib/*-linux-gnu", "usr/lib/*-linux-gnu")
+               for d in sorted(sysroot.glob(pat))] + ["lib", "usr/lib"]
     todo, seen = [path.lstrip("/")], set()
     while todo:
         rel = todo.pop()
@@ -429,8 +439,12 @@ def pack_cpio(root: Path, out: Path) -> None:
     out.write_bytes(cpio)
 
 
-def kqlproc_binary(work: Path, cc: str = "gcc", cflags=()) -> Path:
+def kqlproc_binary(work: Path, cc: str = "gcc", cflags=(), asm: str | None = None) -> Path:
     out = work / "kqlproc"
+    if asm:
+        (work / "include").mkdir(exist_ok=True)
+        (work / "include/asm").symlink_to(asm)
+        cflags = [*cflags, "-idirafter", str(work / "include")]
     run([cc, *cflags, "-static", "-O2", "-o", str(out), str(HERE / "guest/kqlproc.c"),
          "-lpthread"])
     return out
@@ -459,7 +473,7 @@ def guest_initramfs(kdir: dict, recipe: dict, work: Path) -> Path:
     arch = arch_of(recipe)
     sysroot = foreign_sysroot(arch["deb_arch"]) if arch["deb_arch"] else None
     base_tree(root, sysroot)
-    kqlproc = kqlproc_binary(work, arch["cc"], arch.get("cflags", ()))
+    kqlproc = kqlproc_binary(work, arch["cc"], arch.get("cflags", ()), arch.get("asm"))
     for name in PROC_NAMES:
         shutil.copy2(kqlproc, root / "bin" / name)
     order = install_modules(kdir, GUEST_MODULES, root / "lib/modules")
