@@ -16,15 +16,7 @@ VENV=${KQL_VENV:-$PWD/.venv}
 APT=(apt-get -o DPkg::Lock::Timeout=600 -y -qq)
 export DEBIAN_FRONTEND=noninteractive
 
-# The machine's own Debian mirror (deb822 or one-line sources), for added suites.
-debian_mirror() {
-    local uri
-    uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-    [ -n "$uri" ] || uri=$(awk '$1 == "deb" && $3 ~ /^bookworm/ {print $2; exit}' \
-                            /etc/apt/sources.list 2>/dev/null || true)
-    [ -n "$uri" ] || { echo "setup: cannot find the machine's Debian mirror in /etc/apt" >&2; exit 1; }
-    echo "$uri"
-}
+. tests/debian-mirror.sh
 
 need_apt=()
 command -v qemu-system-x86_64 >/dev/null && qemu-system-x86_64 --version | grep -q 'version \(9\|1[0-9]\)\.' || need_apt+=(qemu)
@@ -37,8 +29,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing apt packages (${need_apt[*]})"
     # bookworm-backports, on the same mirror the machine already uses.
     if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        uri=$(debian_mirror)
         printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-            "$(debian_mirror)" > /etc/apt/sources.list.d/kql-backports.sources
+            "$uri" > /etc/apt/sources.list.d/kql-backports.sources
     fi
     apt-get -o DPkg::Lock::Timeout=600 update -qq
     "${APT[@]}" install -t bookworm-backports qemu-system-x86 >/dev/null
@@ -49,11 +42,8 @@ fi
 # Debian 11 (bullseye) and bullseye-security, for the 5.10 kernel fixtures (issue 17):
 # the machine's own Debian and Debian-security URIs, in a sources file of their own.
 if ! grep -rqs 'bullseye' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    deb_uri=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-    sec_uri=$(awk '/^URIs:/ && $2 ~ /security/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-    [ -n "$deb_uri" ] || deb_uri=$(awk '$1 == "deb" && $3 == "bookworm" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-    [ -n "$sec_uri" ] || sec_uri=$(awk '$1 == "deb" && $3 == "bookworm-security" {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-    [ -n "$deb_uri" ] && [ -n "$sec_uri" ] || { echo "setup: cannot find the machine's Debian mirrors in /etc/apt" >&2; exit 1; }
+    deb_uri=$(debian_mirror)
+    sec_uri=$(debian_mirror security)
     printf 'Types: deb\nURIs: %s\nSuites: bullseye\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb\nURIs: %s\nSuites: bullseye-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
         "$deb_uri" "$sec_uri" > /etc/apt/sources.list.d/kql-bullseye.sources
     apt-get -o DPkg::Lock::Timeout=600 update -qq

@@ -18,9 +18,8 @@ ROOT=${KQL_FRESH_ROOT:-/var/tmp/kql-fresh}
 [ "$(id -u)" = 0 ] || { echo "fresh: run as root (debootstrap, chroot)" >&2; exit 1; }
 command -v debootstrap >/dev/null || apt-get -o DPkg::Lock::Timeout=600 install -y -qq debootstrap >/dev/null
 
-mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-[ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $3 ~ /^bookworm/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-[ -n "$mirror" ] || { echo "fresh: cannot find the machine's Debian mirror in /etc/apt" >&2; exit 1; }
+. tests/debian-mirror.sh
+mirror=$(debian_mirror)
 
 # README command 1: the first indented command line after "## Set-up".
 cmd=$(awk '/^## Set-up/ {s=1; next} s && /^## / {exit} s && /^    [^ ]/ {sub(/^    /, ""); print; exit}' README.md)

@@ -249,12 +249,7 @@ def kernel_dir_of(kver: str) -> dict[str, Path]:
         debs.mkdir(parents=True, exist_ok=True)
         for pkg in (f"linux-image-{kver}-unsigned", f"linux-image-{kver}-dbg"):
             if not glob.glob(str(debs / f"{pkg}_*.deb")):
-                log(f"downloading {pkg}")
-                r = run(["apt-get", "download", pkg], cwd=debs, capture_output=True,
-                        text=True, check=False)
-                if r.returncode:
-                    raise BuildError(f"apt-get download {pkg} failed: "
-                                     f"{' '.join(r.stderr.strip().splitlines()[-1:])}")
+                apt_download(pkg, debs)
         tmp = Path(tempfile.mkdtemp(dir=CACHE, prefix=".unpack-"))
         for deb in glob.glob(str(debs / f"linux-image-{kver}-*.deb")):
             run(["dpkg-deb", "-x", deb, str(tmp)])
@@ -276,10 +271,11 @@ def kernel_dir_of(kver: str) -> dict[str, Path]:
 
 def apt_download(pkg: str, dest: Path) -> None:
     log(f"downloading {pkg}")
-    r = run(["apt-get", "download", *pkg.split()], cwd=dest, capture_output=True, text=True, check=False)
+    r = run(["apt-get", "download", *pkg.split()], cwd=dest, capture_output=True, text=True,
+            check=False)
     if r.returncode:
         raise BuildError(f"apt-get download {pkg} failed: "
-                         f"{r.stderr.strip().splitlines()[-1:]}")
+                         f"{' '.join(r.stderr.strip().splitlines()[-1:])}")
 
 
 def foreign_sysroot(deb_arch: str) -> Path:
