@@ -54,14 +54,15 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kql.dump import PROBES
     from kql.output import FORMATS
 
     p = ArgumentParser(
         prog="kql", description="SQL over Linux kernel memory dumps (vmcores).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dump", nargs="?",
-                   help="the vmcore (ELF, kdump, flattened kdump; split kdump parts "
-                        "comma-separated)")
+                   help=f"the vmcore ({', '.join(p.what for p in PROBES)}; split kdump "
+                        f"parts comma-separated)")
     p.add_argument("query", nargs="?", help="the SQL query (quote it)")
     p.add_argument("-d", "--dump", dest="named", action="append", default=[], metavar="NAME=DUMP",
                    help="open DUMP as NAME for cross-dump queries (FROM NAME.tasks); repeatable")

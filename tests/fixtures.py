@@ -2,7 +2,7 @@
 
     from fixtures import FIXTURES, fixture
     fx = fixture("6.1-live")
-    fx.dump("elf")          # path of one dump file
+    fx.dump("elf")          # path of one dump file (FORMAT[kind] is its Dump.format)
     fx.truth["tasks"]       # what the guest's /proc said
     fx.vmlinux, fx.system_map
 
@@ -25,6 +25,9 @@ sys.path.insert(0, str(HERE / "vmcores"))
 import build  # noqa: E402
 
 SAMPLE_DIR = HERE / "sample"
+
+# A fixture's dump kinds (the builder's file names) and the Dump.format each opens as.
+FORMAT = {"elf": "elf", "kdump": "kdump", "kdump-flat": "kdump-flattened"}
 
 # Kernels whose kallsyms lists functions only (no CONFIG_KALLSYMS_ALL: Debian's
 # arm64) take their variables from System.map, which kql finds by release
