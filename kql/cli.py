@@ -197,6 +197,13 @@ def dump_parts(spec: str):
     return spec
 
 
+def _open_kernel(args, dump: str):
+    """The dump argument ``dump`` opened with the command line's options."""
+    from kql.kernel import open_kernel
+    return open_kernel(dump_parts(dump), args.vmlinux, args.system_map,
+                       zero_excluded=args.zero_excluded)
+
+
 def _main(argv: list[str]) -> int:
     if argv and argv[0] in ("queries", "export") and not os.path.isfile(argv[0]):
         return {"queries": _list_queries, "export": _export}[argv[0]](argv[1:])
@@ -245,10 +252,8 @@ def _main(argv: list[str]) -> int:
         return 1
 
     _check_output(args)
-    from kql.dump import open_dump
     from kql.execute import Session
     from kql.grammar import parse
-    from kql.kernel import Kernel
 
     statements = parse(query)  # syntax errors before opening any dump
     if not statements:
@@ -259,11 +264,9 @@ def _main(argv: list[str]) -> int:
                          f"not {len(statements)}")
     kernels = {}
     if dump is not None:
-        kernels[None] = Kernel(open_dump(dump_parts(dump), zero_excluded=args.zero_excluded),
-                               vmlinux=args.vmlinux, system_map=args.system_map)
+        kernels[None] = _open_kernel(args, dump)
     for name, path in named.items():
-        kernels[name] = Kernel(open_dump(dump_parts(path), zero_excluded=args.zero_excluded),
-                               vmlinux=args.vmlinux, system_map=args.system_map)
+        kernels[name] = _open_kernel(args, path)
     for k in kernels.values():  # dump-level warnings: once per dump, before any result
         for w in k.dump.warnings:
             print(f"kql: warning: {w}", file=sys.stderr)
@@ -300,13 +303,10 @@ def _main(argv: list[str]) -> int:
 def _shell(args, dump: str) -> int:
     """No query: a crash command (--crash), the interactive shell on a
     terminal, or the statements of a non-terminal stdin as a script."""
-    from kql.dump import open_dump
     from kql.execute import Session
-    from kql.kernel import Kernel
     from kql import shell
 
-    kernel = Kernel(open_dump(dump_parts(dump), zero_excluded=args.zero_excluded),
-                    vmlinux=args.vmlinux, system_map=args.system_map)
+    kernel = _open_kernel(args, dump)
     session = Session({None: kernel})
     if args.crash is not None:
         return shell.run_crash_command(session, args.crash, args.sql)

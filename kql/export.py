@@ -139,12 +139,11 @@ class Progress:
 def export_dump(path, outdir: str, tables=None, vmlinux=None, zero_excluded=False,
                 progress: bool = True, slot: int = 0, slots: int = 0) -> dict:
     """Export one dump; returns its manifest row."""
-    from kql.dump import open_dump
     from kql.execute import Session
-    from kql.kernel import Kernel
+    from kql.kernel import open_kernel
 
     t0 = time.time()
-    kernel = Kernel(open_dump(path, zero_excluded=zero_excluded), vmlinux=vmlinux)
+    kernel = open_kernel(path, vmlinux, zero_excluded=zero_excluded)
     did = dump_id(kernel)
     session = Session({None: kernel})
     prov = {

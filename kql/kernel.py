@@ -579,8 +579,15 @@ class Kernel:
         return f"<Kernel {self.dump.describe_path()} {self.release}>"
 
 
-def open_kernel(path, vmlinux: str | None = None, system_map: str | None = None,
-                **kw) -> Kernel:
-    """Open a dump (path or list of split-dump paths) as a :class:`Kernel`."""
+def open_kernel(path, vmlinux: str | None = None, system_map: str | None = None, *,
+                zero_excluded: bool = False, **kw) -> Kernel:
+    """Open a dump (path or list of split-dump paths) as a :class:`Kernel`: the
+    one way kql opens a kernel (``kw``: ``cache_dir``, ``dwarf_cache_dir``).
+    The dump is closed again if no kernel can be made of it."""
     from kql.dump import open_dump
-    return Kernel(open_dump(path, **kw), vmlinux=vmlinux, system_map=system_map)
+    dump = open_dump(path, zero_excluded=zero_excluded)
+    try:
+        return Kernel(dump, vmlinux=vmlinux, system_map=system_map, **kw)
+    except BaseException:
+        dump.close()
+        raise
