@@ -11,7 +11,7 @@ import pytest
 from kql import btf as btf_mod
 from kql import kallsyms as kallsyms_mod
 from kql.kallsyms import load_kallsyms
-from kql.kernel import DiskCache, Kernel, open_kernel
+from kql.kernel import DiskCache, open_kernel
 from test_kallsyms import _synthetic
 
 BASE = 0xFFFFFFFF81000000
