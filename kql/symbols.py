@@ -14,7 +14,7 @@ import struct
 from kql.errors import DumpError, FaultError
 from kql.kallsyms import SymbolTable
 
-__all__ = ["load_system_map", "VmlinuxFile", "shifted", "module_symbol_tables"]
+__all__ = ["load_system_map", "VmlinuxFile", "elf_build_id", "shifted", "module_symbol_tables"]
 
 
 def load_system_map(path: str) -> SymbolTable:
@@ -88,6 +88,18 @@ def shifted(table: SymbolTable, offset: int, kernel_start: int | None = None) ->
                        module=table.module, sizes=table._sizes)
 
 
+def elf_build_id(elf) -> str | None:
+    """The GNU build-id of a pyelftools ``ELFFile`` as lowercase hex, or None."""
+    for sec in elf.iter_sections():
+        if sec["sh_type"] != "SHT_NOTE":
+            continue
+        for note in sec.iter_notes():
+            # a vmlinux's .notes also holds Xen notes; only GNU's type 3 is the build-id
+            if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
+                return note["n_desc"]
+    return None
+
+
 class VmlinuxFile:
     """A vmlinux ELF: sections, symtab, and reads by virtual address."""
 
@@ -116,15 +128,7 @@ class VmlinuxFile:
         return None if sec is None else sec.data()
 
     def build_id(self) -> str | None:
-        sec = self.elf.get_section_by_name(".notes") or self.elf.get_section_by_name(
-            ".note.gnu.build-id")
-        if sec is None:
-            return None
-        for note in sec.iter_notes():
-            # .notes also holds Xen notes; only GNU's type 3 is the build-id
-            if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
-                return note["n_desc"]
-        return None
+        return elf_build_id(self.elf)
 
     def read(self, addr: int, size: int) -> bytes:
         """Bytes at a link-time virtual address (zero-filled bss)."""
