@@ -19,44 +19,42 @@ from kql.atomic import atomic_pickle, load_pickle
 CACHE_FORMAT = 4
 
 
-class RecordStore:
-    """What goes to disk.  Kept apart from DwarfTypes so a finalizer can save
-    it without holding the DwarfTypes alive."""
+class _PickleCache:
+    """One cache file: the dicts named in ``MERGED`` keep what another process
+    (kql export -j, a second query) added since we loaded; the ``PLAIN``
+    values are ours (:meth:`_merge_plain` may take the disk's)."""
+
+    MERGED: tuple[str, ...] = ()
+    PLAIN: tuple[str, ...] = ()
 
     def __init__(self, path: Path | None, header: dict):
         self.path = path
         self.header = header
-        self.records: dict[int, tuple] = {}
-        self.members: dict[int, list] = {}
-        self.names: dict[tuple[str, str], int | None] = {}
-        self.cu_offsets: list[int] | None = None
         self.dirty = False
 
-    def load(self) -> bool:
+    def _read(self) -> dict | None:
         if self.path is None:
-            return False
+            return None
         data = load_pickle(self.path, self.header)
-        if data is None:
-            return False
-        self.records = data["records"]
-        self.members = data["members"]
-        self.names = data["names"]
-        self.cu_offsets = data["cu_offsets"]
-        return True
+        if data is not None:
+            for name in self.MERGED + self.PLAIN:
+                setattr(self, name, data[name])
+        return data
+
+    def _merge_plain(self, disk: dict) -> None:
+        pass
 
     def save(self) -> None:
         if not self.dirty or self.path is None:
             return
-        # Another process (kql export -j, a second query) may have added
-        # entries since we loaded: keep them.
         disk = load_pickle(self.path, self.header)
         if disk is not None:
-            for name in ("records", "members", "names"):
+            for name in self.MERGED:
                 mine = getattr(self, name)
                 for k, v in disk[name].items():
                     mine.setdefault(k, v)
-        data = dict(self.header, records=self.records, members=self.members,
-                    names=self.names, cu_offsets=self.cu_offsets)
+            self._merge_plain(disk)
+        data = dict(self.header, **{name: getattr(self, name) for name in self.MERGED + self.PLAIN})
         try:
             atomic_pickle(self.path, data)
         except OSError:
@@ -64,54 +62,52 @@ class RecordStore:
         self.dirty = False
 
 
+class RecordStore(_PickleCache):
+    """What goes to disk.  Kept apart from DwarfTypes so a finalizer can save
+    it without holding the DwarfTypes alive."""
 
-class SearchCache:
+    MERGED = ("records", "members", "names")
+    PLAIN = ("cu_offsets",)
+
+    def __init__(self, path: Path | None, header: dict):
+        super().__init__(path, header)
+        self.records: dict[int, tuple] = {}
+        self.members: dict[int, list] = {}
+        self.names: dict[tuple[str, str], int | None] = {}
+        self.cu_offsets: list[int] | None = None
+
+    def load(self) -> bool:
+        """Whether the file was there (and is now loaded)."""
+        return self._read() is not None
+
+
+class SearchCache(_PickleCache):
     """What name searches learn about the DWARF (per-CU type indexes, string
     offsets of names, abbreviation layouts).  Saved next to the records but in
     its own file, read only when a search is needed, so that a later query
     that meets a new type skips the slow parts (pyelftools parsing abbrev
     tables and CUs)."""
 
+    MERGED = ("cu_index", "strp", "leads")
+    PLAIN = ("learned_members", "prefix")
+
     def __init__(self, path: Path | None, header: dict):
-        self.path = path
-        self.header = header
+        super().__init__(path, header)
         self.cu_index: dict[int, dict] = {}
         self.strp: dict[str, int] = {}
         self.leads: dict = {}
         self.learned_members = False
         self.prefix: int | None = None
-        self.dirty = False
         self.loaded = False
 
     def load(self) -> None:
         self.loaded = True
-        data = load_pickle(self.path, self.header) if self.path else None
-        if data is not None:
-            self.cu_index = data["cu_index"]
-            self.strp = data["strp"]
-            self.leads = data["leads"]
-            self.learned_members = data["learned_members"]
-            self.prefix = data["prefix"]
+        self._read()
 
-    def save(self) -> None:
-        if not self.dirty or self.path is None:
-            return
-        disk = load_pickle(self.path, self.header)
-        if disk is not None:
-            for name in ("cu_index", "strp", "leads"):
-                mine = getattr(self, name)
-                for k, v in disk[name].items():
-                    mine.setdefault(k, v)
-            self.learned_members = self.learned_members or disk["learned_members"]
-            if self.prefix is None:
-                self.prefix = disk["prefix"]
-        data = dict(self.header, cu_index=self.cu_index, strp=self.strp, leads=self.leads,
-                    learned_members=self.learned_members, prefix=self.prefix)
-        try:
-            atomic_pickle(self.path, data)
-        except OSError:
-            return
-        self.dirty = False
+    def _merge_plain(self, disk: dict) -> None:
+        self.learned_members = self.learned_members or disk["learned_members"]
+        if self.prefix is None:
+            self.prefix = disk["prefix"]
 
 
 def save_all(store: RecordStore, search: SearchCache) -> None:
