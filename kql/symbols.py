@@ -27,8 +27,8 @@ def decode_elf_syms(data, elfclass: int):
     """The entries of a symbol table (a vmlinux's .symtab, a module's
     ``kallsyms->symtab`` in memory) as ``(st_name, st_info, st_other,
     st_shndx, st_value, st_size)`` tuples, for either ELF class.  Unpacked
-    with ``struct``: pyelftools' per-symbol objects take ~20 s for a kernel's
-    150k symbols."""
+    with ``struct``: pyelftools' per-symbol objects take ~15 s for a kernel's
+    120k symbols, ``struct`` 0.05 s."""
     entries = ELF_SYM[elfclass].iter_unpack(data)
     if elfclass == 64:
         return entries
