@@ -1,7 +1,7 @@
 """Run a plan: kernel scans → Arrow → DuckDB (only when needed) → pyarrow.Table.
 
-The whole pipeline reads as one function, :func:`run`:
-parse → plan → scans → relational remainder → result.
+The whole pipeline reads as one method, :meth:`Session.run_statement`:
+plan → scans → relational remainder → result (``Session.execute`` parses).
 """
 
 from __future__ import annotations

@@ -410,9 +410,6 @@ class Object:
             v = hex(v)
         return f"Object(type='{self.type_.type_name()}', value={v})"
 
-    def format_(self) -> str:
-        return repr(self)
-
 
 def _plain(v):
     """An Object operand as its Python value."""

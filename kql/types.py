@@ -65,10 +65,6 @@ class _Lazy:
         self.fn = fn
 
 
-def _force(value):
-    return value.fn() if type(value) is _Lazy else value
-
-
 class Member:
     """One struct/union member.
 
@@ -200,10 +196,6 @@ class Type:
             t = t.target
         return t
 
-    def pointer(self, size: int = POINTER_SIZE) -> "Type":
-        """``self *``."""
-        return pointer_to(self, size)
-
     # -- predicates ---------------------------------------------------------------
     def is_integer(self) -> bool:
         """int, bool, enum (through typedefs)."""
@@ -211,9 +203,6 @@ class Type:
 
     def is_pointer(self) -> bool:
         return self.strip_typedefs().kind == "pointer"
-
-    def is_compound(self) -> bool:
-        return self.strip_typedefs().kind in ("struct", "union")
 
     def is_char(self) -> bool:
         """char / signed char / unsigned char (through typedefs)."""
