@@ -29,7 +29,7 @@ from kql.helpers.fs import (d_path, for_each_file, for_each_mount, mount_devname
 from kql.helpers.mm import (for_each_vma, task_cmdline_bytes, task_environ_bytes,
                             vma_maps_line)
 from kql.helpers.pid import find_task, for_each_process
-from kql.kernel import Kernel
+from kql.kernel import Kernel, open_kernel
 from kql.tables.base import Warnings
 
 # (i386's filtered dumps too: tests/test_i386.py calls these checks on them)
@@ -622,10 +622,9 @@ def test_mount_flags_in_options(name):
 def test_user_memory_never_zeros_with_zero_excluded():
     """zero_excluded reads filtered kernel pages as zeros; user memory still
     reports them as missing, so cmdline/environ stay NULL, never ''."""
-    from kql.dump import open_dump
     name = sorted(FILTERED - SLAB_FILTERED - set(I386))[0]
     fx = fixture(name)
-    with Kernel(open_dump(fx.dump(), zero_excluded=True)) as k:
+    with open_kernel(fx.dump(), zero_excluded=True) as k:
         for pid in (1, max(int(p) for p, v in fx.truth["processes"].items() if v["maps"]
                            and int(p) not in _gone(fx.truth))):
             task = find_task(k, pid)
