@@ -50,7 +50,8 @@ class MappedFile:
         return self._map
 
     def read(self, offset: int, size: int) -> bytes:
-        return self.buffer[offset:offset + size]
+        buf = self._map if self._map is not None else self.buffer
+        return buf[offset:offset + size]
 
     def close(self) -> None:
         if isinstance(self._map, mmap.mmap):
