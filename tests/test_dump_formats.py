@@ -778,6 +778,20 @@ def test_probe_is_by_content_not_name(tmp_path):
     assert open_dump(_write(tmp_path, "x.flat", build_elf(_elf_segments()))).format == "elf"
 
 
+def test_open_kernel_closes_a_dump_it_cannot_use(tmp_path):
+    """open_kernel (how the CLI, API and export open a dump) closes the file
+    again when no kernel can be made of the dump (here: no VMCOREINFO)."""
+    from kql.kernel import open_kernel
+
+    p = _write(tmp_path, "core", build_elf(_elf_segments(), notes=b""))
+    with pytest.raises(DumpError) as e:
+        open_kernel(p)
+    assert str(e.value) == f"{p}: elf dump has no VMCOREINFO"
+    fds = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+           if os.path.exists(f"/proc/self/fd/{fd}")]
+    assert p not in fds
+
+
 def test_probes_are_tried_in_order(tmp_path, monkeypatch):
     """PROBES is the one list of formats: a probe put first wins over the others,
     and the unknown-format message names every probe."""
