@@ -793,17 +793,20 @@ def test_open_kernel_closes_a_dump_it_cannot_use(tmp_path):
 
 
 def test_probes_are_tried_in_order(tmp_path, monkeypatch):
-    """PROBES is the one list of formats: a probe put first wins over the others,
-    and the unknown-format message names every probe."""
+    """PROBES is the one list of formats: a probe put first wins over the others
+    (sniffing has not mapped the file: a source that cannot be mapped, like
+    /proc/kcore, can still be probed), and the unknown-format message names
+    every probe."""
     import kql.dump as dump_mod
     from kql.dump.base import Probe
 
     opened = []
     fake = Probe("fake", "fake", lambda head, path, size: head[:4] == b"\x7fELF",
-                 lambda source, zero_excluded: opened.append(source.path) or source.close())
+                 lambda source, zero_excluded: opened.append((source.path, source._map))
+                 or source.close())
     monkeypatch.setattr(dump_mod, "PROBES", [fake] + dump_mod.PROBES)
     p = _write(tmp_path, "x", build_elf(_elf_segments()))
-    assert open_dump(p) is None and opened == [p]
+    assert open_dump(p) is None and opened == [(p, None)]
     p = _write(tmp_path, "random", bytes(range(256)))
     with pytest.raises(DumpError) as e:
         open_dump(p)
