@@ -1,7 +1,8 @@
 """Planner: (query, expected EXPLAIN) pairs, and planning errors with carets.
 
-These use a small catalog of stand-in tables so each pushdown rule is tested
-alone (no dump needed); member paths are tested on the real sample dump."""
+The first cases use a small catalog of stand-in tables (no dump needed);
+member paths are tested on the real sample dump, and so are the rule
+fixtures (tests/data/planner/explain.txt: each rule's cases, query → EXPLAIN)."""
 
 from pathlib import Path
 
@@ -243,6 +244,19 @@ def test_rule_fixtures(sample_env, name, query, expected):
     """Each planner rule's cases (tests/data/planner/explain.txt) give the
     EXPLAIN written there, on the sample dump."""
     assert plan(parse_one(query), sample_env, query).explain() == expected
+
+
+def test_rules_are_documented_in_order():
+    """The planner's docstring and ARCHITECTURE.md list exactly RULES."""
+    import re
+
+    import kql.planner
+    rules = [r.__name__ for r in kql.planner.RULES]
+    assert re.findall(r"^\d+\. ``(\w+)``", kql.planner.__doc__, re.M) == rules
+    arch = (Path(__file__).parent.parent / "docs" / "ARCHITECTURE.md").read_text()
+    assert re.findall(r"^\| `(\w+)` \|", arch, re.M) == rules
+    names = {name for name, *_ in read_rule_fixtures()}
+    assert {n.split(":")[0] for n in names} == set(rules)  # each rule has cases
 
 
 if __name__ == "__main__":
