@@ -48,6 +48,18 @@ class Scope:
     def closed(self) -> bool:
         return all(s is not None for _, s in self.relations)
 
+    def columns_named(self, col: A.Column) -> list:
+        """``(scan, its Column)`` for each relation here that has the column
+        ``col`` names (``t.pid``: t's only)."""
+        out = []
+        for alias, s in self.relations:
+            if s is None or (col.table is not None and col.table.lower() != alias):
+                continue
+            c = s.spec.column(col.name)
+            if c is not None:
+                out.append((s, c))
+        return out
+
     def visible(self):
         """This scope and the ones around it, innermost first."""
         scope = self

@@ -69,15 +69,9 @@ def key_predicate(e, scope: Scope):
             return None
     if len({type(v) for v in values}) > 1:
         return None
-    hits = []
-    for alias, s in scope.relations:
-        if s is None or (col.table is not None and col.table.lower() != alias):
-            continue
-        c = s.spec.column(col.name)
-        # only values of the column's own kind (pid = '1' is DuckDB's to cast)
-        if c is not None and c.name in s.spec.lookups and \
-                isinstance(values[0], str) == (str(c.type) == "string"):
-            hits.append((s, c.name))
+    # only values of the column's own kind (pid = '1' is DuckDB's to cast)
+    hits = [(s, c.name) for s, c in scope.columns_named(col)
+            if c.name in s.spec.lookups and isinstance(values[0], str) == (str(c.type) == "string")]
     if len(hits) != 1 or hits[0][0].alias.lower() in scope.outer_join_aliases:
         return None
     return hits[0][0], hits[0][1], values

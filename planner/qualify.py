@@ -226,13 +226,7 @@ def _lateral_ref(e, scope: Scope):
     t.task)``), else None."""
     if not isinstance(e, A.Column):
         return None
-    hits = []
-    for alias, scan in scope.relations:
-        if scan is None or (e.table is not None and e.table.lower() != alias):
-            continue
-        c = scan.spec.column(e.name)
-        if c is not None:
-            hits.append((scan, c.name))
+    hits = [(scan, c.name) for scan, c in scope.columns_named(e)]
     return hits[0] if len(hits) == 1 else None
 
 

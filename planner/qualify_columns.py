@@ -110,7 +110,8 @@ def qualify_subscript(node: A.Subscript, ctx: Ctx, scope: Scope, fn):
     base = node.base
     if not node.slice and ((isinstance(base, A.Column) and scope.object_scan(base))
                            or (isinstance(base, A.Cast) and base.c_type)):
-        return qualify_member(A.MemberPath(base, (("[]", node.index),), span=node.span), ctx, scope, fn)
+        path = A.MemberPath(base, (("[]", node.index),), span=node.span)
+        return qualify_member(path, ctx, scope, fn)
     return node.replace(base=rewrite(base, fn), index=rewrite(node.index, fn),
                         stop=rewrite(node.stop, fn), step=rewrite(node.step, fn))
 
