@@ -28,6 +28,10 @@ class MemberColumn:
 
 @dataclass
 class Scan:
+    """How one FROM item is read.  ``qualify`` builds it (``use()`` records a
+    column); the rules after it return changed copies (``dataclasses.replace``
+    through ``context.replace_scans``), never change one in place."""
+
     id: str                          # name registered in DuckDB (__kql_scan_0)
     table: str                       # catalog name (tasks)
     spec: Any                        # kql.tables.TableSpec
