@@ -389,7 +389,7 @@ def query_parquet(directory: str, text: str, *, allow_files: bool = False) -> li
     from kql.errors import ExecuteError
     from kql.grammar import ast as A
     from kql.grammar import parse
-    from kql.planner import FILES_NEED, modern_lambdas, name_outputs, reads_files, rewrite
+    from kql.planner import FILES_NEED, modern_lambdas, name_items, reads_files, rewrite
 
     con, _ = parquet_connection(directory, text, allow_files=allow_files)
     out = []
@@ -408,7 +408,7 @@ def query_parquet(directory: str, text: str, *, allow_files: bool = False) -> li
             if f is not None and not f.needs_dump:
                 return node.replace(name=f.udf(), args=rewrite(node.args, lower))
             return None
-        sql = rewrite(modern_lambdas(name_outputs(stmt, text)), lower).to_sql()
+        sql = rewrite(modern_lambdas(name_items(stmt, text)), lower).to_sql()
         try:
             rel = duck.run(con, lambda: con.sql(sql))
         except duckdb.Error as e:
