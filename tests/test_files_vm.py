@@ -37,7 +37,7 @@ FILTERED = {n for n in FIXTURES + I386 + ["sample"] if fixture(n).recipe.get("ma
 LIVE = [n for n in FIXTURES if n not in FILTERED]
 PROCESS_FIXTURES = LIVE + sorted(FILTERED - set(I386))
 # Debian's makedumpfile (-d 31) also drops most slab pages of the 6.12 kdump
-# (dentries, files, VMAs, maple nodes; see test_helpers_task.Excluded): there
+# (dentries, files, VMAs, maple nodes; see fixtures.Excluded): there
 # only what was read is checked.  The 6.1 kdumps keep every slab page.
 SLAB_FILTERED = {"6.12-panic"}
 ALL_DUMPS = DUMPS + [("sample", k) for k in fixture("sample").kinds]

@@ -16,6 +16,12 @@ __all__ = ["for_each_module", "find_module", "module_name", "module_state",
            "module_base", "module_size", "module_refcount", "module_taint",
            "module_symbols"]
 
+#: Kernel globals whose type BTF lacks, for Kernel.var() (see kql.helpers).
+KERNEL_VARIABLES = {
+    "modules":      "struct list_head",
+    "btf_modules":  "struct list_head",
+}
+
 
 def for_each_module(kernel) -> Iterator[Object]:
     """Every loaded module, in ``modules`` list order (newest first).

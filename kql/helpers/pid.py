@@ -26,6 +26,21 @@ __all__ = ["find_pid", "pid_task", "find_task", "for_each_pid", "pid_nr_ns", "PI
            "for_each_task_and_pid", "find_tasks", "find_processes", "is_group_leader",
            "task_pid_ptr", "task_pid_nr"]
 
+#: Kernel globals whose type BTF lacks, for Kernel.var() (see kql.helpers):
+#: init/init_task.c and what init_task points at.
+KERNEL_VARIABLES = {
+    "init_task":        "struct task_struct",
+    "init_pid_ns":      "struct pid_namespace",
+    "init_struct_pid":  "struct pid",
+    "pid_max":          "int",
+    "init_signals":     "struct signal_struct",
+    "init_sighand":     "struct sighand_struct",
+    "init_nsproxy":     "struct nsproxy",
+    "init_ipc_ns":      "struct ipc_namespace",
+    "init_user_ns":     "struct user_namespace",
+    "init_cred":        "struct cred",
+}
+
 
 def _ns(kernel_or_ns) -> Object:
     if isinstance(kernel_or_ns, Object):

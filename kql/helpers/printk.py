@@ -24,6 +24,12 @@ from kql.errors import FaultError
 __all__ = ["PrintkRecord", "get_printk_records", "for_each_printk_record",
            "format_caller_id", "LOG_NEWLINE", "LOG_CONT"]
 
+#: Kernel globals whose type BTF lacks, for Kernel.var() (see kql.helpers).
+KERNEL_VARIABLES = {
+    "prb":               "struct printk_ringbuffer *",
+    "printk_rb_static":  "struct printk_ringbuffer",
+}
+
 # enum printk_info_flags (kernel/printk/printk_ringbuffer.h)
 LOG_NEWLINE = 2
 LOG_CONT = 8

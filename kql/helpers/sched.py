@@ -18,6 +18,23 @@ __all__ = ["cpu_rq", "cpu_curr", "idle_task", "task_cpu", "task_is_kthread", "ta
            "task_state_to_char", "task_state_raw", "task_state_value", "task_state_code",
            "running_tasks", "task_is_running", "PF_KTHREAD"]
 
+#: Kernel globals whose type BTF lacks, for Kernel.var() (see kql.helpers):
+#: kernel/sched, kernel/fork.c, fs/proc/array.c; the cgroup roots (no cgroup helper yet).
+KERNEL_VARIABLES = {
+    "runqueues":         "struct rq",
+    "task_state_array":  "const char * const [{task_state_array_len}]",
+    "nr_threads":        "int",
+    "total_forks":       "unsigned long",
+    "kernel_cpustat":    "struct kernel_cpustat",
+    "cpu_number":        "int",
+    "current_task":      "struct task_struct *",
+    "pcpu_hot":          "struct pcpu_hot",
+    "cgroup_roots":      "struct list_head",
+    "init_css_set":      "struct css_set",
+    "cgrp_dfl_root":     "struct cgroup_root",
+    "blkcg_root":        "struct blkcg",
+}
+
 #: include/linux/sched.h; a #define, so not in BTF (unchanged since Linux 2.6).
 PF_KTHREAD = 0x00200000
 # include/linux/sched.h bits that /proc does not list in task_state_array

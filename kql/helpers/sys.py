@@ -12,6 +12,20 @@ __all__ = ["utsname", "timekeeper", "dump_time_ns", "uptime_ns", "loadavg",
            "totalram_bytes", "nr_tasks", "panic_cpu", "panic_task", "panic_message",
            "FSHIFT"]
 
+#: Kernel globals whose type BTF lacks, for Kernel.var() (see kql.helpers).
+KERNEL_VARIABLES = {
+    "init_uts_ns":      "struct uts_namespace",
+    "crashing_cpu":     "int",
+    "panic_cpu":        "atomic_t",
+    "system_state":     "enum system_states",
+    "jiffies":          "unsigned long",
+    "jiffies_64":       "u64",
+    "timekeeper_data":  "struct tk_data",
+    "tk_core":          "struct tk_data",
+    "sys_tz":           "struct timezone",
+    "tick_cpu_device":  "struct tick_device",
+}
+
 #: include/linux/sched/loadavg.h: avenrun[] is fixed point with 11 fraction bits.
 FSHIFT = 11
 
