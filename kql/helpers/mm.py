@@ -58,8 +58,8 @@ _VM_OPS_NAMES = {
 
 
 def page_size(kernel) -> int:
-    """The kernel's ``PAGE_SIZE`` (VMCOREINFO ``PAGESIZE``)."""
-    return int(kernel.vmcoreinfo.get("PAGESIZE", "4096"))
+    """The kernel's ``PAGE_SIZE`` (VMCOREINFO ``PAGESIZE``, else the arch's)."""
+    return int(kernel.vmcoreinfo.get("PAGESIZE", 0)) or kernel.arch.page_size
 
 
 def page_shift(kernel) -> int:

@@ -5,6 +5,7 @@ memory size, task count and panic information (crash ``sys``).
 from __future__ import annotations
 
 from kql.errors import FaultError
+from kql.helpers.mm import page_size
 from kql.helpers.sched import cpu_rq
 from kql.object import Object
 
@@ -112,7 +113,7 @@ def totalram_bytes(kernel) -> int:
     # Since Linux 5.0 (commit ca79b0c211af "mm: convert totalram_pages and
     # totalhigh_pages variables to atomic") the variable is _totalram_pages.
     sym = kernel.symbols.get("_totalram_pages") or kernel.symbols.lookup("totalram_pages")
-    return kernel.read_ulong(sym.address) * int(kernel.vmcoreinfo.get("PAGESIZE", "4096"))
+    return kernel.read_ulong(sym.address) * page_size(kernel)
 
 
 def nr_tasks(kernel) -> int:
