@@ -14,6 +14,12 @@ from kql.helpers.pid import (
 from kql.helpers.sched import task_cpu, task_is_kthread
 
 
+def _setup(dump_kernel):
+    """(fixture, kernel, truth, pids to skip, excluded-page counter)."""
+    fx, k = dump_kernel
+    return fx, k, fx.truth, _skip(fx.truth), Excluded(fx)
+
+
 @pytest.mark.fixtures
 def test_for_each_task_matches_proc(dump_kernel):
     fx, k = dump_kernel
@@ -89,10 +95,7 @@ def test_every_task_on_the_process_tree_is_found(dump_kernel):
 
 @pytest.mark.fixtures
 def test_find_task_and_pids(dump_kernel):
-    fx, k = dump_kernel
-    truth = fx.truth
-    skip = _skip(truth)
-    ex = Excluded(fx)
+    fx, k, truth, skip, ex = _setup(dump_kernel)
     for pid in truth["tasks"]:
         if int(pid) in skip:
             continue
@@ -118,10 +121,7 @@ def test_find_task_and_pids(dump_kernel):
 
 @pytest.mark.fixtures
 def test_threads_and_processes(dump_kernel):
-    fx, k = dump_kernel
-    truth = fx.truth
-    skip = _skip(truth)
-    ex = Excluded(fx)
+    fx, k, truth, skip, ex = _setup(dump_kernel)
     leaders = {}
     for t in for_each_process(k):
         with ex:
