@@ -269,6 +269,8 @@ def total_swapcache_pages(kernel) -> int:
 
 def _low_wmark_total(kernel) -> int:
     zt = kernel.types.find_type("struct zone")
+    # Since Linux 5.0 (commit a921444382b4 "mm: move zone watermark accesses
+    # behind an accessor") zone->watermark is zone->_watermark.
     wm_off = zt.offsetof("_watermark") if zt.has_member("_watermark") else zt.offsetof("watermark")
     low = enum_items(kernel, "enum zone_watermarks").get("WMARK_LOW", 1)
     boost_off = zt.offsetof("watermark_boost") if zt.has_member("watermark_boost") else None

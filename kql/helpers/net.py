@@ -318,6 +318,8 @@ def for_each_unix_sock(kernel) -> Iterator[Object]:
     """
     net_t = kernel.types.find_type("struct net")
     head = kernel.types.find_type("struct hlist_head").size     # one pointer
+    # Since Linux commit cf2f225e2653 ("af_unix: Put a socket into a per-netns
+    # hash table.") each netns has its own table; before, unix_socket_table.
     if net_t.has_member("unx") and \
             kernel.types.find_type("struct netns_unix").has_member("table"):
         for net in for_each_net(kernel):
