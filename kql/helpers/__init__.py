@@ -65,8 +65,9 @@ Conventions every helper follows:
   unwinding come from ``kernel.arch`` (kql/arch/).
 
 Tests are by module, as drgn's ``tests/linux_kernel/helpers/test_<module>.py``:
-``tests/helpers/test_<module>.py``, against the fixture dumps' truth.json and
-the one fake in-memory kernel of ``tests/fakekernel.py``.
+``tests/test_helpers_<module>.py``, against the fixture dumps' truth.json (the
+``dump_kernel`` fixture of tests/conftest.py) and the one fake in-memory kernel
+of ``tests/fakekernel.py``; ``tests/test_helpers.py`` checks these conventions.
 """
 
 from __future__ import annotations
