@@ -16,7 +16,7 @@ from typing import Iterator
 
 from kql.errors import FaultError
 from kql.helpers.list import _ptr, _walk, walk_warn
-from kql.helpers.sched import cpu_rq
+from kql.helpers.sched import _task_layout, cpu_rq
 from kql.helpers.xarray import idr_find, idr_for_each
 from kql.object import Object
 from kql.types import pointer_to
@@ -161,31 +161,13 @@ def _task_ptr_type(kernel):
     return pt
 
 
-def _layout(kernel) -> dict:
-    lay = kernel.cache.get("task_layout")
-    if lay is None:
-        t = kernel.types.find_type("struct task_struct")
-        lay = {"tasks": t.offsetof("tasks"), "signal": t.offsetof("signal")}
-        # Since Linux 6.7 (commit 8e1f385104ac "kill task_struct->thread_group"),
-        # threads are only on signal->thread_head (linked by thread_node, which
-        # exists since 3.14); older kernels also have task->thread_group.
-        if t.has_member("thread_node"):
-            lay["thread_node"] = t.offsetof("thread_node")
-            lay["thread_head"] = kernel.types.find_type("struct signal_struct").offsetof(
-                "thread_head")
-        else:
-            lay["thread_group"] = t.offsetof("thread_group")
-        kernel.cache["task_layout"] = lay
-    return lay
-
-
 def for_each_process(kernel) -> Iterator[Object]:
     """Every thread-group leader, starting with ``init_task`` (``for_each_process``).
 
     :return: iterator of ``struct task_struct *``
     """
     pt = _task_ptr_type(kernel)
-    lay = _layout(kernel)
+    lay = _task_layout(kernel)
     init = kernel.symbols.lookup("init_task").address
     yield _ptr(kernel, pt, init)
     off = lay["tasks"]
@@ -217,7 +199,7 @@ def for_each_thread(task: Object) -> Iterator[Object]:
     """
     kernel = task.prog_
     pt = _task_ptr_type(kernel)
-    for addr in _threads(kernel, task.value_(), _layout(kernel)):
+    for addr in _threads(kernel, task.value_(), _task_layout(kernel)):
         yield _ptr(kernel, pt, addr)
 
 
@@ -235,7 +217,7 @@ def for_each_task(kernel, *, idle: bool = True) -> Iterator[Object]:
     :return: iterator of ``struct task_struct *``
     """
     pt = _task_ptr_type(kernel)
-    lay = _layout(kernel)
+    lay = _task_layout(kernel)
     seen: set[int] = set()
     init = kernel.symbols.lookup("init_task").address
     seen.add(init)
@@ -314,7 +296,7 @@ def sweep_children(kernel, seen: set) -> Iterator[Object]:
     :return: iterator of ``struct task_struct *``
     """
     pt = _task_ptr_type(kernel)
-    lay = _layout(kernel)
+    lay = _task_layout(kernel)
     t = kernel.types.find_type("struct task_struct")
     children, sibling, pid_off = t.offsetof("children"), t.offsetof("sibling"), t.offsetof("pid")
     todo = list(seen)
