@@ -1,13 +1,20 @@
 """kql.helpers.mm and the trees under it (maple tree, rbtree) against the
-guest's /proc/PID/maps (truth.json)."""
+guest's /proc/PID/maps, cmdline and environ (truth.json)."""
 
 import pytest
 
-from fixtures import Excluded, skipped_pids as _skip
+from fixtures import (Excluded, check_missing_tasks, fixture, kernel,
+                      skipped_pids as _skip)
+from kql.errors import FaultError, ExcludedPageError
 from kql.helpers.mapletree import mt_for_each_entry
+from kql.helpers.mm import for_each_vma, task_cmdline_bytes, task_environ_bytes, vma_maps_line
 from kql.helpers.pid import find_task
 from kql.helpers.rbtree import rbtree_inorder_for_each
 from kql.object import Object
+
+# the fixtures whose processes the truth lists, those whose user pages were
+# filtered (-d 31) among them (tests/test_files_vm.py)
+from test_files_vm import FILTERED, PROCESS_FIXTURES, _gone  # noqa: E402
 
 
 def _vma_span(v):
@@ -56,3 +63,55 @@ def test_vmas_from_maple_tree_or_list_and_rbtree(dump_kernel):
         assert vmas == want, pid
         n += 1
     assert n >= 1 or ex.filtered    # 6.12 kdump: maple nodes sit on filtered slab pages
+
+
+@pytest.mark.fixtures
+def test_vma_maps_line_helper():
+    """vma_maps_line() renders whole lines exactly, pid 1 included."""
+    name = "6.12-live"
+    k = kernel(name)
+    truth = fixture(name).truth
+    for pid in (1, max(int(p) for p, v in truth["processes"].items() if v["maps"]
+                       and int(p) not in _gone(truth))):
+        task = find_task(k, pid)
+        assert [vma_maps_line(v, task.mm) for v in for_each_vma(task.mm)] == \
+            truth["processes"][str(pid)]["maps"]
+
+
+@pytest.mark.parametrize("name", PROCESS_FIXTURES)
+@pytest.mark.fixtures
+def test_cmdline_environ_helpers(name):
+    """/proc/PID/cmdline and environ byte for byte on unfiltered dumps; on
+    -d 31 dumps every process with an mm raises (-> NULL), never garbage."""
+    k = kernel(name)
+    truth = fixture(name).truth
+    checked = 0
+    unreadable = []
+    for pid, p in truth["processes"].items():
+        pid = int(pid)
+        if pid in _gone(truth):
+            continue
+        try:
+            task = find_task(k, pid)  # a helper raises; tables make it NULL + a warning
+            has_mm = bool(task.mm.value_())
+        except ExcludedPageError:
+            unreadable.append(pid)    # its pid idr path or task_struct was filtered
+            continue
+        if name in FILTERED and has_mm:
+            with pytest.raises(FaultError):
+                task_cmdline_bytes(task)
+            with pytest.raises(FaultError):
+                task_environ_bytes(task)
+            checked += 1
+            continue
+        cmd = task_cmdline_bytes(task)
+        env = task_environ_bytes(task)
+        if not has_mm:            # kernel thread or zombie: /proc shows nothing
+            assert cmd is None and env is None and p["cmdline"] == ""
+            continue
+        assert cmd == p["cmdline"].encode("latin-1"), pid
+        if "environ" in p:
+            assert env == p["environ"].encode("latin-1"), pid
+        checked += 1
+    check_missing_tasks(fixture(name), k, unreadable)
+    assert checked + len(unreadable) >= sum(1 for v in truth["processes"].values() if v["maps"]) - 1
