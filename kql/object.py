@@ -420,8 +420,9 @@ def _read_cstring(prog, addr: int, max_size: int) -> bytes:
     fn = getattr(prog, "read_cstring", None)
     if fn is not None:
         return fn(addr, max_size)
-    from kql.memory import read_cstring
-    return read_cstring(prog.read, addr, max_size)
+    from kql.memory import Layer, read_cstring
+    page_size = getattr(getattr(prog, "arch", None), "page_size", Layer.page_size)
+    return read_cstring(prog.read, addr, max_size, page_size)
 
 
 def _normalize_value(st: Type, v):

@@ -16,6 +16,12 @@ __all__ = ["for_each_module", "find_module", "module_name", "module_state",
            "module_base", "module_size", "module_refcount", "module_taint",
            "module_symbols"]
 
+#: Kernel globals whose type BTF lacks, for Kernel.var() (see kql.helpers).
+KERNEL_VARIABLES = {
+    "modules":      "struct list_head",
+    "btf_modules":  "struct list_head",
+}
+
 
 def for_each_module(kernel) -> Iterator[Object]:
     """Every loaded module, in ``modules`` list order (newest first).
@@ -61,6 +67,8 @@ def _mem_types(kernel) -> tuple[int, ...] | None:
     if "module_mem_types" not in cache:
         t = kernel.types.find_type("struct module")
         cache["module_mem_types"] = None
+        # Since Linux 6.4 (commit ac3b43283923 "module: replace module_layout
+        # with module_memory") the sizes are in mod->mem[]; before, layouts.
         if t.has_member("mem"):
             n = t.member("mem")[0].type.strip_typedefs().length or 0
             cache["module_mem_types"] = tuple(range(n))
