@@ -143,17 +143,14 @@ class Warnings:
         self.counts: collections.Counter = collections.Counter()
         self.examples: dict[tuple[str, str], str] = {}
 
-    def add(self, where: str, err: Exception) -> None:
-        reason = type(err).__name__
-        key = (where, reason)
+    def add(self, where: str, err: Exception, reason: str | None = None) -> None:
+        key = (where, reason or type(err).__name__)
         self.counts[key] += 1
         self.examples.setdefault(key, str(err))
 
     def not_in_kernel(self, where: str, err: Exception) -> None:
         """A value NULL because this kernel lacks what it needs (``err``)."""
-        key = (where, NOT_IN_KERNEL)
-        self.counts[key] += 1
-        self.examples.setdefault(key, str(err))
+        self.add(where, err, NOT_IN_KERNEL)
 
     @property
     def total(self) -> int:
