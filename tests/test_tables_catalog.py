@@ -181,3 +181,19 @@ def test_cli_missing_member_exits_0_with_the_warning(monkeypatch, capsys):
     assert capsys.readouterr().err == (
         "kql: warning: 1 value of tasks.state NULL: not in this kernel "
         "('struct task_struct' has no member 'state')\n")
+
+
+def test_missing_member_in_a_walk_is_a_dump_error(monkeypatch, capsys):
+    """The rows themselves need it (a walk of a list this kernel does not
+    have): no rows to put NULLs in, so the query fails as a dump error
+    (exit 2) naming the table and the member, never an internal error."""
+    import kql.tables.vm as vm
+    from kql.cli import main
+    # mm->mmap, the VMA list, went in Linux 6.1 (commit 763ecb035029, the maple tree)
+    assert not kernel("sample").types.find_type("struct mm_struct").has_member("mmap")
+    monkeypatch.setattr(vm, "for_each_vma", lambda mm: iter([mm.mmap]))
+    with contextlib.redirect_stdout(io.StringIO()):
+        rc = main([SAMPLE, "SELECT start FROM vmas WHERE pid = 1", "-f", "csv"])
+    assert rc == 2
+    assert capsys.readouterr().err == (
+        "kql: error: cannot read vmas: 'struct mm_struct' has no member 'mmap'\n")
