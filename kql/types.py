@@ -56,6 +56,12 @@ class MemberNotFoundError(LookupError):
     """A struct/union has no member by that name."""
 
 
+class NoMemberError(MemberNotFoundError, AttributeError):
+    """An Object's missing member (``task.no_such``): an AttributeError, so
+    ``getattr(obj, name, default)`` works, and a MemberNotFoundError, so a
+    scan treats it like every other thing this kernel does not have."""
+
+
 class _Lazy:
     """Marks a value computed on first use (a zero-argument callable)."""
 
