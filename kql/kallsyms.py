@@ -14,6 +14,15 @@ here (REFERENCE §5; the layout is kernel/kallsyms.c and scripts/kallsyms.c):
 - addresses come from ``kallsyms_offsets`` by one of several rules; the rule
   that reproduces ``SYMBOL(_stext)`` is kept.
 
+Damage that changes names or addresses without breaking the decoding is
+found by what scripts/kallsyms.c guarantees (:func:`check_tokens`,
+:func:`check_markers`, :func:`check_order`): the 256 tokens are consecutive
+non-empty NUL-terminated strings of printable characters that
+``kallsyms_token_index`` points at; ``kallsyms_markers`` (right after the
+names) holds where every 256th entry starts; the symbols are sorted by
+address.  Each finding is a warning ("symbol names may be wrong"): the rest
+of the table still serves.
+
 :class:`SymbolTable` is shared with System.map / vmlinux symbol loaders
 (:mod:`kql.symbols`).
 """
@@ -256,8 +265,69 @@ def _read_names(read: Callable[[int, int], bytes], start: int, count: int,
     return bytes(blob[:pos]), None
 
 
-def _decode_fast(blob: bytes, token_table: bytes, token_index: bytes, count: int
-                 ) -> tuple[list[str], list[str]]:
+DAMAGED = "kallsyms is damaged: "
+
+
+def check_tokens(token_table: bytes, idx: Sequence[int]) -> str | None:
+    """What is wrong with the token table and index, or None: token 0 starts
+    the table, each next one starts right after the previous one's NUL, and
+    every token is a non-empty string of printable characters."""
+    if idx[0] != 0:
+        return f"kallsyms_token_index[0] is {idx[0]}, not 0"
+    for i in range(256):
+        start = idx[i]
+        end = token_table.find(b"\0", start)
+        if end <= start:
+            return f"token {i} of kallsyms_token_table is empty or unterminated"
+        if i < 255 and idx[i + 1] != end + 1:
+            return (f"kallsyms_token_index[{i + 1}] is {idx[i + 1]}, not {end + 1} (after "
+                    f"token {i}'s NUL)")
+        bad = next((c for c in token_table[start:end] if not 0x20 < c < 0x7F), None)
+        if bad is not None:
+            return f"token {i} of kallsyms_token_table holds the byte {bad:#04x}"
+    return None
+
+
+def check_markers(read: Callable[[int, int], bytes], names_end: int, marks: Sequence[int],
+                  pointer_size: int) -> str | None:
+    """What is wrong with ``kallsyms_markers`` (u32, or pointer-size before
+    Linux 4.20), or None; it follows the names, aligned to the pointer size.
+    ``marks``: where entries 0, 256, 512 … start, from the decoded names."""
+    at = (names_end + pointer_size - 1) & -pointer_size
+    first_bad = None
+    for width in (4, pointer_size) if pointer_size != 4 else (4,):
+        try:
+            raw = read(at, width * len(marks))
+        except FaultError:
+            continue   # unreadable: nothing to compare (the names decoded)
+        got = array("I" if width == 4 else "Q")
+        got.frombytes(raw)
+        bad = next((k for k, (m, g) in enumerate(zip(marks, got)) if m != g), None)
+        if bad is None:
+            return None
+        if first_bad is None:
+            first_bad = (bad, got[bad])
+    if first_bad is None:
+        return None
+    k, g = first_bad
+    return (f"kallsyms_markers[{k}] is {g}, but entry {256 * k} of kallsyms_names starts "
+            f"at {marks[k]}")
+
+
+def check_order(addresses: Sequence[int], names: Sequence[str]) -> str | None:
+    """scripts/kallsyms.c sorts the symbols by address: the first entry out
+    of order, or None."""
+    for i in range(len(addresses) - 1):
+        if addresses[i] > addresses[i + 1]:
+            return (f"kallsyms_offsets out of order at entry {i} ({names[i]} at "
+                    f"{addresses[i]:#x}, {names[i + 1]} at {addresses[i + 1]:#x})")
+    return None
+
+
+def _decode_fast(blob: bytes, token_table: bytes, token_index: bytes, count: int,
+                 marks: list[int] | None = None) -> tuple[list[str], list[str]]:
+    """Names and kind letters of ``count`` entries of ``blob``; ``marks``
+    gets where every 256th entry starts, and last the end."""
     idx = array("H")
     idx.frombytes(token_index[:512])
     tokens = []
@@ -271,7 +341,9 @@ def _decode_fast(blob: bytes, token_table: bytes, token_index: bytes, count: int
     get = tokens.__getitem__
     join = "".join
     pos = 0
-    for _ in range(count):
+    for i in range(count):
+        if marks is not None and not i & 0xFF:
+            marks.append(pos)
         n = blob[pos]
         if n & 0x80:
             n = (n & 0x7F) | (blob[pos + 1] << 7)
@@ -284,6 +356,8 @@ def _decode_fast(blob: bytes, token_table: bytes, token_index: bytes, count: int
             raise IndexError("kallsyms_names blob too short")
         append_k(s[:1])
         append_n(s[1:])
+    if marks is not None:
+        marks.append(pos)
     return names, kinds
 
 
@@ -293,7 +367,8 @@ CACHE_FORMAT = 1
 
 def load_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
                   *, known: dict[str, int] | None = None, cache=None,
-                  pointer_size: int = 8) -> SymbolTable:
+                  pointer_size: int = 8, warn: Callable[[str], None] | None = None
+                  ) -> SymbolTable:
     """Decode the kernel's kallsyms from dump memory.
 
     :param read: virtual read function ``read(addr, size) -> bytes``
@@ -305,8 +380,11 @@ def load_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
         load against a CRC of the dump's own ``kallsyms_names`` ..
         ``kallsyms_token_table`` bytes; addresses are always computed from the
         dump (they move with KASLR) and checked against VMCOREINFO.
+    :param warn: called with each inconsistency found in the tables (see
+        the module doc); the table is returned all the same
     :raises KallsymsError: tables missing or nothing reproduces a known address
     """
+    problems = []
     need = ["kallsyms_names", "kallsyms_num_syms", "kallsyms_token_table",
             "kallsyms_token_index"]
     addr = {n: _sym_addr(vmcoreinfo, n) for n in need + [
@@ -341,33 +419,49 @@ def load_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
             table = _from_cache(cache.load("kallsyms", header), read, addr, count,
                                 vmcoreinfo, known, pointer_size)
             if table is not None:
+                # the names, markers and tokens are those checked when cached
+                _report([check_order(table.addresses, table.names)], warn)
                 return table
         limit = None
         if addr["kallsyms_markers"] and addr["kallsyms_markers"] > addr["kallsyms_names"]:
             limit = addr["kallsyms_markers"] - addr["kallsyms_names"]
         names = None
+        marks: list[int] = []
         if span is not None or limit is None:
             # One optimistic read (names average ~14 bytes; the tables after
             # them are mapped too), decoded in one pass; fall back to careful
             # chunked reading if it faults or comes up short.
             try:
                 blob = span if span is not None else read(addr["kallsyms_names"], count * 24)
-                names, kinds = _decode_fast(blob, token_table, token_index, count)
+                names, kinds = _decode_fast(blob, token_table, token_index, count, marks)
             except (FaultError, IndexError):
                 names = None
         if names is None:
+            marks = []
             blob, _ = _read_names_blob(read, addr["kallsyms_names"], count, limit)
-            names, kinds = _decode_fast(blob, token_table, token_index, count)
+            names, kinds = _decode_fast(blob, token_table, token_index, count, marks)
         addresses = _addresses(read, addr, count, vmcoreinfo, names, known, pointer_size)
+        problems = [check_tokens(token_table, idx),
+                    check_markers(read, addr["kallsyms_names"] + marks[-1], marks[:-1],
+                                  pointer_size),
+                    check_order(addresses, names)]
     except FaultError as e:
         raise KallsymsError(f"cannot read kallsyms tables: {e}") from None
+    _report(problems, warn)
     joined = "".join(kinds)   # one letter each: a str is smaller and pickles faster
     table = SymbolTable(names, joined if len(joined) == count else kinds, addresses,
                         source="kallsyms")
-    if header is not None and table.names is names and isinstance(table.kinds, str):
+    if (header is not None and table.names is names and isinstance(table.kinds, str)
+            and not any(problems)):
         cache.save("kallsyms", header, {"names": names, "kinds": table.kinds,
                                         "name_order": table.name_order})
     return table
+
+
+def _report(problems: list[str | None], warn: Callable[[str], None] | None) -> None:
+    for p in problems:
+        if p is not None and warn is not None:
+            warn(f"{DAMAGED}{p}: symbol names and addresses may be wrong")
 
 
 def _from_cache(data: dict | None, read, addr: dict, count: int, vmcoreinfo: dict,

@@ -251,7 +251,7 @@ _KEYS = ("names", "num_syms", "markers", "token_table", "token_index", "offsets"
 
 
 def locate_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
-                    pointer_size: int = 8, cache=None, load=None):
+                    pointer_size: int = 8, cache=None, load=None, warn=None):
     """The kernel's symbols for a dump whose VMCOREINFO has no kallsyms keys:
     the tables found by :func:`find_kallsyms` between ``SYMBOL(_stext)`` and
     ``SYMBOL(init_uts_ns)`` (read-only data lies between text and data),
@@ -281,11 +281,12 @@ def locate_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str
             found = {f"SYMBOL(kallsyms_{k})": f"{start + v:x}" for k, v in rel.items()}
             try:
                 return load(read, {**vmcoreinfo, **found}, cache=cache,
-                            pointer_size=pointer_size)
+                            pointer_size=pointer_size, warn=warn)
             except (KallsymsError, FaultError):
                 pass
     found = find_kallsyms(read, start, end, pointer_size)
-    table = load(read, {**vmcoreinfo, **found}, cache=cache, pointer_size=pointer_size)
+    table = load(read, {**vmcoreinfo, **found}, cache=cache, pointer_size=pointer_size,
+                 warn=warn)
     if cache is not None:
         cache.save("kallsyms-place", header, {"at": {
             k[len("SYMBOL(kallsyms_"):-1]: int(v, 16) - start for k, v in found.items()}})

@@ -225,7 +225,7 @@ class Kernel:
         errors = []
         try:
             table = load_kallsyms(self.read, self.vmcoreinfo, cache=self.disk_cache,
-                                  pointer_size=self.arch.pointer_size)
+                                  pointer_size=self.arch.pointer_size, warn=self.warn)
             # Without CONFIG_KALLSYMS_ALL (Debian's arm64 and 686-pae kernels)
             # kallsyms lists functions only: variables need System.map or vmlinux.
             if table.get("init_task") is not None:
@@ -263,7 +263,7 @@ class Kernel:
             from kql.kallsyms_find import locate_kallsyms
             try:
                 return locate_kallsyms(self.read, self.vmcoreinfo, self.arch.pointer_size,
-                                       cache=self.disk_cache)
+                                       cache=self.disk_cache, warn=self.warn)
             except (KallsymsError, FaultError) as e:
                 errors[0] = (f"VMCOREINFO has no kallsyms symbols (Linux < 6.0) and the "
                              f"dump's own were not found ({e}); give --vmlinux or "
