@@ -578,3 +578,44 @@ def test_vmcoreinfo_numbers_may_be_hex():
         "d: VMCOREINFO SIZE(y)='-1' is not a number: ignored"]
     assert info == {"NUMBER(VMALLOC_START)": "0xffffd0da80000000",
                     "NUMBER(phys_base)": "-656408576"}
+
+
+# ------------------------------------- damaged kallsyms/VMCOREINFO: changed answers
+
+@pytest.mark.parametrize("case,region,what,warning", [
+    (85, "vmcoreinfo", "vmcoreinfo: zero 2 at 6250, 0xff x2 at 8120, text 2 at 7133",
+     "<fuzz>: VMCOREINFO line 'ÿÿRNELOFFSET=37400000' is damaged: ignored"),
+    (92, "kallsyms", "kallsyms: pfn 0x124ca u64 0x8000000000000000 at 432, pfn 0x12326 zero 1 "
+     "at 3862, pfn 0x124ca flip bit 0 at 506",
+     "kallsyms is damaged: kallsyms_token_index[173] is 614, not 615 (after token 172's NUL)"),
+    (322, "kallsyms", "kallsyms: pfn 0x12324 0xff x4 at 1938",
+     "kallsyms is damaged: kallsyms_offsets out of order at entry 4535 (kthread_complete_and_exit "
+     "at 0xffffffffb84bfb00, kthread at 0xffffffffb840fb20)"),
+    (384, "kallsyms", "kallsyms: pfn 0x124c9 flip bit 5 at 4094",
+     "kallsyms is damaged: kallsyms_token_index[215] is 759, not 762 (after token 214's NUL)"),
+])
+def test_damage_that_changes_an_answer_is_warned_about(case, region, what, warning):
+    """Fuzz findings: the answer changed and nothing said so.  Now the
+    damage is found (VMCOREINFO's line form; the token table, markers and
+    address order of kallsyms) and the answer comes with a warning."""
+    import fuzzing
+    data, done, q = fuzzing.dump_case(case, region)
+    assert done == what
+    rows, warnings = fuzzing.run_dump(data, q, cache_dir=False)
+    assert rows != fuzzing.run_dump(fuzzing.sample(), q, cache_dir=False)[0]
+    if region == "kallsyms":
+        warning += ": symbol names and addresses may be wrong"
+    assert warning in warnings
+
+
+def test_damaged_kallsyms_warning_is_printed(tmp_path):
+    import fuzzing
+    data, _done, q = fuzzing.dump_case(384, "kallsyms")
+    f = tmp_path / "x.kdump"
+    f.write_bytes(data)
+    p = kql(str(f), "SELECT symbol FROM stack_frames WHERE pid = 100 AND level = 2", "-f", "csv",
+            check_rc=0, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert p.stdout == "symbol\n__do_sys_pause c_+0x24\n"
+    assert p.stderr == ("kql: warning: kallsyms is damaged: kallsyms_token_index[215] is 759, "
+                        "not 762 (after token 214's NUL): symbol names and addresses may be "
+                        "wrong\n")
