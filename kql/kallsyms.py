@@ -289,11 +289,19 @@ def check_tokens(token_table: bytes, idx: Sequence[int]) -> str | None:
 
 
 def check_markers(read: Callable[[int, int], bytes], names_end: int, marks: Sequence[int],
-                  pointer_size: int) -> str | None:
+                  pointer_size: int, token_table: int | None = None,
+                  count: int = 0) -> str | None:
     """What is wrong with ``kallsyms_markers`` (u32, or pointer-size before
     Linux 4.20), or None; it follows the names, aligned to the pointer size.
-    ``marks``: where entries 0, 256, 512 … start, from the decoded names."""
-    at = (names_end + pointer_size - 1) & -pointer_size
+    ``marks``: where entries 0, 256, 512 … start, from the decoded names.
+    The markers end at ``token_table``, or (Linux 6.2+, commit 60443c88f3a8
+    "kallsyms: Improve the performance of kallsyms_lookup_name()") three
+    bytes a symbol of ``kallsyms_seqs_of_names`` before it: else the count
+    (``kallsyms_num_syms``) does not fit the tables."""
+    def align(x: int) -> int:
+        return (x + pointer_size - 1) & -pointer_size
+
+    at = align(names_end)
     first_bad = None
     for width in (4, pointer_size) if pointer_size != 4 else (4,):
         try:
@@ -304,7 +312,11 @@ def check_markers(read: Callable[[int, int], bytes], names_end: int, marks: Sequ
         got.frombytes(raw)
         bad = next((k for k, (m, g) in enumerate(zip(marks, got)) if m != g), None)
         if bad is None:
-            return None
+            end = align(at + width * len(marks))
+            if token_table is None or token_table in (end, align(end + 3 * count)):
+                return None
+            return (f"the names and markers of {count} symbols (kallsyms_num_syms) end "
+                    f"{token_table - end:+d} bytes from kallsyms_token_table")
         if first_bad is None:
             first_bad = (bad, got[bad])
     if first_bad is None:
@@ -443,7 +455,7 @@ def load_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
         addresses = _addresses(read, addr, count, vmcoreinfo, names, known, pointer_size)
         problems = [check_tokens(token_table, idx),
                     check_markers(read, addr["kallsyms_names"] + marks[-1], marks[:-1],
-                                  pointer_size),
+                                  pointer_size, addr["kallsyms_token_table"], count),
                     check_order(addresses, names)]
     except FaultError as e:
         raise KallsymsError(f"cannot read kallsyms tables: {e}") from None

@@ -44,7 +44,7 @@ def _synthetic(symbols, base=0xFFFFFFFF81000000):
                       ("kallsyms_token_index", token_index), ("kallsyms_offsets", offsets),
                       ("kallsyms_relative_base", struct.pack("<Q", base))]:
         layout[key] = at + len(mem)
-        mem += blob + bytes(8)
+        mem += blob + bytes(-len(blob) % 8)   # each label aligned, as scripts/kallsyms.c does
     mem += bytes(1 << 16)
 
     def read(addr, size):
@@ -147,6 +147,8 @@ def test_damaged_synthetic_tables_are_warned_about():
             # entry 1's length: the names decode longer, the markers are not after them
             (names + 8, b"\x04", "kallsyms_markers[1] is 0, but entry 256 of kallsyms_names "
                                  "starts at 1886"),
+            (int(info["SYMBOL(kallsyms_num_syms)"], 16), b"\x50\x02",   # 592: the markers are not after the names
+             "kallsyms_markers[0] is 842610022, but entry 0 of kallsyms_names starts at 0"),
             (offsets + 4 * 7, b"\xff\xff\x00\x00", "kallsyms_offsets out of order at "
              "entry 7 (f7 at 0xffffffff8100ffff, f8 at 0xffffffff81000080)")]:
         problems = []
