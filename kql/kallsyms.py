@@ -290,13 +290,14 @@ def check_tokens(token_table: bytes, idx: Sequence[int]) -> str | None:
 
 def check_markers(read: Callable[[int, int], bytes], names_end: int, marks: Sequence[int],
                   pointer_size: int, token_table: int | None = None,
-                  count: int = 0) -> str | None:
+                  count: int = 0, names: Sequence[str] | None = None) -> str | None:
     """What is wrong with ``kallsyms_markers`` (u32, or pointer-size before
     Linux 4.20), or None; it follows the names, aligned to the pointer size.
     ``marks``: where entries 0, 256, 512 … start, from the decoded names.
     The markers end at ``token_table``, or (Linux 6.2+, commit 60443c88f3a8
     "kallsyms: Improve the performance of kallsyms_lookup_name()") three
-    bytes a symbol of ``kallsyms_seqs_of_names`` before it: else the count
+    bytes a symbol of ``kallsyms_seqs_of_names`` before it (then checked by
+    :func:`check_name_order` against ``names``): else the count
     (``kallsyms_num_syms``) does not fit the tables."""
     def align(x: int) -> int:
         return (x + pointer_size - 1) & -pointer_size
@@ -313,8 +314,10 @@ def check_markers(read: Callable[[int, int], bytes], names_end: int, marks: Sequ
         bad = next((k for k, (m, g) in enumerate(zip(marks, got)) if m != g), None)
         if bad is None:
             end = align(at + width * len(marks))
-            if token_table is None or token_table in (end, align(end + 3 * count)):
+            if token_table is None or end == token_table:
                 return None
+            if token_table == align(end + 3 * count):
+                return check_name_order(read, end, names) if names is not None else None
             return (f"the names and markers of {count} symbols (kallsyms_num_syms) end "
                     f"{token_table - end:+d} bytes from kallsyms_token_table")
         if first_bad is None:
@@ -324,6 +327,27 @@ def check_markers(read: Callable[[int, int], bytes], names_end: int, marks: Sequ
     k, g = first_bad
     return (f"kallsyms_markers[{k}] is {g}, but entry {256 * k} of kallsyms_names starts "
             f"at {marks[k]}")
+
+
+def check_name_order(read: Callable[[int, int], bytes], at: int, names: Sequence[str]
+                     ) -> str | None:
+    """``kallsyms_seqs_of_names`` at ``at`` (Linux 6.2+: big-endian 3-byte
+    indexes of the symbols sorted by name, as strcmp orders them) against the
+    decoded names: a damaged name is out of order, or None."""
+    n = len(names)
+    try:
+        raw = read(at, 3 * n)
+    except FaultError:
+        return None
+    seqs = [(raw[i] << 16) | (raw[i + 1] << 8) | raw[i + 2] for i in range(0, 3 * n, 3)]
+    if max(seqs) >= n:
+        return f"kallsyms_seqs_of_names holds {max(seqs)}, past the {n} symbols"
+    for i in range(n - 1):
+        a, b = names[seqs[i]], names[seqs[i + 1]]
+        if a > b:
+            return (f"kallsyms_seqs_of_names out of order at {i}: {a!r} (entry {seqs[i]}) "
+                    f"before {b!r} (entry {seqs[i + 1]})")
+    return None
 
 
 def check_order(addresses: Sequence[int], names: Sequence[str]) -> str | None:
@@ -455,8 +479,14 @@ def load_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
         addresses = _addresses(read, addr, count, vmcoreinfo, names, known, pointer_size)
         problems = [check_tokens(token_table, idx),
                     check_markers(read, addr["kallsyms_names"] + marks[-1], marks[:-1],
-                                  pointer_size, addr["kallsyms_token_table"], count),
+                                  pointer_size, addr["kallsyms_token_table"], count, names),
                     check_order(addresses, names)]
+        base = addr["kallsyms_relative_base"]
+        if base is not None and base > addr["kallsyms_token_table"]:
+            # Since Linux 6.4 (commit 404bad70fcf7 "scripts/kallsyms: change the
+            # output order") kallsyms_seqs_of_names follows kallsyms_relative_base
+            at = (base + 2 * pointer_size - 1) & -pointer_size
+            problems.append(check_name_order(read, at, names))
     except FaultError as e:
         raise KallsymsError(f"cannot read kallsyms tables: {e}") from None
     _report(problems, warn)

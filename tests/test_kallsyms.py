@@ -156,6 +156,17 @@ def test_damaged_synthetic_tables_are_warned_about():
         assert problems[0] == f"kallsyms is damaged: {want}: symbol names and addresses may be wrong"
 
 
+def test_seqs_of_names_order_the_names():
+    from kql.kallsyms import check_name_order
+    seqs = b"".join(i.to_bytes(3, "big") for i in (1, 0, 2))   # "a", "b", "c"
+    read = lambda at, size: seqs[at:at + size]   # noqa: E731
+    assert check_name_order(read, 0, ["b", "a", "c"]) is None
+    assert check_name_order(read, 0, ["b", "d", "c"]) == (   # "a" damaged into "d"
+        "kallsyms_seqs_of_names out of order at 0: 'd' (entry 1) before 'b' (entry 0)")
+    assert check_name_order(lambda at, size: b"\xff" * size, 0, ["a", "b"]) == (
+        "kallsyms_seqs_of_names holds 16777215, past the 2 symbols")
+
+
 def test_symbol_table_unsorted_input():
     t = SymbolTable(["b", "a"], ["T", "T"], [0x20, 0x10])
     assert t.names == ["a", "b"]
