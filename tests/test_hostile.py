@@ -616,6 +616,10 @@ def test_damaged_kallsyms_warning_is_printed(tmp_path):
     p = kql(str(f), "SELECT symbol FROM stack_frames WHERE pid = 100 AND level = 2", "-f", "csv",
             check_rc=0, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert p.stdout == "symbol\n__do_sys_pause c_+0x24\n"
-    assert p.stderr == ("kql: warning: kallsyms is damaged: kallsyms_token_index[215] is 759, "
-                        "not 762 (after token 214's NUL): symbol names and addresses may be "
-                        "wrong\n")
+    assert p.stderr == (
+        "kql: warning: kallsyms is damaged: kallsyms_token_index[215] is 759, not 762 (after "
+        "token 214's NUL): symbol names and addresses may be wrong\n"
+        "kql: warning: kallsyms is damaged: kallsyms_seqs_of_names out of order at 767: "
+        "'__BTF_ID__func__bpf_lsm_file_send_sigiotask__748179' (entry 61968) before "
+        "'__BTF_ID__func__bpf_lsm_file_se c_t_fowner__747178' (entry 61967): symbol names and "
+        "addresses may be wrong\n")
