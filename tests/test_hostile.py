@@ -593,6 +593,10 @@ def test_vmcoreinfo_numbers_may_be_hex():
      "at 0xffffffffb84bfb00, kthread at 0xffffffffb840fb20)"),
     (384, "kallsyms", "kallsyms: pfn 0x124c9 flip bit 5 at 4094",
      "kallsyms is damaged: kallsyms_token_index[215] is 759, not 762 (after token 214's NUL)"),
+    (1004, "kallsyms", "kallsyms: pfn 0x124c9 u64 0x10000000000 at 4045",
+     "kallsyms is damaged: kallsyms_seqs_of_names out of order at 889: "
+     "'__BTF_ID__func__bpf_lsm_perf_event_write__893408' (entry 62113) before "
+     "'__BTF_ID__func__bpf_lsm_paccess_check__65836' (entry 61878)"),
 ])
 def test_damage_that_changes_an_answer_is_warned_about(case, region, what, warning):
     """Fuzz findings: the answer changed and nothing said so.  Now the
