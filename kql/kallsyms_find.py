@@ -30,7 +30,7 @@ from array import array
 from typing import Callable
 
 from kql.errors import FaultError
-from kql.kallsyms import KallsymsError
+from kql.kallsyms import KallsymsError, check_tokens
 
 __all__ = ["find_kallsyms", "NEEDLE"]
 
@@ -151,10 +151,10 @@ def _from_needle(read, hit: int, psize: int) -> dict[str, int] | None:
 
 
 def _token_table_len(read, table: int, index) -> int:
+    """The token table's length, or -1 if ``index`` does not fit it."""
     data = read(table, index[255] + 256)
-    for i in range(255):
-        if data[index[i + 1] - 1] != 0 or index[i + 1] <= index[i]:
-            return -1
+    if check_tokens(data, index) is not None:
+        return -1
     return data.index(b"\0", index[255]) + 1
 
 
