@@ -627,3 +627,39 @@ def test_damaged_kallsyms_warning_is_printed(tmp_path):
         "'__BTF_ID__func__bpf_lsm_file_send_sigiotask__748179' (entry 61968) before "
         "'__BTF_ID__func__bpf_lsm_file_se c_t_fowner__747178' (entry 61967): symbol names and "
         "addresses may be wrong\n")
+
+
+def _vmcoreinfo(key):
+    from kql.dump import open_dump
+    d = open_dump(SAMPLE)
+    try:
+        return d.vmcoreinfo[key]
+    finally:
+        d.close()
+
+
+def test_pagesize_other_than_the_architectures_is_a_dump_error(tmp_path):
+    page = _vmcoreinfo("PAGESIZE")
+    other = str(int(page) * 2)
+    p = kql(patched(tmp_path, (f"PAGESIZE={page}".encode(), f"PAGESIZE={other}".encode())),
+            "SELECT memory_bytes FROM sys", check_rc=2)
+    assert p.stderr == (f"kql: error: {tmp_path}/x.kdump: VMCOREINFO PAGESIZE={other} is not "
+                        f"the x86_64 page size kql reads ({page})\n")
+
+
+def test_vmcoreinfo_contradicting_memory_is_a_warning(tmp_path):
+    """A well-formed but wrong BUILD-ID (sys.build_id) or SYMBOL(x): the
+    kernel's own build-id note and symbols say otherwise."""
+    bid = _vmcoreinfo("BUILD-ID")
+    prb = _vmcoreinfo("SYMBOL(prb)")
+    bad_bid = ("0" if bid[0] != "0" else "1") + bid[1:]
+    bad_prb = prb[:-3] + ("f" if prb[-3] != "f" else "e") + prb[-2:]
+    f = patched(tmp_path, (f"BUILD-ID={bid}".encode(), f"BUILD-ID={bad_bid}".encode()),
+                (f"SYMBOL(prb)={prb}".encode(), f"SYMBOL(prb)={bad_prb}".encode()))
+    p = kql(f, "SELECT build_id FROM sys", "-f", "csv", check_rc=0,
+            env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert p.stdout == f"build_id\n{bad_bid}\n"
+    assert p.stderr == (f"kql: warning: VMCOREINFO SYMBOL(prb)={bad_prb}, but the symbols put "
+                        f"it at {prb}\n"
+                        f"kql: warning: VMCOREINFO BUILD-ID={bad_bid}, but the kernel's build-id "
+                        f"note says {bid}\n")

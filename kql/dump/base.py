@@ -154,6 +154,15 @@ class Dump:
         self.warnings.extend(f"{self.describe_path()}: VMCOREINFO line {line[:60]!r} is "
                              f"damaged: ignored" for line in damaged)
         self.warnings.extend(validate_vmcoreinfo(self.vmcoreinfo, self.describe_path()))
+        page = self.vmcoreinfo.get("PAGESIZE")
+        if page is not None and self.machine:
+            try:
+                size = self.arch.page_size
+            except DumpError:   # an unsupported machine: said when it is used
+                size = None
+            if size is not None and int(page) != size:
+                raise DumpError(f"{self.describe_path()}: VMCOREINFO PAGESIZE={page} is not "
+                                f"the {self.arch.name} page size kql reads ({size})")
         if not self.release:
             self.release = self.vmcoreinfo.get("OSRELEASE") or None
 
