@@ -663,3 +663,12 @@ def test_vmcoreinfo_contradicting_memory_is_a_warning(tmp_path):
                         f"it at {prb}\n"
                         f"kql: warning: VMCOREINFO BUILD-ID={bad_bid}, but the kernel's build-id "
                         f"note says {bid}\n")
+
+
+def test_kerneloffset_off_the_kernel_alignment_is_a_dump_error(tmp_path):
+    off = _vmcoreinfo("KERNELOFFSET")
+    bad = off[:-1] + ("1" if off[-1] != "1" else "2")
+    p = kql(patched(tmp_path, (f"KERNELOFFSET={off}".encode(), f"KERNELOFFSET={bad}".encode())),
+            "SELECT kaslr_offset FROM sys", check_rc=2)
+    assert p.stderr == (f"kql: error: corrupt VMCOREINFO: KERNELOFFSET={bad} is not a multiple "
+                        f"of 0x200000 (the least x86_64 kernel alignment)\n")
