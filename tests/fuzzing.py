@@ -17,7 +17,8 @@ The same targets run three ways:
   ``fuzz`` extra (atheris) is installed;
 - ``python tests/fuzzing.py campaign --dumps N --queries N``: N random cases
   per kind with a per-case timeout, counting errors, hangs and answers that
-  changed without a warning.
+  changed without a warning (each printed as a ``SILENT`` line to replay);
+  ``--regions kallsyms,vmcoreinfo`` damages only those parts.
 
 Targets: ``dump`` (kdump header, sub header, VMCOREINFO, ELF notes, both
 bitmaps, page descriptors, the pages holding BTF, kallsyms, ORC, the printk
