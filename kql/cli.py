@@ -53,8 +53,16 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
 
 
+def _seconds(text: str) -> int:
+    """--max-time: a whole number of seconds, 0 or more."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from kql.dump import PROBES
+    from kql.duck import MAX_SECONDS
     from kql.output import FORMATS
 
     p = ArgumentParser(
@@ -87,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-files", action="store_true",
                    help="let the query read files (FROM 'x.csv', read_csv(...)); off by "
                         "default: a query reads only the dump, or the --parquet directory")
+    p.add_argument("--max-time", type=_seconds, default=None, metavar="SECONDS",
+                   help=f"stop a statement whose SQL part (joins, sorts, recursive CTEs) runs "
+                        f"longer than SECONDS (default {MAX_SECONDS}; 0: no limit)")
     p.add_argument("--crash", metavar="CMD",
                    help="run a crash command (sys, ps, bt -f 1, …; `help` lists them)")
     p.add_argument("--sql", action="store_true",
@@ -270,7 +281,7 @@ def _main(argv: list[str]) -> int:
     for k in kernels.values():  # dump-level warnings: once per dump, before any result
         for w in k.dump.warnings:
             print(f"kql: warning: {w}", file=sys.stderr)
-    session = Session(kernels, allow_files=args.allow_files)
+    session = Session(kernels, allow_files=args.allow_files, max_seconds=args.max_time)
 
     texts = []  # with -o and a text format, every statement's output goes to the file
     for stmt in statements:
@@ -307,7 +318,7 @@ def _shell(args, dump: str) -> int:
     from kql import shell
 
     kernel = _open_kernel(args, dump)
-    session = Session({None: kernel})
+    session = Session({None: kernel}, allow_files=args.allow_files, max_seconds=args.max_time)
     if args.crash is not None:
         return shell.run_crash_command(session, args.crash, args.sql)
     fmt = args.format if args.format in shell.TEXT_FORMATS else "table"
@@ -363,7 +374,8 @@ def _run_parquet(args, query: str) -> int:
 
     addresses = {c.name.lower() for s in catalog().values() for c in s.columns
                  if c.type == pa.uint64()}
-    for t in query_parquet(args.parquet, query, allow_files=args.allow_files):
+    for t in query_parquet(args.parquet, query, allow_files=args.allow_files,
+                           max_seconds=args.max_time):
         cols = {n for n in t.column_names if n.lower() in addresses
                 and t.schema.field(n).type == pa.uint64()}
         _write(args, t, cols)

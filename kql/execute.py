@@ -102,9 +102,13 @@ class Session:
     ``None`` is the default dump (``FROM tasks``); named ones are reached as
     ``FROM a.tasks``."""
 
-    def __init__(self, kernels: dict[str | None, Any], *, allow_files: bool = False):
+    def __init__(self, kernels: dict[str | None, Any], *, allow_files: bool = False,
+                 max_seconds: int | None = None):
+        from kql.duck import MAX_SECONDS
         self.kernels = kernels
         self.allow_files = allow_files  # --allow-files: DuckDB may read the user's files
+        # --max-time: seconds the DuckDB part of a statement may run (0 = no limit)
+        self.max_seconds = MAX_SECONDS if max_seconds is None else max_seconds
         self._running = None  # the DuckDB connection of the statement running now
 
     def interrupt(self) -> None:
@@ -200,7 +204,7 @@ class Session:
         import pyarrow as pa
 
         from kql import duck
-        con = duck.connect(allow_files=self.allow_files)
+        con = duck.connect(allow_files=self.allow_files, max_seconds=self.max_seconds)
         self._running = con
         try:
             self._register_functions(con, p, warnings)

@@ -353,7 +353,8 @@ def _export_parallel(paths, outdir, tables, jobs, vmlinux, zero_excluded, slots)
 
 # ---------------------------------------------------------------- query exports
 
-def parquet_connection(directory: str, text: str | None = None, *, allow_files: bool = False):
+def parquet_connection(directory: str, text: str | None = None, *, allow_files: bool = False,
+                       max_seconds: int | None = None):
     """A DuckDB connection with one view per exported table of ``directory``
     (only the tables whose names occur in ``text``, when given: binding a
     view reads the schema of every file of its table).  It reads that
@@ -362,7 +363,8 @@ def parquet_connection(directory: str, text: str | None = None, *, allow_files: 
     d = Path(directory)
     if not d.is_dir():
         raise QueryError(f"--parquet: {directory} is not a directory")
-    con = duck.connect(allow_files=allow_files, allowed=(str(d),))
+    con = duck.connect(allow_files=allow_files, allowed=(str(d),),
+                       max_seconds=duck.MAX_SECONDS if max_seconds is None else max_seconds)
     views = []
     words = set(re.findall(r"\w+", text.lower())) if text is not None else None
     for sub in sorted(p for p in d.iterdir() if p.is_dir()):
@@ -380,7 +382,8 @@ def parquet_connection(directory: str, text: str | None = None, *, allow_files: 
     return con, views
 
 
-def query_parquet(directory: str, text: str, *, allow_files: bool = False) -> list[pa.Table]:
+def query_parquet(directory: str, text: str, *, allow_files: bool = False,
+                  max_seconds: int | None = None) -> list[pa.Table]:
     """Run kql SQL over an export directory (no dump is opened); only
     ``allow_files`` lets the query read files outside it."""
     import duckdb
@@ -391,7 +394,8 @@ def query_parquet(directory: str, text: str, *, allow_files: bool = False) -> li
     from kql.grammar import parse
     from kql.planner import FILES_NEED, modern_lambdas, name_items, reads_files, rewrite
 
-    con, _ = parquet_connection(directory, text, allow_files=allow_files)
+    con, _ = parquet_connection(directory, text, allow_files=allow_files,
+                                max_seconds=max_seconds)
     out = []
     from kql.execute import check_depth
     for stmt in parse(text):

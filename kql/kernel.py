@@ -148,14 +148,50 @@ class Kernel:
         shifted by the KASLR offset)."""
         if self._symbols is None:
             self._symbols = self._load_symbols()
+            for w in self._vmcoreinfo_mismatches(self._symbols):
+                self.warn(w)
         return self._symbols
+
+    def _vmcoreinfo_mismatches(self, table: SymbolTable) -> list[str]:
+        """VMCOREINFO values that contradict the kernel's own memory:
+        ``SYMBOL(x)`` against where the symbols put x (or, for an array the
+        kernel allocates, VMCOREINFO_SYMBOL_ARRAY: the pointer stored there),
+        ``BUILD-ID`` against the GNU build-id note among the kernel's notes
+        (``__start_notes``)."""
+        out = []
+        for key, value in self.vmcoreinfo.items():
+            if key.startswith("SYMBOL(") and not key.startswith("SYMBOL(kallsyms_"):
+                sym = table.get(key[7:-1])
+                if sym is None or sym.address == int(value, 16):
+                    continue
+                try:
+                    if self.read_pointer(sym.address) == int(value, 16):
+                        continue   # e.g. SYMBOL(mem_section)
+                except FaultError:
+                    pass
+                out.append(f"VMCOREINFO {key}={value}, but the symbols put it at "
+                           f"{sym.address:x}")
+        bid, start, stop = (self.vmcoreinfo.get("BUILD-ID"), table.get("__start_notes"),
+                            table.get("__stop_notes"))
+        if bid and start is not None and stop is not None and \
+                0 < stop.address - start.address <= 1 << 16:
+            from kql.dump.base import parse_notes
+            try:
+                notes = parse_notes(self.read(start.address, stop.address - start.address))
+            except DumpError:   # FaultError included: nothing to compare
+                notes = []
+            own = [n.desc.hex() for n in notes if (n.name, n.type) == ("GNU", 3)]
+            if own and bid.lower() not in own:
+                out.append(f"VMCOREINFO BUILD-ID={bid}, but the kernel's build-id note says "
+                           f"{own[0]}")
+        return out
 
     def _load_symbols(self) -> SymbolTable:
         from kql.symbols import VmlinuxFile, find_system_map, load_system_map, shifted
         errors = []
         try:
             table = load_kallsyms(self.read, self.vmcoreinfo, cache=self.disk_cache,
-                                  pointer_size=self.arch.pointer_size)
+                                  pointer_size=self.arch.pointer_size, warn=self.warn)
             # Without CONFIG_KALLSYMS_ALL (Debian's arm64 and 686-pae kernels)
             # kallsyms lists functions only: variables need System.map or vmlinux.
             if table.get("init_task") is not None:
@@ -193,7 +229,7 @@ class Kernel:
             from kql.kallsyms_find import locate_kallsyms
             try:
                 return locate_kallsyms(self.read, self.vmcoreinfo, self.arch.pointer_size,
-                                       cache=self.disk_cache)
+                                       cache=self.disk_cache, warn=self.warn)
             except (KallsymsError, FaultError) as e:
                 errors[0] = (f"VMCOREINFO has no kallsyms symbols (Linux < 6.0) and the "
                              f"dump's own were not found ({e}); give --vmlinux or "

@@ -78,14 +78,29 @@ def parse_notes(data: bytes, where: str = "notes") -> list[Note]:
     return notes
 
 
-def parse_vmcoreinfo(raw: bytes) -> dict[str, str]:
-    """``KEY=VALUE`` lines to a dict (later duplicates win, like the kernel's readers)."""
+#: A VMCOREINFO line as the kernel writes it (kernel/vmcore_info.c and the
+#: arch_crash_save_vmcoreinfo()s): ``OSRELEASE=…``, ``BUILD-ID=…``,
+#: ``CONFIG_X86_PAE=y``, or ``SYMBOL|SIZE|OFFSET|LENGTH|NUMBER(name)=…``; the
+#: value printable ASCII without spaces.  Anything else is damage.
+_LINE = re.compile(rb"(?:[A-Z][A-Z0-9_-]*|(?:SYMBOL|SIZE|OFFSET|LENGTH|NUMBER)"
+                   rb"\([A-Za-z0-9_.]+\))=[\x21-\x7e]*")
+
+
+def parse_vmcoreinfo(raw: bytes, damaged: list[str] | None = None) -> dict[str, str]:
+    """``KEY=VALUE`` lines to a dict (later duplicates win, like the kernel's
+    readers).  A line not of the kernel's form is left out, and added to
+    ``damaged`` when given."""
     info: dict[str, str] = {}
     for line in raw.split(b"\n"):
         line = line.rstrip(b"\0\r")
-        key, sep, value = line.partition(b"=")
-        if sep and key:
-            info[key.decode("latin-1")] = value.decode("latin-1")
+        if not line:
+            continue
+        if not _LINE.fullmatch(line):
+            if damaged is not None:
+                damaged.append(line.decode("latin-1"))
+            continue
+        key, _sep, value = line.partition(b"=")
+        info[key.decode("latin-1")] = value.decode("latin-1")
     return info
 
 
@@ -159,8 +174,20 @@ class Dump:
     _closers: list = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
-        self.vmcoreinfo: dict[str, str] = parse_vmcoreinfo(self.vmcoreinfo_raw)
+        damaged: list[str] = []
+        self.vmcoreinfo: dict[str, str] = parse_vmcoreinfo(self.vmcoreinfo_raw, damaged)
+        self.warnings.extend(f"{self.describe_path()}: VMCOREINFO line {line[:60]!r} is "
+                             f"damaged: ignored" for line in damaged)
         self.warnings.extend(validate_vmcoreinfo(self.vmcoreinfo, self.describe_path()))
+        page = self.vmcoreinfo.get("PAGESIZE")
+        if page is not None and self.machine:
+            try:
+                size = self.arch.page_size
+            except DumpError:   # an unsupported machine: said when it is used
+                size = None
+            if size is not None and int(page) != size:
+                raise DumpError(f"{self.describe_path()}: VMCOREINFO PAGESIZE={page} is not "
+                                f"the {self.arch.name} page size kql reads ({size})")
         if not self.release:
             self.release = self.vmcoreinfo.get("OSRELEASE") or None
 
