@@ -61,16 +61,16 @@ def _seconds(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kql.dump import PROBES
     from kql.duck import MAX_SECONDS
-
     from kql.output import FORMATS
 
     p = ArgumentParser(
         prog="kql", description="SQL over Linux kernel memory dumps (vmcores).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dump", nargs="?",
-                   help="the vmcore (ELF, kdump, flattened kdump; split kdump parts "
-                        "comma-separated)")
+                   help=f"the vmcore ({', '.join(p.what for p in PROBES)}; split kdump "
+                        f"parts comma-separated)")
     p.add_argument("query", nargs="?", help="the SQL query (quote it)")
     p.add_argument("-d", "--dump", dest="named", action="append", default=[], metavar="NAME=DUMP",
                    help="open DUMP as NAME for cross-dump queries (FROM NAME.tasks); repeatable")
@@ -208,6 +208,13 @@ def dump_parts(spec: str):
     return spec
 
 
+def _open_kernel(args, dump: str):
+    """The dump argument ``dump`` opened with the command line's options."""
+    from kql.kernel import open_kernel
+    return open_kernel(dump_parts(dump), args.vmlinux, args.system_map,
+                       zero_excluded=args.zero_excluded)
+
+
 def _main(argv: list[str]) -> int:
     if argv and argv[0] in ("queries", "export") and not os.path.isfile(argv[0]):
         return {"queries": _list_queries, "export": _export}[argv[0]](argv[1:])
@@ -256,10 +263,8 @@ def _main(argv: list[str]) -> int:
         return 1
 
     _check_output(args)
-    from kql.dump import open_dump
     from kql.execute import Session
     from kql.grammar import parse
-    from kql.kernel import Kernel
 
     statements = parse(query)  # syntax errors before opening any dump
     if not statements:
@@ -270,11 +275,9 @@ def _main(argv: list[str]) -> int:
                          f"not {len(statements)}")
     kernels = {}
     if dump is not None:
-        kernels[None] = Kernel(open_dump(dump_parts(dump), zero_excluded=args.zero_excluded),
-                               vmlinux=args.vmlinux, system_map=args.system_map)
+        kernels[None] = _open_kernel(args, dump)
     for name, path in named.items():
-        kernels[name] = Kernel(open_dump(dump_parts(path), zero_excluded=args.zero_excluded),
-                               vmlinux=args.vmlinux, system_map=args.system_map)
+        kernels[name] = _open_kernel(args, path)
     for k in kernels.values():  # dump-level warnings: once per dump, before any result
         for w in k.dump.warnings:
             print(f"kql: warning: {w}", file=sys.stderr)
@@ -311,13 +314,10 @@ def _main(argv: list[str]) -> int:
 def _shell(args, dump: str) -> int:
     """No query: a crash command (--crash), the interactive shell on a
     terminal, or the statements of a non-terminal stdin as a script."""
-    from kql.dump import open_dump
     from kql.execute import Session
-    from kql.kernel import Kernel
     from kql import shell
 
-    kernel = Kernel(open_dump(dump_parts(dump), zero_excluded=args.zero_excluded),
-                    vmlinux=args.vmlinux, system_map=args.system_map)
+    kernel = _open_kernel(args, dump)
     session = Session({None: kernel}, allow_files=args.allow_files, max_seconds=args.max_time)
     if args.crash is not None:
         return shell.run_crash_command(session, args.crash, args.sql)

@@ -1,7 +1,7 @@
 """Run a plan: kernel scans → Arrow → DuckDB (only when needed) → pyarrow.Table.
 
-The whole pipeline reads as one function, :func:`run`:
-parse → plan → scans → relational remainder → result.
+The whole pipeline reads as one method, :meth:`Session.run_statement`:
+plan → scans → relational remainder → result (``Session.execute`` parses).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from kql.grammar import parse
 from kql.planner import Env, plan as make_plan
 from kql.planner.plan import Plan
 from kql.tables import ScanContext, Warnings, catalog
-from kql.tables.base import STRING, UINT64, Columns
+from kql.tables.base import STRING, UINT64, Columns, not_in_kernel
 from kql.tables.base import scan_columns as run_scan
 
 log = logging.getLogger("kql")
@@ -173,7 +173,7 @@ class Session:
                 else:
                     tables[s.id] = run_scan(s.spec, ctx, extra)
             except LookupError as e:
-                if isinstance(e, (KeyError, IndexError)):  # a bug, not the dump
+                if not not_in_kernel(e):  # KeyError, IndexError: a bug, not the dump
                     raise
                 # a symbol, type or member the walk needs is missing (damaged
                 # kallsyms or BTF, or a kernel kql cannot read)

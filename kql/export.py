@@ -139,12 +139,11 @@ class Progress:
 def export_dump(path, outdir: str, tables=None, vmlinux=None, zero_excluded=False,
                 progress: bool = True, slot: int = 0, slots: int = 0) -> dict:
     """Export one dump; returns its manifest row."""
-    from kql.dump import open_dump
     from kql.execute import Session
-    from kql.kernel import Kernel
+    from kql.kernel import open_kernel
 
     t0 = time.time()
-    kernel = Kernel(open_dump(path, zero_excluded=zero_excluded), vmlinux=vmlinux)
+    kernel = open_kernel(path, vmlinux, zero_excluded=zero_excluded)
     did = dump_id(kernel)
     session = Session({None: kernel})
     prov = {
@@ -393,7 +392,7 @@ def query_parquet(directory: str, text: str, *, allow_files: bool = False,
     from kql.errors import ExecuteError
     from kql.grammar import ast as A
     from kql.grammar import parse
-    from kql.planner import FILES_NEED, modern_lambdas, name_outputs, reads_files, rewrite
+    from kql.planner import FILES_NEED, modern_lambdas, name_items, reads_files, rewrite
 
     con, _ = parquet_connection(directory, text, allow_files=allow_files,
                                 max_seconds=max_seconds)
@@ -413,7 +412,7 @@ def query_parquet(directory: str, text: str, *, allow_files: bool = False,
             if f is not None and not f.needs_dump:
                 return node.replace(name=f.udf(), args=rewrite(node.args, lower))
             return None
-        sql = rewrite(modern_lambdas(name_outputs(stmt, text)), lower).to_sql()
+        sql = rewrite(modern_lambdas(name_items(stmt, text)), lower).to_sql()
         try:
             rel = duck.run(con, lambda: con.sql(sql))
         except duckdb.Error as e:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import bisect
 import zlib
 from array import array
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from kql.errors import DumpError, FaultError
 
@@ -56,10 +56,6 @@ class Symbol:
         self.size = size
         self.kind = kind
         self.module = module
-
-    @property
-    def is_global(self) -> bool:
-        return self.kind.isupper()
 
     def __repr__(self) -> str:
         mod = f" [{self.module}]" if self.module else ""

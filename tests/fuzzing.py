@@ -60,29 +60,18 @@ class BytesSource:
     def read(self, offset: int, size: int) -> bytes:
         return bytes(self._data[offset:offset + size])
 
+    def head(self, size: int) -> bytes:
+        return self.read(0, size)
+
     def close(self) -> None:
         pass
 
 
 def open_bytes(data, zero_excluded: bool = False):
     """A Dump from bytes, the way :func:`kql.dump.open_dump` opens a file."""
-    from kql.dump.elf import is_elf, open_elf
-    from kql.dump.flattened import FlattenedFile, is_flattened
-    from kql.dump.kdump import is_kdump, open_kdump
-    from kql.errors import DumpError
+    from kql.dump import open_source
 
-    src = BytesSource(data)
-    head = bytes(data[:16])
-    if not data:
-        raise DumpError("<fuzz>: empty file, not a vmcore")
-    if is_elf(head):
-        return open_elf("<fuzz>", src, zero_excluded=zero_excluded)
-    if is_kdump(head):
-        return open_kdump(["<fuzz>"], [src], fmt="kdump", zero_excluded=zero_excluded)
-    if is_flattened(head):
-        return open_kdump(["<fuzz>"], [FlattenedFile(src)], fmt="kdump-flattened",
-                          zero_excluded=zero_excluded)
-    raise DumpError("<fuzz>: not a vmcore")
+    return open_source(BytesSource(data), zero_excluded=zero_excluded)
 
 
 # ------------------------------------------------------------------ the seed

@@ -5,7 +5,7 @@ dump's memory (kql/kallsyms_find.py).  The layouts that differ from 6.1 are
 each detected by a member test in a helper; here each detection is checked to
 take the old path on the 5.10 fixtures.  That the results then match the
 guest's /proc is checked by the fixture-driven tests, which run over every
-recipe, the 5.10 ones included (test_tables, test_helpers_task, test_stacks,
+recipe, the 5.10 ones included (test_tables, test_helpers_<module>, test_stacks,
 test_files_vm, test_net_mem_sched, test_queries ...).
 """
 
@@ -53,7 +53,7 @@ def test_old_layouts_are_detected(old):
     """Each 5.10 layout takes the pre-change path of its helper."""
     fx, k = old
     T = k.types.find_type
-    # task_struct.state, renamed __state in 5.14 (kql/helpers/task.py)
+    # task_struct.state, renamed __state in 5.14 (kql/helpers/sched.py)
     assert T("struct task_struct").has_member("state")
     assert not T("struct task_struct").has_member("__state")
     # VMAs on a list and an rbtree before 6.1's maple tree (kql/helpers/mm.py)

@@ -34,8 +34,6 @@ DEFAULT_BASES = {
         "vmalloc_base": 0xFFA0000000000000,
         "vmemmap_base": 0xFFD4000000000000},
 }
-KERNEL_TEXT_BASE = START_KERNEL_MAP
-DEFAULT_KERNEL_IMAGE_SIZE = 1 << 30      # with KASLR (CONFIG_RANDOMIZE_BASE)
 
 
 class Level(NamedTuple):
@@ -108,7 +106,6 @@ class X86_64:
     byteorder = "little"
     default_pgtable_levels = 4
     large_page_sizes = (1 << 21, 1 << 30)      # PMD and PUD leaves
-    start_kernel_map = START_KERNEL_MAP
     # the kernel moves by multiples of CONFIG_PHYSICAL_ALIGN, at least 2 MiB
     # on x86_64 (arch/x86/Kconfig): KERNELOFFSET is one of them
     kernel_align = 0x200000

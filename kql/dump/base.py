@@ -1,7 +1,8 @@
 """What every dump format has in common: notes, VMCOREINFO, the Dump object.
 
 A format module (``elf.py``, ``kdump.py``) builds a :class:`Dump` with a
-physical-memory layer in ``phys``.  Nothing above ``kql.dump`` sees a file
+physical-memory layer in ``phys`` and declares the :class:`Probe` that
+:func:`kql.dump.open_dump` tries.  Nothing above ``kql.dump`` sees a file
 offset: the layer takes physical addresses only.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from kql.errors import DumpError
 
@@ -22,6 +23,30 @@ class Note(NamedTuple):
     type: int
     desc: bytes
 
+
+class Probe(NamedTuple):
+    """One dump format, tried in the order of ``kql.dump.PROBES`` (like
+    Volatility's stackers): the first whose ``sniff`` says yes opens the file.
+
+    - ``name``: the ``Dump.format`` it opens ("elf", "kdump", ...)
+    - ``what``: what the format is called in "unknown format (not ELF, ...)"
+    - ``sniff(head, path, size) -> bool``: the file's first bytes (up to
+      ``HEAD_SIZE``), its path and size; no other reading
+    - ``open(source, *, zero_excluded) -> Dump``: ``source`` is a byte source
+      (:class:`~kql.dump.files.MappedFile`: ``path``, ``size``, ``buffer``,
+      ``read``, ``close``) that the Dump closes; on error the caller closes it
+    - ``part(source)``: for a format a split kdump's parts can have, the kdump
+      byte source of one part (None: this format cannot be split)
+    """
+
+    name: str
+    what: str
+    sniff: Callable[[bytes, str, int], bool]
+    open: Callable[..., "Dump"]
+    part: Callable | None = None
+
+
+HEAD_SIZE = 4096
 
 NT_PRSTATUS = 1
 _NHDR = struct.Struct("<III")
@@ -139,7 +164,7 @@ class Dump:
     """One open vmcore.  See docs/ARCHITECTURE.md "Dumps" for the contract."""
 
     path: str | list[str]
-    format: str                      # "elf", "kdump", "kdump-flattened", "kdump-split"
+    format: str                      # the Probe.name that opened it ("elf", ...) or "kdump-split"
     machine: str                     # "x86_64"
     phys: object                     # a kql.memory.Layer over physical addresses
     notes: list[Note] = field(default_factory=list)
