@@ -672,3 +672,15 @@ def test_kerneloffset_off_the_kernel_alignment_is_a_dump_error(tmp_path):
             "SELECT kaslr_offset FROM sys", check_rc=2)
     assert p.stderr == (f"kql: error: corrupt VMCOREINFO: KERNELOFFSET={bad} is not a multiple "
                         f"of 0x200000 (the least x86_64 kernel alignment)\n")
+
+
+def test_vmcoreinfo_lines_and_values_of_the_kernels_form():
+    from kql.dump.base import parse_vmcoreinfo, validate_vmcoreinfo
+    damaged = []
+    info = parse_vmcoreinfo(b"OSRELEASE=6.1\x01x\nBUILD-ID=ab\nSYM\xffBOL(x)=1\nSYMBOL(y)=2\n"
+                            b"OFFSET(page.flags)=0\nCONFIG_X86_PAE=y\nno key\n\0\0\0", damaged)
+    assert damaged == ["SYM\xffBOL(x)=1", "no key"]
+    assert validate_vmcoreinfo(info, "d") == ["d: VMCOREINFO OSRELEASE='6.1\\x01x' is damaged: "
+                                              "ignored"]
+    assert info == {"BUILD-ID": "ab", "SYMBOL(y)": "2", "OFFSET(page.flags)": "0",
+                    "CONFIG_X86_PAE": "y"}

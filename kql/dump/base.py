@@ -78,28 +78,28 @@ def parse_notes(data: bytes, where: str = "notes") -> list[Note]:
     return notes
 
 
-#: A VMCOREINFO line as the kernel writes it (kernel/vmcore_info.c and the
-#: arch_crash_save_vmcoreinfo()s): ``OSRELEASE=…``, ``BUILD-ID=…``,
-#: ``CONFIG_X86_PAE=y``, or ``SYMBOL|SIZE|OFFSET|LENGTH|NUMBER(name)=…``; the
-#: value printable ASCII without spaces.  Anything else is damage.
-_LINE = re.compile(rb"(?:[A-Z][A-Z0-9_-]*|(?:SYMBOL|SIZE|OFFSET|LENGTH|NUMBER)"
-                   rb"\([A-Za-z0-9_.]+\))=[\x21-\x7e]*")
+#: The key of a VMCOREINFO line as the kernel writes it (kernel/vmcore_info.c
+#: and the arch_crash_save_vmcoreinfo()s): ``OSRELEASE``, ``BUILD-ID``,
+#: ``CONFIG_X86_PAE``, or ``SYMBOL|SIZE|OFFSET|LENGTH|NUMBER(name)``; a line
+#: with another key is damage.  (Values: :func:`validate_vmcoreinfo`.)
+_KEY = re.compile(rb"[A-Z][A-Z0-9_-]*|(?:SYMBOL|SIZE|OFFSET|LENGTH|NUMBER)\([A-Za-z0-9_.]+\)")
+_TEXT = re.compile(r"[\x21-\x7e]*")   # any other value: printable ASCII, no spaces
 
 
 def parse_vmcoreinfo(raw: bytes, damaged: list[str] | None = None) -> dict[str, str]:
     """``KEY=VALUE`` lines to a dict (later duplicates win, like the kernel's
-    readers).  A line not of the kernel's form is left out, and added to
-    ``damaged`` when given."""
+    readers).  A line whose key is not of the kernel's form is left out, and
+    added to ``damaged`` when given."""
     info: dict[str, str] = {}
     for line in raw.split(b"\n"):
         line = line.rstrip(b"\0\r")
         if not line:
             continue
-        if not _LINE.fullmatch(line):
+        key, sep, value = line.partition(b"=")
+        if not (sep and _KEY.fullmatch(key)):
             if damaged is not None:
                 damaged.append(line.decode("latin-1"))
             continue
-        key, _sep, value = line.partition(b"=")
         info[key.decode("latin-1")] = value.decode("latin-1")
     return info
 
@@ -115,7 +115,8 @@ def validate_vmcoreinfo(info: dict[str, str], where: str) -> list[str]:
     2**64) are used for every address: a bad one is a :class:`DumpError`.
     A bad ``SYMBOL(x)`` (hex), ``NUMBER(x)`` (decimal or 0x-hex), ``SIZE(x)``,
     ``OFFSET(x)``, ``LENGTH(x)`` (decimal) or ``CRASHTIME`` is dropped from ``info`` with a
-    warning, so readers fall back as if it were absent."""
+    warning, so readers fall back as if it were absent; so is any other value
+    (``OSRELEASE``, ``BUILD-ID`` …) that is not printable ASCII without spaces."""
     warnings = []
     page = info.get("PAGESIZE")
     if page is not None and not (_DEC.fullmatch(page) and 1024 <= int(page) <= 1 << 20
@@ -136,7 +137,11 @@ def validate_vmcoreinfo(info: dict[str, str], where: str) -> list[str]:
             ok = _DEC.fullmatch(value) and 0 <= int(value) < 1 << 63
         elif kind == "CRASHTIME":
             ok = _DEC.fullmatch(value) and 0 <= int(value) < 1 << 63
+        elif key in ("PAGESIZE", "KERNELOFFSET") or _TEXT.fullmatch(value):
+            continue
         else:
+            warnings.append(f"{where}: VMCOREINFO {key}={value[:40]!r} is damaged: ignored")
+            del info[key]
             continue
         if not ok:
             warnings.append(f"{where}: VMCOREINFO {key}={value[:40]!r} is not a number: ignored")
