@@ -266,6 +266,13 @@ class Kernel:
                             getattr(self.arch, "kernel_space_start", None))
             self._check_symbols(table, "vmlinux")
             return table
+        kallsyms_file = self.dump.kallsyms_file()
+        if kallsyms_file is not None and "SYMBOL(kallsyms_names)" not in self.vmcoreinfo:
+            # a running kernel before Linux 6.0: its /proc/kallsyms
+            from kql.dump.kcore import load_proc_kallsyms
+            table = load_proc_kallsyms(kallsyms_file)
+            self._check_symbols(table, kallsyms_file)
+            return table
         if "SYMBOL(kallsyms_names)" not in self.vmcoreinfo:
             # before Linux 6.0 VMCOREINFO does not say where kallsyms is: search
             # the dump (after a given System.map or vmlinux: they cost less)

@@ -192,6 +192,10 @@ class Dump:
         """Modules whose BTF files the running kernel shows, None for a dump."""
         return None
 
+    def kallsyms_file(self) -> str | None:
+        """The running kernel's /proc/kallsyms, None for a dump."""
+        return None
+
     def describe_path(self) -> str:
         if isinstance(self.path, str):
             return self.path

@@ -40,7 +40,7 @@ from kql.dump.elf import _EHDR, _PHDR, EM_X86_64, PT_LOAD, PT_NOTE, _machine_nam
 from kql.errors import DumpError, FaultError
 from kql.memory import Layer
 
-__all__ = ["KcoreDump", "open_kcore", "sniff_kcore", "live_kcore_path", "live_root", "kcore_error"]
+__all__ = ["KcoreDump", "open_kcore", "sniff_kcore", "load_proc_kallsyms", "live_kcore_path", "live_root", "kcore_error"]
 
 NT_PRPSINFO = 3
 NT_TASKSTRUCT = 4
@@ -311,8 +311,24 @@ class KcoreDump(Dump):
             return None
         return sorted(n for n in names if n != "vmlinux")
 
-    def kallsyms_path(self) -> str | None:
+    def kallsyms_file(self) -> str | None:
         return os.path.join(self.root, "proc/kallsyms") if self.root is not None else None
+
+
+def load_proc_kallsyms(path: str):
+    """The vmlinux symbols of a running kernel's /proc/kallsyms; a one-line
+    DumpError when ``kernel.kptr_restrict`` hides the addresses (all zero)."""
+    from kql.symbols import load_system_map
+    if not os.path.exists(path):
+        raise DumpError(f"{path}: no such file: give --system-map or --vmlinux for this kernel")
+    table = load_system_map(path)
+    if not any(table.addresses):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+        level = (_read_text(os.path.join(root, "proc/sys/kernel/kptr_restrict")) or "?").strip()
+        raise DumpError(f"{path} shows no addresses (kernel.kptr_restrict={level} hides them): "
+                        f"run kql as root with kernel.kptr_restrict=0 or 1 "
+                        f"(sysctl kernel.kptr_restrict=1), or give --system-map")
+    return table
 
 
 def _read_header(fd: int, path: str):
