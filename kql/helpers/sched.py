@@ -36,11 +36,14 @@ def for_each_task_and_pid(prog, *, leaders_only: bool = False) -> Iterator[Objec
     warnings = getattr(prog, "warnings", None)
     before = len(warnings) if warnings is not None else 0
     seen: set[int] = set()
+    exited = prog.cache.setdefault("exited_tasks", set())   # on a live kernel
+    gone = len(exited)
     for task in (for_each_process if leaders_only else for_each_task)(prog):
         seen.add(task.value_())
         yield task
-    if warnings is None or len(warnings) == before:
+    if warnings is None or len(warnings) - before == len(exited) - gone:
         return
+    seen |= exited
     try:
         for pid in for_each_pid(prog):
             try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from kql.errors import FaultError
-from kql.helpers.list import _ptr, _walk, walk_warn
+from kql.helpers.list import _ptr, _walk, is_list_poison, walk_warn
 from kql.helpers.percpu import cpu_rq
 from kql.object import Object
 from kql.types import pointer_to
@@ -137,6 +137,8 @@ def for_each_task(prog, *, idle: bool = True) -> Iterator[Object]:
                 yield _ptr(prog, pt, addr)
     off = lay["tasks"]
     broken = False
+    live = getattr(getattr(prog, "dump", None), "live", False)
+    exited = 0          # tasks that exited while walked: not a broken list
     warnings = getattr(prog, "warnings", None)
     before = len(warnings) if warnings is not None else 0
     for pos in _walk(prog, init + off, 0, 10_000_000, "for_each_task"):
@@ -152,12 +154,31 @@ def for_each_task(prog, *, idle: bool = True) -> Iterator[Object]:
         for addr in threads:
             if addr not in seen:
                 seen.add(addr)
+                if live and _exited(prog, addr, lay):
+                    exited += 1
+                    continue
                 yield _ptr(prog, pt, addr)
-    if warnings is not None and len(warnings) > before:
+    if warnings is not None and len(warnings) > before + exited:
         broken = True
     if broken:
         yield from _sweep_pids(prog, pt, seen)
         yield from sweep_children(prog, seen)
+
+
+def _exited(prog, addr: int, lay: dict) -> bool:
+    """On a running kernel: True (with a warning) if the task at ``addr``
+    left its thread list while we walked it (release_task() ->
+    __unhash_process() list_del_rcu()s it, poisoning ``prev``)."""
+    link = lay["thread_node"] if "thread_node" in lay else lay["thread_group"]
+    try:
+        prev = prog.read_pointer(addr + link + prog.arch.pointer_size)
+    except FaultError:
+        return False                    # unreadable: its rows say so
+    if not is_list_poison(prev):
+        return False
+    walk_warn(prog, f"for_each_task: task {addr:#x} exited during the query: skipped")
+    prog.cache.setdefault("exited_tasks", set()).add(addr)
+    return True
 
 
 def _sweep_pids(prog, pt, seen: set) -> Iterator[Object]:
