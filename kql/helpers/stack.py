@@ -210,6 +210,9 @@ def task_unwind_start(task: Object) -> tuple | None:
         return None
     arch = kernel.arch
     cpu = _running_cpu(task)
+    if kernel.dump.live and cpu is None and task.has_member_("on_cpu") and task.on_cpu.value_():
+        from kql.helpers.sched import task_cpu
+        cpu = task_cpu(task)        # scheduled in since rq->curr was read
     if cpu is not None and kernel.dump.live:
         # A running task's registers are on its CPU, not in memory: like drgn
         # and /proc/PID/stack, no trace rather than a stale one.
