@@ -130,6 +130,11 @@ def _walk(kernel, head: int, offset: int, limit: int, what: str) -> Iterator[int
         except FaultError as e:
             walk_warn(kernel, f"{what}: node {pos:#x} unreadable after {n} nodes: {e}")
             break
+        if is_list_poison(nxt):
+            # list_del() poisoned it: on a running kernel, removed while we walked
+            walk_warn(kernel, f"{what}: node {pos:#x} was removed from the list at {head:#x} "
+                              f"after {n} nodes (LIST_POISON)")
+            break
         n += 1
         yield pos
         pos = nxt
