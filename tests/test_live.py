@@ -240,6 +240,23 @@ def test_btf_from_sys_kernel_btf(synth, tmp_path, elf_kernel):
         assert [w.split(" (")[0] for w in k.warnings] == ["/sys/kernel/btf/vmlinux unusable"]
 
 
+def test_module_btf_from_sys_kernel_btf(synth, tmp_path, elf_kernel):
+    """/sys/kernel/btf/<module> files are the modules' split BTF (a name the
+    kernel's btf_modules list does not have shows it is the files that count)."""
+    from kql.kernel import Kernel
+    want = elf_kernel.module_btfs()
+    assert want
+    start, stop = (elf_kernel.symbols.get(n).address for n in ("__start_BTF", "__stop_BTF"))
+    root = kcore_synth.build_root(tmp_path / "root", synth[0],
+                                  btf=elf_kernel.read(start, stop - start))
+    for name, btf in want.items():
+        (root / "sys/kernel/btf" / f"copy_of_{name}").write_bytes(btf.data)
+    with Kernel(str(root / "proc/kcore"), cache_dir=False) as k:
+        got = k.module_btfs()
+        assert sorted(got) == sorted(f"copy_of_{n}" for n in want)
+        assert [got[f"copy_of_{n}"].data for n in want] == [b.data for b in want.values()]
+
+
 # -- symbols from /proc/kallsyms (kernels whose VMCOREINFO has no kallsyms) ------------
 
 def _kallsyms_text(k, zero=False) -> str:
