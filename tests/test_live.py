@@ -316,6 +316,18 @@ def test_cli_forms(root):
     assert saved.returncode == 0 and saved.stdout == with_dump.stdout, saved.stderr
 
 
+def test_crash_bt_says_why_a_running_task_has_no_frames(root):
+    p = kql("live", "--crash", "bt -a", env={"KQL_LIVE_ROOT": str(root)})
+    assert p.returncode == 0, p.stderr
+    headers = [line for line in p.stdout.splitlines() if line.startswith("PID: ")]
+    assert len(headers) >= 1
+    assert not [line for line in p.stdout.splitlines() if line.startswith(" #")]   # no frame
+    assert p.stdout.splitlines()[-1] == (
+        f"bt: {len(headers)} value{'s' if len(headers) > 1 else ''} of stack_frames.task "
+        f"unreadable (e.g. task 0 is running on CPU 0: a live kernel has no saved registers "
+        f"for it)")
+
+
 def test_a_file_called_live_is_a_dump(tmp_path):
     (tmp_path / "live").write_bytes(b"nothing")
     p = subprocess.run([sys.executable, "-m", "kql.cli", "live", "SELECT 1"], cwd=tmp_path,
