@@ -322,10 +322,12 @@ def test_crash_bt_says_why_a_running_task_has_no_frames(root):
     headers = [line for line in p.stdout.splitlines() if line.startswith("PID: ")]
     assert len(headers) >= 1
     assert not [line for line in p.stdout.splitlines() if line.startswith(" #")]   # no frame
+    first = headers[0].split()          # PID: N TASK: … CPU: C COMMAND: …
+    pid, cpu = first[1], first[first.index("CPU:") + 1]
     assert p.stdout.splitlines()[-1] == (
         f"bt: {len(headers)} value{'s' if len(headers) > 1 else ''} of stack_frames.task "
-        f"unreadable (e.g. task 0 is running on CPU 0: a live kernel has no saved registers "
-        f"for it)")
+        f"unreadable (e.g. task {pid} is running on CPU {cpu}: a live kernel has no saved "
+        f"registers for it)")
 
 
 def test_a_file_called_live_is_a_dump(tmp_path):
