@@ -340,24 +340,27 @@ def test_a_file_called_live_is_a_dump(tmp_path):
 
 # -- errors: one line saying what to do, exit 2 --------------------------------------------
 
-def test_no_kcore(tmp_path):
-    root = kcore_synth.build_root(tmp_path / "root", None)
-    p = kql("live", "SELECT 1", env={"KQL_LIVE_ROOT": str(root)})
-    assert (p.returncode, p.stdout) == (2, "")
-    assert p.stderr == (
-        f"kql: error: {root}/proc/kcore: no such file: this kernel has no /proc/kcore (built "
-        f"without CONFIG_PROC_KCORE); take a dump (kdump, or QEMU dump-guest-memory) and "
-        f"query that instead\n")
+NO_KCORE = ("no such file: this kernel has no /proc/kcore (built without CONFIG_PROC_KCORE); "
+            "take a dump (kdump, or QEMU dump-guest-memory) and query that instead")
+LOCKED = ("the kernel is locked down ({}), which refuses /proc/kcore: boot with lockdown=none "
+          "(and Secure Boot off) to query it live, or query a kdump dump")
+NOT_ROOT = ("permission denied: reading the live kernel needs root (CAP_SYS_RAWIO): run kql as "
+            "root (sudo kql live ...)")
 
 
-def test_lockdown_confidentiality(root):
-    (root / "sys/kernel/security/lockdown").write_text("none integrity [confidentiality]\n")
+def refused(root, why: str) -> str:
+    return f"kql: error: {root}/proc/kcore: {why}\n"
+
+
+@pytest.mark.parametrize("kcore, lockdown, why", [
+    (False, None, NO_KCORE),
+    (True, "none integrity [confidentiality]", LOCKED.format("confidentiality")),
+])
+def test_refused_before_reading(synth, tmp_path, kcore, lockdown, why):
+    root = kcore_synth.build_root(tmp_path / "root", synth[0] if kcore else None,
+                                  lockdown=lockdown)
     p = kql("live", "SELECT 1", env={"KQL_LIVE_ROOT": str(root)})
-    assert (p.returncode, p.stdout) == (2, "")
-    assert p.stderr == (
-        f"kql: error: {root}/proc/kcore: the kernel is locked down (confidentiality), which "
-        f"refuses /proc/kcore: boot with lockdown=none (and Secure Boot off) to query it "
-        f"live, or query a kdump dump\n")
+    assert (p.returncode, p.stdout, p.stderr) == (2, "", refused(root, why))
 
 
 @pytest.mark.parametrize("mode", ["integrity", None])
@@ -375,14 +378,7 @@ def test_eperm(root, monkeypatch, capsys, mode):
     monkeypatch.setenv("KQL_LIVE_ROOT", str(root))
     assert main(["live", "SELECT 1"]) == 2
     err = capsys.readouterr().err
-    if mode:
-        assert err == (f"kql: error: {root}/proc/kcore: the kernel is locked down (integrity), "
-                       f"which refuses /proc/kcore: boot with lockdown=none (and Secure Boot "
-                       f"off) to query it live, or query a kdump dump\n")
-    else:
-        assert err == (f"kql: error: {root}/proc/kcore: permission denied: reading the live "
-                       f"kernel needs root (CAP_SYS_RAWIO): run kql as root (sudo kql live "
-                       f"...)\n")
+    assert err == refused(root, LOCKED.format(mode) if mode else NOT_ROOT)
 
 
 def test_not_root(tmp_path):
@@ -397,6 +393,4 @@ def test_not_root(tmp_path):
     p = subprocess.run(cmd, capture_output=True, text=True,
                        env=dict(os.environ, KQL_LIVE_ROOT=str(root)))
     assert (p.returncode, p.stdout) == (2, "")
-    assert p.stderr == (f"kql: error: {root}/proc/kcore: permission denied: reading the live "
-                        f"kernel needs root (CAP_SYS_RAWIO): run kql as root (sudo kql live "
-                        f"...)\n")
+    assert p.stderr == refused(root, NOT_ROOT)
