@@ -326,6 +326,20 @@ def test_cli_forms(root):
     assert saved.returncode == 0 and saved.stdout == with_dump.stdout, saved.stderr
 
 
+def test_export_live_twice_is_two_dumps(root, tmp_path):
+    """`kql export live`: each export of a running kernel is another moment,
+    so another dump_id (the files of one boot are otherwise identical)."""
+    import pyarrow.parquet as pq
+    env = {"KQL_LIVE_ROOT": str(root)}
+    out = tmp_path / "exports"
+    for _ in range(2):
+        p = kql("export", "live", "-o", str(out), "--tables", "modules", "-j", "1", env=env)
+        assert p.returncode == 0, p.stderr
+    manifest = pq.read_table(out / "dumps").to_pylist()
+    assert len({m["dump_id"] for m in manifest}) == 2
+    assert {m["format"] for m in manifest} == {"kcore"}
+
+
 def test_crash_bt_says_why_a_running_task_has_no_frames(root):
     p = kql("live", "--crash", "bt -a", env={"KQL_LIVE_ROOT": str(root)})
     assert p.returncode == 0, p.stderr
