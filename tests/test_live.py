@@ -326,6 +326,17 @@ def test_cli_forms(root):
     assert saved.returncode == 0 and saved.stdout == with_dump.stdout, saved.stderr
 
 
+def test_vmlinux_and_system_map_still_apply(root):
+    fx = fixture(FIXTURE)
+    env = {"KQL_LIVE_ROOT": str(root)}
+    q = "SELECT pid, comm, task->mm->map_count AS n FROM tasks WHERE pid = 1"
+    plain = kql("live", q, "-f", "csv", env=env)
+    assert plain.returncode == 0 and plain.stdout.count("\n") == 2, plain.stderr
+    for opt in (["--vmlinux", fx.vmlinux], ["--system-map", fx.system_map]):
+        p = kql("live", q, "-f", "csv", *opt, env=env)
+        assert (p.returncode, p.stdout) == (0, plain.stdout), (opt, p.stderr)
+
+
 def test_export_live_twice_is_two_dumps(root, tmp_path):
     """`kql export live`: each export of a running kernel is another moment,
     so another dump_id (the files of one boot are otherwise identical)."""
