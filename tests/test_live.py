@@ -401,7 +401,7 @@ def test_refused_before_reading(synth, tmp_path, kcore, lockdown, why):
 
 @pytest.mark.parametrize("mode", ["integrity", None])
 def test_eperm(root, monkeypatch, capsys, mode):
-    """open_kcore() refuses with EPERM without CAP_SYS_RAWIO; lockdown in
+    """The kernel's open_kcore() refuses with EPERM without CAP_SYS_RAWIO; lockdown in
     integrity mode does not refuse kcore (LOCKDOWN_KCORE is a confidentiality
     reason), so it is not blamed."""
     import kql.atomic

@@ -43,7 +43,7 @@ from kql.dump.kdump import PAGE_CACHE_SIZE
 from kql.errors import DumpError, FaultError
 from kql.memory import Layer
 
-__all__ = ["KcoreDump", "open_kcore", "sniff_kcore", "load_proc_kallsyms", "live_kcore_path",
+__all__ = ["KcoreDump", "sniff_kcore", "load_proc_kallsyms", "live_kcore_path",
            "live_root", "kcore_error", "lockdown_mode"]
 
 NT_PRPSINFO = 3
@@ -417,15 +417,6 @@ def _build(fd: int, path: str, root: str | None, machine_name, loads, notes) -> 
     dump._paddrs = {s: paddrs[s] for s, _e, _o in vsegs if s in paddrs}
     dump.phys = KcorePhysical(_Segments(kfile, psegs))
     dump._closers.append(kfile.close)
-    return dump
-
-
-def open_kcore(path: str) -> KcoreDump:
-    """Open ``path`` as a kcore; a DumpError if it is not one."""
-    dump = sniff_kcore(path)
-    if dump is None:
-        raise DumpError(f"{path}: not a /proc/kcore (an ELF core at kernel virtual addresses "
-                        f"with a 'vmlinux' process-info note)")
     return dump
 
 
