@@ -285,6 +285,10 @@ class KcoreDump(Dump):
     def kernel_layer(self, walker: Layer) -> Layer:
         return KcoreVirtual(self._vsegs, self._paddrs, walker)
 
+    def prstatus(self) -> list:
+        """None: kcore's NT_PRSTATUS note is all zeros (no CPU's registers)."""
+        return []
+
     def refresh(self) -> None:
         """Forget every page read so far (the next read sees the kernel as it is now)."""
         self._file.invalidate()
