@@ -286,7 +286,7 @@ class KcoreDump(Dump):
         return KcoreVirtual(self._vsegs, self._paddrs, walker)
 
     def prstatus(self) -> list:
-        """None: kcore's NT_PRSTATUS note is all zeros (no CPU's registers)."""
+        """No registers: kcore's NT_PRSTATUS note is all zeros."""
         return []
 
     def refresh(self) -> None:
