@@ -6,6 +6,8 @@
     kql DUMP                         the interactive shell (a terminal), or a script
                                      from stdin: kql DUMP < triage.sql
     kql DUMP --crash "bt -f 1"       a crash command, translated to SQL (--sql shows it)
+    kql live "QUERY"                 the running kernel (/proc/kcore; root); `kql live`
+                                     alone is the shell, as for a dump
     kql -d a=DUMP1 -d b=DUMP2 "SELECT … FROM a.tasks JOIN b.tasks USING (comm)"
     kql export DUMP… -o DIR          Parquet per table per dump, with provenance
     kql --parquet DIR "QUERY"        query a directory of exports (no dump needed)
@@ -34,6 +36,7 @@ examples:
   kql vmcore --describe tasks
   kql vmcore "SELECT * FROM modules" --format json -o modules.json
   kql vmcore @hung-tasks
+  kql live "SELECT pid, comm, stack FROM tasks WHERE state = 2"   (as root: /proc/kcore)
   kql queries
   kql export vmcore1 vmcore2 -o exports/
   kql --parquet exports/ "SELECT release, st, count(*) FROM tasks GROUP BY ALL"
@@ -42,6 +45,7 @@ exit codes: 0 ok, 1 query error, 2 dump error, 3 internal error (a bug),
             64 usage error (unknown option, bad option value), 130 interrupted
 """
 
+LIVE = "live"     # `kql live "QUERY"`: the running kernel's /proc/kcore
 USAGE_ERROR = 64  # EX_USAGE (sysexits.h): argparse's own 2 is kql's "dump error"
 
 
@@ -70,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dump", nargs="?",
                    help=f"the vmcore ({', '.join(p.what for p in PROBES)}; split kdump "
-                        f"parts comma-separated)")
+                        f"parts comma-separated), or `live` for the running kernel")
     p.add_argument("query", nargs="?", help="the SQL query (quote it)")
     p.add_argument("-d", "--dump", dest="named", action="append", default=[], metavar="NAME=DUMP",
                    help="open DUMP as NAME for cross-dump queries (FROM NAME.tasks); repeatable")
@@ -154,7 +158,8 @@ def _export(argv) -> int:
     args = export_parser().parse_args(argv)
     from kql.export import export
     tables = [t.strip() for t in args.tables.split(",")] if args.tables else None
-    rows = export(args.dumps, args.output, tables=tables, jobs=args.jobs, vmlinux=args.vmlinux,
+    dumps = [dump_parts(d) if d == LIVE else d for d in args.dumps]   # `kql export live`
+    rows = export(dumps, args.output, tables=tables, jobs=args.jobs, vmlinux=args.vmlinux,
                   zero_excluded=args.zero_excluded)
     failed = 0
     for m in rows:
@@ -202,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def dump_parts(spec: str):
     """A dump argument: one file, or the parts of a split kdump comma-separated
-    (``dump.1,dump.2``) when no file has that literal name."""
+    (``dump.1,dump.2``) when no file has that literal name; ``live`` (when no
+    file has that name) is the running kernel, $KQL_LIVE_ROOT/proc/kcore."""
+    if spec == LIVE and not os.path.exists(spec):
+        from kql.dump.kcore import live_kcore_path
+        return live_kcore_path()
     if "," in spec and not os.path.exists(spec):
         return [p for p in spec.split(",") if p]
     return spec

@@ -37,7 +37,8 @@ def decode_elf_syms(data, elfclass: int):
 
 
 def load_system_map(path: str) -> SymbolTable:
-    """Parse ``System.map`` (``ADDR TYPE NAME`` lines)."""
+    """Parse ``System.map`` (``ADDR TYPE NAME`` lines; /proc/kallsyms too, whose
+    module symbols, ``ADDR TYPE NAME [MODULE]``, are left out)."""
     names: list[str] = []
     kinds: list[str] = []
     addrs: list[int] = []
@@ -56,6 +57,9 @@ def load_system_map(path: str) -> SymbolTable:
             addrs.append(int(parts[0], 16))
         except ValueError:
             raise DumpError(f"{path}:{lineno}: bad address {parts[0][:20]!r}") from None
+        if len(parts) > 3 and parts[3].startswith("["):
+            addrs.pop()             # /proc/kallsyms: a module's symbol
+            continue
         kinds.append(parts[1])
         names.append(parts[2])
     if len(names) < 100:

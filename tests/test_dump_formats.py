@@ -761,8 +761,9 @@ def test_probe_errors(tmp_path):
     p = _write(tmp_path, "random", bytes(range(256)) * 20)
     with pytest.raises(DumpError) as e:
         open_dump(p)
-    assert str(e.value) == (f"{p}: not a vmcore: unknown format (not ELF, kdump-compressed or "
-                            f"makedumpfile flattened; starts with 0001020304050607)")
+    assert str(e.value) == (f"{p}: not a vmcore: unknown format (not /proc/kcore, ELF, "
+                            f"kdump-compressed or makedumpfile flattened; starts with "
+                            f"0001020304050607)")
     with pytest.raises(DumpError) as e:
         open_dump(str(tmp_path / "missing"))
     assert str(e.value) == f"{tmp_path / 'missing'}: cannot open: No such file or directory"
@@ -810,8 +811,9 @@ def test_probes_are_tried_in_order(tmp_path, monkeypatch):
     p = _write(tmp_path, "random", bytes(range(256)))
     with pytest.raises(DumpError) as e:
         open_dump(p)
-    assert str(e.value) == (f"{p}: not a vmcore: unknown format (not fake, ELF, kdump-compressed "
-                            f"or makedumpfile flattened; starts with 0001020304050607)")
+    assert str(e.value) == (f"{p}: not a vmcore: unknown format (not fake, /proc/kcore, ELF, "
+                            f"kdump-compressed or makedumpfile flattened; starts with "
+                            f"0001020304050607)")
 
 
 # ---------------------------------------------------------------------------------

@@ -67,6 +67,27 @@ def test_list_null_and_unreadable_next():
     assert "unreadable" in m.warnings[2]
 
 
+def test_list_node_removed_while_walked():
+    """A running kernel list_del()s node 2 after we read node 1's next: its
+    poisoned next ends the forward walk (node 2 is not yielded) and the
+    neighbours' new links give the rest backwards."""
+    m = FakeKernel(0x1000, list_types())
+    head, nodes = _items(m, 5)
+    h = Object(m, "struct list_head", head).address_of_()
+    it = list_for_each_entry("struct item", h, "node")
+    first = [next(it).id.value_(), next(it).id.value_()]   # at node 1, its next (2) read
+    m.put(nodes[1], nodes[3])                     # __list_del(): the neighbours skip it ...
+    m.put(nodes[3] + 8, nodes[1])
+    m.put(nodes[2], 0xDEAD000000000100)           # ... and its own links are poisoned
+    m.put(nodes[2] + 8, 0xDEAD000000000122)
+    assert first + [e.id.value_() for e in it] == [0, 1, 3, 4]
+    assert m.warnings == [
+        f"list_for_each_entry(struct item.node): node {nodes[2]:#x} was removed from the list "
+        f"at {head:#x} after 2 nodes (LIST_POISON)",
+        f"list_for_each_entry(struct item.node): recovered 2 nodes of the list at {head:#x} "
+        f"by walking it backwards"]
+
+
 def test_list_tail_recovered_backwards():
     m = FakeKernel(0x1000, list_types())
     head, nodes = _items(m, 6)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 
-from kql.dump import elf, flattened, kdump
+from kql.dump import elf, flattened, kcore, kdump
 from kql.dump.base import HEAD_SIZE, Dump, DumpStats, Note, Probe, parse_notes, parse_vmcoreinfo
 from kql.dump.files import MappedFile
 from kql.errors import DumpError
@@ -39,6 +39,7 @@ __all__ = ["open_dump", "open_source", "probe_of", "PROBES", "Dump", "DumpStats"
            "Probe", "parse_notes", "parse_vmcoreinfo"]
 
 PROBES: list[Probe] = [
+    kcore.PROBE,      # first: a kcore is an ELF core too
     elf.PROBE,
     kdump.PROBE,
     flattened.PROBE,
@@ -66,6 +67,7 @@ def open_source(source, *, zero_excluded: bool = False) -> Dump:
 def _map(path: str) -> MappedFile:
     if os.path.isdir(path):
         raise DumpError(f"{path}: is a directory, not a vmcore")
+    kcore.check_path(path)  # a running kernel's refusals, said as such
     return MappedFile(path)
 
 

@@ -20,11 +20,18 @@ __all__ = [
     "list_for_each", "list_for_each_reverse", "list_for_each_entry",
     "list_for_each_entry_reverse", "list_count_nodes", "hlist_empty",
     "hlist_for_each", "hlist_for_each_entry", "validate_list", "ValidationError",
-    "walk_warn", "DEFAULT_LIMIT",
+    "walk_warn", "DEFAULT_LIMIT", "is_list_poison",
 ]
 
 #: Upper bound on nodes visited by one walk (a cycle is caught much earlier).
 DEFAULT_LIMIT = 10_000_000
+
+
+def is_list_poison(value: int) -> bool:
+    """True for LIST_POISON1/2 (0x100/0x122 + POISON_POINTER_DELTA, 0 or
+    0xdead000000000000): what list_del() and list_del_rcu() leave behind,
+    so a node being walked on a running kernel was just removed."""
+    return value & 0xFFFF in (0x100, 0x122) and value >> 16 in (0, 0xDEAD00000000)
 
 
 class ValidationError(Exception):
@@ -122,6 +129,11 @@ def _walk(kernel, head: int, offset: int, limit: int, what: str) -> Iterator[int
             nxt = read_pointer(pos + offset)   # an unreadable node is not yielded
         except FaultError as e:
             walk_warn(kernel, f"{what}: node {pos:#x} unreadable after {n} nodes: {e}")
+            break
+        if is_list_poison(nxt):
+            # list_del() poisoned it: on a running kernel, removed while we walked
+            walk_warn(kernel, f"{what}: node {pos:#x} was removed from the list at {head:#x} "
+                              f"after {n} nodes (LIST_POISON)")
             break
         n += 1
         yield pos

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from kql.errors import FaultError
-from kql.helpers.list import _ptr, _walk, walk_warn
+from kql.helpers.list import _ptr, _walk, is_list_poison, walk_warn
 from kql.helpers.sched import _task_layout, cpu_rq
 from kql.helpers.xarray import idr_find, idr_for_each
 from kql.object import Object
@@ -211,7 +211,9 @@ def for_each_task(kernel, *, idle: bool = True) -> Iterator[Object]:
     lists of every task found (a stretch of the process list between two
     unreadable tasks whose IDR node is unreadable too is still on its parent's
     list), so only tasks whose own ``task_struct`` is unreadable, or that no
-    readable link reaches, go missing (with warnings).
+    readable link reaches, go missing (with warnings).  On a running kernel a
+    task that exits while it is walked (its thread link poisoned by
+    list_del_rcu()) is skipped with a warning.
 
     :param idle: include the idle tasks of CPUs other than 0 (``rq->idle``)
     :return: iterator of ``struct task_struct *``
@@ -234,6 +236,8 @@ def for_each_task(kernel, *, idle: bool = True) -> Iterator[Object]:
                 yield _ptr(kernel, pt, addr)
     off = lay["tasks"]
     broken = False
+    live = getattr(getattr(kernel, "dump", None), "live", False)
+    exited = 0          # tasks that exited while walked: not a broken list
     warnings = getattr(kernel, "warnings", None)
     before = len(warnings) if warnings is not None else 0
     for pos in _walk(kernel, init + off, 0, 10_000_000, "for_each_task"):
@@ -249,12 +253,31 @@ def for_each_task(kernel, *, idle: bool = True) -> Iterator[Object]:
         for addr in threads:
             if addr not in seen:
                 seen.add(addr)
+                if live and _exited(kernel, addr, lay):
+                    exited += 1
+                    continue
                 yield _ptr(kernel, pt, addr)
-    if warnings is not None and len(warnings) > before:
+    if warnings is not None and len(warnings) > before + exited:
         broken = True
     if broken:
         yield from _sweep_pids(kernel, pt, seen)
         yield from sweep_children(kernel, seen)
+
+
+def _exited(kernel, addr: int, lay: dict) -> bool:
+    """On a running kernel: True (with a warning) if the task at ``addr``
+    left its thread list while we walked it (release_task() ->
+    __unhash_process() list_del_rcu()s it, poisoning ``prev``)."""
+    link = lay["thread_node"] if "thread_node" in lay else lay["thread_group"]
+    try:
+        prev = kernel.read_pointer(addr + link + kernel.arch.pointer_size)
+    except FaultError:
+        return False                    # unreadable: its rows say so
+    if not is_list_poison(prev):
+        return False
+    walk_warn(kernel, f"for_each_task: task {addr:#x} exited during the query: skipped")
+    kernel.cache.setdefault("exited_tasks", set()).add(addr)
+    return True
 
 
 def _sweep_pids(kernel, pt, seen: set) -> Iterator[Object]:
@@ -344,11 +367,14 @@ def for_each_task_and_pid(kernel, *, leaders_only: bool = False) -> Iterator[Obj
     warnings = getattr(kernel, "warnings", None)
     before = len(warnings) if warnings is not None else 0
     seen: set[int] = set()
+    exited = kernel.cache.setdefault("exited_tasks", set())   # on a live kernel
+    gone = len(exited)
     for task in (for_each_process if leaders_only else for_each_task)(kernel):
         seen.add(task.value_())
         yield task
-    if warnings is None or len(warnings) == before:
+    if warnings is None or len(warnings) - before == len(exited) - gone:
         return
+    seen |= exited
     try:
         for pid in for_each_pid(kernel):
             try:

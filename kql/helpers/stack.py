@@ -3,6 +3,10 @@
 Where a walk starts (arch/x86/kernel/unwind_orc.c ``__unwind_start()``,
 REFERENCE §1 and §7):
 
+- on a live kernel (/proc/kcore), a task running on a CPU has no stack: a
+  FaultError (NULL plus a warning in tables), since its registers are
+  nowhere in memory;
+
 - a task that is some CPU's ``rq->curr``: that CPU's registers from the
   dump's NT_PRSTATUS notes.  A kdump (VMCOREINFO has CRASHTIME) saved them
   in the per-CPU ``crash_notes`` buffer, read here from memory, since kdump
@@ -206,6 +210,14 @@ def task_unwind_start(task: Object) -> tuple | None:
         return None
     arch = kernel.arch
     cpu = _running_cpu(task)
+    if kernel.dump.live and cpu is None and task.has_member_("on_cpu") and task.on_cpu.value_():
+        from kql.helpers.sched import task_cpu
+        cpu = task_cpu(task)        # scheduled in since rq->curr was read
+    if cpu is not None and kernel.dump.live:
+        # A running task's registers are on its CPU, not in memory: like drgn
+        # and /proc/PID/stack, no trace rather than a stale one.
+        raise FaultError(task.value_(), f"task {task.pid.value_()} is running on CPU {cpu}: "
+                                        f"a live kernel has no saved registers for it")
     if cpu is not None:
         regs = cpu_registers(kernel, cpu)
         if regs is not None:
