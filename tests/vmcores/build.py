@@ -749,7 +749,16 @@ def build(name: str, force: bool = False) -> Path:
     return out
 
 
+def live_guests():
+    """The guests that run kql on their own /proc/kcore (tests/live/build_live.py),
+    built with the fixtures."""
+    sys.path.insert(0, str(HERE.parent / "live"))
+    import build_live
+    return build_live
+
+
 def main(argv=None) -> int:
+    live = live_guests()
     ap = argparse.ArgumentParser(description="Build kql's QEMU vmcore fixtures.")
     ap.add_argument("names", nargs="*",
                     help="recipes to build (default: all but 'sample', whose dump is shipped "
@@ -759,18 +768,19 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="guests to run at once (default 2)")
     args = ap.parse_args(argv)
     # `sample` is built on request only: its output is shipped in tests/sample.
-    names = args.names or [n for n in RECIPES if n != "sample"]
+    names = args.names or [n for n in RECIPES if n != "sample"] + list(live.RECIPES)
+    recipes = {**RECIPES, **live.RECIPES}
     for n in names:
-        if n not in RECIPES:
-            ap.error(f"unknown recipe {n!r} (known: {', '.join(RECIPES)})")
+        if n not in recipes:
+            ap.error(f"unknown recipe {n!r} (known: {', '.join(recipes)})")
     if args.list:
         for n in names:
-            d = fixture_dir(n)
+            d = fixture_dir(n) if n in RECIPES else live.fixture_dir(n)
             print(f"{n:16} {'ok   ' if (d / 'fixture.json').exists() else 'missing'} {d}")
         return 0
     (CACHE / "kernels").mkdir(parents=True, exist_ok=True)
     # choose and download each kernel once, before parallel builds
-    for series in sorted({RECIPES[n]["kernel"] for n in names}):
+    for series in sorted({recipes[n]["kernel"] for n in names}):
         try:
             resolve_kernel(series)
         except BuildError as e:
@@ -785,7 +795,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     failed = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futs = {pool.submit(build, n, args.force): n for n in names}
+        futs = {pool.submit(build if n in RECIPES else live.build_live, n, args.force): n
+                for n in names}
         for fut in concurrent.futures.as_completed(futs):
             try:
                 print(f"{futs[fut]}: {fut.result()}")
