@@ -61,7 +61,11 @@ RECIPES = {
 ROOT_VERSION = 1
 DRGN = "drgn==0.3.0"
 GUEST_PYTHON = "3.11"            # bookworm's python3
-GUEST_PLATFORM = "manylinux_2_36_x86_64"   # bookworm's glibc (pip expands to older tags)
+GUEST_GLIBC = 36                 # bookworm's glibc 2.36
+# pip download --platform takes each tag a wheel may carry (bookworm's pip 23 does
+# not expand manylinux_2_36 to the older ones): every manylinux up to glibc 2.36
+GUEST_PLATFORMS = [f"manylinux_2_{m}_x86_64" for m in range(5, GUEST_GLIBC + 1)] + \
+    ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
 VENV = "/opt/kql"                # the venv inside the root
 DEBIAN = "/debian"               # where the guest mounts the root
 RUN_TIMEOUT = 1500               # seconds for boot, queries and poweroff under TCG
@@ -74,7 +78,7 @@ def dependencies() -> list[str]:
 
 
 def root_hash() -> str:
-    h = hashlib.sha256(json.dumps([ROOT_VERSION, DRGN, GUEST_PYTHON, GUEST_PLATFORM,
+    h = hashlib.sha256(json.dumps([ROOT_VERSION, DRGN, GUEST_PYTHON, GUEST_GLIBC,
                                    dependencies()]).encode())
     return h.hexdigest()[:12]
 
@@ -119,7 +123,7 @@ def debian_root() -> Path:
             wheels.mkdir(parents=True)
             log("live root: pip download (python 3.11, manylinux x86_64)")
             r = run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
-                     "--only-binary=:all:", "--platform", GUEST_PLATFORM,
+                     "--only-binary=:all:", *(f"--platform={p}" for p in GUEST_PLATFORMS),
                      "--python-version", GUEST_PYTHON, "--implementation", "cp",
                      "-d", str(wheels), *dependencies(), DRGN],
                     capture_output=True, text=True, check=False)
