@@ -68,6 +68,8 @@ GUEST_PLATFORMS = [f"manylinux_2_{m}_x86_64" for m in range(5, GUEST_GLIBC + 1)]
     ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
 VENV = "/opt/kql"                # the venv inside the root
 DEBIAN = "/debian"               # where the guest mounts the root
+# a clean environment for commands run chrooted into the root (from the host)
+CHROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
 RUN_TIMEOUT = 1500               # seconds for boot, queries and poweroff under TCG
 
 
@@ -130,11 +132,10 @@ def debian_root() -> Path:
             if r.returncode:
                 raise BuildError(f"pip download failed: {r.stderr.strip()[-800:]}")
             log("live root: venv with kql's dependencies and drgn")
-            env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
             for cmd in (["python3", "-m", "venv", VENV],
                         [f"{VENV}/bin/pip", "install", "-q", "--disable-pip-version-check",
                          "--no-index", "--find-links", "/tmp/wheelhouse", *dependencies(), DRGN]):
-                r = run(["chroot", str(root), *cmd], env=env, capture_output=True, text=True,
+                r = run(["chroot", str(root), *cmd], env=CHROOT_ENV, capture_output=True, text=True,
                         check=False)
                 if r.returncode:
                     raise BuildError(f"{' '.join(cmd[:3])} in the root failed: "
@@ -212,7 +213,7 @@ def guest_disk(work: Path, extra: dict[str, Path] | None = None) -> Path:
     shutil.copy2(wheel, tree / "tmp" / wheel.name)
     r = run(["chroot", str(tree), f"{VENV}/bin/pip", "install", "-q", "--no-deps", "--no-index",
              "--disable-pip-version-check", f"/tmp/{wheel.name}"],
-            env={"PATH": "/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"},
+            env=CHROOT_ENV,
             capture_output=True, text=True, check=False)
     if r.returncode:
         raise BuildError(f"installing kql's wheel in the root failed: {r.stderr.strip()[-800:]}")
@@ -266,7 +267,10 @@ def boot(name: str, recipe: dict, kdir: dict, out: Path, work: Path,
     log(f"{name}: guest disk and initramfs ready in {time.time() - t0:.0f} s")
     console, truth_log, results = out / "console.log", out / "truth.log", out / "results.log"
     append = "console=ttyS0 loglevel=6 panic=-1 rdinit=/init no_timer_check"
-    cmd = [build.QEMU, "-accel", "tcg", "-m", str(recipe["mem"]), "-smp", str(recipe["smp"]),
+    # -cpu max: numpy 2 and pyarrow wheels need x86-64-v2 (qemu64 lacks SSE4.2: SIGILL);
+    # la57=off keeps the fixtures' 4-level paging
+    cmd = [build.QEMU, "-accel", "tcg", "-cpu", "max,la57=off", "-m", str(recipe["mem"]),
+           "-smp", str(recipe["smp"]),
            "-kernel", str(kdir["vmlinuz"]), "-initrd", str(initrd), "-append", append,
            "-display", "none", "-no-reboot", "-nodefaults",
            "-serial", f"file:{console}", "-serial", f"file:{truth_log}",
