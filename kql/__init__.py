@@ -3,6 +3,7 @@
     import kql
     dump = kql.open("vmcore")
     dump.query("SELECT pid, comm, state FROM tasks WHERE state = 2")
+    kql.open_live().query("SELECT pid, comm FROM tasks")   # the running kernel (root)
 """
 
 __version__ = "0.1.0"
@@ -30,3 +31,10 @@ def open(path, vmlinux=None, system_map=None, zero_excluded=False):
     """Open a vmcore; see :class:`kql.api.Dump`."""
     from kql.api import open as _open
     return _open(path, vmlinux=vmlinux, system_map=system_map, zero_excluded=zero_excluded)
+
+
+def open_live(root=None, vmlinux=None, system_map=None):
+    """The running kernel (ROOT/proc/kcore, ROOT ``$KQL_LIVE_ROOT`` or ``/``);
+    see :class:`kql.api.Dump`."""
+    from kql.api import open_live as _open_live
+    return _open_live(root, vmlinux=vmlinux, system_map=system_map)

@@ -4,6 +4,7 @@
     d = kql.open("vmcore")                      # BTF + kallsyms from the dump
     t = d.query("SELECT pid, comm FROM tasks")   # a pyarrow.Table
     d.register(con, ["tasks", "modules"])        # into your own DuckDB connection
+    live = kql.open_live()                       # the running kernel (/proc/kcore; root)
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class Dump:
         self.session = Session({None: self.kernel})
 
     def query(self, sql: str) -> pa.Table:
-        """Run ``sql`` (the last statement's result is returned)."""
+        """Run ``sql`` (the last statement's result is returned; on a live
+        kernel each call reads memory afresh)."""
         return self.session.query(sql)
 
     def register(self, con, tables=None, prefix: str = "") -> list[str]:
@@ -55,3 +57,11 @@ class Dump:
 def open(path, vmlinux: str | None = None, system_map: str | None = None,
          zero_excluded: bool = False) -> Dump:
     return Dump(path, vmlinux=vmlinux, system_map=system_map, zero_excluded=zero_excluded)
+
+
+def open_live(root: str | None = None, vmlinux: str | None = None,
+              system_map: str | None = None) -> Dump:
+    """The running kernel through ROOT/proc/kcore (ROOT: ``root``,
+    ``$KQL_LIVE_ROOT`` or ``/``); needs root (CAP_SYS_RAWIO)."""
+    from kql.dump.kcore import live_kcore_path
+    return Dump(live_kcore_path(root), vmlinux=vmlinux, system_map=system_map)

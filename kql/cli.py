@@ -6,6 +6,8 @@
     kql DUMP                         the interactive shell (a terminal), or a script
                                      from stdin: kql DUMP < triage.sql
     kql DUMP --crash "bt -f 1"       a crash command, translated to SQL (--sql shows it)
+    kql live "QUERY"                 the running kernel (/proc/kcore; root); `kql live`
+                                     alone is the shell, as for a dump
     kql -d a=DUMP1 -d b=DUMP2 "SELECT … FROM a.tasks JOIN b.tasks USING (comm)"
     kql export DUMP… -o DIR          Parquet per table per dump, with provenance
     kql --parquet DIR "QUERY"        query a directory of exports (no dump needed)
@@ -34,6 +36,7 @@ examples:
   kql vmcore --describe tasks
   kql vmcore "SELECT * FROM modules" --format json -o modules.json
   kql vmcore @hung-tasks
+  kql live "SELECT pid, comm, stack FROM tasks WHERE state = 2"   (as root: /proc/kcore)
   kql queries
   kql export vmcore1 vmcore2 -o exports/
   kql --parquet exports/ "SELECT release, st, count(*) FROM tasks GROUP BY ALL"
@@ -42,6 +45,7 @@ exit codes: 0 ok, 1 query error, 2 dump error, 3 internal error (a bug),
             64 usage error (unknown option, bad option value), 130 interrupted
 """
 
+LIVE = "live"     # `kql live "QUERY"`: the running kernel's /proc/kcore
 USAGE_ERROR = 64  # EX_USAGE (sysexits.h): argparse's own 2 is kql's "dump error"
 
 
@@ -61,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dump", nargs="?",
                    help="the vmcore (ELF, kdump, flattened kdump; split kdump parts "
-                        "comma-separated)")
+                        "comma-separated), /proc/kcore, or `live` for the running kernel")
     p.add_argument("query", nargs="?", help="the SQL query (quote it)")
     p.add_argument("-d", "--dump", dest="named", action="append", default=[], metavar="NAME=DUMP",
                    help="open DUMP as NAME for cross-dump queries (FROM NAME.tasks); repeatable")
@@ -190,7 +194,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def dump_parts(spec: str):
     """A dump argument: one file, or the parts of a split kdump comma-separated
-    (``dump.1,dump.2``) when no file has that literal name."""
+    (``dump.1,dump.2``) when no file has that literal name; ``live`` (when no
+    file has that name) is the running kernel, $KQL_LIVE_ROOT/proc/kcore."""
+    if spec == LIVE and not os.path.exists(spec):
+        from kql.dump.kcore import live_kcore_path
+        return live_kcore_path()
     if "," in spec and not os.path.exists(spec):
         return [p for p in spec.split(",") if p]
     return spec

@@ -86,6 +86,7 @@ class Crash:
         """Run one statement; its rows as dicts (and remember the SQL)."""
         self.last_sql.append(text)
         res = self.session.execute(text)[-1]
+        self.last_warnings = res.warnings
         cols = res.columns
         names = cols.column_names
         data = [cols.pylist(i) for i in range(len(names))]
@@ -277,6 +278,9 @@ def _bt(c: Crash, args: list[str]) -> str:
             out.append("")
         return "\n".join(out)
     frames = _grouped(c.sql(FRAME_SQL.replace("= {pid}", f"IN ({pid_list})")), "task")
+    # why a task has no frames (a live kernel's running task: no saved registers)
+    why = [f"bt: {line}" for line in c.last_warnings.lines()
+           if line.split(" of ", 1)[-1].startswith("stack_frames.task ")]
     words = {}
     if "-f" in flags:
         words = _grouped(c.sql(
@@ -302,7 +306,7 @@ def _bt(c: Crash, args: list[str]) -> str:
             out.append("    " + "  ".join(f"{r['name'].upper():>8}: {_x(r['value'])}"
                                           for r in rs[i:i + 3]))
         out.append("")
-    return "\n".join(out)
+    return "\n".join(out + why) + ("\n" if why else "")
 
 
 # ---------------------------------------------------------------- log, mod

@@ -149,6 +149,9 @@ class Session:
             lines = text.split("\n")
             return Result(Columns(["plan"], [STRING], [lines], len(lines)), p, warnings, stats,
                           explain=text)
+        for k in self.kernels.values():  # a live kernel: nothing read by an earlier statement
+            if k is not None:
+                k.refresh()
         for s in p.scans:  # symbols and types first: not the scan's cost
             k = self.kernel_for(s.dump)
             if k is not None:

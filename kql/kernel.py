@@ -92,6 +92,14 @@ KNOWN_VARIABLE_TYPES = {
 }
 
 
+# kernel.cache entries a live kernel keeps across queries (Kernel.refresh):
+# facts of the build or of boot, never of the moment.
+_STATIC_CACHE = frozenset({"disk_cache", "page_offset", "nr_cpu_ids", "per_cpu_offsets",
+                           "possible_cpus", "thread_size", "task_state_array",
+                           "task_state_bits"})
+_STATIC_SUFFIXES = ("_layout", "_ptr_type", "_offsets", "_offset", "_fields")
+
+
 class DiskCache:
     """What was parsed from one kernel build, kept between runs in
     ``<directory>/<what>-<build-id>.pickle`` (the directory and the atomic
@@ -177,8 +185,9 @@ class Kernel:
         self.pgtable_levels: int = self.arch.pgtable_levels(info)
         from kql.memory import KernelVirtual
         sme = int(info.get("NUMBER(sme_mask)", "0") or 0)
-        self.memory = KernelVirtual(dump.phys, self.arch, self.arch.kernel_pgtable_root(info),
-                                    levels=self.pgtable_levels, sme_mask=sme)
+        walker = KernelVirtual(dump.phys, self.arch, self.arch.kernel_pgtable_root(info),
+                               levels=self.pgtable_levels, sme_mask=sme)
+        self.memory = dump.kernel_layer(walker)  # kcore: segments first, then the walk
         self.read = self.memory.read
         self.read_u8 = self.memory.read_u8
         self.read_s8 = self.memory.read_s8
@@ -256,6 +265,13 @@ class Kernel:
             table = shifted(table, self._link_offset(table),
                             getattr(self.arch, "kernel_space_start", None))
             self._check_symbols(table, "vmlinux")
+            return table
+        kallsyms_file = self.dump.kallsyms_file()
+        if kallsyms_file is not None and "SYMBOL(kallsyms_names)" not in self.vmcoreinfo:
+            # a running kernel before Linux 6.0: its /proc/kallsyms
+            from kql.dump.kcore import load_proc_kallsyms
+            table = load_proc_kallsyms(kallsyms_file)
+            self._check_symbols(table, kallsyms_file)
             return table
         if "SYMBOL(kallsyms_names)" not in self.vmcoreinfo:
             # before Linux 6.0 VMCOREINFO does not say where kallsyms is: search
@@ -353,6 +369,15 @@ class Kernel:
     @property
     def btf(self):
         """The vmlinux BTF in the dump (None if it has none)."""
+        if self._btf is None and self.dump.live:
+            blob = self.dump.btf_blob("vmlinux")    # /sys/kernel/btf/vmlinux: no memory reads
+            if blob is not None:
+                from kql.btf import Btf, BtfError
+                try:
+                    self._btf = Btf(blob, name="vmlinux", cache=self.disk_cache)
+                except BtfError as e:
+                    self.warn(f"/sys/kernel/btf/vmlinux unusable ({e}): reading the BTF "
+                              f"from memory")
         if self._btf is None:
             from kql.btf import load_btf
             syms = self.symbols
@@ -398,6 +423,16 @@ class Kernel:
             if base is None or self.symbols.get("btf_modules") is None:
                 return btfs
             from kql.btf import Btf, BtfError
+            names = self.dump.btf_module_names() if self.dump.live else None
+            if names is not None:       # a running kernel: /sys/kernel/btf/<module>
+                for name in names:
+                    blob = self.dump.btf_blob(name)
+                    try:
+                        if blob:
+                            btfs[name] = Btf(blob, base=base, name=name)
+                    except BtfError as e:
+                        self.warn(f"module BTF {name} unusable: {e}")
+                return btfs
             from kql.helpers.list import list_for_each_entry
             head = self.var("btf_modules", "struct list_head").address_of_()
             for bm in list_for_each_entry("struct btf_module", head, "list"):
@@ -559,6 +594,23 @@ class Kernel:
         return self.cache["possible_cpus"]
 
     # -- misc ------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Before each query on a live kernel: forget the pages, translations
+        and per-kernel facts read so far (tasks, CPUs running them, loaded
+        modules and their symbols), so nothing stale is served.  What the
+        kernel build fixes (types, layouts, vmlinux symbols) is kept.  A dump
+        never changes: nothing to do."""
+        if not self.dump.live:
+            return
+        self.dump.refresh()
+        self.memory.flush()
+        keep = {k: v for k, v in self.cache.items()
+                if k in _STATIC_CACHE or k.endswith(_STATIC_SUFFIXES)}
+        self.cache.clear()
+        self.cache.update(keep)
+        if self._symbols is not None:      # module symbols are loaded again on demand
+            self._symbols.extra = [t for t in self._symbols.extra if not t.module]
+
     def warn(self, message: str) -> None:
         """Record a problem met while walking kernel data (bounded list)."""
         if len(self.warnings) < 1000:

@@ -18,7 +18,8 @@ __all__ = ["load_system_map", "VmlinuxFile", "shifted", "module_symbol_tables"]
 
 
 def load_system_map(path: str) -> SymbolTable:
-    """Parse ``System.map`` (``ADDR TYPE NAME`` lines)."""
+    """Parse ``System.map`` (``ADDR TYPE NAME`` lines; /proc/kallsyms too, whose
+    module symbols, ``ADDR TYPE NAME [MODULE]``, are left out)."""
     names: list[str] = []
     kinds: list[str] = []
     addrs: list[int] = []
@@ -37,6 +38,9 @@ def load_system_map(path: str) -> SymbolTable:
             addrs.append(int(parts[0], 16))
         except ValueError:
             raise DumpError(f"{path}:{lineno}: bad address {parts[0][:20]!r}") from None
+        if len(parts) > 3 and parts[3].startswith("["):
+            addrs.pop()             # /proc/kallsyms: a module's symbol
+            continue
         kinds.append(parts[1])
         names.append(parts[2])
     if len(names) < 100:

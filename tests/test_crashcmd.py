@@ -264,7 +264,7 @@ def test_sys_config_is_not_in_debian_kernels():
 
 
 def test_config_decodes_a_synthetic_blob():
-    from kql.helpers.config import decode_ikconfig, parse_config
+    from kql.helpers.kconfig import decode_ikconfig, parse_config
     text = ('# comment\nCONFIG_HZ=250\n# CONFIG_KASAN is not set\nCONFIG_IKCONFIG=y\n'
             'CONFIG_LOCALVERSION="-kql \\"x\\""\nCONFIG_EXT4_FS=m\n')
     blob = b"IKCFG_ST" + gzip.compress(text.encode()) + b"IKCFG_ED"

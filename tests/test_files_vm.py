@@ -28,8 +28,7 @@ from kql.helpers.fs import (d_path, for_each_file, for_each_mount, mount_devname
                             mount_fstype, mount_options, mount_path)
 from kql.helpers.mm import (for_each_vma, task_cmdline_bytes, task_environ_bytes,
                             vma_maps_line)
-from kql.helpers.pid import find_task
-from kql.helpers.task import for_each_process
+from kql.helpers.pid import find_task, for_each_process
 from kql.kernel import Kernel
 from kql.tables.base import Warnings
 
@@ -321,7 +320,7 @@ def test_cmdline_environ_helpers(name):
 @pytest.mark.parametrize("name", PROCESS_FIXTURES)
 @pytest.mark.fixtures
 def test_tasks_cmdline_column(name):
-    """tasks.cmdline (helpers in kql.helpers.sched) equals /proc/PID/cmdline
+    """tasks.cmdline (helpers in kql.helpers.mm) equals /proc/PID/cmdline
     with arguments joined by spaces; NULL on -d 31 dumps."""
     k = kernel(name)
     truth = fixture(name).truth

@@ -11,14 +11,14 @@ from kql.helpers.list import (
     hlist_for_each_entry, list_count_nodes, list_empty, list_for_each_entry,
     list_for_each_entry_reverse, validate_list, ValidationError,
 )
-from kql.helpers.maple import mt_for_each_entry
-from kql.helpers.percpu import cpu_curr, idle_task
-from kql.helpers.pid import find_pid, find_task, for_each_pid
-from kql.helpers.sched import find_tasks
+from kql.helpers.mapletree import mt_for_each_entry
+from kql.helpers.pid import (
+    find_pid, find_task, find_tasks, for_each_pid, for_each_process, for_each_task,
+    for_each_thread,
+)
 from kql.helpers.rbtree import rb_first, rb_next, rbtree_inorder_for_each
-from kql.helpers.task import (
-    for_each_process, for_each_task, for_each_thread, task_cpu, task_is_kthread,
-    task_state_letter, task_state_letters,
+from kql.helpers.sched import (
+    cpu_curr, idle_task, task_cpu, task_is_kthread, task_state_letter, task_state_letters,
 )
 from kql.kernel import open_kernel
 from kql.object import Object
@@ -285,7 +285,7 @@ def test_running_tasks(kernel):
 def test_rbtree_inorder_agrees_with_rb_next(kernel):
     fx, k = kernel
     # every CPU's CFS timeline is an rb_root_cached of sched_entity run_node
-    from kql.helpers.percpu import cpu_rq
+    from kql.helpers.sched import cpu_rq
     total = 0
     for cpu in k.online_cpus():
         root = cpu_rq(k, cpu).cfs.tasks_timeline.address_of_()
@@ -397,6 +397,27 @@ def test_list_null_and_unreadable_next():
     m.put(nodes[1], 0xDEAD0000)       # an unreadable node is not yielded
     assert [e.id.value_() for e in list_for_each_entry("struct item", h, "node")] == [0, 1, 2]
     assert "unreadable" in m.warnings[2]
+
+
+def test_list_node_removed_while_walked():
+    """A running kernel list_del()s node 2 after we read node 1's next: its
+    poisoned next ends the forward walk (node 2 is not yielded) and the
+    neighbours' new links give the rest backwards."""
+    m = _Mem(0x1000)
+    head, nodes = _items(m, 5)
+    h = Object(m, "struct list_head", head).address_of_()
+    it = list_for_each_entry("struct item", h, "node")
+    first = [next(it).id.value_(), next(it).id.value_()]   # at node 1, its next (2) read
+    m.put(nodes[1], nodes[3])                     # __list_del(): the neighbours skip it ...
+    m.put(nodes[3] + 8, nodes[1])
+    m.put(nodes[2], 0xDEAD000000000100)           # ... and its own links are poisoned
+    m.put(nodes[2] + 8, 0xDEAD000000000122)
+    assert first + [e.id.value_() for e in it] == [0, 1, 3, 4]
+    assert m.warnings == [
+        f"list_for_each_entry(struct item.node): node {nodes[2]:#x} was removed from the list "
+        f"at {head:#x} after 2 nodes (LIST_POISON)",
+        f"list_for_each_entry(struct item.node): recovered 2 nodes of the list at {head:#x} "
+        f"by walking it backwards"]
 
 
 def test_list_tail_recovered_backwards():
@@ -511,7 +532,7 @@ def _maple_mem():
 
 
 def test_maple_tree_ranges_and_cycle():
-    from kql.helpers.maple import mt_for_each, mtree_load
+    from kql.helpers.mapletree import mt_for_each, mtree_load
     m = _maple_mem()
     tree = m.BASE
     root, leaf_a, leaf_b = m.BASE + 0x1000, m.BASE + 0x1100, m.BASE + 0x1200

@@ -21,7 +21,7 @@ from kql.errors import ExcludedPageError
 from kql.execute import Session
 from kql.helpers.mmstat import global_node_page_state, global_zone_page_state
 from kql.helpers.net import for_each_socket, socket_owners
-from kql.helpers.percpu import cpu_rq
+from kql.helpers.sched import cpu_rq
 from kql.helpers.pid import find_task
 from kql.helpers.runq import runq_entries
 from kql.helpers.slab import for_each_kmem_cache

@@ -191,7 +191,8 @@ def test_kaslr_and_symbols_match_system_map(kernel):
 @pytest.mark.fixtures
 def test_cpus_and_per_cpu(kernel):
     fx, k = kernel
-    from kql.helpers.percpu import cpu_rq, per_cpu
+    from kql.helpers.percpu import per_cpu
+    from kql.helpers.sched import cpu_rq
     ncpu = fx.recipe["smp"]
     assert k.online_cpus() == list(range(ncpu))
     for cpu in k.online_cpus():

@@ -53,7 +53,7 @@ def test_old_layouts_are_detected(old):
     """Each 5.10 layout takes the pre-change path of its helper."""
     fx, k = old
     T = k.types.find_type
-    # task_struct.state, renamed __state in 5.14 (kql/helpers/task.py)
+    # task_struct.state, renamed __state in 5.14 (kql/helpers/sched.py)
     assert T("struct task_struct").has_member("state")
     assert not T("struct task_struct").has_member("__state")
     # VMAs on a list and an rbtree before 6.1's maple tree (kql/helpers/mm.py)

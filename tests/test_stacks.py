@@ -28,8 +28,8 @@ from fixtures import (DUMPS, FIXTURES, check_missing_tasks, fixture, kernel, kth
                       needs_vmlinux, run)
 from kql.arch import orc
 from kql.errors import ExcludedPageError, FaultError
-from kql.helpers.pid import find_task
-from kql.helpers.sched import for_each_task_and_pid, running_tasks
+from kql.helpers.pid import find_task, for_each_task_and_pid
+from kql.helpers.sched import running_tasks
 from kql.helpers.stack import (Frame, cpu_registers, kallsyms_name, stack_trace,
                                task_stack_bounds, task_stack_names, task_stack_words)
 from kql.kallsyms import SymbolTable

@@ -2,7 +2,8 @@
 
 ``open_dump(paths, zero_excluded=False) -> Dump`` decides the format from the
 file contents only (never the name), trying in order: ELF core, kdump,
-makedumpfile flattened kdump; several paths make a split kdump.
+makedumpfile flattened kdump; several paths make a split kdump.  A running
+kernel's /proc/kcore (kql/dump/kcore.py) is tried first.
 
 A :class:`Dump` has (beyond docs/ARCHITECTURE.md "Dumps"):
 
@@ -31,6 +32,7 @@ from kql.dump.base import Dump, DumpStats, Note, parse_notes, parse_vmcoreinfo
 from kql.dump.elf import is_elf, open_elf
 from kql.dump.files import MappedFile
 from kql.dump.flattened import FlattenedFile, is_flattened
+from kql.dump.kcore import sniff_kcore
 from kql.dump.kdump import is_kdump, open_kdump
 from kql.errors import DumpError
 
@@ -41,6 +43,9 @@ def _open_one(path: str, *, zero_excluded: bool):
     """-> ("elf", Dump) or (format, kdump byte source)."""
     if os.path.isdir(path):
         raise DumpError(f"{path}: is a directory, not a vmcore")
+    kcore = sniff_kcore(path)  # before mapping: /proc/kcore is read, never mapped
+    if kcore is not None:
+        return "elf", kcore
     mfile = MappedFile(path)
     try:
         if mfile.size == 0:

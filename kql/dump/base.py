@@ -132,6 +132,8 @@ class Dump:
     stats: DumpStats = field(default_factory=DumpStats)
     warnings: list[str] = field(default_factory=list)   # e.g. "file is truncated: ..."
     _closers: list = field(default_factory=list, repr=False)
+    #: a running kernel (kql/dump/kcore.py): memory changes between reads
+    live = False
 
     def __post_init__(self) -> None:
         self.vmcoreinfo: dict[str, str] = parse_vmcoreinfo(self.vmcoreinfo_raw)
@@ -173,6 +175,26 @@ class Dump:
                         " and the guest's qemu_fw_cfg module loaded)")
             raise DumpError(f"{self.describe_path()}: {self.format} dump has no VMCOREINFO{hint}")
         return self.vmcoreinfo
+
+    # -- hooks a live source overrides (kql/dump/kcore.py) --------------------------
+    def kernel_layer(self, walker):
+        """The layer for kernel virtual reads, given the page-table walk."""
+        return walker
+
+    def refresh(self) -> None:
+        """Forget cached memory (a live kernel; a dump never changes)."""
+
+    def btf_blob(self, name: str) -> bytes | None:
+        """The running kernel's BTF file for ``name`` (vmlinux or a module), if any."""
+        return None
+
+    def btf_module_names(self) -> list[str] | None:
+        """Modules whose BTF files the running kernel shows, None for a dump."""
+        return None
+
+    def kallsyms_file(self) -> str | None:
+        """The running kernel's /proc/kallsyms, None for a dump."""
+        return None
 
     def describe_path(self) -> str:
         if isinstance(self.path, str):

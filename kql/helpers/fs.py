@@ -59,10 +59,10 @@ _MAX_DEPTH = 4096          # path components / mounts crossed by one d_path
 
 # -- layout -----------------------------------------------------------------------------
 
-def _layout(prog) -> dict:
-    lay = prog.cache.get("fs_layout")
+def _layout(kernel) -> dict:
+    lay = kernel.cache.get("fs_layout")
     if lay is None:
-        T = prog.types.find_type
+        T = kernel.types.find_type
         dentry = T("struct dentry")
         mount = T("struct mount")
         vfsmount = T("struct vfsmount")
@@ -88,15 +88,15 @@ def _layout(prog) -> dict:
             "dentry_ptr": pointer_to(dentry),
             "mount_ptr": pointer_to(mount),
         }
-        prog.cache["fs_layout"] = lay
+        kernel.cache["fs_layout"] = lay
     return lay
 
 
-def _sym_name(prog, addr: int) -> str | None:
+def _sym_name(kernel, addr: int) -> str | None:
     """Name of the function at ``addr`` (exactly its start), else None."""
     if not addr:
         return None
-    hit = prog.symbolize(addr)
+    hit = kernel.symbolize(addr)
     if hit is None or hit[1] != 0:
         return None
     return hit[0].name
@@ -112,13 +112,13 @@ def d_name(dentry: Object) -> bytes:
     return _d_name(dentry.prog_, dentry.value_(), _layout(dentry.prog_))
 
 
-def _d_name(prog, dentry: int, lay: dict) -> bytes:
+def _d_name(kernel, dentry: int, lay: dict) -> bytes:
     q = dentry + lay["d_name"]
-    length = prog.read_u32(q + lay["qstr_len"])
-    name = prog.read_pointer(q + lay["qstr_name"])
+    length = kernel.read_u32(q + lay["qstr_len"])
+    name = kernel.read_pointer(q + lay["qstr_name"])
     if length > 255:
         raise ValueError(f"dentry {dentry:#x}: name length {length} > NAME_MAX")
-    return prog.read(name, length) if length else b""
+    return kernel.read(name, length) if length else b""
 
 
 def real_mount(vfsmnt: Object) -> Object:
@@ -127,9 +127,9 @@ def real_mount(vfsmnt: Object) -> Object:
     :param vfsmnt: ``struct vfsmount *``
     :return: ``struct mount *``
     """
-    prog = vfsmnt.prog_
-    lay = _layout(prog)
-    return _ptr(prog, lay["mount_ptr"], vfsmnt.value_() - lay["mnt"])
+    kernel = vfsmnt.prog_
+    lay = _layout(kernel)
+    return _ptr(kernel, lay["mount_ptr"], vfsmnt.value_() - lay["mnt"])
 
 
 def d_unlinked(dentry: Object) -> bool:
@@ -137,30 +137,30 @@ def d_unlinked(dentry: Object) -> bool:
 
     :param dentry: ``struct dentry *``
     """
-    prog = dentry.prog_
-    lay = _layout(prog)
-    return _d_unlinked(prog, dentry.value_(), lay)
+    kernel = dentry.prog_
+    lay = _layout(kernel)
+    return _d_unlinked(kernel, dentry.value_(), lay)
 
 
-def _d_unlinked(prog, dentry: int, lay: dict) -> bool:
-    unhashed = prog.read_pointer(dentry + lay["d_hash_pprev"]) == 0
-    return unhashed and prog.read_pointer(dentry + lay["d_parent"]) != dentry
+def _d_unlinked(kernel, dentry: int, lay: dict) -> bool:
+    unhashed = kernel.read_pointer(dentry + lay["d_hash_pprev"]) == 0
+    return unhashed and kernel.read_pointer(dentry + lay["d_parent"]) != dentry
 
 
-def _prepend_path(prog, dentry: int, mnt: int, root: tuple[int, int] | None
+def _prepend_path(kernel, dentry: int, mnt: int, root: tuple[int, int] | None
                   ) -> tuple[bytes, int]:
     """fs/d_path.c ``prepend_path()``: ``(path, error)`` of ``dentry`` on
     ``struct mount`` ``mnt``; error 0 when ``root`` (vfsmount, dentry) was
     reached, 1 at the namespace's root, 2 detached mount, 3 escaped."""
-    lay = _layout(prog)
-    read_pointer = prog.read_pointer
+    lay = _layout(kernel)
+    read_pointer = kernel.read_pointer
     mnt_off = lay["mnt"]
     parts: list[bytes] = []
     error = 0
     seen: set[tuple[int, int]] = set()
     while root is None or dentry != root[1] or mnt + mnt_off != root[0]:
         if (dentry, mnt) in seen or len(seen) > _MAX_DEPTH:
-            walk_warn(prog, f"d_path: cycle or runaway path at dentry {dentry:#x}")
+            walk_warn(kernel, f"d_path: cycle or runaway path at dentry {dentry:#x}")
             raise ValueError(f"d_path: cyclic dentry/mount chain at dentry {dentry:#x}")
         seen.add((dentry, mnt))
         parent = read_pointer(dentry + lay["d_parent"])
@@ -172,42 +172,42 @@ def _prepend_path(prog, dentry: int, mnt: int, root: tuple[int, int] | None
                 continue
             ns = read_pointer(mnt + lay["mnt_ns"])
             # is_anon_ns(): the namespace has seq 0 (a detached tree)
-            error = 1 if ns and ns < (1 << 64) - 4095 and not _is_anon_ns(prog, ns) else 2
+            error = 1 if ns and ns < (1 << 64) - 4095 and not _is_anon_ns(kernel, ns) else 2
             break
         if dentry == parent:
             error = 3
             break
-        parts.append(_d_name(prog, dentry, lay))
+        parts.append(_d_name(kernel, dentry, lay))
         dentry = parent
     if not parts:
         return b"/", error
     return b"".join(b"/" + p for p in reversed(parts)), error
 
 
-def _is_anon_ns(prog, ns: int) -> bool:
-    off = prog.cache.get("mnt_ns_seq_off")
+def _is_anon_ns(kernel, ns: int) -> bool:
+    off = kernel.cache.get("mnt_ns_seq_off")
     if off is None:
-        off = prog.cache["mnt_ns_seq_off"] = prog.types.find_type(
+        off = kernel.cache["mnt_ns_seq_off"] = kernel.types.find_type(
             "struct mnt_namespace").offsetof("seq")
-    return prog.read_u64(ns + off) == 0
+    return kernel.read_u64(ns + off) == 0
 
 
-def fs_root(prog) -> tuple[int, int] | None:
+def fs_root(kernel) -> tuple[int, int] | None:
     """``(struct vfsmount *, struct dentry *)`` of pid 1's root (``fs->root``),
     the root /proc paths are relative to (cached per dump); None if pid 1 is
     gone (paths then run to the namespace's root)."""
-    if "fs_root" not in prog.cache:
+    if "fs_root" not in kernel.cache:
         root = None
         try:
             from kql.helpers.pid import find_task
-            task = find_task(prog, 1)
+            task = find_task(kernel, 1)
             if task.value_() and task.fs.value_():
                 r = task.fs.root
                 root = (r.mnt.value_(), r.dentry.value_())
         except FaultError as e:
-            walk_warn(prog, f"fs_root: pid 1's root unreadable: {e}")
-        prog.cache["fs_root"] = root
-    return prog.cache["fs_root"]
+            walk_warn(kernel, f"fs_root: pid 1's root unreadable: {e}")
+        kernel.cache["fs_root"] = root
+    return kernel.cache["fs_root"]
 
 
 def d_path_root(path: Object, root: tuple[int, int] | None = None) -> bytes | None:
@@ -217,11 +217,11 @@ def d_path_root(path: Object, root: tuple[int, int] | None = None) -> bytes | No
 
     :param path: ``struct path *`` (or a ``struct path`` reference)
     """
-    prog = path.prog_
-    root = fs_root(prog) if root is None else root
+    kernel = path.prog_
+    root = fs_root(kernel) if root is None else root
     mnt = path.mnt.value_()
     dentry = path.dentry.value_()
-    s, error = _prepend_path(prog, dentry, mnt - _layout(prog)["mnt"], root)
+    s, error = _prepend_path(kernel, dentry, mnt - _layout(kernel)["mnt"], root)
     return None if error and root is not None else s
 
 
@@ -231,21 +231,21 @@ def dentry_path(dentry: Object, vfsmnt: Object) -> bytes:
     :param dentry: ``struct dentry *``
     :param vfsmnt: ``struct vfsmount *``
     """
-    prog = dentry.prog_
-    return _d_path(prog, vfsmnt.value_(), dentry.value_())
+    kernel = dentry.prog_
+    return _d_path(kernel, vfsmnt.value_(), dentry.value_())
 
 
-# d_op->d_dname functions: name -> formatter(prog, dentry address, layout)
-def _ino(prog, dentry: int, lay: dict) -> int:
-    return prog.read_ulong(prog.read_pointer(dentry + lay["d_inode"]) + lay["i_ino"])
+# d_op->d_dname functions: name -> formatter(kernel, dentry address, layout)
+def _ino(kernel, dentry: int, lay: dict) -> int:
+    return kernel.read_ulong(kernel.read_pointer(dentry + lay["d_inode"]) + lay["i_ino"])
 
 
-def _ns_dname(prog, dentry: int, lay: dict) -> bytes:
+def _ns_dname(kernel, dentry: int, lay: dict) -> bytes:
     # fs/nsfs.c: d_fsdata is the namespace's struct proc_ns_operations
-    ops = prog.read_pointer(dentry + lay["d_fsdata"])
-    off = prog.types.find_type("struct proc_ns_operations").offsetof("name")
-    name = prog.read_cstring(prog.read_pointer(ops + off), 64)
-    return b"%s:[%d]" % (name, _ino(prog, dentry, lay))
+    ops = kernel.read_pointer(dentry + lay["d_fsdata"])
+    off = kernel.types.find_type("struct proc_ns_operations").offsetof("name")
+    name = kernel.read_cstring(kernel.read_pointer(ops + off), 64)
+    return b"%s:[%d]" % (name, _ino(kernel, dentry, lay))
 
 
 _D_DNAME = {
@@ -260,23 +260,23 @@ _D_DNAME = {
 }
 
 
-def _d_path(prog, vfsmnt: int, dentry: int) -> bytes:
-    lay = _layout(prog)
-    read_pointer = prog.read_pointer
+def _d_path(kernel, vfsmnt: int, dentry: int) -> bytes:
+    lay = _layout(kernel)
+    read_pointer = kernel.read_pointer
     mount = vfsmnt - lay["mnt"]
     d_op = read_pointer(dentry + lay["d_op"])
     if d_op:
         fn = read_pointer(d_op + lay["d_dname"])
         if fn and (read_pointer(dentry + lay["d_parent"]) != dentry
                    or dentry != read_pointer(mount + lay["mnt_root"])):
-            name = _sym_name(prog, fn)
+            name = _sym_name(kernel, fn)
             fmt = _D_DNAME.get(name)
             if fmt is None:
                 raise ValueError(f"d_path: dentry {dentry:#x} is named by {name or hex(fn)}(), "
                                  f"which kql does not know")
-            return fmt(prog, dentry, lay)
-    s, _ = _prepend_path(prog, dentry, mount, fs_root(prog))
-    if _d_unlinked(prog, dentry, lay):
+            return fmt(kernel, dentry, lay)
+    s, _ = _prepend_path(kernel, dentry, mount, fs_root(kernel))
+    if _d_unlinked(kernel, dentry, lay):
         s += b" (deleted)"
     return s
 
@@ -301,27 +301,27 @@ def task_mnt_ns(task: Object) -> Object:
     return task.nsproxy.mnt_ns
 
 
-def _default_ns(prog) -> Object:
+def _default_ns(kernel) -> Object:
     from kql.helpers.pid import find_task
     try:
-        task = find_task(prog, 1)
+        task = find_task(kernel, 1)
         if task.value_() and task.nsproxy.value_():
             return task_mnt_ns(task)
     except FaultError as e:
-        walk_warn(prog, f"for_each_mount: pid 1 unreadable, using init_task: {e}")
-    return task_mnt_ns(prog.var("init_task").address_of_())
+        walk_warn(kernel, f"for_each_mount: pid 1 unreadable, using init_task: {e}")
+    return task_mnt_ns(kernel.var("init_task").address_of_())
 
 
-def for_each_mount(prog, ns: Object | None = None) -> Iterator[Object]:
+def for_each_mount(kernel, ns: Object | None = None) -> Iterator[Object]:
     """Every mount of a mount namespace, in /proc/mounts order.
 
     :param ns: ``struct mnt_namespace *`` (default: pid 1's)
     :return: iterator of ``struct mount *``
     """
     if ns is None:
-        ns = _default_ns(prog)
-    mount_t = prog.types.find_type("struct mount")
-    ns_t = prog.types.find_type("struct mnt_namespace")
+        ns = _default_ns(kernel)
+    mount_t = kernel.types.find_type("struct mount")
+    ns_t = kernel.types.find_type("struct mnt_namespace")
     # Since Linux kernel commit 2eea9ce4310d ("mounts: keep list of mounts in an
     # rbtree") (in v6.8), the mounts of a namespace are in a red-black tree
     # (ns->mounts, mount.mnt_node) sorted by mnt_id_unique; before, a list
@@ -330,18 +330,18 @@ def for_each_mount(prog, ns: Object | None = None) -> Iterator[Object]:
         it = list_for_each_entry(mount_t, ns.list.address_of_(), "mnt_list")
     else:
         it = rbtree_inorder_for_each_entry(mount_t, ns.mounts.address_of_(), "mnt_node")
-    vfsmount = prog.types.find_type("struct vfsmount")
+    vfsmount = kernel.types.find_type("struct vfsmount")
     flags_off = mount_t.offsetof("mnt") + vfsmount.offsetof("mnt_flags")
     sb_off = mount_t.offsetof("mnt") + vfsmount.offsetof("mnt_sb")
     for m in it:
         try:
             # skip the cursors of open /proc/mounts files (5.8 to 6.7): they
             # have MNT_CURSOR and no superblock
-            if (prog.read_u32(m.value_() + flags_off) & MNT_FLAGS["CURSOR"]
-                    or not prog.read_pointer(m.value_() + sb_off)):
+            if (kernel.read_u32(m.value_() + flags_off) & MNT_FLAGS["CURSOR"]
+                    or not kernel.read_pointer(m.value_() + sb_off)):
                 continue
         except FaultError as e:
-            walk_warn(prog, f"for_each_mount: mount {m.value_():#x} unreadable: {e}")
+            walk_warn(kernel, f"for_each_mount: mount {m.value_():#x} unreadable: {e}")
             continue
         yield m
 
@@ -370,12 +370,12 @@ def mount_path(mnt: Object) -> str | None:
 
     :param mnt: ``struct mount *``
     """
-    prog = mnt.prog_
-    lay = _layout(prog)
+    kernel = mnt.prog_
+    lay = _layout(kernel)
     addr = mnt.value_()
-    root = prog.read_pointer(addr + lay["mnt_root"])
-    s, error = _prepend_path(prog, root, addr, fs_root(prog))
-    if error and fs_root(prog) is not None:
+    root = kernel.read_pointer(addr + lay["mnt_root"])
+    s, error = _prepend_path(kernel, root, addr, fs_root(kernel))
+    if error and fs_root(kernel) is not None:
         return None
     return _seq_escape(s)
 
@@ -385,12 +385,12 @@ def mount_fstype(mnt: Object) -> str:
 
     :param mnt: ``struct mount *``
     """
-    prog = mnt.prog_
+    kernel = mnt.prog_
     sb = mnt.mnt.mnt_sb
     s = _seq_escape(sb.s_type.name.string_())
     sub = sb.s_subtype.value_()
     if sub:
-        s += "." + _seq_escape(prog.read_cstring(sub, 256))
+        s += "." + _seq_escape(kernel.read_cstring(sub, 256))
     return s
 
 
@@ -409,16 +409,16 @@ def mnt_is_idmapped(mnt: Object) -> bool:
 
     :param mnt: ``struct mount *``
     """
-    prog = mnt.prog_
+    kernel = mnt.prog_
     v = mnt.mnt
     # Since "fs: introduce dedicated idmap type for mounts" (v6.3) a mount
     # has mnt_idmap (&nop_mnt_idmap when not
     # idmapped); before, mnt_userns (&init_user_ns).
     if v.has_member_("mnt_idmap"):
-        sym = prog.symbols.get("nop_mnt_idmap")
+        sym = kernel.symbols.get("nop_mnt_idmap")
         return sym is not None and v.mnt_idmap.value_() != sym.address
     if v.has_member_("mnt_userns"):
-        sym = prog.symbols.get("init_user_ns")
+        sym = kernel.symbols.get("init_user_ns")
         return sym is not None and v.mnt_userns.value_() != sym.address
     return False
 
@@ -433,7 +433,7 @@ def mount_options(mnt: Object) -> str:
 
     :param mnt: ``struct mount *``
     """
-    prog = mnt.prog_
+    kernel = mnt.prog_
     v = mnt.mnt
     sb = v.mnt_sb
     sb_flags = sb.s_flags.value_()
@@ -445,10 +445,10 @@ def mount_options(mnt: Object) -> str:
         out.append(",idmapped")
     fn = sb.s_op.show_options.value_()
     if fn:
-        name = _sym_name(prog, fn)
+        name = _sym_name(kernel, fn)
         show = _SHOW_OPTIONS.get(name)
         if show is None:
-            walk_warn(prog, f"mount_options: {mount_fstype(mnt)} options come from "
+            walk_warn(kernel, f"mount_options: {mount_fstype(mnt)} options come from "
                             f"{name or hex(fn)}(), which kql does not know; left out")
         else:
             out.append(show(sb))
@@ -457,10 +457,6 @@ def mount_options(mnt: Object) -> str:
 
 # -- per-filesystem show_options --------------------------------------------------------
 
-def _page_shift(prog) -> int:
-    return int(prog.vmcoreinfo.get("PAGESIZE", "4096")).bit_length() - 1
-
-
 _SHMEM_HUGE = {0: "never", 1: "always", 2: "within_size", 3: "advise", -1: "deny", -2: "force"}
 _MPOL_MODES = ("default", "prefer", "bind", "interleave", "local", "prefer (many)",
                "weighted interleave")
@@ -468,18 +464,19 @@ _MPOL_MODES = ("default", "prefer", "bind", "interleave", "local", "prefer (many
 
 def _shmem_show_options(sb: Object) -> str:
     """mm/shmem.c shmem_show_options()."""
-    prog = sb.prog_
-    info = Object(prog, "struct shmem_sb_info", sb.s_fs_info.value_()).read_()
+    kernel = sb.prog_
+    info = Object(kernel, "struct shmem_sb_info", sb.s_fs_info.value_()).read_()
+    from kql.helpers.mm import page_shift
     from kql.helpers.mmstat import totalhigh_pages, totalram_pages
-    nr_pages = totalram_pages(prog)
+    nr_pages = totalram_pages(kernel)
     out = []
     max_blocks = info.max_blocks.value_()
     # shmem_default_max_blocks() is totalram_pages() / 2 *now*: a mount made
     # before boot freed init memory shows its size.
     if max_blocks != nr_pages // 2:
-        out.append(",size=%dk" % (max_blocks << (_page_shift(prog) - 10)))
+        out.append(",size=%dk" % (max_blocks << (page_shift(kernel) - 10)))
     # shmem_default_max_inodes(): min(totalram - totalhigh, totalram / 2)
-    if info.max_inodes.value_() != min(nr_pages - totalhigh_pages(prog), nr_pages // 2):
+    if info.max_inodes.value_() != min(nr_pages - totalhigh_pages(kernel), nr_pages // 2):
         out.append(",nr_inodes=%d" % info.max_inodes.value_())
     mode = info.mode.value_()
     if mode != 0o1777:
@@ -500,7 +497,7 @@ def _shmem_show_options(sb: Object) -> str:
         out.append(",huge=" + _SHMEM_HUGE.get(huge, str(huge)))
     mpol = info.mpol.value_()
     if mpol:
-        mode = Object(prog, "struct mempolicy", mpol).mode.value_()
+        mode = Object(kernel, "struct mempolicy", mpol).mode.value_()
         if mode:
             out.append(",mpol=" + (_MPOL_MODES[mode] if mode < len(_MPOL_MODES) else str(mode)))
     # Since "shmem: add support to ignore swap" (v6.4)
@@ -530,14 +527,14 @@ def _proc_show_options(sb: Object) -> str:
 def _kernfs_show_options(sb: Object) -> str:
     """fs/kernfs/mount.c kernfs_sop_show_options(): the kernfs root's
     syscall_ops->show_options (none for sysfs)."""
-    prog = sb.prog_
+    kernel = sb.prog_
     # kernfs_info(sb)->root
-    kroot = Object(prog, "struct kernfs_super_info", sb.s_fs_info.value_()).root
+    kroot = Object(kernel, "struct kernfs_super_info", sb.s_fs_info.value_()).root
     ops = kroot.syscall_ops.value_()
     if ops:
-        fn = Object(prog, "struct kernfs_syscall_ops", ops).show_options.value_()
+        fn = Object(kernel, "struct kernfs_syscall_ops", ops).show_options.value_()
         if fn:
-            raise ValueError(f"kernfs options from {_sym_name(prog, fn) or hex(fn)}() "
+            raise ValueError(f"kernfs options from {_sym_name(kernel, fn) or hex(fn)}() "
                              f"are not known to kql")
     return ""
 
@@ -573,32 +570,32 @@ def for_each_file(task: Object) -> Iterator[tuple[int, Object]]:
     :param task: ``struct task_struct *``
     :return: iterator of ``(fd, struct file *)``
     """
-    prog = task.prog_
+    kernel = task.prog_
     files = task.files
     if not files.value_():
         return
     fdt = files.fdt.read_()
     max_fds = fdt.max_fds.value_()
     if max_fds > 1 << 24:
-        walk_warn(prog, f"for_each_file: task {task.value_():#x} has max_fds {max_fds}; "
+        walk_warn(kernel, f"for_each_file: task {task.value_():#x} has max_fds {max_fds}; "
                         f"corrupt fdtable")
         return
     fd_array = fdt.fd.value_()
-    pt = pointer_to(prog.types.find_type("struct file"))
+    pt = pointer_to(kernel.types.find_type("struct file"))
     chunk = 512
     for base in range(0, max_fds, chunk):
         n = min(chunk, max_fds - base)
         try:
-            psize = prog.arch.pointer_size
-            raw = prog.read(fd_array + psize * base, psize * n)
+            psize = kernel.arch.pointer_size
+            raw = kernel.read(fd_array + psize * base, psize * n)
         except FaultError as e:
-            walk_warn(prog, f"for_each_file: fd array of task {task.value_():#x} "
+            walk_warn(kernel, f"for_each_file: fd array of task {task.value_():#x} "
                             f"unreadable at fd {base}: {e}")
             return
         for i in range(n):
             f = int.from_bytes(raw[psize * i:psize * (i + 1)], "little")
             if f:
-                yield base + i, _ptr(prog, pt, f)
+                yield base + i, _ptr(kernel, pt, f)
 
 
 def file_inode(file: Object) -> Object:

@@ -20,20 +20,27 @@ __all__ = [
     "list_for_each", "list_for_each_reverse", "list_for_each_entry",
     "list_for_each_entry_reverse", "list_count_nodes", "hlist_empty",
     "hlist_for_each", "hlist_for_each_entry", "validate_list", "ValidationError",
-    "walk_warn", "DEFAULT_LIMIT",
+    "walk_warn", "DEFAULT_LIMIT", "is_list_poison",
 ]
 
 #: Upper bound on nodes visited by one walk (a cycle is caught much earlier).
 DEFAULT_LIMIT = 10_000_000
 
 
+def is_list_poison(value: int) -> bool:
+    """True for LIST_POISON1/2 (0x100/0x122 + POISON_POINTER_DELTA, 0 or
+    0xdead000000000000): what list_del() and list_del_rcu() leave behind,
+    so a node being walked on a running kernel was just removed."""
+    return value & 0xFFFF in (0x100, 0x122) and value >> 16 in (0, 0xDEAD00000000)
+
+
 class ValidationError(Exception):
     """A list is corrupt (raised by ``validate_*`` helpers only)."""
 
 
-def walk_warn(prog, message: str) -> None:
-    """Record a walk problem on the kernel (``prog.warn``) or as a Python warning."""
-    warn = getattr(prog, "warn", None)
+def walk_warn(kernel, message: str) -> None:
+    """Record a walk problem on the kernel (``kernel.warn``) or as a Python warning."""
+    warn = getattr(kernel, "warn", None)
     if warn is not None:
         warn(message)
     else:  # pragma: no cover - every Kernel has warn()
@@ -50,24 +57,24 @@ def _addr(obj: "Object") -> int:
     return obj.address_
 
 
-def _ptr_type(prog, type: "Type | str") -> tuple[Type, Type]:
-    t = prog.types.find_type(type) if isinstance(type, str) else type
+def _ptr_type(kernel, type: "Type | str") -> tuple[Type, Type]:
+    t = kernel.types.find_type(type) if isinstance(type, str) else type
     return t, pointer_to(t)
 
 
-def _ptr(prog, ptype: Type, value: int) -> Object:
-    return Object._make(prog, ptype, ptype, None, value)
+def _ptr(kernel, ptype: Type, value: int) -> Object:
+    return Object._make(kernel, ptype, ptype, None, value)
 
 
-def _list_head_type(prog) -> Type:
-    return prog.types.find_type("struct list_head")
+def _list_head_type(kernel) -> Type:
+    return kernel.types.find_type("struct list_head")
 
 
-def _next_prev(prog) -> tuple[int, int]:
-    cache = prog.cache
+def _next_prev(kernel) -> tuple[int, int]:
+    cache = kernel.cache
     offs = cache.get("list_head_offsets")
     if offs is None:
-        lh = _list_head_type(prog)
+        lh = _list_head_type(kernel)
         offs = cache["list_head_offsets"] = (lh.offsetof("next"), lh.offsetof("prev"))
     return offs
 
@@ -87,14 +94,14 @@ def list_is_singular(head: Object) -> bool:
 
     :param head: ``struct list_head *``
     """
-    prog = head.prog_
+    kernel = head.prog_
     addr = _addr(head)
-    nxt, prv = _next_prev(prog)
-    first = prog.read_pointer(addr + nxt)
-    return first != addr and first == prog.read_pointer(addr + prv)
+    nxt, prv = _next_prev(kernel)
+    first = kernel.read_pointer(addr + nxt)
+    return first != addr and first == kernel.read_pointer(addr + prv)
 
 
-def _walk(prog, head: int, offset: int, limit: int, what: str) -> Iterator[int]:
+def _walk(kernel, head: int, offset: int, limit: int, what: str) -> Iterator[int]:
     """Addresses of the nodes after ``head`` following the pointer at ``offset``
     (``next`` or ``prev`` of a ``struct list_head``).
 
@@ -102,26 +109,31 @@ def _walk(prog, head: int, offset: int, limit: int, what: str) -> Iterator[int]:
     recovered by walking from ``head`` the other way, so one filtered page
     costs one node, not the tail of the list.
     """
-    read_pointer = prog.read_pointer
+    read_pointer = kernel.read_pointer
     seen = set()
     pos = read_pointer(head + offset)   # an unreadable head is the caller's FaultError
     n = 0
     while pos != head:
         if not pos:
-            walk_warn(prog, f"{what}: NULL pointer in list at {head:#x} after {n} nodes")
+            walk_warn(kernel, f"{what}: NULL pointer in list at {head:#x} after {n} nodes")
             break
         if pos in seen:
-            walk_warn(prog, f"{what}: cycle in list at {head:#x}: node {pos:#x} seen twice "
+            walk_warn(kernel, f"{what}: cycle in list at {head:#x}: node {pos:#x} seen twice "
                             f"after {n} nodes")
             return
         if n >= limit:
-            walk_warn(prog, f"{what}: list at {head:#x} longer than {limit} nodes; stopped")
+            walk_warn(kernel, f"{what}: list at {head:#x} longer than {limit} nodes; stopped")
             return
         seen.add(pos)
         try:
             nxt = read_pointer(pos + offset)   # an unreadable node is not yielded
         except FaultError as e:
-            walk_warn(prog, f"{what}: node {pos:#x} unreadable after {n} nodes: {e}")
+            walk_warn(kernel, f"{what}: node {pos:#x} unreadable after {n} nodes: {e}")
+            break
+        if is_list_poison(nxt):
+            # list_del() poisoned it: on a running kernel, removed while we walked
+            walk_warn(kernel, f"{what}: node {pos:#x} was removed from the list at {head:#x} "
+                              f"after {n} nodes (LIST_POISON)")
             break
         n += 1
         yield pos
@@ -143,7 +155,7 @@ def _walk(prog, head: int, offset: int, limit: int, what: str) -> Iterator[int]:
     except FaultError:
         pass
     if tail:
-        walk_warn(prog, f"{what}: recovered {len(tail)} nodes of the list at {head:#x} "
+        walk_warn(kernel, f"{what}: recovered {len(tail)} nodes of the list at {head:#x} "
                         f"by walking it backwards")
     yield from reversed(tail)
 
@@ -154,11 +166,11 @@ def list_for_each(head: Object, *, limit: int = DEFAULT_LIMIT) -> Iterator[Objec
     :param head: ``struct list_head *``
     :return: iterator of ``struct list_head *``
     """
-    prog = head.prog_
-    nxt, _ = _next_prev(prog)
-    ptype = pointer_to(_list_head_type(prog))
-    for pos in _walk(prog, _addr(head), nxt, limit, "list_for_each"):
-        yield _ptr(prog, ptype, pos)
+    kernel = head.prog_
+    nxt, _ = _next_prev(kernel)
+    ptype = pointer_to(_list_head_type(kernel))
+    for pos in _walk(kernel, _addr(head), nxt, limit, "list_for_each"):
+        yield _ptr(kernel, ptype, pos)
 
 
 def list_for_each_reverse(head: Object, *, limit: int = DEFAULT_LIMIT) -> Iterator[Object]:
@@ -167,11 +179,11 @@ def list_for_each_reverse(head: Object, *, limit: int = DEFAULT_LIMIT) -> Iterat
     :param head: ``struct list_head *``
     :return: iterator of ``struct list_head *``
     """
-    prog = head.prog_
-    _, prv = _next_prev(prog)
-    ptype = pointer_to(_list_head_type(prog))
-    for pos in _walk(prog, _addr(head), prv, limit, "list_for_each_reverse"):
-        yield _ptr(prog, ptype, pos)
+    kernel = head.prog_
+    _, prv = _next_prev(kernel)
+    ptype = pointer_to(_list_head_type(kernel))
+    for pos in _walk(kernel, _addr(head), prv, limit, "list_for_each_reverse"):
+        yield _ptr(kernel, ptype, pos)
 
 
 def list_for_each_entry(type: "Type | str", head: Object, member: str, *,
@@ -184,12 +196,12 @@ def list_for_each_entry(type: "Type | str", head: Object, member: str, *,
         such as ``"se.group_node"`` works)
     :return: iterator of ``type *``
     """
-    prog = head.prog_
-    t, ptype = _ptr_type(prog, type)
+    kernel = head.prog_
+    t, ptype = _ptr_type(kernel, type)
     off = t.offsetof(member)
-    nxt, _ = _next_prev(prog)
-    for pos in _walk(prog, _addr(head), nxt, limit, f"list_for_each_entry({t}.{member})"):
-        yield _ptr(prog, ptype, pos - off)
+    nxt, _ = _next_prev(kernel)
+    for pos in _walk(kernel, _addr(head), nxt, limit, f"list_for_each_entry({t}.{member})"):
+        yield _ptr(kernel, ptype, pos - off)
 
 
 def list_for_each_entry_reverse(type: "Type | str", head: Object, member: str, *,
@@ -201,13 +213,13 @@ def list_for_each_entry_reverse(type: "Type | str", head: Object, member: str, *
     :param member: name of the ``struct list_head`` member of ``type``
     :return: iterator of ``type *``
     """
-    prog = head.prog_
-    t, ptype = _ptr_type(prog, type)
+    kernel = head.prog_
+    t, ptype = _ptr_type(kernel, type)
     off = t.offsetof(member)
-    _, prv = _next_prev(prog)
-    for pos in _walk(prog, _addr(head), prv, limit,
+    _, prv = _next_prev(kernel)
+    for pos in _walk(kernel, _addr(head), prv, limit,
                      f"list_for_each_entry_reverse({t}.{member})"):
-        yield _ptr(prog, ptype, pos - off)
+        yield _ptr(kernel, ptype, pos - off)
 
 
 def list_first_entry(head: Object, type: "Type | str", member: str) -> Object:
@@ -216,10 +228,10 @@ def list_first_entry(head: Object, type: "Type | str", member: str) -> Object:
     :param head: ``struct list_head *``
     :return: ``type *``
     """
-    prog = head.prog_
-    t, ptype = _ptr_type(prog, type)
-    nxt, _ = _next_prev(prog)
-    return _ptr(prog, ptype, prog.read_pointer(_addr(head) + nxt) - t.offsetof(member))
+    kernel = head.prog_
+    t, ptype = _ptr_type(kernel, type)
+    nxt, _ = _next_prev(kernel)
+    return _ptr(kernel, ptype, kernel.read_pointer(_addr(head) + nxt) - t.offsetof(member))
 
 
 def list_last_entry(head: Object, type: "Type | str", member: str) -> Object:
@@ -228,10 +240,10 @@ def list_last_entry(head: Object, type: "Type | str", member: str) -> Object:
     :param head: ``struct list_head *``
     :return: ``type *``
     """
-    prog = head.prog_
-    t, ptype = _ptr_type(prog, type)
-    _, prv = _next_prev(prog)
-    return _ptr(prog, ptype, prog.read_pointer(_addr(head) + prv) - t.offsetof(member))
+    kernel = head.prog_
+    t, ptype = _ptr_type(kernel, type)
+    _, prv = _next_prev(kernel)
+    return _ptr(kernel, ptype, kernel.read_pointer(_addr(head) + prv) - t.offsetof(member))
 
 
 def list_count_nodes(head: Object) -> int:
@@ -239,9 +251,9 @@ def list_count_nodes(head: Object) -> int:
 
     :param head: ``struct list_head *``
     """
-    prog = head.prog_
-    nxt, _ = _next_prev(prog)
-    return sum(1 for _ in _walk(prog, _addr(head), nxt, DEFAULT_LIMIT, "list_count_nodes"))
+    kernel = head.prog_
+    nxt, _ = _next_prev(kernel)
+    return sum(1 for _ in _walk(kernel, _addr(head), nxt, DEFAULT_LIMIT, "list_count_nodes"))
 
 
 def validate_list(head: Object) -> None:
@@ -250,15 +262,15 @@ def validate_list(head: Object) -> None:
     :param head: ``struct list_head *``
     :raises ValidationError: on a broken link, a cycle or an unreadable node
     """
-    prog = head.prog_
-    nxt, prv = _next_prev(prog)
+    kernel = head.prog_
+    nxt, prv = _next_prev(kernel)
     start = _addr(head)
     seen = {start}
     pos = start
     while True:
         try:
-            n = prog.read_pointer(pos + nxt)
-            back = prog.read_pointer(n + prv)
+            n = kernel.read_pointer(pos + nxt)
+            back = kernel.read_pointer(n + prv)
         except FaultError as e:
             raise ValidationError(f"list node {pos:#x} unreadable: {e}") from None
         if back != pos:
@@ -281,23 +293,23 @@ def hlist_empty(head: Object) -> bool:
     return head.prog_.read_pointer(_addr(head)) == 0
 
 
-def _hwalk(prog, head: int, limit: int, what: str) -> Iterator[int]:
-    read_pointer = prog.read_pointer
+def _hwalk(kernel, head: int, limit: int, what: str) -> Iterator[int]:
+    read_pointer = kernel.read_pointer
     seen = set()
     pos = read_pointer(head)     # hlist_head.first at offset 0; unreadable: FaultError
     n = 0
     while pos:
         if pos in seen:
-            walk_warn(prog, f"{what}: cycle in hlist at {head:#x}: node {pos:#x} seen twice")
+            walk_warn(kernel, f"{what}: cycle in hlist at {head:#x}: node {pos:#x} seen twice")
             return
         if n >= limit:
-            walk_warn(prog, f"{what}: hlist at {head:#x} longer than {limit} nodes; stopped")
+            walk_warn(kernel, f"{what}: hlist at {head:#x} longer than {limit} nodes; stopped")
             return
         seen.add(pos)
         try:
             nxt = read_pointer(pos)  # hlist_node.next at offset 0
         except FaultError as e:
-            walk_warn(prog, f"{what}: node {pos:#x} unreadable: {e}")
+            walk_warn(kernel, f"{what}: node {pos:#x} unreadable: {e}")
             return
         n += 1
         yield pos
@@ -310,10 +322,10 @@ def hlist_for_each(head: Object, *, limit: int = DEFAULT_LIMIT) -> Iterator[Obje
     :param head: ``struct hlist_head *``
     :return: iterator of ``struct hlist_node *``
     """
-    prog = head.prog_
-    ptype = pointer_to(prog.types.find_type("struct hlist_node"))
-    for pos in _hwalk(prog, _addr(head), limit, "hlist_for_each"):
-        yield _ptr(prog, ptype, pos)
+    kernel = head.prog_
+    ptype = pointer_to(kernel.types.find_type("struct hlist_node"))
+    for pos in _hwalk(kernel, _addr(head), limit, "hlist_for_each"):
+        yield _ptr(kernel, ptype, pos)
 
 
 def hlist_for_each_entry(type: "Type | str", head: Object, member: str, *,
@@ -325,8 +337,8 @@ def hlist_for_each_entry(type: "Type | str", head: Object, member: str, *,
     :param member: name of the ``struct hlist_node`` member of ``type``
     :return: iterator of ``type *``
     """
-    prog = head.prog_
-    t, ptype = _ptr_type(prog, type)
+    kernel = head.prog_
+    t, ptype = _ptr_type(kernel, type)
     off = t.offsetof(member)
-    for pos in _hwalk(prog, _addr(head), limit, f"hlist_for_each_entry({t}.{member})"):
-        yield _ptr(prog, ptype, pos - off)
+    for pos in _hwalk(kernel, _addr(head), limit, f"hlist_for_each_entry({t}.{member})"):
+        yield _ptr(kernel, ptype, pos - off)

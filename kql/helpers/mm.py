@@ -1,5 +1,7 @@
-"""Address spaces: VMAs, their /proc/PID/maps rendering, and user memory
-(include/linux/mm_types.h, fs/proc/task_mmu.c, fs/proc/base.c, mm/memory.c).
+"""Address spaces: the page size, VMAs, their /proc/PID/maps rendering, user
+memory (command line, environment) and a task's memory counters (RSS, VSZ)
+(include/linux/mm_types.h, include/linux/mm.h, fs/proc/task_mmu.c,
+fs/proc/base.c, mm/memory.c).
 
 User memory is read through the task's own page tables (``mm->pgd``), so a
 page that is not in the dump (makedumpfile ``-d 31`` drops user pages,
@@ -14,7 +16,8 @@ from typing import Iterator
 from kql.errors import ExcludedPageError, FaultError
 from kql.helpers.fs import _d_path, _sym_name
 from kql.helpers.list import _ptr, walk_warn
-from kql.helpers.maple import mt_for_each
+from kql.helpers.mapletree import mt_for_each
+from kql.helpers.percpu import percpu_counter_sum
 from kql.object import Object
 from kql.types import pointer_to
 
@@ -22,6 +25,8 @@ __all__ = [
     "for_each_vma", "vma_flags_str", "vma_name", "vma_file_offset", "vma_dev", "vma_ino",
     "vma_maps_line", "get_gate_vma", "mm_user_memory", "access_remote_vm",
     "task_cmdline_bytes", "task_environ_bytes", "task_environ", "VM_FLAGS",
+    "page_size", "page_shift", "get_mm_counter", "get_mm_counter_sum", "get_mm_rss",
+    "task_rss_bytes", "task_vsz_bytes", "task_cmdline", "task_argv", "MM_COUNTERS",
 ]
 
 # include/linux/mm.h VM_* (#defines, not in BTF; unchanged for decades).
@@ -36,15 +41,21 @@ _VM_OPS_NAMES = {
 }
 
 
-def _page_shift(prog) -> int:
-    return int(prog.vmcoreinfo.get("PAGESIZE", "4096")).bit_length() - 1
+def page_size(kernel) -> int:
+    """The kernel's ``PAGE_SIZE`` (VMCOREINFO ``PAGESIZE``)."""
+    return int(kernel.vmcoreinfo.get("PAGESIZE", "4096"))
 
 
-def _vma_type(prog):
-    t = prog.cache.get("vma_ptr_type")
+def page_shift(kernel) -> int:
+    """The kernel's ``PAGE_SHIFT``."""
+    return page_size(kernel).bit_length() - 1
+
+
+def _vma_type(kernel):
+    t = kernel.cache.get("vma_ptr_type")
     if t is None:
-        t = prog.cache["vma_ptr_type"] = pointer_to(
-            prog.types.find_type("struct vm_area_struct"))
+        t = kernel.cache["vma_ptr_type"] = pointer_to(
+            kernel.types.find_type("struct vm_area_struct"))
     return t
 
 
@@ -56,28 +67,28 @@ def for_each_vma(mm: Object) -> Iterator[Object]:
     :param mm: ``struct mm_struct *``
     :return: iterator of ``struct vm_area_struct *``
     """
-    prog = mm.prog_
-    pt = _vma_type(prog)
+    kernel = mm.prog_
+    pt = _vma_type(kernel)
     # Since Linux kernel commit d4af56c5c7c6 ("mm: start tracking VMAs with
     # maple tree") (in v6.1) VMAs are in mm->mm_mt; the mm->mmap list
     # (vm_next) went away in the same release ("mm: remove the vma linked list").
     if mm.has_member_("mm_mt"):
         for first, last, entry in mt_for_each(mm.mm_mt.address_of_()):
-            yield _ptr(prog, pt, entry)
+            yield _ptr(kernel, pt, entry)
         return
-    off = prog.types.find_type("struct vm_area_struct").offsetof("vm_next")
+    off = kernel.types.find_type("struct vm_area_struct").offsetof("vm_next")
     seen = set()
     vma = mm.mmap.value_()
     while vma:
         if vma in seen:
-            walk_warn(prog, f"for_each_vma: cycle at vma {vma:#x}")
+            walk_warn(kernel, f"for_each_vma: cycle at vma {vma:#x}")
             return
         seen.add(vma)
-        yield _ptr(prog, pt, vma)
+        yield _ptr(kernel, pt, vma)
         try:
-            vma = prog.read_pointer(vma + off)
+            vma = kernel.read_pointer(vma + off)
         except FaultError as e:
-            walk_warn(prog, f"for_each_vma: vma {vma:#x} unreadable: {e}")
+            walk_warn(kernel, f"for_each_vma: vma {vma:#x} unreadable: {e}")
             return
 
 
@@ -88,18 +99,18 @@ def get_gate_vma(mm: Object) -> Object | None:
     :param mm: ``struct mm_struct *``
     :return: ``struct vm_area_struct *`` or None
     """
-    prog = mm.prog_
-    if "gate_vma" not in prog.cache:
+    kernel = mm.prog_
+    if "gate_vma" not in kernel.cache:
         gate = None
-        mode = prog.symbols.get("vsyscall_mode")
-        sym = prog.symbols.get("gate_vma")
+        mode = kernel.symbols.get("vsyscall_mode")
+        sym = kernel.symbols.get("gate_vma")
         # arch/x86/entry/vsyscall/vsyscall_64.c: enum { EMULATE, XONLY, NONE }
         # (NATIVE, EMULATE, NONE before 5.3: NONE is 2 in both).
-        if mode is not None and sym is not None and prog.read_u32(mode.address) != 2:
+        if mode is not None and sym is not None and kernel.read_u32(mode.address) != 2:
             gate = sym.address
-        prog.cache["gate_vma"] = gate
-    gate = prog.cache["gate_vma"]
-    return None if gate is None else _ptr(prog, _vma_type(prog), gate)
+        kernel.cache["gate_vma"] = gate
+    gate = kernel.cache["gate_vma"]
+    return None if gate is None else _ptr(kernel, _vma_type(kernel), gate)
 
 
 def _vm_flags(vma: Object) -> int:
@@ -128,7 +139,7 @@ def vma_file_offset(vma: Object) -> int:
     """
     if not vma.vm_file.value_():
         return 0
-    return vma.vm_pgoff.value_() << _page_shift(vma.prog_)
+    return vma.vm_pgoff.value_() << page_shift(vma.prog_)
 
 
 def vma_dev(vma: Object) -> int:
@@ -164,9 +175,9 @@ def _anon_name(vma: Object, file: bool = False) -> bytes | None:
     p = vma.anon_name.value_()
     if not p:
         return None
-    prog = vma.prog_
-    off = prog.types.find_type("struct anon_vma_name").offsetof("name")
-    return prog.read_cstring(p + off, 256)
+    kernel = vma.prog_
+    off = kernel.types.find_type("struct anon_vma_name").offsetof("name")
+    return kernel.read_cstring(p + off, 256)
 
 
 def vma_name(vma: Object, mm: Object | None = None) -> str:
@@ -178,28 +189,28 @@ def vma_name(vma: Object, mm: Object | None = None) -> str:
     :param vma: ``struct vm_area_struct *``
     :param mm: ``struct mm_struct *`` owning it (default ``vma->vm_mm``)
     """
-    prog = vma.prog_
+    kernel = vma.prog_
     v = vma.read_()
     file = v.vm_file.value_()
     if file:
         anon = _anon_name(vma, file=True)
         if anon is not None:
             return "[anon_shmem:%s]" % anon.decode(errors="replace")
-        f = Object(prog, "struct file", file)
+        f = Object(kernel, "struct file", file)
         path = f.f_path.read_()
-        s = _d_path(prog, path.mnt.value_(), path.dentry.value_())
+        s = _d_path(kernel, path.mnt.value_(), path.dentry.value_())
         return s.replace(b"\n", b"\\012").decode(errors="surrogateescape")
     ops = v.vm_ops.value_()
     if ops:
-        fn = Object(prog, "struct vm_operations_struct", ops).name.value_()
+        fn = Object(kernel, "struct vm_operations_struct", ops).name.value_()
         if fn:
-            fname = _sym_name(prog, fn)
+            fname = _sym_name(kernel, fn)
             how = _VM_OPS_NAMES.get(fname)
             if how is None:
                 raise ValueError(f"vma {vma.value_():#x} is named by {fname or hex(fn)}(), "
                                  f"which kql does not know")
             if how == "special":
-                sm = Object(prog, "struct vm_special_mapping", v.vm_private_data.value_())
+                sm = Object(kernel, "struct vm_special_mapping", v.vm_private_data.value_())
                 return sm.name.string_(256).decode(errors="replace")
             return how
     vm_mm = v.vm_mm.value_()
@@ -245,17 +256,17 @@ def mm_user_memory(mm: Object):
     :return: a :class:`kql.memory.UserVirtual`
     """
     from kql.memory import UserVirtual
-    prog = mm.prog_
-    layers = prog.cache.setdefault("user_layers", {})
+    kernel = mm.prog_
+    layers = kernel.cache.setdefault("user_layers", {})
     pgd = mm.pgd.value_()
     layer = layers.get(pgd)
     if layer is None:
         if len(layers) > 256:
             layers.clear()
-        kv = prog.memory
+        kv = kernel.memory
         layer = layers[pgd] = UserVirtual(
-            prog.dump.phys, prog.arch, kv.translate(pgd), levels=kv.levels,
-            sme_mask=int(prog.vmcoreinfo.get("NUMBER(sme_mask)", "0") or 0))
+            kernel.dump.phys, kernel.arch, kv.translate(pgd), levels=kv.levels,
+            sme_mask=int(kernel.vmcoreinfo.get("NUMBER(sme_mask)", "0") or 0))
     return layer
 
 
@@ -273,7 +284,7 @@ def access_remote_vm(mm: Object, addr: int, size: int) -> bytes:
     if excluded is not None and size:
         # With zero_excluded a filtered page reads as zeros: user memory must
         # not turn that into an empty command line.
-        page = 1 << _page_shift(mm.prog_)
+        page = 1 << page_shift(mm.prog_)
         for va in range(addr & ~(page - 1), addr + size, page):
             pa = layer.translate(va)
             if excluded(pa):
@@ -282,11 +293,11 @@ def access_remote_vm(mm: Object, addr: int, size: int) -> bytes:
     return data
 
 
-def _excluded_test(prog):
+def _excluded_test(kernel):
     """``fn(paddr) -> bool`` telling filtered pages when the dump reads them
     as zeros (zero_excluded); None otherwise."""
-    if "excluded_test" not in prog.cache:
-        phys = prog.dump.phys
+    if "excluded_test" not in kernel.cache:
+        phys = kernel.dump.phys
         fn = None
         zero = getattr(phys, "_zero_excluded", None)
         if zero is None:
@@ -296,8 +307,8 @@ def _excluded_test(prog):
             if fn is None and hasattr(phys, "excluded_ranges"):
                 ranges = phys.excluded_ranges()
                 fn = lambda pa: any(s <= pa < e for s, e in ranges)   # noqa: E731
-        prog.cache["excluded_test"] = fn
-    return prog.cache["excluded_test"]
+        kernel.cache["excluded_test"] = fn
+    return kernel.cache["excluded_test"]
 
 
 def task_cmdline_bytes(task: Object) -> bytes | None:
@@ -322,7 +333,7 @@ def task_cmdline_bytes(task: Object) -> bytes | None:
     raw = access_remote_vm(mm, start, min(env_end - start, 1 << 20))
     if raw[end - start - 1] == 0:
         return raw[:end - start]
-    page = 1 << _page_shift(task.prog_)
+    page = 1 << page_shift(task.prog_)
     title = raw[:page]
     nul = title.find(b"\0")
     return title if nul < 0 else title[:nul + 1]
@@ -361,3 +372,110 @@ def task_environ(task: Object) -> list[tuple[str, str | None]] | None:
         out.append((name.decode(errors="replace"),
                     value.decode(errors="replace") if eq else None))
     return out
+
+
+def _enumerator(kernel, name: str, default: int) -> int:
+    cache = kernel.cache.setdefault("enumerators", {})
+    v = cache.get(name)
+    if v is None:
+        btf = kernel.btf
+        hit = btf.find_enumerator(name) if btf is not None else None
+        v = cache[name] = hit[1] if hit is not None else default
+    return v
+
+
+#: include/linux/mm_types_task.h (an anonymous enum; values read from BTF,
+#: these are the defaults since 4.5).
+MM_COUNTERS = {"MM_FILEPAGES": 0, "MM_ANONPAGES": 1, "MM_SWAPENTS": 2, "MM_SHMEMPAGES": 3}
+
+
+def _rss_counter(mm: Object, member: str):
+    i = _enumerator(mm.prog_, member, MM_COUNTERS[member])
+    rss = mm.rss_stat
+    # Since Linux kernel commit f1a7941243c1 ("mm: convert mm's rss stats into
+    # percpu_counter") (in v6.2), rss_stat is an array of percpu_counter;
+    # before, it is struct mm_rss_stat { atomic_long_t count[]; }.
+    if rss.type_.strip_typedefs().kind == "array":
+        return rss[i], True
+    return rss.count[i].counter, False
+
+
+def get_mm_counter(mm: Object, member: str) -> int:
+    """``get_mm_counter(mm, member)`` (``member`` like ``"MM_ANONPAGES"``), in
+    pages, clamped at 0 as the kernel does; on 6.2+ only the shared count of
+    the percpu_counter (``percpu_counter_read_positive()``).
+
+    :param mm: ``struct mm_struct *``
+    """
+    c, percpu = _rss_counter(mm, member)
+    return max((c.count if percpu else c).value_(), 0)
+
+
+def get_mm_counter_sum(mm: Object, member: str) -> int:
+    """``get_mm_counter_sum()``: the exact counter, per-CPU deltas included
+    (``percpu_counter_sum_positive()``), in pages.
+
+    :param mm: ``struct mm_struct *``
+    """
+    c, percpu = _rss_counter(mm, member)
+    if not percpu:
+        return max(c.value_(), 0)
+    return max(percpu_counter_sum(c), 0)
+
+
+def get_mm_rss(mm: Object) -> int:
+    """File + anon + shmem pages, exact (per-CPU deltas summed), as /proc
+    VmRSS counts them (fs/proc/task_mmu.c task_mem(); kernels whose /proc
+    uses get_mm_counter() may show up to a batch per CPU less).
+
+    :param mm: ``struct mm_struct *``
+    """
+    return sum(get_mm_counter_sum(mm, m) for m in ("MM_FILEPAGES", "MM_ANONPAGES",
+                                                   "MM_SHMEMPAGES"))
+
+
+def task_rss_bytes(task: Object) -> int | None:
+    """Resident set size in bytes (/proc VmRSS); None without an mm.
+
+    :param task: ``struct task_struct *``
+    """
+    mm = task.mm
+    if not mm.value_():
+        return None
+    return get_mm_rss(mm) * page_size(task.prog_)
+
+
+def task_vsz_bytes(task: Object) -> int | None:
+    """Virtual size in bytes (``mm->total_vm``, /proc VmSize); None without an mm.
+
+    :param task: ``struct task_struct *``
+    """
+    mm = task.mm
+    if not mm.value_():
+        return None
+    return mm.total_vm.value_() * page_size(task.prog_)
+
+
+def task_argv(task: Object) -> list[str] | None:
+    """The task's argv as /proc/PID/cmdline gives it, read from user memory
+    through the task's own page tables; None for tasks without an mm.
+    Raises FaultError when the pages are not in the dump (makedumpfile
+    -d 31 drops user pages), also when the dump reads them as zeros.
+
+    :param task: ``struct task_struct *``
+    """
+    raw = task_cmdline_bytes(task)
+    if raw is None:
+        return None
+    if raw.endswith(b"\0"):
+        raw = raw[:-1]
+    return [a.decode(errors="replace") for a in raw.split(b"\0")] if raw else []
+
+
+def task_cmdline(task: Object) -> str | None:
+    """The command line with arguments joined by spaces (as ps shows it).
+
+    :param task: ``struct task_struct *``
+    """
+    argv = task_argv(task)
+    return None if argv is None else " ".join(argv)

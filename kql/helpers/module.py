@@ -17,12 +17,12 @@ __all__ = ["for_each_module", "find_module", "module_name", "module_state",
            "module_symbols"]
 
 
-def for_each_module(prog) -> Iterator[Object]:
+def for_each_module(kernel) -> Iterator[Object]:
     """Every loaded module, in ``modules`` list order (newest first).
 
     :return: iterator of ``struct module *``
     """
-    head = prog.var("modules").address_of_()
+    head = kernel.var("modules").address_of_()
     yield from list_for_each_entry("struct module", head, "list")
 
 
@@ -31,12 +31,12 @@ def module_name(mod: Object) -> str:
     return mod.name.string_().decode(errors="replace")
 
 
-def find_module(prog, name: str) -> Object | None:
+def find_module(kernel, name: str) -> Object | None:
     """The module called ``name``, or None.
 
     :return: ``struct module *``
     """
-    for mod in for_each_module(prog):
+    for mod in for_each_module(kernel):
         if module_name(mod) == name:
             return mod
     return None
@@ -55,11 +55,11 @@ def module_state(mod: Object) -> str:
     return name.removeprefix("MODULE_STATE_").lower()
 
 
-def _mem_types(prog) -> tuple[int, ...] | None:
+def _mem_types(kernel) -> tuple[int, ...] | None:
     """Indexes of mod->mem[] (6.4+), or None for the older layouts."""
-    cache = prog.cache
+    cache = kernel.cache
     if "module_mem_types" not in cache:
-        t = prog.types.find_type("struct module")
+        t = kernel.types.find_type("struct module")
         cache["module_mem_types"] = None
         if t.has_member("mem"):
             n = t.member("mem")[0].type.strip_typedefs().length or 0
@@ -67,8 +67,8 @@ def _mem_types(prog) -> tuple[int, ...] | None:
     return cache["module_mem_types"]
 
 
-def _mod_mem_type(prog, name: str, default: int) -> int:
-    btf = prog.btf
+def _mod_mem_type(kernel, name: str, default: int) -> int:
+    btf = kernel.btf
     hit = btf.find_enumerator(name) if btf is not None else None
     return hit[1] if hit is not None else default
 
@@ -113,29 +113,29 @@ def module_refcount(mod: Object) -> int | None:
     return mod.refcnt.counter.value_() - 1
 
 
-def _taint_flags(prog) -> list[tuple[str, bool]]:
+def _taint_flags(kernel) -> list[tuple[str, bool]]:
     """(letter, applies to modules) for each taint bit, from the kernel's
     own ``taint_flags[]``."""
-    flags = prog.cache.get("taint_flags")
+    flags = kernel.cache.get("taint_flags")
     if flags is None:
         flags = []
-        sym = prog.symbols.get("taint_flags")
+        sym = kernel.symbols.get("taint_flags")
         if sym is not None:
-            t = prog.types.find_type("struct taint_flag")
+            t = kernel.types.find_type("struct taint_flag")
             size = t.size
             co, mo = t.offsetof("c_true"), t.offsetof("module")
             # The array has TAINT_FLAGS_COUNT entries; stop at the first that
             # is not a letter (the symbol's size may include padding).
             for i in range(64):
                 try:
-                    raw = prog.read(sym.address + i * size, size)
+                    raw = kernel.read(sym.address + i * size, size)
                 except FaultError:
                     break
                 c = raw[co:co + 1]
                 if not c.isalpha():
                     break
                 flags.append((c.decode(), bool(raw[mo])))
-        prog.cache["taint_flags"] = flags
+        kernel.cache["taint_flags"] = flags
     return flags
 
 
@@ -163,7 +163,7 @@ def module_symbols(mod: Object) -> Iterator[tuple[str, int, int, str]]:
 
     :param mod: ``struct module *``
     """
-    prog = mod.prog_
+    kernel = mod.prog_
     ks = mod.kallsyms
     if not ks.value_():
         return
@@ -173,21 +173,21 @@ def module_symbols(mod: Object) -> Iterator[tuple[str, int, int, str]]:
         return
     symtab = ks.symtab.value_()
     strtab = ks.strtab.value_()
-    if prog.arch.pointer_size == 4:       # Elf32_Sym: st_value, st_size before st_info
+    if kernel.arch.pointer_size == 4:       # Elf32_Sym: st_value, st_size before st_info
         sym_struct, order = _ELF32_SYM, (0, 3, 4, 5, 1, 2)
     else:
         sym_struct, order = _ELF64_SYM, (0, 1, 2, 3, 4, 5)
-    raw = prog.read(symtab, n * sym_struct.size)
+    raw = kernel.read(symtab, n * sym_struct.size)
     # Kernels with mod_kallsyms.typetab keep the nm letters there (filled in
     # by add_kallsyms()); without it there is no letter to report.
     typetab = ks.typetab.value_() if ks.has_member_("typetab") else 0
-    types = prog.read(typetab, n) if typetab else None
+    types = kernel.read(typetab, n) if typetab else None
     for i in range(n):
         fields = sym_struct.unpack_from(raw, i * sym_struct.size)
         st_name, st_info, _other, shndx, value, size = (fields[j] for j in order)
         if i == 0 or not st_name:
             continue
-        name = prog.read_cstring(strtab + st_name, 512).decode(errors="replace")
+        name = kernel.read_cstring(strtab + st_name, 512).decode(errors="replace")
         letter = chr(types[i]) if types is not None else "?"
         if not name or letter == "U":
             continue

@@ -21,7 +21,7 @@ from typing import Iterator
 from kql.errors import FaultError
 from kql.helpers.list import _ptr, list_for_each_entry, walk_warn
 from kql.helpers.fs import for_each_file
-from kql.helpers.sched import for_each_task_and_pid
+from kql.helpers.pid import for_each_task_and_pid
 from kql.object import Object
 from kql.types import pointer_to
 
@@ -64,21 +64,21 @@ _CHAIN_LIMIT = 1_000_000
 
 # -- namespaces and devices -----------------------------------------------------------
 
-def for_each_net(prog) -> Iterator[Object]:
+def for_each_net(kernel) -> Iterator[Object]:
     """Every network namespace (``for_each_net``), ``init_net`` first.
 
     :return: iterator of ``struct net *``
     """
-    head = prog.var("net_namespace_list", "struct list_head").address_of_()
+    head = kernel.var("net_namespace_list", "struct list_head").address_of_()
     yield from list_for_each_entry("struct net", head, "list")
 
 
-def init_net(prog) -> Object:
+def init_net(kernel) -> Object:
     """``&init_net``.
 
     :return: ``struct net *``
     """
-    return prog.var("init_net", "struct net").address_of_()
+    return kernel.var("init_net", "struct net").address_of_()
 
 
 def for_each_netdev(net: Object) -> Iterator[Object]:
@@ -144,19 +144,19 @@ def netdev_ipv6_addresses(dev: Object) -> list[str]:
 
 # -- hash chains -------------------------------------------------------------------------
 
-def _chains(prog, base: int, count: int, stride: int, what: str) -> Iterator[int]:
+def _chains(kernel, base: int, count: int, stride: int, what: str) -> Iterator[int]:
     """The first-node pointers of ``count`` hash buckets at ``base`` (``stride``
     bytes apart, the head pointer at the start of each), read in large chunks;
     empty buckets (NULL, or an odd hlist_nulls marker) are skipped."""
     step = max(1, (1 << 20) // stride)
-    word = prog.arch.pointer_size
+    word = kernel.arch.pointer_size
     head = struct.Struct("<Q" if word == 8 else "<I")
     for start in range(0, count, step):
         n = min(step, count - start)
         try:
-            raw = prog.read(base + start * stride, (n - 1) * stride + word)
+            raw = kernel.read(base + start * stride, (n - 1) * stride + word)
         except FaultError as e:
-            walk_warn(prog, f"{what}: buckets {start}..{start + n - 1} at {base:#x} "
+            walk_warn(kernel, f"{what}: buckets {start}..{start + n - 1} at {base:#x} "
                             f"unreadable: {e}")
             continue
         for i in range(n):
@@ -165,66 +165,66 @@ def _chains(prog, base: int, count: int, stride: int, what: str) -> Iterator[int
                 yield first
 
 
-def _chain(prog, first: int, what: str) -> Iterator[int]:
+def _chain(kernel, first: int, what: str) -> Iterator[int]:
     """Nodes of an hlist / hlist_nulls chain from its first node (``next`` at
     offset 0; the chain ends at NULL or an odd nulls marker)."""
     seen = set()
     pos = first
     while pos and not pos & 1:
         if pos in seen:
-            walk_warn(prog, f"{what}: cycle at node {pos:#x}")
+            walk_warn(kernel, f"{what}: cycle at node {pos:#x}")
             return
         if len(seen) >= _CHAIN_LIMIT:
-            walk_warn(prog, f"{what}: chain longer than {_CHAIN_LIMIT} nodes; stopped")
+            walk_warn(kernel, f"{what}: chain longer than {_CHAIN_LIMIT} nodes; stopped")
             return
         seen.add(pos)
         try:
-            nxt = prog.read_pointer(pos)
+            nxt = kernel.read_pointer(pos)
         except FaultError as e:
-            walk_warn(prog, f"{what}: node {pos:#x} unreadable: {e}")
+            walk_warn(kernel, f"{what}: node {pos:#x} unreadable: {e}")
             return
         yield pos
         pos = nxt
 
 
-def _sock_ptr(prog, addr: int) -> Object:
-    pt = prog.cache.get("sock_ptr_type")
+def _sock_ptr(kernel, addr: int) -> Object:
+    pt = kernel.cache.get("sock_ptr_type")
     if pt is None:
-        pt = prog.cache["sock_ptr_type"] = pointer_to(prog.types.find_type("struct sock"))
-    return _ptr(prog, pt, addr)
+        pt = kernel.cache["sock_ptr_type"] = pointer_to(kernel.types.find_type("struct sock"))
+    return _ptr(kernel, pt, addr)
 
 
-def _node_offset(prog) -> int:
+def _node_offset(kernel) -> int:
     """offsetof(struct sock, __sk_common.skc_node) (== skc_nulls_node)."""
-    off = prog.cache.get("sock_node_offset")
+    off = kernel.cache.get("sock_node_offset")
     if off is None:
-        off = prog.cache["sock_node_offset"] = \
-            prog.types.find_type("struct sock").offsetof("__sk_common.skc_node")
+        off = kernel.cache["sock_node_offset"] = \
+            kernel.types.find_type("struct sock").offsetof("__sk_common.skc_node")
     return off
 
 
-def _walk_table(prog, base: int, count: int, stride: int, what: str) -> Iterator[Object]:
-    off = _node_offset(prog)
-    for first in _chains(prog, base, count, stride, what):
-        for node in _chain(prog, first, what):
-            yield _sock_ptr(prog, node - off)
+def _walk_table(kernel, base: int, count: int, stride: int, what: str) -> Iterator[Object]:
+    off = _node_offset(kernel)
+    for first in _chains(kernel, base, count, stride, what):
+        for node in _chain(kernel, first, what):
+            yield _sock_ptr(kernel, node - off)
 
 
 # -- TCP ---------------------------------------------------------------------------------
 
-def _inet_hashinfos(prog) -> list[int]:
+def _inet_hashinfos(kernel) -> list[int]:
     """Addresses of the distinct ``struct inet_hashinfo`` of TCP: ``tcp_hashinfo``
     and any per-netns table."""
     out = []
-    sym = prog.symbols.get("tcp_hashinfo")
+    sym = kernel.symbols.get("tcp_hashinfo")
     if sym is not None:
         out.append(sym.address)
     try:
-        dr = prog.types.find_type("struct inet_timewait_death_row")
+        dr = kernel.types.find_type("struct inet_timewait_death_row")
         # Since Linux 6.1 (commit d1e5e6408b30 "tcp: Introduce optional per-netns
         # ehash.") a namespace may have its own table: net->ipv4.tcp_death_row.hashinfo.
         if dr.has_member("hashinfo"):
-            for net in for_each_net(prog):
+            for net in for_each_net(kernel):
                 dr_obj = net.ipv4.tcp_death_row
                 if dr_obj.type_.strip_typedefs().kind == "pointer":
                     dr_obj = dr_obj.deref_()
@@ -232,11 +232,11 @@ def _inet_hashinfos(prog) -> list[int]:
                 if h and h not in out:
                     out.append(h)
     except (FaultError, LookupError) as e:
-        walk_warn(prog, f"for_each_tcp_sock: per-netns TCP tables unreadable: {e}")
+        walk_warn(kernel, f"for_each_tcp_sock: per-netns TCP tables unreadable: {e}")
     return out
 
 
-def for_each_tcp_sock(prog) -> Iterator[Object]:
+def for_each_tcp_sock(kernel) -> Iterator[Object]:
     """Every TCP socket in the inet hash tables (IPv4 and IPv6): listening
     sockets, then established, time-wait and request sockets, as /proc/net/tcp
     and tcp6 list them.  Time-wait (``struct inet_timewait_sock``) and request
@@ -245,10 +245,10 @@ def for_each_tcp_sock(prog) -> Iterator[Object]:
 
     :return: iterator of ``struct sock *``
     """
-    ht = prog.types.find_type("struct inet_hashinfo")
-    lb = prog.types.find_type("struct inet_listen_hashbucket")
-    for addr in _inet_hashinfos(prog):
-        h = Object(prog, ht, addr).read_()
+    ht = kernel.types.find_type("struct inet_hashinfo")
+    lb = kernel.types.find_type("struct inet_listen_hashbucket")
+    for addr in _inet_hashinfos(kernel):
+        h = Object(kernel, ht, addr).read_()
         head_off = lb.offsetof("nulls_head" if lb.has_member("nulls_head") else "head")
         # Since Linux 5.19 (commit cae3873c5b3a "net: inet: Retire port only
         # listening_hash") listeners are only in lhash2, chained by
@@ -256,78 +256,78 @@ def for_each_tcp_sock(prog) -> Iterator[Object]:
         # sk_nulls_node (sk_node before 4.x's hlist_nulls), walked instead.
         if ht.has_member("listening_hash"):
             lh = h.listening_hash
-            yield from _walk_table(prog, addr + ht.offsetof("listening_hash") + head_off,
+            yield from _walk_table(kernel, addr + ht.offsetof("listening_hash") + head_off,
                                    len(lh), lb.size, "tcp listening_hash")
         else:
-            yield from _walk_table(prog, h.lhash2.value_() + head_off,
+            yield from _walk_table(kernel, h.lhash2.value_() + head_off,
                                    h.lhash2_mask.value_() + 1, lb.size, "tcp lhash2")
-        eb = prog.types.find_type("struct inet_ehash_bucket")
-        yield from _walk_table(prog, h.ehash.value_(), h.ehash_mask.value_() + 1, eb.size,
+        eb = kernel.types.find_type("struct inet_ehash_bucket")
+        yield from _walk_table(kernel, h.ehash.value_(), h.ehash_mask.value_() + 1, eb.size,
                                "tcp ehash")
 
 
 # -- UDP ---------------------------------------------------------------------------------
 
-def _udp_tables(prog) -> list[int]:
+def _udp_tables(kernel) -> list[int]:
     out = []
     for name in ("udp_table", "udplite_table"):
-        sym = prog.symbols.get(name)
+        sym = kernel.symbols.get(name)
         if sym is not None:
             out.append(sym.address)
     # Since Linux 6.2 (commit ba6aac151302 "udp: Introduce optional per-netns
     # hash table.") a namespace may have its own net->ipv4.udp_table.
     try:
-        if prog.types.find_type("struct netns_ipv4").has_member("udp_table"):
-            for net in for_each_net(prog):
+        if kernel.types.find_type("struct netns_ipv4").has_member("udp_table"):
+            for net in for_each_net(kernel):
                 t = net.ipv4.udp_table.value_()
                 if t and t not in out:
                     out.append(t)
     except (FaultError, LookupError) as e:
-        walk_warn(prog, f"for_each_udp_sock: per-netns UDP tables unreadable: {e}")
+        walk_warn(kernel, f"for_each_udp_sock: per-netns UDP tables unreadable: {e}")
     return out
 
 
-def for_each_udp_sock(prog) -> Iterator[Object]:
+def for_each_udp_sock(kernel) -> Iterator[Object]:
     """Every bound UDP and UDP-Lite socket (IPv4 and IPv6) in the port hash
     (``udp_table.hash``, chained by ``sk_node``), as /proc/net/udp, udp6 list them.
 
     :return: iterator of ``struct sock *``
     """
-    ut = prog.types.find_type("struct udp_table")
-    hs = prog.types.find_type("struct udp_hslot")
+    ut = kernel.types.find_type("struct udp_table")
+    hs = kernel.types.find_type("struct udp_hslot")
     head_off = hs.offsetof("head")
-    for addr in _udp_tables(prog):
-        t = Object(prog, ut, addr).read_()
-        yield from _walk_table(prog, t.hash.value_() + head_off, t.mask.value_() + 1,
+    for addr in _udp_tables(kernel):
+        t = Object(kernel, ut, addr).read_()
+        yield from _walk_table(kernel, t.hash.value_() + head_off, t.mask.value_() + 1,
                                hs.size, "udp hash")
 
 
 # -- UNIX --------------------------------------------------------------------------------
 
-def for_each_unix_sock(prog) -> Iterator[Object]:
+def for_each_unix_sock(kernel) -> Iterator[Object]:
     """Every UNIX socket in the hash tables (bound and unbound), as
     /proc/net/unix lists them.
 
     :return: iterator of ``struct sock *``
     """
-    net_t = prog.types.find_type("struct net")
-    head = prog.types.find_type("struct hlist_head").size     # one pointer
+    net_t = kernel.types.find_type("struct net")
+    head = kernel.types.find_type("struct hlist_head").size     # one pointer
     if net_t.has_member("unx") and \
-            prog.types.find_type("struct netns_unix").has_member("table"):
-        for net in for_each_net(prog):
+            kernel.types.find_type("struct netns_unix").has_member("table"):
+        for net in for_each_net(kernel):
             buckets = net.unx.table.buckets.value_()
             if buckets:
-                yield from _walk_table(prog, buckets, _UNIX_NET_BUCKETS, head, "unix table")
+                yield from _walk_table(kernel, buckets, _UNIX_NET_BUCKETS, head, "unix table")
         return
-    sym = prog.symbols.get("unix_socket_table")
+    sym = kernel.symbols.get("unix_socket_table")
     if sym is not None:
         n = _UNIX_GLOBAL_BUCKETS
         if sym.size and sym.size // head < n:
             n = sym.size // head
-        yield from _walk_table(prog, sym.address, n, head, "unix_socket_table")
+        yield from _walk_table(kernel, sym.address, n, head, "unix_socket_table")
 
 
-def for_each_socket(prog) -> Iterator[Object]:
+def for_each_socket(kernel) -> Iterator[Object]:
     """TCP, UDP and UNIX sockets of the hash tables, each once.
 
     :return: iterator of ``struct sock *``
@@ -335,13 +335,13 @@ def for_each_socket(prog) -> Iterator[Object]:
     seen = set()
     for gen in (for_each_tcp_sock, for_each_udp_sock, for_each_unix_sock):
         try:
-            for sk in gen(prog):
+            for sk in gen(kernel):
                 a = sk.value_()
                 if a not in seen:
                     seen.add(a)
                     yield sk
         except (FaultError, LookupError) as e:
-            walk_warn(prog, f"for_each_socket: {gen.__name__}: {e}")
+            walk_warn(kernel, f"for_each_socket: {gen.__name__}: {e}")
 
 
 # -- socket facts -------------------------------------------------------------------------
@@ -398,13 +398,13 @@ def sock_protocol(sk: Object) -> str:
     return AF_NAMES.get(fam, str(fam))
 
 
-def tcp_state_names(prog) -> dict[int, str]:
+def tcp_state_names(kernel) -> dict[int, str]:
     """``{TCP_ESTABLISHED: 'ESTABLISHED', ...}`` from the kernel's own enum."""
-    names = prog.cache.get("tcp_state_names")
+    names = kernel.cache.get("tcp_state_names")
     if names is None:
         names = {}
         try:
-            t, _ = prog.btf.find_enumerator("TCP_ESTABLISHED")
+            t, _ = kernel.btf.find_enumerator("TCP_ESTABLISHED")
             names = {v: n[4:] for n, v in t.enumerators if n != "TCP_MAX_STATES"}
         except (AttributeError, TypeError, LookupError):
             pass
@@ -412,7 +412,7 @@ def tcp_state_names(prog) -> dict[int, str]:
             names = dict(enumerate(("", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1",
                                     "FIN_WAIT2", "TIME_WAIT", "CLOSE", "CLOSE_WAIT",
                                     "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV")))
-        prog.cache["tcp_state_names"] = names
+        kernel.cache["tcp_state_names"] = names
     return names
 
 
@@ -428,10 +428,10 @@ def sock_state_name(sk: Object) -> str:
     return tcp_state_names(sk.prog_).get(st, str(st))
 
 
-def _ip(prog, common: Object, v4: str, v6: str, fam: int) -> str:
+def _ip(kernel, common: Object, v4: str, v6: str, fam: int) -> str:
     if fam == AF_INET:
         return str(ipaddress.IPv4Address(common.member_(v4).value_().to_bytes(4, "little")))
-    return str(ipaddress.IPv6Address(prog.read(common.member_(v6).address_, 16)))
+    return str(ipaddress.IPv6Address(kernel.read(common.member_(v6).address_, 16)))
 
 
 def sock_local(sk: Object) -> tuple[str | None, int | None]:
@@ -478,16 +478,16 @@ def unix_sock_path(sk: Object) -> str | None:
 
     :param sk: ``struct sock *`` of an AF_UNIX socket
     """
-    prog = sk.prog_
+    kernel = sk.prog_
     addr = _unix_sock(sk).addr.value_()
     if not addr:
         return None
-    ua = Object(prog, "struct unix_address", addr)
+    ua = Object(kernel, "struct unix_address", addr)
     # len counts sun_family (2 bytes) before sun_path
     n = ua.len.value_() - 2
     if n <= 0:
         return None
-    raw = prog.read(ua.name.address_ + 2, min(n, 108))
+    raw = kernel.read(ua.name.address_ + 2, min(n, 108))
     if raw[:1] == b"\0":
         return "@" + raw[1:].decode(errors="replace").replace("\0", "@")
     return raw.split(b"\0", 1)[0].decode(errors="replace")
@@ -504,18 +504,18 @@ def sock_i_ino(sk: Object) -> int:
     return socket_ino(sk.prog_, sock) if sock else 0
 
 
-def socket_ino(prog, sock: int) -> int:
+def socket_ino(kernel, sock: int) -> int:
     """``SOCK_INODE(sock)->i_ino``.
 
     :param sock: address of a ``struct socket`` (inside a ``struct socket_alloc``)
     """
-    off = prog.cache.get("socket_alloc_ino")
+    off = kernel.cache.get("socket_alloc_ino")
     if off is None:
-        sa = prog.types.find_type("struct socket_alloc")
-        off = prog.cache["socket_alloc_ino"] = (
+        sa = kernel.types.find_type("struct socket_alloc")
+        off = kernel.cache["socket_alloc_ino"] = (
             sa.offsetof("vfs_inode") - sa.offsetof("socket")
-            + prog.types.find_type("struct inode").offsetof("i_ino"))
-    return prog.read_ulong(sock + off)      # unsigned long i_ino
+            + kernel.types.find_type("struct inode").offsetof("i_ino"))
+    return kernel.read_ulong(sock + off)      # unsigned long i_ino
 
 
 # -- owners ---------------------------------------------------------------------------------
@@ -527,43 +527,43 @@ def task_sockets(task: Object) -> Iterator[tuple[int, Object]]:
 
     :param task: ``struct task_struct *``
     """
-    prog = task.prog_
-    lay = prog.cache.get("task_sockets_layout")
+    kernel = task.prog_
+    lay = kernel.cache.get("task_sockets_layout")
     if lay is None:
-        sym = prog.symbols.get("socket_file_ops")
-        ft = prog.types.find_type("struct file")
-        lay = prog.cache["task_sockets_layout"] = (
+        sym = kernel.symbols.get("socket_file_ops")
+        ft = kernel.types.find_type("struct file")
+        lay = kernel.cache["task_sockets_layout"] = (
             sym.address if sym is not None else None, ft.offsetof("f_op"),
-            ft.offsetof("private_data"), prog.types.find_type("struct socket").offsetof("sk"))
+            ft.offsetof("private_data"), kernel.types.find_type("struct socket").offsetof("sk"))
     ops, f_op, priv, sk_off = lay
     if ops is None:
         return
     for fd, f in for_each_file(task):
         f = f.value_()
         try:
-            if prog.read_pointer(f + f_op) != ops:
+            if kernel.read_pointer(f + f_op) != ops:
                 continue
-            sock = prog.read_pointer(f + priv)
-            sk = prog.read_pointer(sock + sk_off) if sock else 0
+            sock = kernel.read_pointer(f + priv)
+            sk = kernel.read_pointer(sock + sk_off) if sock else 0
         except FaultError as e:
-            walk_warn(prog, f"task_sockets: file {f:#x} (pid {task.tgid.value_()} fd {fd}) "
+            walk_warn(kernel, f"task_sockets: file {f:#x} (pid {task.tgid.value_()} fd {fd}) "
                             f"unreadable: {e}")
             continue
         if sk:
-            yield fd, _sock_ptr(prog, sk)
+            yield fd, _sock_ptr(kernel, sk)
 
 
-def socket_owners(prog) -> dict[int, list[tuple[int, int]]]:
+def socket_owners(kernel) -> dict[int, list[tuple[int, int]]]:
     """``{struct sock address: [(tgid, fd), ...]}`` for every socket some process
     has open, from the fd tables of every thread-group leader (cached; the pid
     idr supplies the processes a damaged task list hides).  Threads share
     their leader's table; tables seen twice are walked once."""
-    owners = prog.cache.get("socket_owners")
+    owners = kernel.cache.get("socket_owners")
     if owners is not None:
         return owners
     owners = {}
     seen_tables = set()
-    for task in for_each_task_and_pid(prog, leaders_only=True):
+    for task in for_each_task_and_pid(kernel, leaders_only=True):
         try:
             files = task.files.value_()
             if not files or files in seen_tables:
@@ -573,6 +573,6 @@ def socket_owners(prog) -> dict[int, list[tuple[int, int]]]:
             for fd, sk in task_sockets(task):
                 owners.setdefault(sk.value_(), []).append((tgid, fd))
         except FaultError as e:
-            walk_warn(prog, f"socket_owners: files of task {task.value_():#x} unreadable: {e}")
-    prog.cache["socket_owners"] = owners
+            walk_warn(kernel, f"socket_owners: files of task {task.value_():#x} unreadable: {e}")
+    kernel.cache["socket_owners"] = owners
     return owners

@@ -1,4 +1,5 @@
-"""Per-CPU variables (include/linux/percpu-defs.h) and run queues.
+"""Per-CPU variables (include/linux/percpu-defs.h) and per-CPU counters
+(include/linux/percpu_counter.h).
 
 A per-CPU variable's symbol is an offset into the per-CPU area; CPU ``n``'s
 copy is at ``&var + __per_cpu_offset[n]`` (REFERENCE §9).
@@ -6,13 +7,9 @@ copy is at ``&var + __per_cpu_offset[n]`` (REFERENCE §9).
 
 from __future__ import annotations
 
-from typing import Iterator
-
 from kql.object import Object
-from kql.types import pointer_to
 
-__all__ = ["per_cpu_ptr", "per_cpu", "for_each_online_cpu", "for_each_possible_cpu",
-           "cpu_rq", "cpu_curr", "idle_task"]
+__all__ = ["per_cpu_ptr", "per_cpu", "percpu_counter_sum"]
 
 
 def per_cpu_ptr(ptr: Object, cpu: int) -> Object:
@@ -21,55 +18,33 @@ def per_cpu_ptr(ptr: Object, cpu: int) -> Object:
     :param ptr: ``type __percpu *``
     :return: ``type *`` for that CPU
     """
-    prog = ptr.prog_
-    value = prog.per_cpu_address(ptr.value_(), cpu)
-    return Object._make(prog, ptr.type_, ptr._t, None, value)
+    kernel = ptr.prog_
+    value = kernel.per_cpu_address(ptr.value_(), cpu)
+    return Object._make(kernel, ptr.type_, ptr._t, None, value)
 
 
-def per_cpu(var: "Object | str", cpu: int, prog=None) -> Object:
+def per_cpu(var: "Object | str", cpu: int, kernel=None) -> Object:
     """``per_cpu(var, cpu)``: CPU ``cpu``'s copy of a per-CPU variable.
 
-    :param var: the variable as an Object (``prog.var("runqueues")``) or its name
-        (then ``prog`` is needed)
+    :param var: the variable as an Object (``kernel.var("runqueues")``) or its name
+        (then ``kernel`` is needed)
     :return: an Object of the variable's type
     """
     if isinstance(var, str):
-        var = prog.var(var)
-    prog = var.prog_
-    return Object._make(prog, var.type_, var._t, prog.per_cpu_address(var.address_, cpu), None)
+        var = kernel.var(var)
+    kernel = var.prog_
+    return Object._make(kernel, var.type_, var._t, kernel.per_cpu_address(var.address_, cpu), None)
 
 
-def for_each_online_cpu(prog) -> Iterator[int]:
-    """CPU numbers in ``__cpu_online_mask``."""
-    return iter(prog.online_cpus())
+def percpu_counter_sum(counter: Object) -> int:
+    """``percpu_counter_sum()``: ``count`` plus every possible CPU's delta.
 
-
-def for_each_possible_cpu(prog) -> Iterator[int]:
-    """CPU numbers in ``__cpu_possible_mask``."""
-    return iter(prog.possible_cpus())
-
-
-def cpu_rq(prog, cpu: int) -> Object:
-    """``cpu_rq(cpu)``.
-
-    :return: ``struct rq *``
+    :param counter: ``struct percpu_counter *``
     """
-    rq = per_cpu("runqueues", cpu, prog)
-    pt = pointer_to(rq.type_)
-    return Object._make(prog, pt, pt, None, rq.address_)
-
-
-def cpu_curr(prog, cpu: int) -> Object:
-    """The task running on ``cpu`` (``rq->curr``).
-
-    :return: ``struct task_struct *``
-    """
-    return cpu_rq(prog, cpu).curr.read_()
-
-
-def idle_task(prog, cpu: int) -> Object:
-    """``idle_task(cpu)`` (``rq->idle``).
-
-    :return: ``struct task_struct *``
-    """
-    return cpu_rq(prog, cpu).idle.read_()
+    kernel = counter.prog_
+    total = counter.count.value_()
+    counters = counter.counters.value_()
+    if counters:
+        for cpu in kernel.possible_cpus():
+            total += kernel.read_s32(kernel.per_cpu_address(counters, cpu))
+    return total

@@ -123,14 +123,14 @@ def _c_string(raw: bytes) -> str:
     return f'"{body}' + "\\000" * max(0, zeros - 1) + '"'
 
 
-def _symbol(prog, value: int) -> str | None:
-    if value < prog.page_offset:
+def _symbol(kernel, value: int) -> str | None:
+    if value < kernel.page_offset:
         return None
-    s = prog.symbolize(value)
+    s = kernel.symbolize(value)
     if s is None:
         return None
     sym, off = s
     # past the symbol's end, or a per-CPU offset symbol (__per_cpu_end): not its address
-    if not sym.size or off >= sym.size or sym.address < prog.page_offset:
+    if not sym.size or off >= sym.size or sym.address < kernel.page_offset:
         return None
     return sym.name if off == 0 else f"{sym.name}+{off}"

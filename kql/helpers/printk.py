@@ -69,11 +69,11 @@ def format_caller_id(caller_id: int) -> str:
     return f"T{caller_id}"
 
 
-def _read_maybe(prog, addr: int, size: int) -> tuple[bytes, set[int]]:
+def _read_maybe(kernel, addr: int, size: int) -> tuple[bytes, set[int]]:
     """Bytes at ``addr`` with unreadable pages zeroed, and the set of page
     indexes (relative to ``addr``'s page) that were unreadable."""
     try:
-        return prog.read(addr, size), set()
+        return kernel.read(addr, size), set()
     except FaultError:
         pass
     out = bytearray(size)
@@ -82,19 +82,19 @@ def _read_maybe(prog, addr: int, size: int) -> tuple[bytes, set[int]]:
     while pos < size:
         chunk = min(size - pos, 4096 - ((addr + pos) & 0xFFF))
         try:
-            out[pos:pos + chunk] = prog.read(addr + pos, chunk)
+            out[pos:pos + chunk] = kernel.read(addr + pos, chunk)
         except FaultError:
             bad.add(((addr + pos) >> 12) - (addr >> 12))
         pos += chunk
     return bytes(out), bad
 
 
-def _layout(prog) -> dict:
-    cache = prog.cache
+def _layout(kernel) -> dict:
+    cache = kernel.cache
     lay = cache.get("printk_layout")
     if lay is not None:
         return lay
-    T = prog.types.find_type
+    T = kernel.types.find_type
     rb = T("struct printk_ringbuffer")
     dr = T("struct prb_desc_ring")
     desc = T("struct prb_desc")
@@ -154,7 +154,7 @@ def _cstr(raw: bytes) -> str:
     return (raw if nul < 0 else raw[:nul]).decode(errors="replace")
 
 
-def for_each_printk_record(prog, *, warn=None) -> Iterator[PrintkRecord]:
+def for_each_printk_record(kernel, *, warn=None) -> Iterator[PrintkRecord]:
     """The records of the printk ring buffer in ring order (oldest first);
     records that are reserved or already reused are skipped, as the kernel's
     readers skip them.  ``warn(msg)`` is told about unreadable text.
@@ -162,37 +162,37 @@ def for_each_printk_record(prog, *, warn=None) -> Iterator[PrintkRecord]:
     Raises :class:`LookupError` if the kernel has no ``prb`` (log_buf kernels
     before 5.10 are not supported).
     """
-    sym = prog.symbols.get("prb")
+    sym = kernel.symbols.get("prb")
     if sym is None:
         raise LookupError("no printk ring buffer (prb): kernels before 5.10 are not supported")
-    lay = _layout(prog)
-    rb = prog.read_pointer(sym.address)
+    lay = _layout(kernel)
+    rb = kernel.read_pointer(sym.address)
     dr = rb + lay["desc_ring"]
     tr = rb + lay["text_data_ring"]
-    count_bits = prog.read_u32(dr + lay["count_bits"])
+    count_bits = kernel.read_u32(dr + lay["count_bits"])
     count = 1 << count_bits
-    descs = prog.read_pointer(dr + lay["descs"])
+    descs = kernel.read_pointer(dr + lay["descs"])
     # state_var, ids and lpos are unsigned longs: DESC_SV_BITS = BITS_PER_LONG
-    word = prog.arch.pointer_size
+    word = kernel.arch.pointer_size
     flags_shift = 8 * word - 2
     id_mask = (1 << flags_shift) - 1
-    head_id = prog.read_ulong(dr + lay["head_id"]) & id_mask
-    tail_id = prog.read_ulong(dr + lay["tail_id"]) & id_mask
-    size_bits = prog.read_u32(tr + lay["size_bits"])
+    head_id = kernel.read_ulong(dr + lay["head_id"]) & id_mask
+    tail_id = kernel.read_ulong(dr + lay["tail_id"]) & id_mask
+    size_bits = kernel.read_u32(tr + lay["size_bits"])
     data_size = 1 << size_bits
-    data_addr = prog.read_pointer(tr + lay["data"])
+    data_addr = kernel.read_pointer(tr + lay["data"])
 
     dsize = lay["desc_size"]
     isize = lay["info_size"]
-    desc_raw, desc_bad = _read_maybe(prog, descs, count * dsize)
+    desc_raw, desc_bad = _read_maybe(kernel, descs, count * dsize)
     if lay["infos"] is not None:
-        infos = prog.read_pointer(dr + lay["infos"])
-        info_raw, info_bad = _read_maybe(prog, infos, count * isize)
+        infos = kernel.read_pointer(dr + lay["infos"])
+        info_raw, info_bad = _read_maybe(kernel, infos, count * isize)
         info_base, info_stride = 0, isize
     else:
         infos, info_bad = descs, desc_bad
         info_raw, info_base, info_stride = desc_raw, lay["info_in_desc"], dsize
-    text, bad_pages = _read_maybe(prog, data_addr, data_size)
+    text, bad_pages = _read_maybe(kernel, data_addr, data_size)
 
     u64 = struct.Struct("<Q").unpack_from
     ulong = struct.Struct("<Q" if word == 8 else "<I").unpack_from
@@ -293,12 +293,12 @@ def _get_data(begin: int, nxt: int, size: int, text: bytes, bad_pages: set[int],
     return text[start:start + length]
 
 
-def get_printk_records(prog) -> list[PrintkRecord]:
+def get_printk_records(kernel) -> list[PrintkRecord]:
     """All readable records sorted by sequence number (cached per dump)."""
-    cache = prog.cache
+    cache = kernel.cache
     recs = cache.get("printk_records")
     if recs is None:
-        warn = getattr(prog, "warn", None)
-        recs = sorted(for_each_printk_record(prog, warn=warn), key=lambda r: r.seq)
+        warn = getattr(kernel, "warn", None)
+        recs = sorted(for_each_printk_record(kernel, warn=warn), key=lambda r: r.seq)
         cache["printk_records"] = recs
     return recs

@@ -17,11 +17,11 @@ __all__ = ["rb_first", "rb_last", "rb_next", "rb_prev", "rb_parent",
            "rbtree_inorder_for_each", "rbtree_inorder_for_each_entry", "RB_EMPTY_ROOT"]
 
 
-def _offsets(prog) -> tuple[int, int, int]:
-    offs = prog.cache.get("rb_node_offsets")
+def _offsets(kernel) -> tuple[int, int, int]:
+    offs = kernel.cache.get("rb_node_offsets")
     if offs is None:
-        t = prog.types.find_type("struct rb_node")
-        offs = prog.cache["rb_node_offsets"] = (
+        t = kernel.types.find_type("struct rb_node")
+        offs = kernel.cache["rb_node_offsets"] = (
             t.offsetof("__rb_parent_color"), t.offsetof("rb_right"), t.offsetof("rb_left"))
     return offs
 
@@ -40,9 +40,9 @@ def _root_node(root: Object) -> int:
     return root.prog_.read_pointer(base)
 
 
-def _node_ptr(prog, addr: int) -> Object:
-    pt = pointer_to(prog.types.find_type("struct rb_node"))
-    return _ptr(prog, pt, addr)
+def _node_ptr(kernel, addr: int) -> Object:
+    pt = pointer_to(kernel.types.find_type("struct rb_node"))
+    return _ptr(kernel, pt, addr)
 
 
 def RB_EMPTY_ROOT(root: Object) -> bool:
@@ -50,10 +50,10 @@ def RB_EMPTY_ROOT(root: Object) -> bool:
     return _root_node(root) == 0
 
 
-def _extreme(prog, node: int, side: int) -> int:
+def _extreme(kernel, node: int, side: int) -> int:
     seen = set()
     while True:
-        child = prog.read_pointer(node + side)
+        child = kernel.read_pointer(node + side)
         if not child or child in seen:
             return node
         seen.add(child)
@@ -66,10 +66,10 @@ def rb_first(root: Object) -> Object:
     :param root: ``struct rb_root *``
     :return: ``struct rb_node *``
     """
-    prog = root.prog_
-    _, _, left = _offsets(prog)
+    kernel = root.prog_
+    _, _, left = _offsets(kernel)
     node = _root_node(root)
-    return _node_ptr(prog, _extreme(prog, node, left) if node else 0)
+    return _node_ptr(kernel, _extreme(kernel, node, left) if node else 0)
 
 
 def rb_last(root: Object) -> Object:
@@ -78,31 +78,31 @@ def rb_last(root: Object) -> Object:
     :param root: ``struct rb_root *``
     :return: ``struct rb_node *``
     """
-    prog = root.prog_
-    _, right, _ = _offsets(prog)
+    kernel = root.prog_
+    _, right, _ = _offsets(kernel)
     node = _root_node(root)
-    return _node_ptr(prog, _extreme(prog, node, right) if node else 0)
+    return _node_ptr(kernel, _extreme(kernel, node, right) if node else 0)
 
 
 def rb_parent(node: Object) -> Object:
     """:param node: ``struct rb_node *``
     :return: ``struct rb_node *``"""
-    prog = node.prog_
-    pc, _, _ = _offsets(prog)
-    return _node_ptr(prog, prog.read_pointer(node.value_() + pc) & ~3)
+    kernel = node.prog_
+    pc, _, _ = _offsets(kernel)
+    return _node_ptr(kernel, kernel.read_pointer(node.value_() + pc) & ~3)
 
 
-def _next(prog, node: int, fwd: bool) -> int:
-    pc, right, left = _offsets(prog)
+def _next(kernel, node: int, fwd: bool) -> int:
+    pc, right, left = _offsets(kernel)
     a, b = (right, left) if fwd else (left, right)
-    child = prog.read_pointer(node + a)
+    child = kernel.read_pointer(node + a)
     if child:
-        return _extreme(prog, child, b)
+        return _extreme(kernel, child, b)
     for _ in range(128):       # an rb tree is at most 2*log2(n) deep
-        parent = prog.read_pointer(node + pc) & ~3
+        parent = kernel.read_pointer(node + pc) & ~3
         if not parent:
             return 0
-        if prog.read_pointer(parent + a) != node:
+        if kernel.read_pointer(parent + a) != node:
             return parent
         node = parent
     return 0
@@ -126,9 +126,9 @@ def rb_prev(node: Object) -> Object:
     return _node_ptr(node.prog_, _next(node.prog_, node.value_(), False))
 
 
-def _inorder(prog, top: int, limit: int, what: str) -> Iterator[int]:
-    _, right, left = _offsets(prog)
-    read_pointer = prog.read_pointer
+def _inorder(kernel, top: int, limit: int, what: str) -> Iterator[int]:
+    _, right, left = _offsets(kernel)
+    read_pointer = kernel.read_pointer
     stack: list[int] = []
     seen: set[int] = set()
     node = top
@@ -137,20 +137,20 @@ def _inorder(prog, top: int, limit: int, what: str) -> Iterator[int]:
         while stack or node:
             while node:
                 if node in seen:
-                    walk_warn(prog, f"{what}: cycle at rb_node {node:#x}")
+                    walk_warn(kernel, f"{what}: cycle at rb_node {node:#x}")
                     return
                 seen.add(node)
                 stack.append(node)
                 node = read_pointer(node + left)
             node = stack.pop()
             if n >= limit:
-                walk_warn(prog, f"{what}: more than {limit} nodes; stopped")
+                walk_warn(kernel, f"{what}: more than {limit} nodes; stopped")
                 return
             n += 1
             yield node
             node = read_pointer(node + right)
     except FaultError as e:
-        walk_warn(prog, f"{what}: unreadable rb_node after {n} nodes: {e}")
+        walk_warn(kernel, f"{what}: unreadable rb_node after {n} nodes: {e}")
 
 
 def rbtree_inorder_for_each(root: Object, *, limit: int = DEFAULT_LIMIT) -> Iterator[Object]:
@@ -159,10 +159,10 @@ def rbtree_inorder_for_each(root: Object, *, limit: int = DEFAULT_LIMIT) -> Iter
     :param root: ``struct rb_root *`` (or ``struct rb_root_cached *``)
     :return: iterator of ``struct rb_node *``
     """
-    prog = root.prog_
-    pt = pointer_to(prog.types.find_type("struct rb_node"))
-    for node in _inorder(prog, _root_node(root), limit, "rbtree_inorder_for_each"):
-        yield _ptr(prog, pt, node)
+    kernel = root.prog_
+    pt = pointer_to(kernel.types.find_type("struct rb_node"))
+    for node in _inorder(kernel, _root_node(root), limit, "rbtree_inorder_for_each"):
+        yield _ptr(kernel, pt, node)
 
 
 def rbtree_inorder_for_each_entry(type: "Type | str", root: Object, member: str, *,
@@ -174,9 +174,9 @@ def rbtree_inorder_for_each_entry(type: "Type | str", root: Object, member: str,
     :param member: name of the ``struct rb_node`` member of ``type``
     :return: iterator of ``type *``
     """
-    prog = root.prog_
-    t, ptype = _ptr_type(prog, type)
+    kernel = root.prog_
+    t, ptype = _ptr_type(kernel, type)
     off = t.offsetof(member)
-    for node in _inorder(prog, _root_node(root), limit,
+    for node in _inorder(kernel, _root_node(root), limit,
                          f"rbtree_inorder_for_each_entry({t}.{member})"):
-        yield _ptr(prog, ptype, node - off)
+        yield _ptr(kernel, ptype, node - off)

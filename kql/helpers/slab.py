@@ -35,12 +35,12 @@ class SlabInfo:
     num_slabs: int
 
 
-def for_each_kmem_cache(prog) -> Iterator[Object]:
+def for_each_kmem_cache(kernel) -> Iterator[Object]:
     """Every slab cache on ``slab_caches`` (the order of /proc/slabinfo).
 
     :return: iterator of ``struct kmem_cache *``
     """
-    head = prog.var("slab_caches", "struct list_head").address_of_()
+    head = kernel.var("slab_caches", "struct list_head").address_of_()
     yield from list_for_each_entry("struct kmem_cache", head, "list")
 
 
@@ -49,19 +49,19 @@ def kmem_cache_name(s: Object) -> str:
     return s.name.string_(64).decode(errors="replace")
 
 
-def find_kmem_cache(prog, name: str) -> Object | None:
+def find_kmem_cache(kernel, name: str) -> Object | None:
     """The cache called ``name`` (``kmem_cache *`` or None).
 
     :return: ``struct kmem_cache *``
     """
-    for s in for_each_kmem_cache(prog):
+    for s in for_each_kmem_cache(kernel):
         if kmem_cache_name(s) == name:
             return s
     return None
 
 
-def _check_slub(prog) -> None:
-    if not prog.types.find_type("struct kmem_cache").has_member("cpu_slab"):
+def _check_slub(kernel) -> None:
+    if not kernel.types.find_type("struct kmem_cache").has_member("cpu_slab"):
         # SLAB (removed in 6.8) and SLOB keep other counters.
         raise LookupError("only the SLUB allocator is supported (struct kmem_cache "
                           "has no cpu_slab)")
@@ -73,15 +73,15 @@ def for_each_kmem_cache_node(s: Object) -> Iterator[tuple[int, Object]]:
 
     :param s: ``struct kmem_cache *``
     """
-    prog = s.prog_
-    n = nr_node_ids(prog)
+    kernel = s.prog_
+    n = nr_node_ids(kernel)
     base = s.node.address_
-    ptrs = prog.read(base, 8 * n)
-    nt = prog.types.find_type("struct kmem_cache_node")
+    ptrs = kernel.read(base, 8 * n)
+    nt = kernel.types.find_type("struct kmem_cache_node")
     for nid in range(n):
         a = int.from_bytes(ptrs[8 * nid:8 * nid + 8], "little")
         if a:
-            yield nid, Object(prog, nt, a)
+            yield nid, Object(kernel, nt, a)
 
 
 def oo_objects(x: int) -> int:
@@ -92,30 +92,30 @@ def oo_order(x: int) -> int:
     return x >> OO_SHIFT
 
 
-def _slab_layout(prog) -> tuple:
-    lay = prog.cache.get("slab_layout")
+def _slab_layout(kernel) -> tuple:
+    lay = kernel.cache.get("slab_layout")
     if lay is None:
         # Since Linux 5.17 (commit d122019bf061 "mm: Split slab into its own
         # type") slabs are struct slab; before, struct page.
-        t = prog.types.find_type("struct slab" if prog.has_type("struct slab")
+        t = kernel.types.find_type("struct slab" if kernel.has_type("struct slab")
                                  else "struct page")
         inuse_m, inuse_off = t.member("inuse")
         obj_m, obj_off = t.member("objects")
-        lay = prog.cache["slab_layout"] = (
+        lay = kernel.cache["slab_layout"] = (
             t.offsetof("slab_list"), inuse_off, inuse_m.bit_size or 8 * inuse_m.type.size,
             obj_off, obj_m.bit_size or 8 * obj_m.type.size)
     return lay
 
 
-def _count_free(prog, node: Object) -> int:
+def _count_free(kernel, node: Object) -> int:
     """``count_partial(n, count_free)``: free objects on a node's partial list."""
-    list_off, inuse_off, inuse_bits, obj_off, obj_bits = _slab_layout(prog)
+    list_off, inuse_off, inuse_bits, obj_off, obj_bits = _slab_layout(kernel)
     total = 0
     head = node.partial.address_
     base = min(inuse_off, obj_off) & ~7
-    for pos in _walk(prog, head, 0, 1_000_000, "count_partial"):
+    for pos in _walk(kernel, head, 0, 1_000_000, "count_partial"):
         slab = pos - list_off
-        bits = int.from_bytes(prog.read(slab + base // 8, 8), "little")
+        bits = int.from_bytes(kernel.read(slab + base // 8, 8), "little")
         inuse = (bits >> (inuse_off - base)) & ((1 << inuse_bits) - 1)
         objects = (bits >> (obj_off - base)) & ((1 << obj_bits) - 1)
         total += objects - inuse
@@ -127,13 +127,13 @@ def slab_cache_info(s: Object) -> SlabInfo:
 
     :param s: ``struct kmem_cache *``
     """
-    prog = s.prog_
-    _check_slub(prog)
+    kernel = s.prog_
+    _check_slub(kernel)
     nr_slabs = nr_objs = nr_free = 0
     for _nid, n in for_each_kmem_cache_node(s):
         nr_slabs += n.nr_slabs.counter.value_()
         nr_objs += n.total_objects.counter.value_()
-        nr_free += _count_free(prog, n)
+        nr_free += _count_free(kernel, n)
     oo = s.oo.x.value_()
     return SlabInfo(active_objs=nr_objs - nr_free, num_objs=nr_objs,
                     objects_per_slab=oo_objects(oo), pages_per_slab=1 << oo_order(oo),

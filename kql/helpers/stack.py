@@ -1,7 +1,11 @@
-"""Kernel stack traces of tasks (crash ``bt``, drgn ``prog.stack_trace(task)``).
+"""Kernel stack traces of tasks (crash ``bt``, drgn ``kernel.stack_trace(task)``).
 
 Where a walk starts (arch/x86/kernel/unwind_orc.c ``__unwind_start()``,
 REFERENCE §1 and §7):
+
+- on a live kernel (/proc/kcore), a task running on a CPU has no stack: a
+  FaultError (NULL plus a warning in tables), since its registers are
+  nowhere in memory;
 
 - a task that is some CPU's ``rq->curr``: that CPU's registers from the
   dump's NT_PRSTATUS notes.  A kdump (VMCOREINFO has CRASHTIME) saved them
@@ -84,31 +88,31 @@ class Frame:
 
 # -- layout ---------------------------------------------------------------------------
 
-def thread_size(prog) -> int:
+def thread_size(kernel) -> int:
     """THREAD_SIZE: the size of ``init_task``'s stack (``__end_init_task -
     __start_init_task``, vmlinux.lds.h INIT_TASK_DATA)."""
-    n = prog.cache.get("thread_size")
+    n = kernel.cache.get("thread_size")
     if n is None:
-        n = prog.arch.default_thread_size
-        start = prog.symbols.get("__start_init_task") or prog.symbols.get("init_stack")
-        end = prog.symbols.get("__end_init_task")
+        n = kernel.arch.default_thread_size
+        start = kernel.symbols.get("__start_init_task") or kernel.symbols.get("init_stack")
+        end = kernel.symbols.get("__end_init_task")
         if start is not None and end is not None and 0 < end.address - start.address <= 1 << 20:
             n = end.address - start.address
-        prog.cache["thread_size"] = n
+        kernel.cache["thread_size"] = n
     return n
 
 
-def _layout(prog) -> dict:
-    lay = prog.cache.get("stack_layout")
+def _layout(kernel) -> dict:
+    lay = kernel.cache.get("stack_layout")
     if lay is None:
-        t = prog.types.find_type("struct task_struct")
+        t = kernel.types.find_type("struct task_struct")
         lay = {"stack": t.offsetof("stack"), "refcount": None}
         # Since Linux 4.9 ("sched/core: Free the stack early if
         # CONFIG_THREAD_INFO_IN_TASK") a dead task's stack is freed when
         # stack_refcount drops to 0 (and task->stack set to NULL).
         if t.has_member("stack_refcount"):
             lay["refcount"] = t.offsetof("stack_refcount")
-        prog.cache["stack_layout"] = lay
+        kernel.cache["stack_layout"] = lay
     return lay
 
 
@@ -118,15 +122,15 @@ def task_stack_bounds(task: Object) -> tuple[int, int] | None:
 
     :param task: ``struct task_struct *``
     """
-    prog = task.prog_
-    lay = _layout(prog)
+    kernel = task.prog_
+    lay = _layout(kernel)
     addr = task.value_()
-    base = prog.read_pointer(addr + lay["stack"])
+    base = kernel.read_pointer(addr + lay["stack"])
     if not base:
         return None
-    if lay["refcount"] is not None and prog.read_u32(addr + lay["refcount"]) == 0:
+    if lay["refcount"] is not None and kernel.read_u32(addr + lay["refcount"]) == 0:
         return None
-    return base, base + thread_size(prog)
+    return base, base + thread_size(kernel)
 
 
 # -- registers of CPUs ------------------------------------------------------------------
@@ -134,48 +138,48 @@ def task_stack_bounds(task: Object) -> tuple[int, int] | None:
 _NHDR = struct.Struct("<III")
 
 
-def _crash_note_registers(prog, cpu: int) -> dict | None:
+def _crash_note_registers(kernel, cpu: int) -> dict | None:
     """The NT_PRSTATUS registers a kdump kernel saved for ``cpu`` in the
     per-CPU ``crash_notes`` buffer (kernel/crash_core.c crash_save_cpu())."""
-    sym = prog.symbols.get("crash_notes")
+    sym = kernel.symbols.get("crash_notes")
     if sym is None:
         return None
-    arch = prog.arch
-    base = prog.read_u64(sym.address)
+    arch = kernel.arch
+    base = kernel.read_u64(sym.address)
     if not base:
         return None
-    addr = prog.per_cpu_address(base, cpu)
-    namesz, descsz, ntype = _NHDR.unpack(prog.read(addr, 12))
+    addr = kernel.per_cpu_address(base, cpu)
+    namesz, descsz, ntype = _NHDR.unpack(kernel.read(addr, 12))
     if ntype != 1 or namesz != 5 or not 0 < descsz <= 4096:
         return None      # CPU offline or never saved: the buffer is empty
     name_pad = (namesz + 3) & ~3
-    if prog.read(addr + 12, 4) != b"CORE":
+    if kernel.read(addr + 12, 4) != b"CORE":
         return None
-    desc = prog.read(addr + 12 + name_pad, descsz)
+    desc = kernel.read(addr + 12 + name_pad, descsz)
     return arch.parse_prstatus(desc)[1]
 
 
-def cpu_registers(prog, cpu: int) -> dict | None:
+def cpu_registers(kernel, cpu: int) -> dict | None:
     """Registers of ``cpu`` at dump time (``{"rip": ..., "rsp": ..., ...}``),
     or None if the dump has none for it."""
-    cache = prog.cache.setdefault("cpu_registers", {})
+    cache = kernel.cache.setdefault("cpu_registers", {})
     if cpu in cache:
         return cache[cpu]
     regs = None
     notes = None
     try:
-        notes = prog.dump.prstatus()
+        notes = kernel.dump.prstatus()
     except DumpError as e:          # a malformed note: no registers from notes
-        prog.warn(f"NT_PRSTATUS notes unreadable: {e}")
+        kernel.warn(f"NT_PRSTATUS notes unreadable: {e}")
         notes = []
-    if "CRASHTIME" in prog.vmcoreinfo:
+    if "CRASHTIME" in kernel.vmcoreinfo:
         try:
-            regs = _crash_note_registers(prog, cpu)
+            regs = _crash_note_registers(kernel, cpu)
         except (FaultError, DumpError):
             regs = None
         if regs is None:
             # crash_notes unreadable: kdump wrote the online CPUs' notes in CPU order.
-            online = prog.online_cpus()
+            online = kernel.online_cpus()
             if len(notes) == len(online) and cpu in online:
                 regs = notes[online.index(cpu)][1]
     else:
@@ -200,19 +204,27 @@ def task_unwind_start(task: Object) -> tuple | None:
 
     :param task: ``struct task_struct *``
     """
-    prog = task.prog_
+    kernel = task.prog_
     bounds = task_stack_bounds(task)
     if bounds is None:
         return None
-    arch = prog.arch
+    arch = kernel.arch
     cpu = _running_cpu(task)
+    if kernel.dump.live and cpu is None and task.has_member_("on_cpu") and task.on_cpu.value_():
+        from kql.helpers.sched import task_cpu
+        cpu = task_cpu(task)        # scheduled in since rq->curr was read
+    if cpu is not None and kernel.dump.live:
+        # A running task's registers are on its CPU, not in memory: like drgn
+        # and /proc/PID/stack, no trace rather than a stale one.
+        raise FaultError(task.value_(), f"task {task.pid.value_()} is running on CPU {cpu}: "
+                                        f"a live kernel has no saved registers for it")
     if cpu is not None:
-        regs = cpu_registers(prog, cpu)
+        regs = cpu_registers(kernel, cpu)
         if regs is not None:
             if arch.user_mode(regs):
                 return None          # in user mode: nothing on the kernel stack
             return regs[arch.pc_reg], regs[arch.sp_reg], regs[arch.fp_reg], regs, True
-    return arch.saved_task_start(prog, task.value_(), bounds)
+    return arch.saved_task_start(kernel, task.value_(), bounds)
 
 
 # -- names ----------------------------------------------------------------------------
@@ -253,23 +265,23 @@ def kallsyms_name(table, sym) -> str:
     return min(cands)[3] if cands else sym.name
 
 
-def frame_symbol(prog, pc: int, exact: bool) -> tuple[str | None, int, str | None]:
+def frame_symbol(kernel, pc: int, exact: bool) -> tuple[str | None, int, str | None]:
     """``(function, offset, module)`` for a frame's pc, as ``%pB`` names it
     (cached per dump)."""
-    cache = prog.cache.get("frame_symbols")
+    cache = kernel.cache.get("frame_symbols")
     if cache is None:
-        cache = prog.cache["frame_symbols"] = {}
+        cache = kernel.cache["frame_symbols"] = {}
     key = pc if exact else -pc
     hit = cache.get(key)
     if hit is not None:
         return hit
     look = pc if exact else pc - 1
-    s = prog.symbolize(look)
+    s = kernel.symbolize(look)
     if s is None:
         hit = (None, 0, None)
     else:
         sym = s[0]
-        name = kallsyms_name(prog.symbols, sym) if sym.module is None else sym.name
+        name = kallsyms_name(kernel.symbols, sym) if sym.module is None else sym.name
         hit = (name, pc - sym.address, sym.module)
     cache[key] = hit
     return hit
@@ -295,11 +307,11 @@ def stack_trace(task: Object) -> list[Frame]:
     :raises FaultError: if the task's start registers cannot be read
     :raises ValueError: if its saved stack pointer is not on its stack
     """
-    prog = task.prog_
+    kernel = task.prog_
     raw, _stop = _unwind(task)
     out = []
     for level, f in enumerate(raw):
-        name, off, mod = frame_symbol(prog, f.pc, f.exact)
+        name, off, mod = frame_symbol(kernel, f.pc, f.exact)
         out.append(Frame(level, f.pc, f.sp, name, off, mod, f.kind, f.exact, f.regs))
     return out
 
@@ -310,11 +322,11 @@ def task_stack_names(task: Object) -> list[str]:
 
     :param task: ``struct task_struct *``
     """
-    prog = task.prog_
+    kernel = task.prog_
     raw, _stop = _unwind(task)
     out = []
     for f in raw:
-        name = frame_symbol(prog, f.pc, f.exact)[0]
+        name = frame_symbol(kernel, f.pc, f.exact)[0]
         out.append(name if name is not None else f"{f.pc:#x}")
     return out
 
@@ -326,38 +338,38 @@ def task_stack_words(task: Object) -> Iterator[tuple[int, int]]:
 
     :param task: ``struct task_struct *``
     """
-    prog = task.prog_
+    kernel = task.prog_
     bounds = task_stack_bounds(task)
     if bounds is None:
         return
     lo, hi = bounds
-    arch = prog.arch
+    arch = kernel.arch
     cpu = _running_cpu(task)
     sp = None
     if cpu is not None:
-        regs = cpu_registers(prog, cpu)
+        regs = cpu_registers(kernel, cpu)
         if regs is not None and not arch.user_mode(regs) and lo <= regs[arch.sp_reg] < hi:
             sp = regs[arch.sp_reg]
     if sp is None:
         try:
-            sp = arch.saved_task_start(prog, task.value_(), bounds)[1]
+            sp = arch.saved_task_start(kernel, task.value_(), bounds)[1]
         except ValueError:
             sp = lo
     if not lo <= sp < hi:
         sp = lo
-    psize = prog.arch.pointer_size
+    psize = kernel.arch.pointer_size
     sp &= ~(psize - 1)
-    data = prog.read(sp, hi - sp)
+    data = kernel.read(sp, hi - sp)
     for i, (v,) in enumerate(struct.iter_unpack("<Q" if psize == 8 else "<I", data)):
         yield sp + psize * i, v
 
 
-def text_symbol(prog, value: int) -> str | None:
+def text_symbol(kernel, value: int) -> str | None:
     """``name+0xoff`` if ``value`` points into a kernel or module function,
     else None."""
-    if value < prog.page_offset:  # user and per-CPU-offset values
+    if value < kernel.page_offset:  # user and per-CPU-offset values
         return None
-    s = prog.symbolize(value)
+    s = kernel.symbolize(value)
     if s is None:
         return None
     sym, off = s
@@ -375,20 +387,20 @@ def task_pt_regs(task: Object) -> dict | None:
 
     :param task: ``struct task_struct *``
     """
-    from kql.helpers.task import task_is_kthread
+    from kql.helpers.sched import task_is_kthread
     if task_is_kthread(task):
         return None
     bounds = task_stack_bounds(task)
     if bounds is None:
         return None
-    prog = task.prog_
-    arch = prog.arch
+    kernel = task.prog_
+    arch = kernel.arch
     offsets = arch.pt_regs_offsets
     size = arch.pt_regs_size
     word = arch.pointer_size
     # TOP_OF_KERNEL_STACK_PADDING (0 on x86_64 and arm64): pt_regs ends at the top
     base = bounds[1] - size - getattr(arch, "top_of_stack_padding", 0)
-    data = prog.read(base, size)
+    data = kernel.read(base, size)
     return {name: int.from_bytes(data[off:off + word], arch.byteorder)
             for name, off in sorted(offsets.items(), key=lambda kv: kv[1])}
 

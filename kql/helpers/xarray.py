@@ -36,42 +36,42 @@ def xa_to_value(entry: int) -> int:
     return entry >> 1
 
 
-def _layout(prog):
-    lay = prog.cache.get("xa_node_layout")
+def _layout(kernel):
+    lay = kernel.cache.get("xa_node_layout")
     if lay is None:
-        t = prog.types.find_type("struct xa_node")
+        t = kernel.types.find_type("struct xa_node")
         slots = t.member("slots")[0].type.strip_typedefs()
-        lay = prog.cache["xa_node_layout"] = (
+        lay = kernel.cache["xa_node_layout"] = (
             t.offsetof("shift"), t.offsetof("slots"), slots.length,
-            prog.types.find_type("struct xarray").offsetof("xa_head"))
+            kernel.types.find_type("struct xarray").offsetof("xa_head"))
     return lay
 
 
 def _xa_head(xa: Object) -> int:
-    prog = xa.prog_
-    _, _, _, head_off = _layout(prog)
+    kernel = xa.prog_
+    _, _, _, head_off = _layout(kernel)
     base = xa.value_() if xa._t.kind == "pointer" else xa.address_
-    return prog.read_pointer(base + head_off)
+    return kernel.read_pointer(base + head_off)
 
 
-def _xa_load_raw(prog, head: int, index: int) -> int:
-    shift_off, slots_off, nslots, _ = _layout(prog)
+def _xa_load_raw(kernel, head: int, index: int) -> int:
+    shift_off, slots_off, nslots, _ = _layout(kernel)
     chunk_shift = nslots.bit_length() - 1
     entry = head
     if not xa_is_node(entry):
         return entry if index == 0 and not xa_is_internal(entry) else 0
     node = entry - 2
-    if (index >> prog.read_u8(node + shift_off)) >> chunk_shift:
+    if (index >> kernel.read_u8(node + shift_off)) >> chunk_shift:
         return 0               # beyond what the root node covers
     for _depth in range(16):   # 64-bit indexes need at most 11 levels
         node = entry - 2
-        shift = prog.read_u8(node + shift_off)
+        shift = kernel.read_u8(node + shift_off)
         offset = (index >> shift) & (nslots - 1)
-        psize = prog.arch.pointer_size
-        entry = prog.read_pointer(node + slots_off + psize * offset)
+        psize = kernel.arch.pointer_size
+        entry = kernel.read_pointer(node + slots_off + psize * offset)
         if xa_is_internal(entry) and not xa_is_node(entry) and entry < ((nslots - 1) << 2) | 2:
             # sibling entry: the canonical slot holds the value
-            entry = prog.read_pointer(node + slots_off + psize * (entry >> 2))
+            entry = kernel.read_pointer(node + slots_off + psize * (entry >> 2))
         if not xa_is_node(entry) or shift == 0:
             return 0 if xa_is_internal(entry) else entry
     return 0
@@ -85,24 +85,24 @@ def xa_load(xa: Object, index: int) -> int:
     return _xa_load_raw(xa.prog_, _xa_head(xa), index)
 
 
-def _walk(prog, head: int, what: str) -> Iterator[tuple[int, int]]:
+def _walk(kernel, head: int, what: str) -> Iterator[tuple[int, int]]:
     if not xa_is_node(head):
         if head and not xa_is_internal(head):
             yield 0, head
         return
     try:
-        yield from _walk_node(prog, head - 2, 0, set(), what, 0)
+        yield from _walk_node(kernel, head - 2, 0, set(), what, 0)
     except FaultError as e:
-        walk_warn(prog, f"{what}: unreadable xa_node: {e}")
+        walk_warn(kernel, f"{what}: unreadable xa_node: {e}")
 
 
-def _walk_node(prog, node: int, base: int, seen: set, what: str, depth: int
+def _walk_node(kernel, node: int, base: int, seen: set, what: str, depth: int
                ) -> Iterator[tuple[int, int]]:
-    shift_off, slots_off, nslots, _ = _layout(prog)
+    shift_off, slots_off, nslots, _ = _layout(kernel)
     seen.add(node)
-    shift = prog.read_u8(node + shift_off)
-    psize = prog.arch.pointer_size
-    raw = prog.read(node + slots_off, psize * nslots)
+    shift = kernel.read_u8(node + shift_off)
+    psize = kernel.arch.pointer_size
+    raw = kernel.read(node + slots_off, psize * nslots)
     for i in range(nslots):
         e = int.from_bytes(raw[psize * i:psize * (i + 1)], "little")
         if not e:
@@ -111,15 +111,15 @@ def _walk_node(prog, node: int, base: int, seen: set, what: str, depth: int
         if xa_is_node(e):
             child = e - 2
             if not shift or depth > 16:
-                walk_warn(prog, f"{what}: xa_node {node:#x} too deep")
+                walk_warn(kernel, f"{what}: xa_node {node:#x} too deep")
             elif child in seen:
-                walk_warn(prog, f"{what}: cycle at xa_node {child:#x}")
+                walk_warn(kernel, f"{what}: cycle at xa_node {child:#x}")
             else:
                 try:
-                    yield from _walk_node(prog, child, idx, seen, what, depth + 1)
+                    yield from _walk_node(kernel, child, idx, seen, what, depth + 1)
                 except FaultError as e:
                     # one unreadable node costs its own subtree, not its siblings
-                    walk_warn(prog, f"{what}: unreadable xa_node (indexes from {idx}): {e}")
+                    walk_warn(kernel, f"{what}: unreadable xa_node (indexes from {idx}): {e}")
         elif not xa_is_internal(e):
             yield idx, e       # (sibling / retry / zero entries are internal: skipped)
 
@@ -138,16 +138,16 @@ def xa_for_each(xa: Object) -> Iterator[tuple[int, int]]:
 
 def _idr_parts(idr: Object) -> tuple[int, int]:
     """(address of idr_rt, idr_base)."""
-    prog = idr.prog_
-    lay = prog.cache.get("idr_layout")
+    kernel = idr.prog_
+    lay = kernel.cache.get("idr_layout")
     if lay is None:
-        t = prog.types.find_type("struct idr")
+        t = kernel.types.find_type("struct idr")
         base_off = t.offsetof("idr_base") if t.has_member("idr_base") else None
-        lay = prog.cache["idr_layout"] = (t.offsetof("idr_rt"), base_off)
+        lay = kernel.cache["idr_layout"] = (t.offsetof("idr_rt"), base_off)
     rt_off, base_off = lay
     addr = idr.value_() if idr._t.kind == "pointer" else idr.address_
     # idr_base arrived in Linux 4.16 (commit 6ce711f27500 "idr: Make 1-based IDRs more efficient")
-    base = prog.read_u32(addr + base_off) if base_off is not None else 0
+    base = kernel.read_u32(addr + base_off) if base_off is not None else 0
     return addr + rt_off, base
 
 
@@ -156,12 +156,12 @@ def idr_find(idr: Object, id: int) -> int:
 
     :param idr: ``struct idr *``
     """
-    prog = idr.prog_
+    kernel = idr.prog_
     rt, base = _idr_parts(idr)
     if id < base:
         return 0
-    _, _, _, head_off = _layout(prog)
-    return _xa_load_raw(prog, prog.read_pointer(rt + head_off), id - base)
+    _, _, _, head_off = _layout(kernel)
+    return _xa_load_raw(kernel, kernel.read_pointer(rt + head_off), id - base)
 
 
 def idr_for_each(idr: Object) -> Iterator[tuple[int, int]]:
@@ -170,10 +170,10 @@ def idr_for_each(idr: Object) -> Iterator[tuple[int, int]]:
     :param idr: ``struct idr *``
     :return: iterator of ``(id, pointer as int)``
     """
-    prog = idr.prog_
+    kernel = idr.prog_
     rt, base = _idr_parts(idr)
-    _, _, _, head_off = _layout(prog)
-    for index, entry in _walk(prog, prog.read_pointer(rt + head_off), "idr_for_each"):
+    _, _, _, head_off = _layout(kernel)
+    for index, entry in _walk(kernel, kernel.read_pointer(rt + head_off), "idr_for_each"):
         yield index + base, entry
 
 
@@ -184,8 +184,8 @@ def idr_for_each_entry(idr: Object, type: "Type | str") -> Iterator[tuple[int, O
     :param type: entry type, e.g. ``"struct pid"``
     :return: iterator of ``(id, type *)``
     """
-    prog = idr.prog_
-    t = prog.types.find_type(type) if isinstance(type, str) else type
+    kernel = idr.prog_
+    t = kernel.types.find_type(type) if isinstance(type, str) else type
     pt = pointer_to(t)
     for i, entry in idr_for_each(idr):
-        yield i, _ptr(prog, pt, entry)
+        yield i, _ptr(kernel, pt, entry)

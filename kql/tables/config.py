@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kql.errors import PlanError
-from kql.helpers.config import NoKernelConfig, kernel_config_text, parse_config
+from kql.helpers.kconfig import NoKernelConfig, kernel_config_text, parse_config
 from kql.tables.base import Column, NotInThisKernel, STRING, TableSpec
 
 __all__ = ["TABLES"]

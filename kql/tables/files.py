@@ -9,7 +9,8 @@ from functools import cached_property
 from kql.errors import FaultError
 from kql.helpers.fs import (d_path, for_each_file, for_each_mount, inode_type, mount_devname,
                             mount_fstype, mount_options, mount_path, mount_readonly)
-from kql.helpers.sched import find_processes, for_each_task_and_pid, task_comm
+from kql.helpers.pid import find_processes, for_each_task_and_pid
+from kql.helpers.sched import task_comm
 from kql.helpers.list import walk_warn
 from kql.tables.base import (ADDRESS, BOOL, Column, INT32, INT64, STRING, ScanContext,
                             TableSpec)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from kql.errors import FaultError
 from kql.helpers.list import walk_warn
-from kql.helpers.percpu import cpu_rq
 from kql.helpers.runq import runq_entries
-from kql.helpers.sched import task_comm
+from kql.helpers.sched import cpu_rq, task_comm
 from kql.tables.base import (ADDRESS, BOOL, Column, INT32, STRING, ScanContext,
                             TableSpec)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 
 from kql.errors import FaultError
-from kql.helpers.sched import find_tasks, for_each_task_and_pid, task_comm
+from kql.helpers.pid import find_tasks, for_each_task_and_pid
+from kql.helpers.sched import task_comm
 from kql.helpers.stack import (frame_of_word, stack_trace, task_pt_regs, task_stack_words,
                               text_symbol)
 from kql.tables.base import (ADDRESS, Column, INT32, INT64, STRING, ScanContext,

@@ -6,11 +6,11 @@ from __future__ import annotations
 import hashlib
 from functools import cached_property
 
-from kql.helpers import pid as pid_helpers
-from kql.helpers.sched import (find_tasks, for_each_task_and_pid, get_mm_rss, page_size, running_tasks,
-                               task_argv, task_state_code, task_state_raw, task_state_value)
+from kql.helpers.mm import get_mm_rss, page_size, task_argv
+from kql.helpers.pid import find_tasks, for_each_task_and_pid, task_pid_nr
+from kql.helpers.sched import (PF_KTHREAD, running_tasks, task_cpu, task_state_code,
+                               task_state_raw, task_state_value)
 from kql.helpers.stack import task_stack_names
-from kql.helpers.task import PF_KTHREAD, task_cpu
 from kql.tables.base import (ADDRESS, BOOL, INT32, INT64, STRING, STRING_LIST, Column,
                              ScanContext, TableSpec)
 
@@ -104,16 +104,7 @@ class TaskRow:
 
     def group_id(self, pidtype: str) -> int | None:
         """pid_nr() of the task's process group / session (0 if none)."""
-        t = self.task
-        i = pid_helpers.PIDTYPE(t.prog_, pidtype)
-        # Since Linux 4.19 (commit 2c4704756cab "pids: Move the pgrp and
-        # session pid pointers from task_struct to signal_struct") they are
-        # in signal->pids[]; before, task->pids[type].pid.
-        if t.signal.has_member_("pids"):
-            pid = t.signal.pids[i]
-        else:
-            pid = t.pids[i].pid
-        return pid.numbers[0].nr.value_() if pid.value_() else 0
+        return task_pid_nr(self.task, pidtype)
 
     @cached_property
     def stack(self) -> list[str]:

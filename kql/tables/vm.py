@@ -9,7 +9,8 @@ from kql.errors import FaultError
 from kql.helpers.list import walk_warn
 from kql.helpers.mm import (for_each_vma, get_gate_vma, task_environ, vma_dev,
                             vma_file_offset, vma_flags_str, vma_ino, vma_name)
-from kql.helpers.sched import find_processes, for_each_task_and_pid, task_comm
+from kql.helpers.pid import find_processes, for_each_task_and_pid
+from kql.helpers.sched import task_comm
 from kql.tables.base import (ADDRESS, Column, INT32, INT64, STRING, ScanContext,
                             TableSpec)
 

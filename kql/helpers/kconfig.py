@@ -42,22 +42,22 @@ def decode_ikconfig(blob: bytes) -> str:
         raise ValueError(f"kernel_config_data is not gzip data: {e}") from None
 
 
-def kernel_config_text(prog) -> str:
+def kernel_config_text(kernel) -> str:
     """The kernel's ``.config`` as text (cached on the kernel).
 
     :raises NoKernelConfig: when the kernel has no ``kernel_config_data``
     """
-    text = prog.cache.get("kernel_config")
+    text = kernel.cache.get("kernel_config")
     if text is None:
-        start = prog.symbols.get("kernel_config_data")
-        end = prog.symbols.get("kernel_config_data_end")
+        start = kernel.symbols.get("kernel_config_data")
+        end = kernel.symbols.get("kernel_config_data_end")
         if start is None or end is None:
             raise NoKernelConfig("kernel_config_data does not exist in this kernel "
                                  "(it was built without CONFIG_IKCONFIG)")
         size = end.address - start.address
         if not 0 < size <= MAX_SIZE:
             raise ValueError(f"kernel_config_data has an impossible size {size}")
-        text = prog.cache["kernel_config"] = decode_ikconfig(prog.read(start.address, size))
+        text = kernel.cache["kernel_config"] = decode_ikconfig(kernel.read(start.address, size))
     return text
 
 

@@ -23,10 +23,10 @@ _MAPLE_NODE_MASK = 0xFF
 _TYPE_SHIFT, _TYPE_MASK = 3, 0xF
 
 
-def _layout(prog) -> dict:
-    lay = prog.cache.get("maple_layout")
+def _layout(kernel) -> dict:
+    lay = kernel.cache.get("maple_layout")
     if lay is None:
-        types = prog.types
+        types = kernel.types
         enum = types.find_type("enum maple_type")
         r64 = types.find_type("struct maple_range_64")
         a64 = types.find_type("struct maple_arange_64")
@@ -42,8 +42,8 @@ def _layout(prog) -> dict:
             lay[key] = (t.offsetof("pivot"), piv.length, t.offsetof("slot"), slot.length)
         slot = node.member("slot")[0].type.strip_typedefs()
         lay["dense_slots"] = (node.offsetof("slot"), slot.length)
-        lay["max"] = (1 << 8 * prog.arch.pointer_size) - 1     # ULONG_MAX
-        prog.cache["maple_layout"] = lay
+        lay["max"] = (1 << 8 * kernel.arch.pointer_size) - 1     # ULONG_MAX
+        kernel.cache["maple_layout"] = lay
     return lay
 
 
@@ -51,22 +51,22 @@ def _is_node(entry: int) -> bool:
     return (entry & 3) == 2 and entry > 4096
 
 
-def _walk(prog, enode: int, lo: int, hi: int, seen: set, depth: int, what: str
+def _walk(kernel, enode: int, lo: int, hi: int, seen: set, depth: int, what: str
           ) -> Iterator[tuple[int, int, int]]:
-    lay = _layout(prog)
+    lay = _layout(kernel)
     node = enode & ~_MAPLE_NODE_MASK
     ntype = (enode >> _TYPE_SHIFT) & _TYPE_MASK
     if node in seen:
-        walk_warn(prog, f"{what}: cycle at maple node {node:#x}")
+        walk_warn(kernel, f"{what}: cycle at maple node {node:#x}")
         return
     if depth > 32:
-        walk_warn(prog, f"{what}: maple tree deeper than 32 levels at {node:#x}")
+        walk_warn(kernel, f"{what}: maple tree deeper than 32 levels at {node:#x}")
         return
     seen.add(node)
-    w = prog.arch.pointer_size      # pivots and slots are unsigned longs and pointers
+    w = kernel.arch.pointer_size      # pivots and slots are unsigned longs and pointers
     if ntype == lay["dense"]:
         off, n = lay["dense_slots"]
-        raw = prog.read(node + off, w * n)
+        raw = kernel.read(node + off, w * n)
         for i in range(n):
             e = int.from_bytes(raw[w * i:w * (i + 1)], "little")
             if e and lo + i <= hi and not (e & 3) == 2:
@@ -77,11 +77,11 @@ def _walk(prog, enode: int, lo: int, hi: int, seen: set, depth: int, what: str
     elif ntype == lay["arange_64"]:
         piv_off, npiv, slot_off, nslots = lay["arange"]
     else:
-        walk_warn(prog, f"{what}: maple node {node:#x} has unknown type {ntype}")
+        walk_warn(kernel, f"{what}: maple node {node:#x} has unknown type {ntype}")
         return
     leaf = ntype == lay["leaf_64"]
-    pivots = prog.read(node + piv_off, w * npiv)
-    slots = prog.read(node + slot_off, w * nslots)
+    pivots = kernel.read(node + piv_off, w * npiv)
+    slots = kernel.read(node + slot_off, w * nslots)
     start = lo
     for i in range(nslots):
         pivot = int.from_bytes(pivots[w * i:w * (i + 1)], "little") if i < npiv else hi
@@ -98,7 +98,7 @@ def _walk(prog, enode: int, lo: int, hi: int, seen: set, depth: int, what: str
                     yield start, pivot, e
             elif e > 4096:
                 # child slots hold bare enodes (only the root carries the xa "node" tag)
-                yield from _walk(prog, e, start, pivot, seen, depth + 1, what)
+                yield from _walk(kernel, e, start, pivot, seen, depth + 1, what)
         if pivot >= hi:
             break
         start = pivot + 1
@@ -110,18 +110,18 @@ def mt_for_each(mt: Object) -> Iterator[tuple[int, int, int]]:
     :param mt: ``struct maple_tree *``
     :return: iterator of ``(first index, last index, entry as int)``
     """
-    prog = mt.prog_
-    lay = _layout(prog)
+    kernel = mt.prog_
+    lay = _layout(kernel)
     base = mt.value_() if mt._t.kind == "pointer" else mt.address_
     what = "mt_for_each"
-    root = prog.read_pointer(base + lay["root_off"])   # unreadable tree: FaultError
+    root = kernel.read_pointer(base + lay["root_off"])   # unreadable tree: FaultError
     try:
         if _is_node(root):
-            yield from _walk(prog, root, 0, lay["max"], set(), 0, what)
+            yield from _walk(kernel, root, 0, lay["max"], set(), 0, what)
         elif root and (root & 3) != 2:
             yield 0, 0, root
     except FaultError as e:
-        walk_warn(prog, f"{what}: unreadable maple node: {e}")
+        walk_warn(kernel, f"{what}: unreadable maple node: {e}")
 
 
 def mt_for_each_entry(mt: Object, type: "Type | str") -> Iterator[tuple[int, int, Object]]:
@@ -131,11 +131,11 @@ def mt_for_each_entry(mt: Object, type: "Type | str") -> Iterator[tuple[int, int
     :param type: entry type, e.g. ``"struct vm_area_struct"``
     :return: iterator of ``(first, last, type *)``
     """
-    prog = mt.prog_
-    t = prog.types.find_type(type) if isinstance(type, str) else type
+    kernel = mt.prog_
+    t = kernel.types.find_type(type) if isinstance(type, str) else type
     pt = pointer_to(t)
     for first, last, e in mt_for_each(mt):
-        yield first, last, _ptr(prog, pt, e)
+        yield first, last, _ptr(kernel, pt, e)
 
 
 def mtree_load(mt: Object, index: int) -> int:
