@@ -59,6 +59,10 @@ RECIPES = {
 }
 # Bump when the root's recipe changes (packages, venv layout).
 ROOT_VERSION = 1
+# Bump when a change to this file changes what a guest run does or records
+# (the guest's own files, GUEST_FILES, are hashed).
+LIVE_VERSION = 1
+GUEST_FILES = [HERE / "live.sh", HERE / "guest_queries.py"]
 DRGN = "drgn==0.3.0"
 GUEST_PYTHON = "3.11"            # bookworm's python3
 GUEST_GLIBC = 36                 # bookworm's glibc 2.36
@@ -178,8 +182,8 @@ def recipe_hash(name: str) -> str:
                   kernel_release=build.selected_release(RECIPES[name]["kernel"]))
     h = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode())
     h.update(root_hash().encode() + build.sources_hash().encode())
-    for p in tracked_files(KQL_SOURCES) + [str(f.relative_to(REPO))
-                                          for f in sorted(HERE.glob("*")) if f.is_file()]:
+    h.update(str(LIVE_VERSION).encode())
+    for p in tracked_files(KQL_SOURCES) + [str(f.relative_to(REPO)) for f in GUEST_FILES]:
         h.update(p.encode() + (REPO / p).read_bytes())
     return h.hexdigest()[:12]
 
@@ -318,9 +322,8 @@ def build_live(name: str, force: bool = False) -> Path:
     root_t0 = time.time()
     debian_root()
     root_seconds = time.time() - root_t0
-    tmp_out = Path(tempfile.mkdtemp(dir=CACHE, prefix=f".{name}-"))
-    work = Path(tempfile.mkdtemp(prefix=f"kql-{name}-"))
-    try:
+
+    def fill(tmp_out: Path, work: Path) -> None:
         seconds = boot(name, recipe, kdir, tmp_out, work)
         before, _, after = build._read(tmp_out / "truth.log").partition(b"@@phase after")
         for fname, raw in (("truth.json", before), ("truth-after.json", after)):
@@ -333,20 +336,8 @@ def build_live(name: str, force: bool = False) -> Path:
                 "root_seconds_this_build": round(root_seconds),
                 "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         (tmp_out / "fixture.json").write_text(json.dumps(meta, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp_out.rename(out)
-        for old in CACHE.glob(f"{name}-*"):
-            if old != out and re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{12}}", old.name):
-                shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        if (tmp_out / "console.log").exists():
-            shutil.copy2(tmp_out / "console.log", CACHE / f"{name}.failed-console.log")
-        shutil.rmtree(tmp_out, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return out
+
+    return build.publish(name, out, fill)
 
 
 def main(argv=None) -> int:

@@ -718,9 +718,8 @@ def build(name: str, force: bool = False) -> Path:
         return out
     recipe = RECIPES[name]
     kdir = kernel_dir(recipe["kernel"])
-    tmp_out = Path(tempfile.mkdtemp(dir=CACHE, prefix=f".{name}-"))
-    work = Path(tempfile.mkdtemp(prefix=f"kql-{name}-"))
-    try:
+
+    def fill(tmp_out: Path, work: Path) -> None:
         files = boot_with_retries(name, recipe, kdir, tmp_out, work)
         truth = truth_mod.parse_log((tmp_out / "truth.log").read_bytes())
         (tmp_out / "truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True))
@@ -732,6 +731,18 @@ def build(name: str, force: bool = False) -> Path:
             "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         (tmp_out / "fixture.json").write_text(json.dumps(meta, indent=1))
+
+    return publish(name, out, fill)
+
+
+def publish(name: str, out: Path, fill) -> Path:
+    """Run ``fill(tmp_out, work)`` (it writes the fixture's files into tmp_out,
+    with scratch space in work) and rename tmp_out to ``out``; on failure keep
+    the guest's console log as $KQL_FIXTURES/<name>.failed-console.log."""
+    tmp_out = Path(tempfile.mkdtemp(dir=CACHE, prefix=f".{name}-"))
+    work = Path(tempfile.mkdtemp(prefix=f"kql-{name}-"))
+    try:
+        fill(tmp_out, work)
         if out.exists():
             shutil.rmtree(out)
         tmp_out.rename(out)
