@@ -4,14 +4,15 @@ tests/live/build_live.py (both read the guest's own /proc/kcore).
 
 Run on demand (not in CI; as root, like the fixture builder):
 
-    python benchmarks/live_vs_drgn.py [--runs 3] [--series 6.1]
+    python benchmarks/live_vs_drgn.py [--runs 2] [--series 6.1]
 
 Queries: ``SELECT pid, comm, state FROM tasks`` and ``SELECT pid, stack FROM
 tasks``; drgn's equivalents walk for_each_task() and print pid, comm,
 task_state_to_char() / the function names of prog.stack_trace() (a running
 task's trace raises: NULL, as kql's).  Each run is a fresh process (import and
 open costs count), kql and drgn alternating, after one warm-up run of each
-(kql's on-disk cache of the kernel's kallsyms and BTF is then warm).  kql
+(kql's on-disk cache of the kernel's kallsyms and BTF is then warm, and the
+guest's page cache holds both tools' files).  kql
 reads types from the kernel's BTF; drgn from the -dbg vmlinux (DWARF), put on
 the guest's disk for it.  Reports wall time (min / median) and peak RSS per
 tool and the kql/drgn ratios.  The same file runs in the guest (--in-guest)
@@ -70,8 +71,8 @@ def in_guest(runs: int, vmlinux: str) -> None:
     for q, sql in QUERIES.items():
         cases[("kql", q)] = [kql, "live", sql, "-f", "csv"]
         cases[("drgn", q)] = [sys.executable, os.path.abspath(__file__), "--drgn", q, vmlinux]
-    for (tool, q), cmd in cases.items():      # warm-up (kql's kallsyms/BTF cache)
-        run_with_rusage(cmd)
+    for tool in ("kql", "drgn"):      # warm-up: kql's kallsyms/BTF cache, the page cache
+        run_with_rusage(cases[(tool, "tasks")])
     samples = {key: [] for key in cases}
     for _ in range(runs):
         for key, cmd in cases.items():
@@ -126,7 +127,7 @@ def host(runs: int, series: str) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=2, help="runs of each (default 2: TCG is slow)")
     ap.add_argument("--series", default="6.1", help="guest kernel series (default 6.1)")
     ap.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--vmlinux", help=argparse.SUPPRESS)

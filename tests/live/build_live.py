@@ -25,7 +25,8 @@ query) and fixture.json (release, timings).  Its hash covers the kernel
 release, the root, kql's sources and this folder, so a changed kql reruns the
 guests.  tests/vmcores/build.py builds these with the other fixtures.
 
-Usage: build_live.py [--force] [--bench] [live-6.1 live-6.12]
+Usage: build_live.py [--force] [live-6.1 live-6.12]   (benchmarks/live_vs_drgn.py boots
+the same guest with its own command instead of the queries)
 """
 
 from __future__ import annotations
@@ -262,7 +263,7 @@ def guest_initramfs(kdir: dict, work: Path, bench: str) -> Path:
 
 
 def boot(name: str, recipe: dict, kdir: dict, out: Path, work: Path,
-         extra: dict[str, Path] | None = None, bench: str = ":") -> float:
+         extra: dict[str, Path] | None = None, bench: str = "") -> float:
     """Boot the guest until it powers off; its serial ports go to out/
     (console.log, truth.log, results.log).  Returns the guest's run time."""
     t0 = time.time()
