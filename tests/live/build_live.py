@@ -22,8 +22,9 @@ fixture kernel (6.1, 6.12) does it:
 The result folder ($KQL_FIXTURES/live-<series>-<hash>) holds truth.json
 (/proc before the queries), truth-after.json, results.json (one record per
 query) and fixture.json (release, timings).  Its hash covers the kernel
-release, the root, kql's sources and this folder, so a changed kql reruns the
-guests.  tests/vmcores/build.py builds these with the other fixtures.
+release, the root, kql's sources, the guest's files (GUEST_FILES) and
+LIVE_VERSION, so a changed kql reruns the guests.  tests/vmcores/build.py
+builds these with the other fixtures.
 
 Usage: build_live.py [--force] [live-6.1 live-6.12]   (benchmarks/live_vs_drgn.py boots
 the same guest with its own command instead of the queries)

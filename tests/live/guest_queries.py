@@ -131,7 +131,9 @@ def cli_run(name: str, argv: list[str], user: str) -> None:
     t0 = time.monotonic()
     p = subprocess.run([KQL, *argv], capture_output=True, text=True,
                        preexec_fn=drop if user == "nobody" else None,
-                       env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"})
+                       env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
+                            # root's kql cache (kallsyms, BTF) is the API run's
+                            "HOME": "/tmp" if user == "nobody" else "/root"})
     emit({"kind": "cli", "name": name, "argv": argv, "user": user, "rc": p.returncode,
           "stdout": p.stdout[-20000:], "stderr": p.stderr[-4000:],
           "seconds": round(time.monotonic() - t0, 2)})
