@@ -275,3 +275,29 @@ def test_unprivileged_user_gets_one_line_and_exit_2(live):
     assert r["user"] == "nobody" and r["rc"] == 2, r
     assert r["stdout"] == ""
     assert r["stderr"] == f"kql: error: /proc/kcore: {NOT_ROOT}\n"
+
+
+# -- the builder's own pieces (no guest needed) ------------------------------------------------
+
+def test_init_script_is_the_scenario_then_the_live_part():
+    """PID 1 of the live guest: the fixtures' scenario, every @WORD@ filled in, the
+    queries (or a benchmark's command instead), the power-off."""
+    init = build_live.init_script(["dummy", "virtio_blk"], "")
+    assert not [ln for ln in init.splitlines()
+                if re.search(r"@[A-Z_]+@", ln) and not ln.startswith("#")]
+    assert init.startswith("#!/bin/sh\n") and "kql-vforker vfork &" in init
+    assert "kexec" not in init and "for m in dummy virtio_blk; do insmod" in init
+    assert init.index("KQL-MARKER-2") < init.index("dumpproc") < init.index("guest_queries.py api")
+    assert init.rstrip().endswith("poweroff -f")
+    assert 'if [ -z "" ]; then' in init
+    bench = build_live.init_script([], "run-the-benchmark > $R")
+    assert 'if [ -z "run-the-benchmark > $R" ]; then' in bench
+
+
+def test_results_parser_keeps_records_and_flags_garbled_lines():
+    raw = (b'{"kind": "time", "label": "queries", "uptime": 1.5}\r\n'
+           b'[   12.3] a kernel message\n{"kind": "query", "name": "sys", "rows": []\n'
+           b'@@done\n')
+    assert build_live.parse_results(raw) == [
+        {"kind": "time", "label": "queries", "uptime": 1.5},
+        {"kind": "garbled", "text": '{"kind": "query", "name": "sys", "rows": []'}]

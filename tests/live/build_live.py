@@ -238,6 +238,19 @@ def guest_disk(work: Path, extra: dict[str, Path] | None = None) -> Path:
     return disk
 
 
+def init_script(modules: list[str], bench: str) -> str:
+    """PID 1: guest/init.sh's scenario (up to its panic/live tail), then live.sh."""
+    scenario = (build.HERE / "guest/init.sh").read_text()
+    if SCENARIO_END not in scenario:
+        raise BuildError("guest/init.sh changed: its scenario no longer ends where "
+                         "build_live.SCENARIO_END says")
+    init = scenario.split(SCENARIO_END)[0] + "\n" + (HERE / "live.sh").read_text()
+    for k, v in {"@MODULES@": " ".join(modules), "@MODE@": "live", "@EXTRA_THREADS@": "0",
+                 "@DEBIAN@": DEBIAN, "@VENV@": VENV, "@BENCH@": bench}.items():
+        init = init.replace(k, v)
+    return init
+
+
 def guest_initramfs(kdir: dict, work: Path, bench: str) -> Path:
     """The fixtures' busybox initramfs and scenario (guest/init.sh up to its
     panic/live tail), then live.sh's part, which runs kql."""
@@ -248,14 +261,7 @@ def guest_initramfs(kdir: dict, work: Path, bench: str) -> Path:
         shutil.copy2(kqlproc, root / "bin" / name)
     disk_modules = [m for m in build.CAPTURE_MODULES if build._has_module(kdir, m)]
     order = build.install_modules(kdir, build.GUEST_MODULES + disk_modules, root / "lib/modules")
-    scenario = (build.HERE / "guest/init.sh").read_text()
-    if SCENARIO_END not in scenario:
-        raise BuildError("guest/init.sh changed: its scenario no longer ends where "
-                         "build_live.SCENARIO_END says")
-    init = scenario.split(SCENARIO_END)[0] + "\n" + (HERE / "live.sh").read_text()
-    for k, v in {"@MODULES@": " ".join(order), "@MODE@": "live", "@EXTRA_THREADS@": "0",
-                 "@DEBIAN@": DEBIAN, "@VENV@": VENV, "@BENCH@": bench}.items():
-        init = init.replace(k, v)
+    init = init_script(order, bench)
     (root / "init").write_text(init)
     (root / "init").chmod(0o755)
     out = work / "guest.cpio"
