@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -81,6 +82,15 @@ def in_guest(runs: int, vmlinux: str) -> None:
         print(json.dumps({"kind": "bench", "tool": tool, "query": q,
                           "wall": [round(w, 3) for w, _ in s], "rss_kib": [r for _, r in s]}),
               flush=True)
+    # both listed the same tasks (pids of the tasks query; a task may come or go between runs)
+    pids = {}
+    for tool in ("kql", "drgn"):
+        lines = subprocess.run(cases[(tool, "tasks")], capture_output=True,
+                               text=True).stdout.splitlines()
+        if tool == "kql":
+            lines = lines[1:]                 # the CSV header
+        pids[tool] = sorted({int(ln.split(",")[0]) for ln in lines if ln.strip()})
+    print(json.dumps({"kind": "bench-pids", **pids}), flush=True)
 
 
 # ---------------------------------------------------------------- the host
@@ -108,19 +118,24 @@ def host(runs: int, series: str) -> int:
         build_live.boot(name, recipe, kdir, out, work, extra=extra, bench=cmd)
         records = build_live.parse_results((out / "results.log").read_bytes())
     bench = {(r["tool"], r["query"]): r for r in records if r.get("kind") == "bench"}
+    pids = next((r for r in records if r.get("kind") == "bench-pids"), None)
     if len(bench) != 2 * len(QUERIES):
         print(f"the guest gave {len(bench)} results, not {2 * len(QUERIES)}", file=sys.stderr)
         return 1
     print(f"kql vs drgn 0.3.0, live (/proc/kcore) in a {kdir['release']} guest under TCG, "
           f"{runs} runs each after a warm-up (guest {time.time() - t0:.0f} s)")
     print(f"{'query':8} {'tool':5} {'wall min':>9} {'median':>8} {'peak RSS':>10}")
+    if pids:
+        k, d = set(pids["kql"]), set(pids["drgn"])
+        print(f"tasks listed: kql {len(k)}, drgn {len(d)}, in one only: {sorted(k ^ d)}")
     for q in QUERIES:
         for tool in ("kql", "drgn"):
             r = bench[(tool, q)]
             print(f"{q:8} {tool:5} {min(r['wall']):8.2f}s {statistics.median(r['wall']):7.2f}s "
                   f"{max(r['rss_kib']) / 1024:8.0f} MB")
         k, d = bench[("kql", q)], bench[("drgn", q)]
-        print(f"{q:8} ratio kql/drgn: wall {statistics.median(k['wall']) / statistics.median(d['wall']):.2f}x, "
+        wall = statistics.median(k["wall"]) / statistics.median(d["wall"])
+        print(f"{q:8} ratio kql/drgn: wall {wall:.2f}x, "
               f"peak RSS {max(k['rss_kib']) / max(d['rss_kib']):.2f}x")
     return 0
 

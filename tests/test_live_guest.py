@@ -129,7 +129,8 @@ def test_tasks_match_proc(live):
     for pid, t in stable.items():
         r = by_pid.get(pid)
         assert r is not None, (pid, t["name"])
-        assert (r["tgid"], r["ppid"], r["is_kthread"]) == (t["tgid"], t["ppid"], t["is_kthread"]), pid
+        assert (r["tgid"], r["ppid"], r["is_kthread"]) == \
+            (t["tgid"], t["ppid"], t["is_kthread"]), pid
         assert comm_matches(r["comm"], t), (pid, r["comm"], t["name"])
         if not t["is_kthread"] and t["state"] == t["state_after"]:
             assert r["state"] == t["state"], (pid, t["name"], r["state"], t["state"])
@@ -198,7 +199,8 @@ def test_listening_sockets_match_proc_net(live):
 @pytest.mark.fixtures
 def test_net_devices_match_proc_net_dev(live):
     rows = live.query("net_devices")["rows"]
-    want = [ln.split(":")[0].strip() for ln in live.truth["files"]["/proc/net/dev"].splitlines()[2:]]
+    want = [ln.split(":")[0].strip()
+            for ln in live.truth["files"]["/proc/net/dev"].splitlines()[2:]]
     assert sorted(r["name"] for r in rows) == sorted(want)
     dev = {r["name"]: r for r in rows}
     assert dev["lo"]["up"] and dev["dummy0"]["up"]
