@@ -146,7 +146,8 @@ def _export(argv) -> int:
     args = export_parser().parse_args(argv)
     from kql.export import export
     tables = [t.strip() for t in args.tables.split(",")] if args.tables else None
-    rows = export(args.dumps, args.output, tables=tables, jobs=args.jobs, vmlinux=args.vmlinux,
+    dumps = [dump_parts(d) if d == LIVE else d for d in args.dumps]   # `kql export live`
+    rows = export(dumps, args.output, tables=tables, jobs=args.jobs, vmlinux=args.vmlinux,
                   zero_excluded=args.zero_excluded)
     failed = 0
     for m in rows:

@@ -49,8 +49,11 @@ def dump_id(kernel) -> str:
     VMCOREINFO (release, build-id, crash time, KASLR offset…), its size, and
     the first MiB of each file (headers and notes: kdump's timestamp, ELF's
     per-CPU registers), so two live dumps of one boot (same VMCOREINFO, same
-    size) still get different ids."""
+    size) still get different ids; a live kernel's (/proc/kcore) includes
+    when it was opened."""
     h = hashlib.sha256(kernel.dump.vmcoreinfo_raw)
+    if kernel.dump.live:        # a running kernel: each export is of another moment
+        h.update(repr(kernel.dump.timestamp).encode())
     for p in _paths(kernel.dump.path):
         try:
             h.update(str(os.path.getsize(p)).encode())

@@ -33,21 +33,23 @@ import errno
 import os
 import time
 from bisect import bisect_right
+from functools import lru_cache
 
 from kql.arch import detect_machine
 from kql.dump.base import Dump, parse_notes
-from kql.dump.elf import _EHDR, _PHDR, EM_X86_64, PT_LOAD, PT_NOTE, _machine_name, _non_overlapping
+from kql.dump.elf import (_EHDR, _PHDR, EM_X86_64, PT_LOAD, PT_NOTE, _machine_name,
+                          _non_overlapping)
+from kql.dump.kdump import PAGE_CACHE_SIZE
 from kql.errors import DumpError, FaultError
 from kql.memory import Layer
 
-__all__ = ["KcoreDump", "open_kcore", "sniff_kcore", "load_proc_kallsyms", "live_kcore_path", "live_root", "kcore_error"]
+__all__ = ["KcoreDump", "sniff_kcore", "load_proc_kallsyms", "live_kcore_path",
+           "live_root", "kcore_error", "lockdown_mode"]
 
 NT_PRPSINFO = 3
-NT_TASKSTRUCT = 4
 _NO_PADDR = (1 << 64) - 1          # (elf_addr_t)-1: vmalloc, vmemmap, user segments
 _KERNEL_HALF = 1 << 63            # kernel virtual addresses have the top bit set
 _BLOCK = 4096                      # the page cache's unit (kcore copies page by page)
-_CACHE_LIMIT = 1 << 15             # blocks kept (128 MiB) before the cache starts over
 _DIRECT_READ = 64 << 10            # reads this large bypass the cache
 
 
@@ -91,11 +93,11 @@ def kcore_error(path: str, err: OSError, root: str) -> DumpError:
                          f"CONFIG_PROC_KCORE); take a dump (kdump, or QEMU dump-guest-memory) "
                          f"and query that instead")
     if err.errno in (errno.EPERM, errno.EACCES):
-        mode = lockdown_mode(root)
         # LOCKDOWN_KCORE sits above LOCKDOWN_INTEGRITY_MAX (include/linux/security.h):
-        # "confidentiality" refuses kcore; an EPERM under "integrity" is named too.
-        if err.errno == errno.EPERM and mode in ("integrity", "confidentiality"):
-            return DumpError(f"{path}: the kernel is locked down ({mode}), which refuses "
+        # "confidentiality" refuses kcore, "integrity" does not (an EPERM then is
+        # open_kcore()'s missing CAP_SYS_RAWIO).
+        if err.errno == errno.EPERM and lockdown_mode(root) == "confidentiality":
+            return DumpError(f"{path}: the kernel is locked down (confidentiality), which refuses "
                              f"/proc/kcore: boot with lockdown=none (and Secure Boot off) to "
                              f"query it live, or query a kdump dump")
         return DumpError(f"{path}: permission denied: reading the live kernel needs root "
@@ -104,13 +106,14 @@ def kcore_error(path: str, err: OSError, root: str) -> DumpError:
 
 
 class KcoreFile:
-    """``pread`` on the kcore, through a page cache of ``_BLOCK``-sized blocks."""
+    """``pread`` on the kcore, through an LRU page cache of ``_BLOCK``-sized
+    blocks (kdump's: ``PAGE_CACHE_SIZE`` entries)."""
 
     def __init__(self, fd: int, path: str, stats):
         self.fd = fd
         self.path = path
         self._stats = stats
-        self._cache: dict[int, bytes] = {}
+        self._block = lru_cache(maxsize=PAGE_CACHE_SIZE)(self._load_block)
 
     def _pread(self, offset: int, size: int) -> bytes:
         try:
@@ -121,13 +124,8 @@ class KcoreFile:
         self._stats.pages_read += (size + _BLOCK - 1) // _BLOCK
         return data
 
-    def _block(self, blk: int) -> bytes:
-        data = self._cache.get(blk)
-        if data is None:
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.clear()
-            data = self._cache[blk] = self._pread(blk, _BLOCK)
-        return data
+    def _load_block(self, blk: int) -> bytes:
+        return self._pread(blk, _BLOCK)
 
     def read(self, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes at ``offset`` (short only at the end of the file)."""
@@ -149,9 +147,10 @@ class KcoreFile:
         return b"".join(parts)
 
     def invalidate(self) -> None:
-        self._cache.clear()
+        self._block.cache_clear()
 
     def close(self) -> None:
+        self._block.cache_clear()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -286,6 +285,10 @@ class KcoreDump(Dump):
     def kernel_layer(self, walker: Layer) -> Layer:
         return KcoreVirtual(self._vsegs, self._paddrs, walker)
 
+    def prstatus(self) -> list:
+        """No registers: kcore's NT_PRSTATUS note is all zeros."""
+        return []
+
     def refresh(self) -> None:
         """Forget every page read so far (the next read sees the kernel as it is now)."""
         self._file.invalidate()
@@ -418,15 +421,6 @@ def _build(fd: int, path: str, root: str | None, machine_name, loads, notes) -> 
     dump._paddrs = {s: paddrs[s] for s, _e, _o in vsegs if s in paddrs}
     dump.phys = KcorePhysical(_Segments(kfile, psegs))
     dump._closers.append(kfile.close)
-    return dump
-
-
-def open_kcore(path: str) -> KcoreDump:
-    """Open ``path`` as a kcore; a DumpError if it is not one."""
-    dump = sniff_kcore(path)
-    if dump is None:
-        raise DumpError(f"{path}: not a /proc/kcore (an ELF core at kernel virtual addresses "
-                        f"with a 'vmlinux' process-info note)")
     return dump
 
 

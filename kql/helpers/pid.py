@@ -214,7 +214,9 @@ def for_each_task(kernel, *, idle: bool = True) -> Iterator[Object]:
     lists of every task found (a stretch of the process list between two
     unreadable tasks whose IDR node is unreadable too is still on its parent's
     list), so only tasks whose own ``task_struct`` is unreadable, or that no
-    readable link reaches, go missing (with warnings).
+    readable link reaches, go missing (with warnings).  On a running kernel a
+    task that exits while it is walked (its thread link poisoned by
+    list_del_rcu()) is skipped with a warning.
 
     :param idle: include the idle tasks of CPUs other than 0 (``rq->idle``)
     :return: iterator of ``struct task_struct *``
