@@ -124,10 +124,12 @@ def host(runs: int, series: str) -> int:
         return 1
     print(f"kql vs drgn 0.3.0, live (/proc/kcore) in a {kdir['release']} guest under TCG, "
           f"{runs} runs each after a warm-up (guest {time.time() - t0:.0f} s)")
-    print(f"{'query':8} {'tool':5} {'wall min':>9} {'median':>8} {'peak RSS':>10}")
     if pids:
+        # expected in one only: pid 0 (kql lists the idle tasks, drgn's for_each_task()
+        # does not) and each run's own processes
         k, d = set(pids["kql"]), set(pids["drgn"])
         print(f"tasks listed: kql {len(k)}, drgn {len(d)}, in one only: {sorted(k ^ d)}")
+    print(f"{'query':8} {'tool':5} {'wall min':>9} {'median':>8} {'peak RSS':>10}")
     for q in QUERIES:
         for tool in ("kql", "drgn"):
             r = bench[(tool, q)]
