@@ -123,7 +123,7 @@ def api() -> None:
         run_query(d, name, sql)
 
 
-def cli_run(name: str, argv: list[str], user: str) -> None:
+def cli_run(name: str, argv: list[str], user: str, home: str = "/root") -> None:
     def drop():
         os.setgroups([])
         os.setgid(NOBODY)
@@ -131,18 +131,25 @@ def cli_run(name: str, argv: list[str], user: str) -> None:
     t0 = time.monotonic()
     p = subprocess.run([KQL, *argv], capture_output=True, text=True,
                        preexec_fn=drop if user == "nobody" else None,
-                       env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
-                            # root's kql cache (kallsyms, BTF) is the API run's
-                            "HOME": "/tmp" if user == "nobody" else "/root"})
+                       env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home})
     emit({"kind": "cli", "name": name, "argv": argv, "user": user, "rc": p.returncode,
           "stdout": p.stdout[-20000:], "stderr": p.stderr[-4000:],
           "seconds": round(time.monotonic() - t0, 2)})
 
 
 def cli() -> None:
+    # root's kql cache (parser tables, kallsyms, BTF) is the API run's
     for name, argv in CLI.items():
         cli_run(name, argv, "root")
-    cli_run("unprivileged", UNPRIVILEGED, "nobody")
+    # nobody gets a copy of it (building the parser tables again costs a minute
+    # under TCG, and the refusal comes before any of it)
+    import shutil
+    home = "/tmp/nobody"
+    shutil.copytree("/root/.cache", f"{home}/.cache")
+    for d, _, files in os.walk(home):
+        for f in [d, *(os.path.join(d, f) for f in files)]:
+            os.chown(f, NOBODY, NOBODY)
+    cli_run("unprivileged", UNPRIVILEGED, "nobody", home)
 
 
 if __name__ == "__main__":
