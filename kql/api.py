@@ -19,12 +19,10 @@ class Dump:
 
     def __init__(self, path, vmlinux: str | None = None, system_map: str | None = None,
                  zero_excluded: bool = False):
-        from kql.dump import open_dump
-        from kql.kernel import Kernel
+        from kql.kernel import open_kernel
 
         self.path = path
-        self.kernel = Kernel(open_dump(path, zero_excluded=zero_excluded),
-                             vmlinux=vmlinux, system_map=system_map)
+        self.kernel = open_kernel(path, vmlinux, system_map, zero_excluded=zero_excluded)
         self.session = Session({None: self.kernel})
 
     def query(self, sql: str) -> pa.Table:

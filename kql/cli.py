@@ -57,15 +57,24 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
 
 
+def _seconds(text: str) -> int:
+    """--max-time: a whole number of seconds, 0 or more."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from kql.dump import PROBES
+    from kql.duck import MAX_SECONDS
     from kql.output import FORMATS
 
     p = ArgumentParser(
         prog="kql", description="SQL over Linux kernel memory dumps (vmcores).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dump", nargs="?",
-                   help="the vmcore (ELF, kdump, flattened kdump; split kdump parts "
-                        "comma-separated), /proc/kcore, or `live` for the running kernel")
+                   help=f"the vmcore ({', '.join(p.what for p in PROBES)}; split kdump "
+                        f"parts comma-separated), or `live` for the running kernel")
     p.add_argument("query", nargs="?", help="the SQL query (quote it)")
     p.add_argument("-d", "--dump", dest="named", action="append", default=[], metavar="NAME=DUMP",
                    help="open DUMP as NAME for cross-dump queries (FROM NAME.tasks); repeatable")
@@ -90,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-files", action="store_true",
                    help="let the query read files (FROM 'x.csv', read_csv(...)); off by "
                         "default: a query reads only the dump, or the --parquet directory")
+    p.add_argument("--max-time", type=_seconds, default=None, metavar="SECONDS",
+                   help=f"stop a statement whose SQL part (joins, sorts, recursive CTEs) runs "
+                        f"longer than SECONDS (default {MAX_SECONDS}; 0: no limit)")
     p.add_argument("--crash", metavar="CMD",
                    help="run a crash command (sys, ps, bt -f 1, …; `help` lists them)")
     p.add_argument("--sql", action="store_true",
@@ -205,6 +217,13 @@ def dump_parts(spec: str):
     return spec
 
 
+def _open_kernel(args, dump: str):
+    """The dump argument ``dump`` opened with the command line's options."""
+    from kql.kernel import open_kernel
+    return open_kernel(dump_parts(dump), args.vmlinux, args.system_map,
+                       zero_excluded=args.zero_excluded)
+
+
 def _main(argv: list[str]) -> int:
     if argv and argv[0] in ("queries", "export") and not os.path.isfile(argv[0]):
         return {"queries": _list_queries, "export": _export}[argv[0]](argv[1:])
@@ -253,10 +272,8 @@ def _main(argv: list[str]) -> int:
         return 1
 
     _check_output(args)
-    from kql.dump import open_dump
     from kql.execute import Session
     from kql.grammar import parse
-    from kql.kernel import Kernel
 
     statements = parse(query)  # syntax errors before opening any dump
     if not statements:
@@ -267,15 +284,13 @@ def _main(argv: list[str]) -> int:
                          f"not {len(statements)}")
     kernels = {}
     if dump is not None:
-        kernels[None] = Kernel(open_dump(dump_parts(dump), zero_excluded=args.zero_excluded),
-                               vmlinux=args.vmlinux, system_map=args.system_map)
+        kernels[None] = _open_kernel(args, dump)
     for name, path in named.items():
-        kernels[name] = Kernel(open_dump(dump_parts(path), zero_excluded=args.zero_excluded),
-                               vmlinux=args.vmlinux, system_map=args.system_map)
+        kernels[name] = _open_kernel(args, path)
     for k in kernels.values():  # dump-level warnings: once per dump, before any result
         for w in k.dump.warnings:
             print(f"kql: warning: {w}", file=sys.stderr)
-    session = Session(kernels, allow_files=args.allow_files)
+    session = Session(kernels, allow_files=args.allow_files, max_seconds=args.max_time)
 
     texts = []  # with -o and a text format, every statement's output goes to the file
     for stmt in statements:
@@ -308,14 +323,11 @@ def _main(argv: list[str]) -> int:
 def _shell(args, dump: str) -> int:
     """No query: a crash command (--crash), the interactive shell on a
     terminal, or the statements of a non-terminal stdin as a script."""
-    from kql.dump import open_dump
     from kql.execute import Session
-    from kql.kernel import Kernel
     from kql import shell
 
-    kernel = Kernel(open_dump(dump_parts(dump), zero_excluded=args.zero_excluded),
-                    vmlinux=args.vmlinux, system_map=args.system_map)
-    session = Session({None: kernel})
+    kernel = _open_kernel(args, dump)
+    session = Session({None: kernel}, allow_files=args.allow_files, max_seconds=args.max_time)
     if args.crash is not None:
         return shell.run_crash_command(session, args.crash, args.sql)
     fmt = args.format if args.format in shell.TEXT_FORMATS else "table"
@@ -371,7 +383,8 @@ def _run_parquet(args, query: str) -> int:
 
     addresses = {c.name.lower() for s in catalog().values() for c in s.columns
                  if c.type == pa.uint64()}
-    for t in query_parquet(args.parquet, query, allow_files=args.allow_files):
+    for t in query_parquet(args.parquet, query, allow_files=args.allow_files,
+                           max_seconds=args.max_time):
         cols = {n for n in t.column_names if n.lower() in addresses
                 and t.schema.field(n).type == pa.uint64()}
         _write(args, t, cols)

@@ -12,6 +12,12 @@ from :func:`connect`:
 - no extension is installed or loaded on demand (``autoinstall`` and
   ``autoload_known_extensions`` off), so no download, ever;
 - spill files go to kql's cache directory, never ``./.tmp``;
+- the DuckDB part of a statement runs at most ``max_seconds``
+  (``--max-time``, default :data:`MAX_SECONDS`; 0 = no limit): DuckDB has
+  no bound on the iterations of a recursive CTE, so one without a stop
+  condition (``WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n+1 FROM r)``)
+  would otherwise run until Ctrl-C; it ends with :data:`TIME_LIMIT`, exit 1;
+- no progress bar on the terminal;
 - then the configuration is locked, so no query can undo any of it.
 """
 
@@ -23,6 +29,15 @@ from kql.errors import QueryError
 
 FILES_NEEDED = "reading files needs --allow-files"
 
+#: Seconds the DuckDB part of one statement may run (``--max-time``).
+MAX_SECONDS = 300
+TIME_LIMIT = ("query stopped after {seconds} s, the --max-time limit (a recursive CTE "
+              "without a stop condition?); raise it with --max-time SECONDS, 0 for no limit")
+
+
+class TimeLimitError(QueryError):
+    """The DuckDB part of a statement ran longer than ``--max-time``."""
+
 
 def temp_directory() -> str:
     """Where DuckDB spills: ``<kql cache>/duckdb-tmp`` (created on demand)."""
@@ -30,7 +45,8 @@ def temp_directory() -> str:
     return str(default_cache_dir() / "duckdb-tmp")
 
 
-def connect(*, allow_files: bool = False, allowed: tuple[str, ...] = ()):
+def connect(*, allow_files: bool = False, allowed: tuple[str, ...] = (),
+            max_seconds: int = MAX_SECONDS):
     """A DuckDB connection for one query (see the module doc); run the query
     through :func:`run`."""
     import duckdb
@@ -40,6 +56,9 @@ def connect(*, allow_files: bool = False, allowed: tuple[str, ...] = ()):
         "autoload_known_extensions": False,
         "temp_directory": temp_directory(),
     })
+    con.execute("SET enable_progress_bar = false")
+    if max_seconds:
+        con.execute(f"SET max_execution_time = {int(max_seconds) * 1000}")  # milliseconds
     if not allow_files:
         if allowed:
             dirs = ", ".join("'" + os.path.join(os.path.realpath(d), "").replace("'", "''") + "'"
@@ -53,13 +72,18 @@ def connect(*, allow_files: bool = False, allowed: tuple[str, ...] = ()):
 def run(con, fn):
     """``fn()`` (a DuckDB call on ``con``) so that Ctrl-C stops it: DuckDB runs
     in a worker thread while the main thread waits, and a KeyboardInterrupt
-    there interrupts ``con`` and is raised (exit 130 in the CLI)."""
+    there interrupts ``con`` and is raised (exit 130 in the CLI).  Past the
+    ``max_seconds`` of :func:`connect`, :class:`TimeLimitError`."""
     import threading
 
     import duckdb
 
     if threading.current_thread() is not threading.main_thread():
-        return fn()
+        try:
+            return fn()
+        except duckdb.InterruptException as e:
+            _time_limit(con, e)
+            raise
     box: dict = {}
     done = threading.Event()  # not Thread.join: a join interrupted by Ctrl-C can
     # leave is_alive() False while the thread still runs (Python 3.11)
@@ -89,11 +113,20 @@ def run(con, fn):
         raise
     e = box.pop("error", None)
     if isinstance(e, duckdb.InterruptException):
+        _time_limit(con, e)
         del e
         raise KeyboardInterrupt from None
     if e is not None:
         raise e.with_traceback(None)
     return box["value"]
+
+
+def _time_limit(con, e) -> None:
+    """Raise :class:`TimeLimitError` if ``e`` (DuckDB's interrupt) is the time
+    limit, not Ctrl-C."""
+    if "maximum execution time" in str(e):
+        ms = con.execute("SELECT current_setting('max_execution_time')").fetchone()[0]
+        raise TimeLimitError(TIME_LIMIT.format(seconds=ms // 1000)) from None
 
 
 def error_text(e: Exception) -> str:

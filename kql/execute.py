@@ -1,7 +1,7 @@
 """Run a plan: kernel scans → Arrow → DuckDB (only when needed) → pyarrow.Table.
 
-The whole pipeline reads as one function, :func:`run`:
-parse → plan → scans → relational remainder → result.
+The whole pipeline reads as one method, :meth:`Session.run_statement`:
+plan → scans → relational remainder → result (``Session.execute`` parses).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from kql.grammar import parse
 from kql.planner import Env, plan as make_plan
 from kql.planner.plan import Plan
 from kql.tables import ScanContext, Warnings, catalog
-from kql.tables.base import STRING, UINT64, Columns
+from kql.tables.base import STRING, UINT64, Columns, not_in_kernel
 from kql.tables.base import scan_columns as run_scan
 
 log = logging.getLogger("kql")
@@ -102,9 +102,13 @@ class Session:
     ``None`` is the default dump (``FROM tasks``); named ones are reached as
     ``FROM a.tasks``."""
 
-    def __init__(self, kernels: dict[str | None, Any], *, allow_files: bool = False):
+    def __init__(self, kernels: dict[str | None, Any], *, allow_files: bool = False,
+                 max_seconds: int | None = None):
+        from kql.duck import MAX_SECONDS
         self.kernels = kernels
         self.allow_files = allow_files  # --allow-files: DuckDB may read the user's files
+        # --max-time: seconds the DuckDB part of a statement may run (0 = no limit)
+        self.max_seconds = MAX_SECONDS if max_seconds is None else max_seconds
         self._running = None  # the DuckDB connection of the statement running now
 
     def interrupt(self) -> None:
@@ -172,7 +176,7 @@ class Session:
                 else:
                     tables[s.id] = run_scan(s.spec, ctx, extra)
             except LookupError as e:
-                if isinstance(e, (KeyError, IndexError)):  # a bug, not the dump
+                if not not_in_kernel(e):  # KeyError, IndexError: a bug, not the dump
                     raise
                 # a symbol, type or member the walk needs is missing (damaged
                 # kallsyms or BTF, or a kernel kql cannot read)
@@ -203,7 +207,7 @@ class Session:
         import pyarrow as pa
 
         from kql import duck
-        con = duck.connect(allow_files=self.allow_files)
+        con = duck.connect(allow_files=self.allow_files, max_seconds=self.max_seconds)
         self._running = con
         try:
             self._register_functions(con, p, warnings)

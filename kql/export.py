@@ -142,12 +142,11 @@ class Progress:
 def export_dump(path, outdir: str, tables=None, vmlinux=None, zero_excluded=False,
                 progress: bool = True, slot: int = 0, slots: int = 0) -> dict:
     """Export one dump; returns its manifest row."""
-    from kql.dump import open_dump
     from kql.execute import Session
-    from kql.kernel import Kernel
+    from kql.kernel import open_kernel
 
     t0 = time.time()
-    kernel = Kernel(open_dump(path, zero_excluded=zero_excluded), vmlinux=vmlinux)
+    kernel = open_kernel(path, vmlinux, zero_excluded=zero_excluded)
     did = dump_id(kernel)
     session = Session({None: kernel})
     prov = {
@@ -357,7 +356,8 @@ def _export_parallel(paths, outdir, tables, jobs, vmlinux, zero_excluded, slots)
 
 # ---------------------------------------------------------------- query exports
 
-def parquet_connection(directory: str, text: str | None = None, *, allow_files: bool = False):
+def parquet_connection(directory: str, text: str | None = None, *, allow_files: bool = False,
+                       max_seconds: int | None = None):
     """A DuckDB connection with one view per exported table of ``directory``
     (only the tables whose names occur in ``text``, when given: binding a
     view reads the schema of every file of its table).  It reads that
@@ -366,7 +366,8 @@ def parquet_connection(directory: str, text: str | None = None, *, allow_files: 
     d = Path(directory)
     if not d.is_dir():
         raise QueryError(f"--parquet: {directory} is not a directory")
-    con = duck.connect(allow_files=allow_files, allowed=(str(d),))
+    con = duck.connect(allow_files=allow_files, allowed=(str(d),),
+                       max_seconds=duck.MAX_SECONDS if max_seconds is None else max_seconds)
     views = []
     words = set(re.findall(r"\w+", text.lower())) if text is not None else None
     for sub in sorted(p for p in d.iterdir() if p.is_dir()):
@@ -384,7 +385,8 @@ def parquet_connection(directory: str, text: str | None = None, *, allow_files: 
     return con, views
 
 
-def query_parquet(directory: str, text: str, *, allow_files: bool = False) -> list[pa.Table]:
+def query_parquet(directory: str, text: str, *, allow_files: bool = False,
+                  max_seconds: int | None = None) -> list[pa.Table]:
     """Run kql SQL over an export directory (no dump is opened); only
     ``allow_files`` lets the query read files outside it."""
     import duckdb
@@ -393,9 +395,10 @@ def query_parquet(directory: str, text: str, *, allow_files: bool = False) -> li
     from kql.errors import ExecuteError
     from kql.grammar import ast as A
     from kql.grammar import parse
-    from kql.planner import FILES_NEED, modern_lambdas, name_outputs, reads_files, rewrite
+    from kql.planner import FILES_NEED, modern_lambdas, name_items, reads_files, rewrite
 
-    con, _ = parquet_connection(directory, text, allow_files=allow_files)
+    con, _ = parquet_connection(directory, text, allow_files=allow_files,
+                                max_seconds=max_seconds)
     out = []
     from kql.execute import check_depth
     for stmt in parse(text):
@@ -412,7 +415,7 @@ def query_parquet(directory: str, text: str, *, allow_files: bool = False) -> li
             if f is not None and not f.needs_dump:
                 return node.replace(name=f.udf(), args=rewrite(node.args, lower))
             return None
-        sql = rewrite(modern_lambdas(name_outputs(stmt, text)), lower).to_sql()
+        sql = rewrite(modern_lambdas(name_items(stmt, text)), lower).to_sql()
         try:
             rel = duck.run(con, lambda: con.sql(sql))
         except duckdb.Error as e:

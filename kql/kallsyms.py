@@ -14,6 +14,15 @@ here (REFERENCE §5; the layout is kernel/kallsyms.c and scripts/kallsyms.c):
 - addresses come from ``kallsyms_offsets`` by one of several rules; the rule
   that reproduces ``SYMBOL(_stext)`` is kept.
 
+Damage that changes names or addresses without breaking the decoding is
+found by what scripts/kallsyms.c guarantees (:func:`check_tokens`,
+:func:`check_markers`, :func:`check_order`): the 256 tokens are consecutive
+non-empty NUL-terminated strings of printable characters that
+``kallsyms_token_index`` points at; ``kallsyms_markers`` (right after the
+names) holds where every 256th entry starts; the symbols are sorted by
+address.  Each finding is a warning ("symbol names may be wrong"): the rest
+of the table still serves.
+
 :class:`SymbolTable` is shared with System.map / vmlinux symbol loaders
 (:mod:`kql.symbols`).
 """
@@ -23,7 +32,7 @@ from __future__ import annotations
 import bisect
 import zlib
 from array import array
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from kql.errors import DumpError, FaultError
 
@@ -47,10 +56,6 @@ class Symbol:
         self.size = size
         self.kind = kind
         self.module = module
-
-    @property
-    def is_global(self) -> bool:
-        return self.kind.isupper()
 
     def __repr__(self) -> str:
         mod = f" [{self.module}]" if self.module else ""
@@ -256,8 +261,105 @@ def _read_names(read: Callable[[int, int], bytes], start: int, count: int,
     return bytes(blob[:pos]), None
 
 
-def _decode_fast(blob: bytes, token_table: bytes, token_index: bytes, count: int
-                 ) -> tuple[list[str], list[str]]:
+DAMAGED = "kallsyms is damaged: "
+
+
+def check_tokens(token_table: bytes, idx: Sequence[int]) -> str | None:
+    """What is wrong with the token table and index, or None: token 0 starts
+    the table, each next one starts right after the previous one's NUL, and
+    every token is a non-empty string of printable characters."""
+    if idx[0] != 0:
+        return f"kallsyms_token_index[0] is {idx[0]}, not 0"
+    for i in range(256):
+        start = idx[i]
+        end = token_table.find(b"\0", start)
+        if end <= start:
+            return f"token {i} of kallsyms_token_table is empty or unterminated"
+        if i < 255 and idx[i + 1] != end + 1:
+            return (f"kallsyms_token_index[{i + 1}] is {idx[i + 1]}, not {end + 1} (after "
+                    f"token {i}'s NUL)")
+        bad = next((c for c in token_table[start:end] if not 0x20 < c < 0x7F), None)
+        if bad is not None:
+            return f"token {i} of kallsyms_token_table holds the byte {bad:#04x}"
+    return None
+
+
+def check_markers(read: Callable[[int, int], bytes], names_end: int, marks: Sequence[int],
+                  pointer_size: int, token_table: int | None = None,
+                  count: int = 0, names: Sequence[str] | None = None) -> str | None:
+    """What is wrong with ``kallsyms_markers`` (u32, or pointer-size before
+    Linux 4.20), or None; it follows the names, aligned to the pointer size.
+    ``marks``: where entries 0, 256, 512 … start, from the decoded names.
+    The markers end at ``token_table``, or (Linux 6.2+, commit 60443c88f3a8
+    "kallsyms: Improve the performance of kallsyms_lookup_name()") three
+    bytes a symbol of ``kallsyms_seqs_of_names`` before it (then checked by
+    :func:`check_name_order` against ``names``): else the count
+    (``kallsyms_num_syms``) does not fit the tables."""
+    def align(x: int) -> int:
+        return (x + pointer_size - 1) & -pointer_size
+
+    at = align(names_end)
+    first_bad = None
+    for width in (4, pointer_size) if pointer_size != 4 else (4,):
+        try:
+            raw = read(at, width * len(marks))
+        except FaultError:
+            continue   # unreadable: nothing to compare (the names decoded)
+        got = array("I" if width == 4 else "Q")
+        got.frombytes(raw)
+        bad = next((k for k, (m, g) in enumerate(zip(marks, got)) if m != g), None)
+        if bad is None:
+            end = align(at + width * len(marks))
+            if token_table is None or end == token_table:
+                return None
+            if token_table == align(end + 3 * count):
+                return check_name_order(read, end, names) if names is not None else None
+            return (f"the names and markers of {count} symbols (kallsyms_num_syms) end "
+                    f"{token_table - end:+d} bytes from kallsyms_token_table")
+        if first_bad is None:
+            first_bad = (bad, got[bad])
+    if first_bad is None:
+        return None
+    k, g = first_bad
+    return (f"kallsyms_markers[{k}] is {g}, but entry {256 * k} of kallsyms_names starts "
+            f"at {marks[k]}")
+
+
+def check_name_order(read: Callable[[int, int], bytes], at: int, names: Sequence[str]
+                     ) -> str | None:
+    """``kallsyms_seqs_of_names`` at ``at`` (Linux 6.2+: big-endian 3-byte
+    indexes of the symbols sorted by name, as strcmp orders them) against the
+    decoded names: a damaged name is out of order, or None."""
+    n = len(names)
+    try:
+        raw = read(at, 3 * n)
+    except FaultError:
+        return None
+    seqs = [(raw[i] << 16) | (raw[i + 1] << 8) | raw[i + 2] for i in range(0, 3 * n, 3)]
+    if max(seqs) >= n:
+        return f"kallsyms_seqs_of_names holds {max(seqs)}, past the {n} symbols"
+    for i in range(n - 1):
+        a, b = names[seqs[i]], names[seqs[i + 1]]
+        if a > b:
+            return (f"kallsyms_seqs_of_names out of order at {i}: {a!r} (entry {seqs[i]}) "
+                    f"before {b!r} (entry {seqs[i + 1]})")
+    return None
+
+
+def check_order(addresses: Sequence[int], names: Sequence[str]) -> str | None:
+    """scripts/kallsyms.c sorts the symbols by address: the first entry out
+    of order, or None."""
+    for i in range(len(addresses) - 1):
+        if addresses[i] > addresses[i + 1]:
+            return (f"kallsyms_offsets out of order at entry {i} ({names[i]} at "
+                    f"{addresses[i]:#x}, {names[i + 1]} at {addresses[i + 1]:#x})")
+    return None
+
+
+def _decode_fast(blob: bytes, token_table: bytes, token_index: bytes, count: int,
+                 marks: list[int] | None = None) -> tuple[list[str], list[str]]:
+    """Names and kind letters of ``count`` entries of ``blob``; ``marks``
+    gets where every 256th entry starts, and last the end."""
     idx = array("H")
     idx.frombytes(token_index[:512])
     tokens = []
@@ -271,7 +373,9 @@ def _decode_fast(blob: bytes, token_table: bytes, token_index: bytes, count: int
     get = tokens.__getitem__
     join = "".join
     pos = 0
-    for _ in range(count):
+    for i in range(count):
+        if marks is not None and not i & 0xFF:
+            marks.append(pos)
         n = blob[pos]
         if n & 0x80:
             n = (n & 0x7F) | (blob[pos + 1] << 7)
@@ -284,6 +388,8 @@ def _decode_fast(blob: bytes, token_table: bytes, token_index: bytes, count: int
             raise IndexError("kallsyms_names blob too short")
         append_k(s[:1])
         append_n(s[1:])
+    if marks is not None:
+        marks.append(pos)
     return names, kinds
 
 
@@ -293,7 +399,8 @@ CACHE_FORMAT = 1
 
 def load_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
                   *, known: dict[str, int] | None = None, cache=None,
-                  pointer_size: int = 8) -> SymbolTable:
+                  pointer_size: int = 8, warn: Callable[[str], None] | None = None
+                  ) -> SymbolTable:
     """Decode the kernel's kallsyms from dump memory.
 
     :param read: virtual read function ``read(addr, size) -> bytes``
@@ -305,8 +412,11 @@ def load_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
         load against a CRC of the dump's own ``kallsyms_names`` ..
         ``kallsyms_token_table`` bytes; addresses are always computed from the
         dump (they move with KASLR) and checked against VMCOREINFO.
+    :param warn: called with each inconsistency found in the tables (see
+        the module doc); the table is returned all the same
     :raises KallsymsError: tables missing or nothing reproduces a known address
     """
+    problems = []
     need = ["kallsyms_names", "kallsyms_num_syms", "kallsyms_token_table",
             "kallsyms_token_index"]
     addr = {n: _sym_addr(vmcoreinfo, n) for n in need + [
@@ -341,33 +451,55 @@ def load_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
             table = _from_cache(cache.load("kallsyms", header), read, addr, count,
                                 vmcoreinfo, known, pointer_size)
             if table is not None:
+                # the names, markers and tokens are those checked when cached
+                _report([check_order(table.addresses, table.names)], warn)
                 return table
         limit = None
         if addr["kallsyms_markers"] and addr["kallsyms_markers"] > addr["kallsyms_names"]:
             limit = addr["kallsyms_markers"] - addr["kallsyms_names"]
         names = None
+        marks: list[int] = []
         if span is not None or limit is None:
             # One optimistic read (names average ~14 bytes; the tables after
             # them are mapped too), decoded in one pass; fall back to careful
             # chunked reading if it faults or comes up short.
             try:
                 blob = span if span is not None else read(addr["kallsyms_names"], count * 24)
-                names, kinds = _decode_fast(blob, token_table, token_index, count)
+                names, kinds = _decode_fast(blob, token_table, token_index, count, marks)
             except (FaultError, IndexError):
                 names = None
         if names is None:
+            marks = []
             blob, _ = _read_names_blob(read, addr["kallsyms_names"], count, limit)
-            names, kinds = _decode_fast(blob, token_table, token_index, count)
+            names, kinds = _decode_fast(blob, token_table, token_index, count, marks)
         addresses = _addresses(read, addr, count, vmcoreinfo, names, known, pointer_size)
+        problems = [check_tokens(token_table, idx),
+                    check_markers(read, addr["kallsyms_names"] + marks[-1], marks[:-1],
+                                  pointer_size, addr["kallsyms_token_table"], count, names),
+                    check_order(addresses, names)]
+        base = addr["kallsyms_relative_base"]
+        if base is not None and base > addr["kallsyms_token_table"]:
+            # Since Linux 6.4 (commit 404bad70fcf7 "scripts/kallsyms: change the
+            # output order") kallsyms_seqs_of_names follows kallsyms_relative_base
+            at = (base + 2 * pointer_size - 1) & -pointer_size
+            problems.append(check_name_order(read, at, names))
     except FaultError as e:
         raise KallsymsError(f"cannot read kallsyms tables: {e}") from None
+    _report(problems, warn)
     joined = "".join(kinds)   # one letter each: a str is smaller and pickles faster
     table = SymbolTable(names, joined if len(joined) == count else kinds, addresses,
                         source="kallsyms")
-    if header is not None and table.names is names and isinstance(table.kinds, str):
+    if (header is not None and table.names is names and isinstance(table.kinds, str)
+            and not any(problems)):
         cache.save("kallsyms", header, {"names": names, "kinds": table.kinds,
                                         "name_order": table.name_order})
     return table
+
+
+def _report(problems: list[str | None], warn: Callable[[str], None] | None) -> None:
+    for p in problems:
+        if p is not None and warn is not None:
+            warn(f"{DAMAGED}{p}: symbol names and addresses may be wrong")
 
 
 def _from_cache(data: dict | None, read, addr: dict, count: int, vmcoreinfo: dict,

@@ -30,7 +30,7 @@ from array import array
 from typing import Callable
 
 from kql.errors import FaultError
-from kql.kallsyms import KallsymsError
+from kql.kallsyms import KallsymsError, check_tokens
 
 __all__ = ["find_kallsyms", "NEEDLE"]
 
@@ -151,10 +151,10 @@ def _from_needle(read, hit: int, psize: int) -> dict[str, int] | None:
 
 
 def _token_table_len(read, table: int, index) -> int:
+    """The token table's length, or -1 if ``index`` does not fit it."""
     data = read(table, index[255] + 256)
-    for i in range(255):
-        if data[index[i + 1] - 1] != 0 or index[i + 1] <= index[i]:
-            return -1
+    if check_tokens(data, index) is not None:
+        return -1
     return data.index(b"\0", index[255]) + 1
 
 
@@ -251,7 +251,7 @@ _KEYS = ("names", "num_syms", "markers", "token_table", "token_index", "offsets"
 
 
 def locate_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str],
-                    pointer_size: int = 8, cache=None, load=None):
+                    pointer_size: int = 8, cache=None, load=None, warn=None):
     """The kernel's symbols for a dump whose VMCOREINFO has no kallsyms keys:
     the tables found by :func:`find_kallsyms` between ``SYMBOL(_stext)`` and
     ``SYMBOL(init_uts_ns)`` (read-only data lies between text and data),
@@ -281,11 +281,12 @@ def locate_kallsyms(read: Callable[[int, int], bytes], vmcoreinfo: dict[str, str
             found = {f"SYMBOL(kallsyms_{k})": f"{start + v:x}" for k, v in rel.items()}
             try:
                 return load(read, {**vmcoreinfo, **found}, cache=cache,
-                            pointer_size=pointer_size)
+                            pointer_size=pointer_size, warn=warn)
             except (KallsymsError, FaultError):
                 pass
     found = find_kallsyms(read, start, end, pointer_size)
-    table = load(read, {**vmcoreinfo, **found}, cache=cache, pointer_size=pointer_size)
+    table = load(read, {**vmcoreinfo, **found}, cache=cache, pointer_size=pointer_size,
+                 warn=warn)
     if cache is not None:
         cache.save("kallsyms-place", header, {"at": {
             k[len("SYMBOL(kallsyms_"):-1]: int(v, 16) - start for k, v in found.items()}})

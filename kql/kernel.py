@@ -19,77 +19,7 @@ from kql.kallsyms import KallsymsError, Symbol, SymbolTable, load_kallsyms
 from kql.object import Object
 from kql.types import ChainTypeSource, Type, TypeNotFoundError, TypeSourceBase
 
-__all__ = ["Kernel", "DiskCache", "open_kernel", "KNOWN_VARIABLE_TYPES"]
-
-# Globals whose type BTF cannot tell us (vmlinux BTF has VAR records only for
-# per-CPU variables): name -> C type.
-KNOWN_VARIABLE_TYPES = {
-    "init_task": "struct task_struct",
-    "init_pid_ns": "struct pid_namespace",
-    "init_uts_ns": "struct uts_namespace",
-    "init_mm": "struct mm_struct",
-    "init_nsproxy": "struct nsproxy",
-    "init_ipc_ns": "struct ipc_namespace",
-    "init_net": "struct net",
-    "init_user_ns": "struct user_namespace",
-    "init_cred": "struct cred",
-    "init_files": "struct files_struct",
-    "init_fs": "struct fs_struct",
-    "init_signals": "struct signal_struct",
-    "init_sighand": "struct sighand_struct",
-    "init_struct_pid": "struct pid",
-    "runqueues": "struct rq",
-    "__per_cpu_offset": "unsigned long [{nr_cpu_ids}]",
-    "prb": "struct printk_ringbuffer *",
-    "printk_rb_static": "struct printk_ringbuffer",
-    "modules": "struct list_head",
-    "super_blocks": "struct list_head",
-    "slab_caches": "struct list_head",
-    "net_namespace_list": "struct list_head",
-    "cgroup_roots": "struct list_head",
-    "crashing_cpu": "int",
-    "panic_cpu": "atomic_t",
-    "nr_cpu_ids": "unsigned int",
-    "nr_threads": "int",
-    "total_forks": "unsigned long",
-    "jiffies": "unsigned long",
-    "jiffies_64": "u64",
-    "page_offset_base": "unsigned long",
-    "vmalloc_base": "unsigned long",
-    "vmemmap_base": "unsigned long",
-    "phys_base": "unsigned long",
-    "max_pfn": "unsigned long",
-    "totalram_pages": "atomic_long_t",
-    "__cpu_online_mask": "struct cpumask",
-    "__cpu_possible_mask": "struct cpumask",
-    "__cpu_present_mask": "struct cpumask",
-    "__cpu_active_mask": "struct cpumask",
-    "node_data": "struct pglist_data *[{nr_node_ids}]",
-    "mem_section": "struct mem_section **",
-    "vmap_area_list": "struct list_head",
-    "swapper_pg_dir": "pgd_t [512]",
-    "init_top_pgt": "pgd_t [512]",
-    "tick_cpu_device": "struct tick_device",
-    "kernel_cpustat": "struct kernel_cpustat",
-    "btf_modules": "struct list_head",
-    "pid_max": "int",
-    "timekeeper_data": "struct tk_data",
-    "tk_core": "struct tk_data",
-    "sys_tz": "struct timezone",
-    "init_css_set": "struct css_set",
-    "cgrp_dfl_root": "struct cgroup_root",
-    "blkcg_root": "struct blkcg",
-    "mount_hashtable": "struct hlist_head *",
-    "inode_hashtable": "struct hlist_head *",
-    "dentry_hashtable": "struct hlist_head *",
-    "vmap_area_root": "struct rb_root",
-    "nr_node_ids": "unsigned int",
-    "task_state_array": "const char * const [{task_state_array_len}]",
-    "system_state": "enum system_states",
-    "cpu_number": "int",
-    "current_task": "struct task_struct *",
-    "pcpu_hot": "struct pcpu_hot",
-}
+__all__ = ["Kernel", "DiskCache", "open_kernel"]
 
 
 # kernel.cache entries a live kernel keeps across queries (Kernel.refresh):
@@ -227,14 +157,50 @@ class Kernel:
         shifted by the KASLR offset)."""
         if self._symbols is None:
             self._symbols = self._load_symbols()
+            for w in self._vmcoreinfo_mismatches(self._symbols):
+                self.warn(w)
         return self._symbols
+
+    def _vmcoreinfo_mismatches(self, table: SymbolTable) -> list[str]:
+        """VMCOREINFO values that contradict the kernel's own memory:
+        ``SYMBOL(x)`` against where the symbols put x (or, for an array the
+        kernel allocates, VMCOREINFO_SYMBOL_ARRAY: the pointer stored there),
+        ``BUILD-ID`` against the GNU build-id note among the kernel's notes
+        (``__start_notes``)."""
+        out = []
+        for key, value in self.vmcoreinfo.items():
+            if key.startswith("SYMBOL(") and not key.startswith("SYMBOL(kallsyms_"):
+                sym = table.get(key[7:-1])
+                if sym is None or sym.address == int(value, 16):
+                    continue
+                try:
+                    if self.read_pointer(sym.address) == int(value, 16):
+                        continue   # e.g. SYMBOL(mem_section)
+                except FaultError:
+                    pass
+                out.append(f"VMCOREINFO {key}={value}, but the symbols put it at "
+                           f"{sym.address:x}")
+        bid, start, stop = (self.vmcoreinfo.get("BUILD-ID"), table.get("__start_notes"),
+                            table.get("__stop_notes"))
+        if bid and start is not None and stop is not None and \
+                0 < stop.address - start.address <= 1 << 16:
+            from kql.dump.base import parse_notes
+            try:
+                notes = parse_notes(self.read(start.address, stop.address - start.address))
+            except DumpError:   # FaultError included: nothing to compare
+                notes = []
+            own = [n.desc.hex() for n in notes if (n.name, n.type) == ("GNU", 3)]
+            if own and bid.lower() not in own:
+                out.append(f"VMCOREINFO BUILD-ID={bid}, but the kernel's build-id note says "
+                           f"{own[0]}")
+        return out
 
     def _load_symbols(self) -> SymbolTable:
         from kql.symbols import VmlinuxFile, find_system_map, load_system_map, shifted
         errors = []
         try:
             table = load_kallsyms(self.read, self.vmcoreinfo, cache=self.disk_cache,
-                                  pointer_size=self.arch.pointer_size)
+                                  pointer_size=self.arch.pointer_size, warn=self.warn)
             # Without CONFIG_KALLSYMS_ALL (Debian's arm64 and 686-pae kernels)
             # kallsyms lists functions only: variables need System.map or vmlinux.
             if table.get("init_task") is not None:
@@ -279,7 +245,7 @@ class Kernel:
             from kql.kallsyms_find import locate_kallsyms
             try:
                 return locate_kallsyms(self.read, self.vmcoreinfo, self.arch.pointer_size,
-                                       cache=self.disk_cache)
+                                       cache=self.disk_cache, warn=self.warn)
             except (KallsymsError, FaultError) as e:
                 errors[0] = (f"VMCOREINFO has no kallsyms symbols (Linux < 6.0) and the "
                              f"dump's own were not found ({e}); give --vmlinux or "
@@ -473,7 +439,9 @@ class Kernel:
         btf = self.btf
         # vmlinux BTF has VAR records for per-CPU variables only; trust them first
         t = btf.find_var_type(name) if btf is not None else None
-        spelled = KNOWN_VARIABLE_TYPES.get(name)
+        # the helper modules declare the globals they read (KERNEL_VARIABLES)
+        from kql.helpers import kernel_variables
+        spelled = kernel_variables().get(name)
         if t is None and spelled is not None:
             if "{" in spelled:
                 spelled = spelled.format(nr_cpu_ids=self.nr_cpu_ids,
@@ -631,8 +599,15 @@ class Kernel:
         return f"<Kernel {self.dump.describe_path()} {self.release}>"
 
 
-def open_kernel(path, vmlinux: str | None = None, system_map: str | None = None,
-                **kw) -> Kernel:
-    """Open a dump (path or list of split-dump paths) as a :class:`Kernel`."""
+def open_kernel(path, vmlinux: str | None = None, system_map: str | None = None, *,
+                zero_excluded: bool = False, **kw) -> Kernel:
+    """Open a dump (path or list of split-dump paths) as a :class:`Kernel`: the
+    one way kql opens a kernel (``kw``: ``cache_dir``, ``dwarf_cache_dir``).
+    The dump is closed again if no kernel can be made of it."""
     from kql.dump import open_dump
-    return Kernel(open_dump(path, **kw), vmlinux=vmlinux, system_map=system_map)
+    dump = open_dump(path, zero_excluded=zero_excluded)
+    try:
+        return Kernel(dump, vmlinux=vmlinux, system_map=system_map, **kw)
+    except BaseException:
+        dump.close()
+        raise

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 
+from kql.arch import MIN_PAGE_SIZE
 from kql.errors import FaultError
 
 _U16 = struct.Struct("<H").unpack_from
@@ -78,9 +79,13 @@ class Layer:
     def read_pointer(self, addr: int) -> int:
         return _U64(self.read(addr, 8))[0]
 
+    #: The unit in which reads of this layer may fault (a page table layer:
+    #: its arch's page; other layers: kql.arch.MIN_PAGE_SIZE).
+    page_size = MIN_PAGE_SIZE
+
     def read_cstring(self, addr: int, max_size: int = 4096) -> bytes:
         """Bytes up to (not including) the first NUL, at most ``max_size``."""
-        return read_cstring(self.read, addr, max_size)
+        return read_cstring(self.read, addr, max_size, self.page_size)
 
 
 class PageTableLayer(Layer):
@@ -104,7 +109,7 @@ class PageTableLayer(Layer):
         self._format = arch.page_table_format(self.levels, sme_mask=sme_mask)
         if name is not None:
             self.name = name
-        self._page_size = arch.page_size
+        self._page_size = self.page_size = arch.page_size
         self._page_mask = arch.page_size - 1
         self._tlb: dict[int, int] = {}          # virtual page -> physical page
         self._tlb_limit = 1 << 20
@@ -213,14 +218,15 @@ class UserVirtual(PageTableLayer):
     name = "user"
 
 
-def read_cstring(read, addr: int, max_size: int = 4096) -> bytes:
+def read_cstring(read, addr: int, max_size: int, page_size: int) -> bytes:
     """Bytes up to (not including) the first NUL, at most ``max_size``, from
-    ``read(addr, size)``.  Reads page by page so a string near the end of a
-    mapping does not fault on the bytes after its NUL."""
+    ``read(addr, size)``.  Reads page by page (``page_size``: the arch's, see
+    :attr:`Layer.page_size`) so a string near the end of a mapping does not
+    fault on the bytes after its NUL."""
     out = []
     total = 0
     while total < max_size:
-        chunk = min(max_size - total, 4096 - (addr & 0xFFF))
+        chunk = min(max_size - total, page_size - (addr & (page_size - 1)))
         data = read(addr, chunk)
         nul = data.find(b"\0")
         if nul >= 0:

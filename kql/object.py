@@ -17,7 +17,7 @@ import struct
 from typing import Any
 
 from kql.errors import FaultError
-from kql.types import MemberNotFoundError, Type, pointer_to
+from kql.types import MemberNotFoundError, NoMemberError, Type, pointer_to
 
 __all__ = ["Object", "container_of", "NULL", "cast"]
 
@@ -195,16 +195,16 @@ class Object:
         plans = st._cache
         if plans is None:
             if st.kind not in ("struct", "union"):
-                raise AttributeError(f"'{self.type_.type_name()}' has no member '{name}'")
+                raise NoMemberError(f"'{self.type_.type_name()}' has no member '{name}'")
             plans = st._cache = {}
         plan = plans.get(name)
         if plan is None:
             if st.kind not in ("struct", "union"):
-                raise AttributeError(f"'{self.type_.type_name()}' has no member '{name}'")
+                raise NoMemberError(f"'{self.type_.type_name()}' has no member '{name}'")
             try:
                 m, bit_offset = st.member(name)
             except MemberNotFoundError as e:
-                raise AttributeError(str(e)) from None
+                raise NoMemberError(str(e)) from None
             mt = m.type
             plan = plans[name] = (mt, mt.strip_typedefs(), bit_offset >> 3, bit_offset & 7,
                                   m.bit_size)
@@ -410,9 +410,6 @@ class Object:
             v = hex(v)
         return f"Object(type='{self.type_.type_name()}', value={v})"
 
-    def format_(self) -> str:
-        return repr(self)
-
 
 def _plain(v):
     """An Object operand as its Python value."""
@@ -423,8 +420,9 @@ def _read_cstring(prog, addr: int, max_size: int) -> bytes:
     fn = getattr(prog, "read_cstring", None)
     if fn is not None:
         return fn(addr, max_size)
-    from kql.memory import read_cstring
-    return read_cstring(prog.read, addr, max_size)
+    from kql.memory import Layer, read_cstring
+    page_size = getattr(getattr(prog, "arch", None), "page_size", Layer.page_size)
+    return read_cstring(prog.read, addr, max_size, page_size)
 
 
 def _normalize_value(st: Type, v):

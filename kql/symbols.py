@@ -14,7 +14,26 @@ import struct
 from kql.errors import DumpError, FaultError
 from kql.kallsyms import SymbolTable
 
-__all__ = ["load_system_map", "VmlinuxFile", "shifted", "module_symbol_tables"]
+__all__ = ["load_system_map", "VmlinuxFile", "elf_build_id", "decode_elf_syms", "ELF_SYM",
+           "shifted", "module_symbol_tables"]
+
+#: The symbol table entry of each ELF class (little-endian): Elf64_Sym is st_name,
+#: st_info, st_other, st_shndx, st_value, st_size; Elf32_Sym puts st_value and
+#: st_size after st_name.
+ELF_SYM = {64: struct.Struct("<IBBHQQ"), 32: struct.Struct("<IIIBBH")}
+
+
+def decode_elf_syms(data, elfclass: int):
+    """The entries of a symbol table (a vmlinux's .symtab, a module's
+    ``kallsyms->symtab`` in memory) as ``(st_name, st_info, st_other,
+    st_shndx, st_value, st_size)`` tuples, for either ELF class.  Unpacked
+    with ``struct``: pyelftools' per-symbol objects take ~15 s for a kernel's
+    120k symbols, ``struct`` 0.05 s."""
+    entries = ELF_SYM[elfclass].iter_unpack(data)
+    if elfclass == 64:
+        return entries
+    return ((name, info, other, shndx, value, size)
+            for name, value, size, info, other, shndx in entries)
 
 
 def load_system_map(path: str) -> SymbolTable:
@@ -92,6 +111,18 @@ def shifted(table: SymbolTable, offset: int, kernel_start: int | None = None) ->
                        module=table.module, sizes=table._sizes)
 
 
+def elf_build_id(elf) -> str | None:
+    """The GNU build-id of a pyelftools ``ELFFile`` as lowercase hex, or None."""
+    for sec in elf.iter_sections():
+        if sec["sh_type"] != "SHT_NOTE":
+            continue
+        for note in sec.iter_notes():
+            # a vmlinux's .notes also holds Xen notes; only GNU's type 3 is the build-id
+            if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
+                return note["n_desc"]
+    return None
+
+
 class VmlinuxFile:
     """A vmlinux ELF: sections, symtab, and reads by virtual address."""
 
@@ -120,15 +151,7 @@ class VmlinuxFile:
         return None if sec is None else sec.data()
 
     def build_id(self) -> str | None:
-        sec = self.elf.get_section_by_name(".notes") or self.elf.get_section_by_name(
-            ".note.gnu.build-id")
-        if sec is None:
-            return None
-        for note in sec.iter_notes():
-            # .notes also holds Xen notes; only GNU's type 3 is the build-id
-            if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
-                return note["n_desc"]
-        return None
+        return elf_build_id(self.elf)
 
     def read(self, addr: int, size: int) -> bytes:
         """Bytes at a link-time virtual address (zero-filled bss)."""
@@ -143,20 +166,15 @@ class VmlinuxFile:
         raise FaultError(addr, f"address {addr:#x} not in any vmlinux segment")
 
     def symbols(self) -> SymbolTable:
-        """Function and object symbols from .symtab, nm-style kind letters.
-
-        The table is unpacked with ``struct`` (pyelftools' per-symbol objects
-        take ~20 s for a kernel's 150k symbols)."""
+        """Function and object symbols from .symtab, nm-style kind letters."""
         symtab = self.elf.get_section_by_name(".symtab")
         if symtab is None:
             raise DumpError(f"{self.path}: no .symtab")
-        if symtab["sh_entsize"] == 24:
-            entries = struct.iter_unpack("<IBBHQQ", symtab.data())
-        elif symtab["sh_entsize"] == 16:    # Elf32_Sym: value, size, then info, other, shndx
-            entries = ((n, info, other, shndx, value, size) for n, value, size, info, other, shndx
-                       in struct.iter_unpack("<IIIBBH", symtab.data()))
-        else:
+        elfclass = next((c for c, sym in ELF_SYM.items() if sym.size == symtab["sh_entsize"]),
+                        None)
+        if elfclass is None:
             raise DumpError(f"{self.path}: .symtab entries are neither Elf64_Sym nor Elf32_Sym")
+        entries = decode_elf_syms(symtab.data(), elfclass)
         strtab = self.elf.get_section(symtab["sh_link"]).data()
         letters = {}
         for i, sec in enumerate(self.elf.iter_sections()):

@@ -56,6 +56,12 @@ class MemberNotFoundError(LookupError):
     """A struct/union has no member by that name."""
 
 
+class NoMemberError(MemberNotFoundError, AttributeError):
+    """An Object's missing member (``task.no_such``): an AttributeError, so
+    ``getattr(obj, name, default)`` works, and a MemberNotFoundError, so a
+    scan treats it like every other thing this kernel does not have."""
+
+
 class _Lazy:
     """Marks a value computed on first use (a zero-argument callable)."""
 
@@ -63,10 +69,6 @@ class _Lazy:
 
     def __init__(self, fn: Callable):
         self.fn = fn
-
-
-def _force(value):
-    return value.fn() if type(value) is _Lazy else value
 
 
 class Member:
@@ -200,10 +202,6 @@ class Type:
             t = t.target
         return t
 
-    def pointer(self, size: int = POINTER_SIZE) -> "Type":
-        """``self *``."""
-        return pointer_to(self, size)
-
     # -- predicates ---------------------------------------------------------------
     def is_integer(self) -> bool:
         """int, bool, enum (through typedefs)."""
@@ -211,9 +209,6 @@ class Type:
 
     def is_pointer(self) -> bool:
         return self.strip_typedefs().kind == "pointer"
-
-    def is_compound(self) -> bool:
-        return self.strip_typedefs().kind in ("struct", "union")
 
     def is_char(self) -> bool:
         """char / signed char / unsigned char (through typedefs)."""

@@ -28,6 +28,10 @@ class MemberColumn:
 
 @dataclass
 class Scan:
+    """How one FROM item is read.  ``qualify`` builds it (``use()`` records a
+    column); the rules after it return changed copies (``dataclasses.replace``
+    through ``context.replace_scans``), never change one in place."""
+
     id: str                          # name registered in DuckDB (__kql_scan_0)
     table: str                       # catalog name (tasks)
     spec: Any                        # kql.tables.TableSpec
@@ -122,6 +126,15 @@ class Plan:
     # Member paths on computed addresses (CAST(x AS 'struct file *')->f_pos):
     # DuckDB functions name -> (MemberColumn with fn(address) -> value, dump).
     udfs: dict[str, tuple[MemberColumn, str | None]] = field(default_factory=dict)
+    # While the rules run: what the planner may look at (planner.context.Env)
+    # and each SELECT's relations (id(select) -> (select, Scope)), from qualify.
+    env: Any = field(default=None, repr=False, compare=False)
+    scopes: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def scope(self, select):
+        """The relations visible in ``select``'s FROM (None: not qualified)."""
+        got = self.scopes.get(id(select))
+        return got[1] if got is not None and got[0] is select else None
 
     @property
     def sql(self) -> str:

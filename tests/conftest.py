@@ -21,6 +21,18 @@ def pytest_runtest_setup(item):
     fixtures.CURRENT_TEST = item
 
 
+@pytest.fixture(scope="session", params=fixtures.FIXTURES)
+def dump_kernel(request):
+    """``(fixture, Kernel)`` for each fixture dump, opened on its own (its
+    ``warnings`` are the helper tests' alone), shared by the tests of
+    kql.helpers (tests/test_helpers_<module>.py)."""
+    from kql.kernel import open_kernel
+    fx = fixtures.fixture(request.param)
+    k = open_kernel(fx.dump())
+    yield fx, k
+    k.close()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _close_shared_kernels():
     yield

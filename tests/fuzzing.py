@@ -17,7 +17,8 @@ The same targets run three ways:
   ``fuzz`` extra (atheris) is installed;
 - ``python tests/fuzzing.py campaign --dumps N --queries N``: N random cases
   per kind with a per-case timeout, counting errors, hangs and answers that
-  changed without a warning.
+  changed without a warning (each printed as a ``SILENT`` line to replay);
+  ``--regions kallsyms,vmcoreinfo`` damages only those parts.
 
 Targets: ``dump`` (kdump header, sub header, VMCOREINFO, ELF notes, both
 bitmaps, page descriptors, the pages holding BTF, kallsyms, ORC, the printk
@@ -59,29 +60,18 @@ class BytesSource:
     def read(self, offset: int, size: int) -> bytes:
         return bytes(self._data[offset:offset + size])
 
+    def head(self, size: int) -> bytes:
+        return self.read(0, size)
+
     def close(self) -> None:
         pass
 
 
 def open_bytes(data, zero_excluded: bool = False):
     """A Dump from bytes, the way :func:`kql.dump.open_dump` opens a file."""
-    from kql.dump.elf import is_elf, open_elf
-    from kql.dump.flattened import FlattenedFile, is_flattened
-    from kql.dump.kdump import is_kdump, open_kdump
-    from kql.errors import DumpError
+    from kql.dump import open_source
 
-    src = BytesSource(data)
-    head = bytes(data[:16])
-    if not data:
-        raise DumpError("<fuzz>: empty file, not a vmcore")
-    if is_elf(head):
-        return open_elf("<fuzz>", src, zero_excluded=zero_excluded)
-    if is_kdump(head):
-        return open_kdump(["<fuzz>"], [src], fmt="kdump", zero_excluded=zero_excluded)
-    if is_flattened(head):
-        return open_kdump(["<fuzz>"], [FlattenedFile(src)], fmt="kdump-flattened",
-                          zero_excluded=zero_excluded)
-    raise DumpError("<fuzz>: not a vmcore")
+    return open_source(BytesSource(data), zero_excluded=zero_excluded)
 
 
 # ------------------------------------------------------------------ the seed
@@ -574,8 +564,9 @@ def _alarm(signum, frame):
 
 
 def campaign(n_dumps: int, n_queries: int, timeout: int = 60, start: int = 0,
-             out=sys.stdout, level: str = "query") -> dict:
-    """Random damaged dumps and random queries; counts of each outcome."""
+             out=sys.stdout, level: str = "query", only: tuple[str, ...] = ()) -> dict:
+    """Random damaged dumps and random queries; counts of each outcome.
+    ``only``: damage only these regions (the seed picks one of them)."""
     import collections
     import signal
     import time
@@ -593,7 +584,7 @@ def campaign(n_dumps: int, n_queries: int, timeout: int = 60, start: int = 0,
         baseline = {q: open_case(sample())[0] for q in DUMP_QUERIES}
     t0 = time.time()
     for i in range(start, start + n_dumps):
-        data, what, q = dump_case(i)
+        data, what, q = dump_case(i, only[i % len(only)] if only else None)
         region = what.split(":")[0].split(" ")[0]
         # BTF and kallsyms are cached by build-id: damage to them needs a fresh parse
         fresh = region in ("btf", "kallsyms")
@@ -611,6 +602,7 @@ def campaign(n_dumps: int, n_queries: int, timeout: int = 60, start: int = 0,
                 counts["dump: changed answer with warnings"] += 1
             else:
                 counts[f"dump: changed answer without warning ({region})"] += 1
+                print("SILENT", (i, what, q), file=out, flush=True)
         except KqlError as e:
             signal.alarm(0)
             counts[f"dump: exit {e.exit_code}"] += 1
@@ -673,9 +665,16 @@ def main(argv: list[str]) -> int:
     c.add_argument("--level", choices=("query", "open"), default="query",
                    help="query: open the damaged dump and run a query over it (about 1 s a "
                         "case); open: open it, translate and read pages only (fast)")
+    c.add_argument("--regions", default="", metavar="R1,R2",
+                   help="damage only these regions (" + ", ".join(REGIONS) + ")")
     args, rest = p.parse_known_args(argv)
     if args.cmd == "campaign":
-        res = campaign(args.dumps, args.queries, args.timeout, args.start, level=args.level)
+        only = tuple(x for x in args.regions.split(",") if x)
+        bad = [x for x in only if x not in REGIONS]
+        if bad:
+            p.error(f"unknown region {bad[0]!r}")
+        res = campaign(args.dumps, args.queries, args.timeout, args.start, level=args.level,
+                       only=only)
         return 1 if res["findings"] else 0
     import atheris  # the optional "fuzz" extra
 

@@ -67,6 +67,9 @@ bash tests/setup-arm64.sh
 
 echo "setup: a fresh venv in $VENV with kql and its test dependencies"
 "$PY" -m venv --clear "$VENV"
+# setuptools builds in ./build and keeps what a checkout no longer has
+# (a module moved or deleted since the last install would be installed again)
+rm -rf build
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check '.[test]'
 
 echo "setup: building vmcore fixtures (cached in ${KQL_FIXTURES:-/var/cache/kql-fixtures})"

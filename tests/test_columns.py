@@ -78,6 +78,57 @@ def test_lazy_catalog_agrees_with_the_full_one():
     assert "base" not in Catalog()
 
 
+def test_table_index_names_the_module_of_every_table():
+    """The static index (read from the modules' source, nothing imported)
+    names, for each table of the full catalog, the module whose TABLES holds
+    it; a table declared so the index cannot see it fails here."""
+    import importlib
+
+    from kql.tables import table_index
+    index = table_index()
+    assert sorted(index) == sorted(Catalog())
+    for name, module in index.items():
+        mod = importlib.import_module(f"kql.tables.{module}")
+        assert any(s.name == name for s in mod.TABLES), (name, module)
+
+
+def test_catalog_doctests():
+    import doctest
+
+    import kql.tables
+    failures, tests = doctest.testmod(kql.tables)
+    assert failures == 0 and tests > 0
+
+
+def test_table_index_cache_is_checked(tmp_path, monkeypatch):
+    from kql import tables
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    want = tables.table_index()
+    [cache] = (tmp_path / "kql").glob("tables-*.pickle")
+    cache.write_bytes(b"not a pickle")                # corrupt: read the sources again
+    assert tables.table_index() == want
+    import pickle
+    data = pickle.loads(cache.read_bytes())
+    data["index"] = {"vmas": "tasks"}                # another version of the sources
+    data["files"] = data["files"][:-1]
+    cache.write_bytes(pickle.dumps(data))
+    assert tables.table_index() == want
+    assert tables.table_index()["vmas"] == "vm"
+
+
+def test_one_table_imports_only_its_module():
+    """``FROM vmas`` imports kql/tables/vm.py and no other table module."""
+    from fixtures import fixture
+    sample = str(fixture("sample").path / "vmcore.kdump")
+    code = ("import sys, io, contextlib; from kql.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    assert main([{sample!r}, 'SELECT count(*) FROM vmas', '-f', 'csv']) == 0\n"
+            "print(sorted(m for m in sys.modules if m.startswith('kql.tables.')))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["['kql.tables.base',", "'kql.tables.vm']"]
+
+
 def test_direct_query_does_not_import_pyarrow():
     """csv/json/table output of a direct scan needs no pyarrow (nor numpy)."""
     from fixtures import fixture

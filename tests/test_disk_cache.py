@@ -11,7 +11,7 @@ import pytest
 from kql import btf as btf_mod
 from kql import kallsyms as kallsyms_mod
 from kql.kallsyms import load_kallsyms
-from kql.kernel import DiskCache, Kernel
+from kql.kernel import DiskCache, open_kernel
 from test_kallsyms import _synthetic
 
 BASE = 0xFFFFFFFF81000000
@@ -173,11 +173,10 @@ def test_kernels_use_their_own_build_ids(tmp_path, monkeypatch):
     """Two kernels sharing a cache directory: each gets its own files, warm
     opens agree with cold ones, and with the cache disabled nothing is written."""
     from fixtures import fixture
-    from kql.dump import open_dump
     fxs = [fixture(name) for name in ("6.1-live", "6.12-live")]  # built by tests/setup.sh
     cold = []
     for fx in fxs:
-        with Kernel(open_dump(fx.dump()), cache_dir=tmp_path) as k:
+        with open_kernel(fx.dump(), cache_dir=tmp_path) as k:
             cold.append((k.vmcoreinfo["BUILD-ID"], _kernel_facts(k)))
     assert cold[0][0] != cold[1][0]
     files = sorted(os.listdir(tmp_path))
@@ -185,18 +184,18 @@ def test_kernels_use_their_own_build_ids(tmp_path, monkeypatch):
     _no_decode(monkeypatch)
     monkeypatch.setattr(btf_mod.Btf, "_index", lambda self: pytest.fail("indexed again"))
     for fx, (bid, facts) in zip(fxs, cold):
-        with Kernel(open_dump(fx.dump()), cache_dir=tmp_path) as k:
+        with open_kernel(fx.dump(), cache_dir=tmp_path) as k:
             assert _kernel_facts(k) == facts
     # a cache file moved to the other kernel's name is not taken
     a, b = (cold[0][0], cold[1][0])
     for what in ("btf", "kallsyms"):
         os.replace(tmp_path / f"{what}-{a}.pickle", tmp_path / f"{what}-{b}.pickle")
     monkeypatch.undo()
-    with Kernel(open_dump(fxs[1].dump()), cache_dir=tmp_path) as k:
+    with open_kernel(fxs[1].dump(), cache_dir=tmp_path) as k:
         assert _kernel_facts(k) == cold[1][1]
     for f in tmp_path.iterdir():
         f.unlink()
-    with Kernel(open_dump(fxs[0].dump()), cache_dir=False) as k:
+    with open_kernel(fxs[0].dump(), cache_dir=False) as k:
         assert k.disk_cache is None
         assert _kernel_facts(k) == cold[0][1]
     assert list(tmp_path.iterdir()) == []

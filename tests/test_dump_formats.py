@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import DUMPS, fixture
+from fixtures import DUMPS, FORMAT, fixture
 from kql.dump import Note, open_dump, parse_notes, parse_vmcoreinfo
 from kql.errors import DumpError, ExcludedPageError, FaultError
 
@@ -634,6 +634,11 @@ def test_split_kdump_errors(tmp_path):
         open_dump([a, whole])
     assert str(e.value) == (f"{whole}: several files were given but this one is not part of a "
                             f"split kdump (its header has split=0)")
+    core = _write(tmp_path, "core", build_elf(_elf_segments()))
+    with pytest.raises(DumpError) as e:
+        open_dump([a, core])
+    assert str(e.value) == (f"{core}: several files were given but this one is in ELF format; "
+                            f"only kdump-compressed dumps can be split")
 
 
 # ---------------------------------------------------------------------------------
@@ -756,8 +761,9 @@ def test_probe_errors(tmp_path):
     p = _write(tmp_path, "random", bytes(range(256)) * 20)
     with pytest.raises(DumpError) as e:
         open_dump(p)
-    assert str(e.value) == (f"{p}: not a vmcore: unknown format (not ELF, kdump-compressed or "
-                            f"makedumpfile flattened; starts with 0001020304050607)")
+    assert str(e.value) == (f"{p}: not a vmcore: unknown format (not /proc/kcore, ELF, "
+                            f"kdump-compressed or makedumpfile flattened; starts with "
+                            f"0001020304050607)")
     with pytest.raises(DumpError) as e:
         open_dump(str(tmp_path / "missing"))
     assert str(e.value) == f"{tmp_path / 'missing'}: cannot open: No such file or directory"
@@ -771,6 +777,43 @@ def test_probe_is_by_content_not_name(tmp_path):
     assert open_dump(_write(tmp_path, "vmcore.elf", kd)).format == "kdump"
     assert open_dump(_write(tmp_path, "x.kdump", flatten(kd))).format == "kdump-flattened"
     assert open_dump(_write(tmp_path, "x.flat", build_elf(_elf_segments()))).format == "elf"
+
+
+def test_open_kernel_closes_a_dump_it_cannot_use(tmp_path):
+    """open_kernel (how the CLI, API and export open a dump) closes the file
+    again when no kernel can be made of the dump (here: no VMCOREINFO)."""
+    from kql.kernel import open_kernel
+
+    p = _write(tmp_path, "core", build_elf(_elf_segments(), notes=b""))
+    with pytest.raises(DumpError) as e:
+        open_kernel(p)
+    assert str(e.value) == f"{p}: elf dump has no VMCOREINFO"
+    fds = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+           if os.path.exists(f"/proc/self/fd/{fd}")]
+    assert p not in fds
+
+
+def test_probes_are_tried_in_order(tmp_path, monkeypatch):
+    """PROBES is the one list of formats: a probe put first wins over the others
+    (sniffing has not mapped the file: a source that cannot be mapped, like
+    /proc/kcore, can still be probed), and the unknown-format message names
+    every probe."""
+    import kql.dump as dump_mod
+    from kql.dump.base import Probe
+
+    opened = []
+    fake = Probe("fake", "fake", lambda head, path, size: head[:4] == b"\x7fELF",
+                 lambda source, zero_excluded: opened.append((source.path, source._map))
+                 or source.close())
+    monkeypatch.setattr(dump_mod, "PROBES", [fake] + dump_mod.PROBES)
+    p = _write(tmp_path, "x", build_elf(_elf_segments()))
+    assert open_dump(p) is None and opened == [(p, None)]
+    p = _write(tmp_path, "random", bytes(range(256)))
+    with pytest.raises(DumpError) as e:
+        open_dump(p)
+    assert str(e.value) == (f"{p}: not a vmcore: unknown format (not fake, /proc/kcore, ELF, "
+                            f"kdump-compressed or makedumpfile flattened; starts with "
+                            f"0001020304050607)")
 
 
 # ---------------------------------------------------------------------------------
@@ -799,8 +842,7 @@ def test_real_dump_header(name, kind):
     path = fx.dump(kind)
     arch = ARCH_DUMPS[fx.recipe.get("arch", "x86_64")]
     with open_dump(path) as dump:
-        expected_format = {"elf": "elf", "kdump": "kdump", "kdump-flat": "kdump-flattened"}[kind]
-        assert dump.format == expected_format
+        assert dump.format == FORMAT[kind]
         assert dump.machine == arch["machine"]
         assert dump.release == fx.release == dump.vmcoreinfo["OSRELEASE"]
         assert dump.vmcoreinfo["PAGESIZE"] == "4096"

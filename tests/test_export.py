@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import kql
-from fixtures import DUMPS, check_missing_tasks, fixture, stable_tasks
+from fixtures import DUMPS, FORMAT, check_missing_tasks, fixture, stable_tasks
 from kql.tables import catalog
 
 SMALL = [(n, k) for n, k in DUMPS if n != "6.1-big"] + [("sample", "kdump")]
@@ -34,7 +34,6 @@ def big() -> str:
     """The 6.1-big dump (read when a test runs, never at collection)."""
     return fixture("6.1-big").dump()
 PROVENANCE = ["dump_id", "release", "build_id", "dump_time", "dump_path"]
-FORMAT = {"elf": "elf", "kdump": "kdump", "kdump-flat": "kdump-flattened"}
 HAS_STACK_SIG = catalog()["tasks"].column("stack_sig") is not None
 
 

@@ -1,6 +1,7 @@
-"""open_files, mounts, vmas, environ and the user-memory helpers (kql.helpers.fs,
-kql.helpers.mm) against what the guest's /proc said (truth.json), plus lists,
-trees and dentry chains corrupted on purpose in memory.
+"""open_files, mounts, vmas, environ and the file-system helpers (kql.helpers.fs;
+kql.helpers.mm's are in test_helpers_mm.py) against what the guest's /proc
+said (truth.json), plus lists, trees and dentry chains corrupted on purpose in
+memory.
 
 Expected values come from each fixture's truth, never from the dumps.  Known
 differences between the moment the guest printed /proc and the dump are
@@ -23,13 +24,12 @@ from collections import defaultdict
 import pytest
 
 from fixtures import DUMPS, FIXTURES, I386, check_missing_tasks, fixture, kernel, run
-from kql.errors import ExcludedPageError, FaultError
+from kql.errors import ExcludedPageError
 from kql.helpers.fs import (d_path, for_each_file, for_each_mount, mount_devname,
                             mount_fstype, mount_options, mount_path)
-from kql.helpers.mm import (for_each_vma, task_cmdline_bytes, task_environ_bytes,
-                            vma_maps_line)
+from kql.helpers.mm import task_cmdline_bytes, task_environ_bytes
 from kql.helpers.pid import find_task, for_each_process
-from kql.kernel import Kernel
+from kql.kernel import Kernel, open_kernel
 from kql.tables.base import Warnings
 
 # (i386's filtered dumps too: tests/test_i386.py calls these checks on them)
@@ -37,13 +37,10 @@ FILTERED = {n for n in FIXTURES + I386 + ["sample"] if fixture(n).recipe.get("ma
 LIVE = [n for n in FIXTURES if n not in FILTERED]
 PROCESS_FIXTURES = LIVE + sorted(FILTERED - set(I386))
 # Debian's makedumpfile (-d 31) also drops most slab pages of the 6.12 kdump
-# (dentries, files, VMAs, maple nodes; see test_helpers_task.Excluded): there
+# (dentries, files, VMAs, maple nodes; see fixtures.Excluded): there
 # only what was read is checked.  The 6.1 kdumps keep every slab page.
 SLAB_FILTERED = {"6.12-panic"}
 ALL_DUMPS = DUMPS + [("sample", k) for k in fixture("sample").kinds]
-
-
-
 
 
 def excluded(w: Warnings, table: str, column: str) -> int:
@@ -256,19 +253,6 @@ def test_vmas_match_proc_maps(name, kind):
 
 
 @pytest.mark.fixtures
-def test_vma_maps_line_helper():
-    """vma_maps_line() renders whole lines exactly, pid 1 included."""
-    name = "6.12-live"
-    k = kernel(name)
-    truth = fixture(name).truth
-    for pid in (1, max(int(p) for p, v in truth["processes"].items() if v["maps"]
-                       and int(p) not in _gone(truth))):
-        task = find_task(k, pid)
-        assert [vma_maps_line(v, task.mm) for v in for_each_vma(task.mm)] == \
-            truth["processes"][str(pid)]["maps"]
-
-
-@pytest.mark.fixtures
 def test_vmas_pid_lookup():
     name = "6.1-live"
     rows, _ = run(kernel(name), "vmas", ["pid", "start", "end", "flags", "offset", "dev",
@@ -277,44 +261,6 @@ def test_vmas_pid_lookup():
 
 
 # -- cmdline and environ -----------------------------------------------------------------------
-
-@pytest.mark.parametrize("name", PROCESS_FIXTURES)
-@pytest.mark.fixtures
-def test_cmdline_environ_helpers(name):
-    """/proc/PID/cmdline and environ byte for byte on unfiltered dumps; on
-    -d 31 dumps every process with an mm raises (-> NULL), never garbage."""
-    k = kernel(name)
-    truth = fixture(name).truth
-    checked = 0
-    unreadable = []
-    for pid, p in truth["processes"].items():
-        pid = int(pid)
-        if pid in _gone(truth):
-            continue
-        try:
-            task = find_task(k, pid)  # a helper raises; tables make it NULL + a warning
-            has_mm = bool(task.mm.value_())
-        except ExcludedPageError:
-            unreadable.append(pid)    # its pid idr path or task_struct was filtered
-            continue
-        if name in FILTERED and has_mm:
-            with pytest.raises(FaultError):
-                task_cmdline_bytes(task)
-            with pytest.raises(FaultError):
-                task_environ_bytes(task)
-            checked += 1
-            continue
-        cmd = task_cmdline_bytes(task)
-        env = task_environ_bytes(task)
-        if not has_mm:            # kernel thread or zombie: /proc shows nothing
-            assert cmd is None and env is None and p["cmdline"] == ""
-            continue
-        assert cmd == p["cmdline"].encode("latin-1"), pid
-        if "environ" in p:
-            assert env == p["environ"].encode("latin-1"), pid
-        checked += 1
-    check_missing_tasks(fixture(name), k, unreadable)
-    assert checked + len(unreadable) >= sum(1 for v in truth["processes"].values() if v["maps"]) - 1
 
 
 @pytest.mark.parametrize("name", PROCESS_FIXTURES)
@@ -622,10 +568,9 @@ def test_mount_flags_in_options(name):
 def test_user_memory_never_zeros_with_zero_excluded():
     """zero_excluded reads filtered kernel pages as zeros; user memory still
     reports them as missing, so cmdline/environ stay NULL, never ''."""
-    from kql.dump import open_dump
     name = sorted(FILTERED - SLAB_FILTERED - set(I386))[0]
     fx = fixture(name)
-    with Kernel(open_dump(fx.dump(), zero_excluded=True)) as k:
+    with open_kernel(fx.dump(), zero_excluded=True) as k:
         for pid in (1, max(int(p) for p, v in fx.truth["processes"].items() if v["maps"]
                            and int(p) not in _gone(fx.truth))):
             task = find_task(k, pid)

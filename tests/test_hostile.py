@@ -461,6 +461,47 @@ def test_ctrl_c_during_duckdb_exits_130():
     assert (proc.returncode, err) == (130, "kql: interrupted\n")
 
 
+ENDLESS = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT * FROM r"
+
+
+def test_endless_recursive_cte_stops_at_the_time_limit(tmp_path):
+    p = kql(SAMPLE, ENDLESS, "--max-time", "1", check_rc=1)
+    assert p.stderr == ("kql: query stopped after 1 s, the --max-time limit (a recursive CTE "
+                        "without a stop condition?); raise it with --max-time SECONDS, 0 for no "
+                        "limit\n")
+    assert p.stdout == ""
+    # the same bound for a Session of the Python API
+    from kql import duck
+    from kql.execute import Session
+    with pytest.raises(duck.TimeLimitError, match="stopped after 1 s"):
+        Session({}, max_seconds=1).execute(ENDLESS)
+    kql(SAMPLE, "--max-time", "x", check_rc=64)
+
+
+def test_default_time_limit_is_stated():
+    from kql import cli, duck
+    assert duck.MAX_SECONDS == 300
+    assert f"(default {duck.MAX_SECONDS}; 0: no limit)" in " ".join(
+        cli.build_parser().format_help().split())
+
+
+@pytest.mark.parametrize("query,rows", [
+    # 10,000 iterations
+    ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 10000) "
+     "SELECT count(*) AS n, max(n) AS top FROM r", "n,top\n10000,10000\n"),
+    # the process tree from pid 1 and 2 (pid 0 is an idle task: its ppid closes a cycle)
+    ("WITH RECURSIVE t(pid, depth) AS (SELECT pid, 0 FROM tasks WHERE ppid = 0 AND pid <> 0 "
+     "UNION ALL SELECT c.pid, t.depth + 1 FROM tasks c JOIN t ON c.ppid = t.pid AND c.pid <> 0) "
+     "SELECT count(*) AS n FROM t", None),
+])
+def test_recursive_ctes_that_end_still_run(query, rows):
+    p = kql(SAMPLE, query, "-f", "csv", check_rc=0)
+    if rows is None:  # every task but the idle ones, once
+        rows = kql(SAMPLE, "SELECT count(*) AS n FROM tasks WHERE pid <> 0", "-f", "csv",
+                   check_rc=0).stdout
+    assert p.stdout == rows and p.stderr == ""
+
+
 def test_export_into_an_unwritable_directory_is_one_line(tmp_path, monkeypatch, capsys):
     from kql import cli, export
     if os.geteuid() != 0:
@@ -537,3 +578,97 @@ def test_vmcoreinfo_numbers_may_be_hex():
         "d: VMCOREINFO SIZE(y)='-1' is not a number: ignored"]
     assert info == {"NUMBER(VMALLOC_START)": "0xffffd0da80000000",
                     "NUMBER(phys_base)": "-656408576"}
+
+
+# ------------------------------------- damaged kallsyms/VMCOREINFO: changed answers
+
+@pytest.mark.parametrize("case,region,what,warning", [
+    (85, "vmcoreinfo", "vmcoreinfo: zero 2 at 6250, 0xff x2 at 8120, text 2 at 7133",
+     "<fuzz>: VMCOREINFO line 'ÿÿRNELOFFSET=37400000' is damaged: ignored"),
+    (92, "kallsyms", "kallsyms: pfn 0x124ca u64 0x8000000000000000 at 432, pfn 0x12326 zero 1 "
+     "at 3862, pfn 0x124ca flip bit 0 at 506",
+     "kallsyms is damaged: kallsyms_token_index[173] is 614, not 615 (after token 172's NUL)"),
+    (322, "kallsyms", "kallsyms: pfn 0x12324 0xff x4 at 1938",
+     "kallsyms is damaged: kallsyms_offsets out of order at entry 4535 (kthread_complete_and_exit "
+     "at 0xffffffffb84bfb00, kthread at 0xffffffffb840fb20)"),
+    (384, "kallsyms", "kallsyms: pfn 0x124c9 flip bit 5 at 4094",
+     "kallsyms is damaged: kallsyms_token_index[215] is 759, not 762 (after token 214's NUL)"),
+    (1004, "kallsyms", "kallsyms: pfn 0x124c9 u64 0x10000000000 at 4045",
+     "kallsyms is damaged: kallsyms_seqs_of_names out of order at 889: "
+     "'__BTF_ID__func__bpf_lsm_perf_event_write__893408' (entry 62113) before "
+     "'__BTF_ID__func__bpf_lsm_paccess_check__65836' (entry 61878)"),
+])
+def test_damage_that_changes_an_answer_is_warned_about(case, region, what, warning):
+    """Fuzz findings: the answer changed and nothing said so.  Now the
+    damage is found (VMCOREINFO's line form; the token table, markers and
+    address order of kallsyms) and the answer comes with a warning."""
+    import fuzzing
+    data, done, q = fuzzing.dump_case(case, region)
+    assert done == what
+    rows, warnings = fuzzing.run_dump(data, q, cache_dir=False)
+    assert rows != fuzzing.run_dump(fuzzing.sample(), q, cache_dir=False)[0]
+    if region == "kallsyms":
+        warning += ": symbol names and addresses may be wrong"
+    assert warning in warnings
+
+
+def test_damaged_kallsyms_warning_is_printed(tmp_path):
+    import fuzzing
+    data, _done, q = fuzzing.dump_case(384, "kallsyms")
+    f = tmp_path / "x.kdump"
+    f.write_bytes(data)
+    p = kql(str(f), "SELECT symbol FROM stack_frames WHERE pid = 100 AND level = 2", "-f", "csv",
+            check_rc=0, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert p.stdout == "symbol\n__do_sys_pause c_+0x24\n"
+    assert p.stderr == (
+        "kql: warning: kallsyms is damaged: kallsyms_token_index[215] is 759, not 762 (after "
+        "token 214's NUL): symbol names and addresses may be wrong\n"
+        "kql: warning: kallsyms is damaged: kallsyms_seqs_of_names out of order at 767: "
+        "'__BTF_ID__func__bpf_lsm_file_send_sigiotask__748179' (entry 61968) before "
+        "'__BTF_ID__func__bpf_lsm_file_se c_t_fowner__747178' (entry 61967): symbol names and "
+        "addresses may be wrong\n")
+
+
+def _vmcoreinfo(key):
+    from kql.dump import open_dump
+    d = open_dump(SAMPLE)
+    try:
+        return d.vmcoreinfo[key]
+    finally:
+        d.close()
+
+
+def test_pagesize_other_than_the_architectures_is_a_dump_error(tmp_path):
+    page = _vmcoreinfo("PAGESIZE")
+    other = str(int(page) * 2)
+    p = kql(patched(tmp_path, (f"PAGESIZE={page}".encode(), f"PAGESIZE={other}".encode())),
+            "SELECT memory_bytes FROM sys", check_rc=2)
+    assert p.stderr == (f"kql: error: {tmp_path}/x.kdump: VMCOREINFO PAGESIZE={other} is not "
+                        f"the x86_64 page size kql reads ({page})\n")
+
+
+def test_vmcoreinfo_contradicting_memory_is_a_warning(tmp_path):
+    """A well-formed but wrong BUILD-ID (sys.build_id) or SYMBOL(x): the
+    kernel's own build-id note and symbols say otherwise."""
+    bid = _vmcoreinfo("BUILD-ID")
+    prb = _vmcoreinfo("SYMBOL(prb)")
+    bad_bid = ("0" if bid[0] != "0" else "1") + bid[1:]
+    bad_prb = prb[:-3] + ("f" if prb[-3] != "f" else "e") + prb[-2:]
+    f = patched(tmp_path, (f"BUILD-ID={bid}".encode(), f"BUILD-ID={bad_bid}".encode()),
+                (f"SYMBOL(prb)={prb}".encode(), f"SYMBOL(prb)={bad_prb}".encode()))
+    p = kql(f, "SELECT build_id FROM sys", "-f", "csv", check_rc=0,
+            env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert p.stdout == f"build_id\n{bad_bid}\n"
+    assert p.stderr == (f"kql: warning: VMCOREINFO SYMBOL(prb)={bad_prb}, but the symbols put "
+                        f"it at {prb}\n"
+                        f"kql: warning: VMCOREINFO BUILD-ID={bad_bid}, but the kernel's build-id "
+                        f"note says {bid}\n")
+
+
+def test_kerneloffset_off_the_kernel_alignment_is_a_dump_error(tmp_path):
+    off = _vmcoreinfo("KERNELOFFSET")
+    bad = off[:-1] + ("1" if off[-1] != "1" else "2")
+    p = kql(patched(tmp_path, (f"KERNELOFFSET={off}".encode(), f"KERNELOFFSET={bad}".encode())),
+            "SELECT kaslr_offset FROM sys", check_rc=2)
+    assert p.stderr == (f"kql: error: corrupt VMCOREINFO: KERNELOFFSET={bad} is not a multiple "
+                        f"of 0x200000 (the least x86_64 kernel alignment)\n")

@@ -21,7 +21,7 @@ from kql.dump import open_dump
 from kql.errors import DumpError
 from kql.kernel import Kernel
 
-from test_files_vm import test_cmdline_environ_helpers as cmdline_environ_helpers
+from test_helpers_mm import test_cmdline_environ_helpers as cmdline_environ_helpers
 from test_files_vm import test_environ_table as environ_table
 from test_files_vm import test_open_files_match_proc_fd as open_files_match_proc_fd
 from test_stacks import test_dstate_vfork_parent_and_kthreads as dstate_vfork_parent_and_kthreads

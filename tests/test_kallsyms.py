@@ -18,26 +18,33 @@ VMLINUX_OF = ["6.1-live", "6.12-live"]
 # -- synthetic ----------------------------------------------------------------------
 
 def _synthetic(symbols, base=0xFFFFFFFF81000000):
-    """Tables with one token per character (token byte == character) and
-    base-relative offsets; returns (read, vmcoreinfo)."""
-    tokens = b"".join(bytes([i]) + b"\0" for i in range(256))
-    token_index = struct.pack("<256H", *(2 * i for i in range(256)))
+    """Tables with one token per printable character (token byte ==
+    character; the other bytes are two-character tokens no name uses),
+    markers and base-relative offsets; returns (read, vmcoreinfo)."""
+    toks = [bytes([i]) if 0x20 < i < 0x7F else b"~%02x" % i for i in range(256)]
+    tokens = b"".join(t + b"\0" for t in toks)
+    token_index = struct.pack("<256H", *(sum(len(t) + 1 for t in toks[:i]) for i in range(256)))
     names = bytearray()
-    for kind, name, _ in symbols:
+    marks = []
+    for i, (kind, name, _) in enumerate(symbols):
+        if i % 256 == 0:
+            marks.append(len(names))
         enc = (kind + name).encode()
         n = len(enc)
         names += bytes([n]) if n < 0x80 else bytes([(n & 0x7F) | 0x80, n >> 7])
         names += enc
+    names += bytes(-len(names) % 8)   # the markers follow, aligned
+    names += struct.pack(f"<{len(marks)}I", *marks)
     offsets = struct.pack(f"<{len(symbols)}i", *(a - base for _, _, a in symbols))
     layout = {}
     mem = bytearray()
     at = 0x1000
-    for key, blob in [("kallsyms_num_syms", struct.pack("<I", len(symbols))),
+    for key, blob in [("kallsyms_num_syms", struct.pack("<I", len(symbols)) + bytes(4)),
                       ("kallsyms_names", bytes(names)), ("kallsyms_token_table", tokens),
                       ("kallsyms_token_index", token_index), ("kallsyms_offsets", offsets),
                       ("kallsyms_relative_base", struct.pack("<Q", base))]:
         layout[key] = at + len(mem)
-        mem += blob + bytes(8)
+        mem += blob + bytes(-len(blob) % 8)   # each label aligned, as scripts/kallsyms.c does
     mem += bytes(1 << 16)
 
     def read(addr, size):
@@ -97,7 +104,9 @@ def test_vmlinux_kallsyms_match_system_map(of):
         "kallsyms_names", "kallsyms_num_syms", "kallsyms_token_table",
         "kallsyms_token_index", "kallsyms_offsets", "kallsyms_relative_base",
         "kallsyms_markers", "_stext", "init_uts_ns"]}
-    table = load_kallsyms(image.read, info)
+    problems = []
+    table = load_kallsyms(image.read, info, warn=problems.append)
+    assert problems == []   # tokens, markers and address order as scripts/kallsyms.c wrote them
     # kallsyms marks per-CPU symbols absolute ('A') where System.map says 'D'
     in_map = {(s.name, s.address, s.kind) for s in smap} | {
         (s.name, s.address, "A") for s in smap}
@@ -109,6 +118,53 @@ def test_vmlinux_kallsyms_match_system_map(of):
     sched = table.lookup("schedule")
     assert table.symbolize(sched.address + 3) == (sched, 3)
     image.close()
+
+
+def test_damaged_synthetic_tables_are_warned_about():
+    base = 0xFFFFFFFF81000000
+    syms = [("T", "_stext", base)] + [("t", f"f{i}", base + 16 * i) for i in range(1, 600)]
+    read, info = _synthetic(syms)
+    problems = []
+    assert len(load_kallsyms(read, info, warn=problems.append)) == 600
+    assert problems == []
+
+    def damaged(at, data):
+        def read2(addr, size):
+            b = bytearray(read(addr, size))
+            lo = at - addr
+            if 0 <= lo < size:
+                b[lo:lo + len(data)] = data[:size - lo]
+            return bytes(b)
+        return read2
+    token = int(info["SYMBOL(kallsyms_token_table)"], 16)
+    at_a = token + struct.unpack_from("<H", read(int(info["SYMBOL(kallsyms_token_index)"], 16)
+                                                 + 2 * 0x41, 2))[0]   # the token "A"
+    names = int(info["SYMBOL(kallsyms_names)"], 16)
+    offsets = int(info["SYMBOL(kallsyms_offsets)"], 16)
+    for at, data, want in [
+            (at_a + 1, b"B", "kallsyms_token_index[66] is 198, not 200 (after token 65's NUL)"),
+            (at_a, b"\x01", "token 65 of kallsyms_token_table holds the byte 0x01"),
+            # entry 1's length: the names decode longer, the markers are not after them
+            (names + 8, b"\x04", "kallsyms_markers[1] is 0, but entry 256 of kallsyms_names "
+                                 "starts at 1886"),
+            (int(info["SYMBOL(kallsyms_num_syms)"], 16), b"\x50\x02",   # 592: the markers are not after the names
+             "kallsyms_markers[0] is 842610022, but entry 0 of kallsyms_names starts at 0"),
+            (offsets + 4 * 7, b"\xff\xff\x00\x00", "kallsyms_offsets out of order at "
+             "entry 7 (f7 at 0xffffffff8100ffff, f8 at 0xffffffff81000080)")]:
+        problems = []
+        load_kallsyms(damaged(at, data), info, warn=problems.append)
+        assert problems[0] == f"kallsyms is damaged: {want}: symbol names and addresses may be wrong"
+
+
+def test_seqs_of_names_order_the_names():
+    from kql.kallsyms import check_name_order
+    seqs = b"".join(i.to_bytes(3, "big") for i in (1, 0, 2))   # "a", "b", "c"
+    read = lambda at, size: seqs[at:at + size]   # noqa: E731
+    assert check_name_order(read, 0, ["b", "a", "c"]) is None
+    assert check_name_order(read, 0, ["b", "d", "c"]) == (   # "a" damaged into "d"
+        "kallsyms_seqs_of_names out of order at 0: 'd' (entry 1) before 'b' (entry 0)")
+    assert check_name_order(lambda at, size: b"\xff" * size, 0, ["a", "b"]) == (
+        "kallsyms_seqs_of_names holds 16777215, past the 2 symbols")
 
 
 def test_symbol_table_unsorted_input():
@@ -132,6 +188,16 @@ def dump_kernel(request):
     k = open_kernel(fx.dump())
     yield fx, k
     k.close()
+
+
+@pytest.mark.fixtures
+def test_dump_kallsyms_tables_are_consistent(dump_kernel):
+    """Decoded afresh (no cache), the dump's kallsyms passes every check."""
+    fx, k = dump_kernel
+    from kql.kernel import Kernel
+    fresh = Kernel(k.dump, cache_dir=False)
+    assert len(fresh.symbols) > 10000
+    assert fresh.warnings == []
 
 
 @pytest.mark.fixtures

@@ -397,6 +397,31 @@ def test_integer_helpers_and_cstring(mem):
     assert phys.read_u64(0x9000) == struct.unpack("<Q", b"tail\0res")[0]
 
 
+def test_read_cstring_stops_at_the_layers_page():
+    """read_cstring reads in pages of the layer's arch (Layer.page_size), never
+    past the page holding the NUL: the next page may be unmapped."""
+    from kql.arch import MIN_PAGE_SIZE
+    from kql.memory import read_cstring
+    assert Layer.page_size == MIN_PAGE_SIZE == ARCH.page_size
+
+    class Paged(Layer):
+        page_size = 16              # a made-up arch with 16-byte pages
+        mem = b"0123456789abcdef" + b"ghij\0" + bytes(11)
+
+        def read(self, addr, size):
+            if addr + size > 32:
+                raise FaultError(addr, "unmapped")
+            reads.append((addr, size))
+            return self.mem[addr:addr + size]
+
+    reads = []
+    assert Paged().read_cstring(4, 1000) == b"456789abcdefghij"
+    assert reads == [(4, 12), (16, 16)]
+    reads.clear()
+    assert read_cstring(Paged().read, 4, 1000, 32) == b"456789abcdefghij"
+    assert reads == [(4, 28)]
+
+
 # ---------------------------------------------------------------------------------
 # arch hooks
 

@@ -5,51 +5,16 @@ import struct
 
 import pytest
 
+from fakekernel import FakeKernel
 from fixtures import DUMPS, FIXTURES, fixture
 from kql.errors import ExcludedPageError, FaultError
 from kql.kernel import Kernel, open_kernel
 from kql.object import NULL, Object, container_of
 from kql.symbols import load_system_map
-from kql.types import Member, Type, TypeSourceBase, array_of, builtin_type, pointer_to
+from kql.types import Member, Type, array_of, builtin_type, pointer_to
 
 
 # -- synthetic ---------------------------------------------------------------------
-
-class FakeKernel:
-    """Just enough of a Kernel for Object: flat memory at BASE, named types."""
-
-    BASE = 0x10000
-
-    def __init__(self, mem: bytes, named: dict):
-        self.mem = bytearray(mem)
-        self.cache = {}
-        self.warnings = []
-        outer = self
-
-        class Types(TypeSourceBase):
-            def _find_named(self, kind, name):
-                return named.get((kind, name))
-
-        self.types = Types()
-
-    def read(self, addr, size):
-        off = addr - self.BASE
-        if off < 0 or off + size > len(self.mem):
-            raise FaultError(addr, f"cannot read {addr:#x}")
-        return bytes(self.mem[off:off + size])
-
-    def read_pointer(self, addr):
-        return struct.unpack("<Q", self.read(addr, 8))[0]
-
-    def read_u8(self, addr):
-        return self.read(addr, 1)[0]
-
-    def read_u32(self, addr):
-        return struct.unpack("<I", self.read(addr, 4))[0]
-
-    def warn(self, msg):
-        self.warnings.append(msg)
-
 
 INT = builtin_type("int")
 UINT = builtin_type("unsigned int")

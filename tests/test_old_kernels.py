@@ -5,7 +5,7 @@ dump's memory (kql/kallsyms_find.py).  The layouts that differ from 6.1 are
 each detected by a member test in a helper; here each detection is checked to
 take the old path on the 5.10 fixtures.  That the results then match the
 guest's /proc is checked by the fixture-driven tests, which run over every
-recipe, the 5.10 ones included (test_tables, test_helpers_task, test_stacks,
+recipe, the 5.10 ones included (test_tables, test_helpers_<module>, test_stacks,
 test_files_vm, test_net_mem_sched, test_queries ...).
 """
 

@@ -82,18 +82,13 @@ CONTRACT = {
 
 
 @pytest.mark.parametrize("table", sorted(CONTRACT))
-def test_contract_columns_documented(table):
+def test_contract_columns_exist(table):
+    """The contract's column names (docs, types and object columns of every
+    table: tests/test_tables_catalog.py)."""
     spec = catalog()[table]
-    assert spec.doc and spec.walk
     for name in CONTRACT[table].split():
         col = spec.column(name)
         assert col is not None, f"{table}.{name} missing"
-    for col in spec.columns:
-        assert col.doc, f"{table}.{col.name} has no doc"
-    if spec.object_column:
-        obj = spec.column(spec.object_column)
-        assert obj.object_type and obj.object_type.endswith("*")
-        assert str(obj.type) == "uint64"
     assert "cmdline" not in catalog()["tasks"].star_columns()
 
 

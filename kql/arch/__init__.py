@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from kql.errors import DumpError
 
+#: The smallest page of any arch kql reads (4 KiB on x86_64, i386 and
+#: Debian's arm64): what a layer that knows no arch (physical memory) reads in
+#: pieces of so that a read stops at the first unreadable page.
+MIN_PAGE_SIZE = 4096
+
 # Names a dump may state: utsname.machine, pyelftools' e_machine name.
 _ALIASES = {"x86_64": "x86_64", "amd64": "x86_64", "x86-64": "x86_64", "em_x86_64": "x86_64",
             "aarch64": "arm64", "arm64": "arm64", "em_aarch64": "arm64",

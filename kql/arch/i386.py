@@ -51,7 +51,7 @@ class I386(X86_64):
     u64_align = 4                       # the i386 ABI aligns 8-byte members to 4
     default_pgtable_levels = 3
     large_page_sizes = (1 << 21,)
-    start_kernel_map = PAGE_OFFSET
+    kernel_align = 0x2000               # CONFIG_PHYSICAL_ALIGN's least value on 32-bit
     kernel_space_start = PAGE_OFFSET    # symbols below it are not moved by KASLR
     default_bases = {3: {"page_offset_base": PAGE_OFFSET}}
     prstatus_regs = PRSTATUS_REGS

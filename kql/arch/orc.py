@@ -193,9 +193,6 @@ class OrcTable:
     def __len__(self) -> int:
         return len(self.ips)
 
-    def covers(self, ip: int) -> bool:
-        return self.start <= ip <= self.end
-
     def entry(self, i: int) -> OrcEntry | None:
         """Entry ``i`` decoded, None if its flags are invalid."""
         hit = self._decoded.get(i, False)

@@ -34,8 +34,6 @@ DEFAULT_BASES = {
         "vmalloc_base": 0xFFA0000000000000,
         "vmemmap_base": 0xFFD4000000000000},
 }
-KERNEL_TEXT_BASE = START_KERNEL_MAP
-DEFAULT_KERNEL_IMAGE_SIZE = 1 << 30      # with KASLR (CONFIG_RANDOMIZE_BASE)
 
 
 class Level(NamedTuple):
@@ -108,7 +106,9 @@ class X86_64:
     byteorder = "little"
     default_pgtable_levels = 4
     large_page_sizes = (1 << 21, 1 << 30)      # PMD and PUD leaves
-    start_kernel_map = START_KERNEL_MAP
+    # the kernel moves by multiples of CONFIG_PHYSICAL_ALIGN, at least 2 MiB
+    # on x86_64 (arch/x86/Kconfig): KERNELOFFSET is one of them
+    kernel_align = 0x200000
     default_bases = DEFAULT_BASES
     prstatus_regs = PRSTATUS_REGS
     pt_regs_offsets = PT_REGS_OFFSETS
@@ -180,9 +180,14 @@ class X86_64:
         return int(value, 10) if value is not None else 0
 
     def kaslr_offset(self, vmcoreinfo: dict[str, str]) -> int:
-        """KERNELOFFSET (hex, no 0x); 0 if absent."""
+        """KERNELOFFSET (hex, no 0x); 0 if absent.  DumpError if it is not a
+        multiple of :attr:`kernel_align`."""
         value = vmcoreinfo.get("KERNELOFFSET")
-        return int(value, 16) if value is not None else 0
+        off = int(value, 16) if value is not None else 0
+        if off % self.kernel_align:
+            raise DumpError(f"corrupt VMCOREINFO: KERNELOFFSET={value} is not a multiple of "
+                            f"{self.kernel_align:#x} (the least {self.name} kernel alignment)")
+        return off
 
     def kernel_symbol_pa(self, vaddr: int, vmcoreinfo: dict[str, str]) -> int:
         """__pa_symbol(): physical address of a kernel-image (text/data/bss) address."""

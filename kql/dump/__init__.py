@@ -1,9 +1,11 @@
 """Dump formats: ELF cores, kdump-compressed (plain, flattened, split).
 
 ``open_dump(paths, zero_excluded=False) -> Dump`` decides the format from the
-file contents only (never the name), trying in order: ELF core, kdump,
-makedumpfile flattened kdump; several paths make a split kdump.  A running
-kernel's /proc/kcore (kql/dump/kcore.py) is tried first.
+file contents only (never the name): each format module declares a
+:class:`~kql.dump.base.Probe` ``(name, what, sniff, open, part)`` and
+``PROBES`` lists them in the order they are tried.  A new format is one
+module and one line here.  Several paths make a split kdump (of formats with
+a ``part``).
 
 A :class:`Dump` has (beyond docs/ARCHITECTURE.md "Dumps"):
 
@@ -28,40 +30,45 @@ from __future__ import annotations
 
 import os
 
-from kql.dump.base import Dump, DumpStats, Note, parse_notes, parse_vmcoreinfo
-from kql.dump.elf import is_elf, open_elf
+from kql.dump import elf, flattened, kcore, kdump
+from kql.dump.base import HEAD_SIZE, Dump, DumpStats, Note, Probe, parse_notes, parse_vmcoreinfo
 from kql.dump.files import MappedFile
-from kql.dump.flattened import FlattenedFile, is_flattened
-from kql.dump.kcore import sniff_kcore
-from kql.dump.kdump import is_kdump, open_kdump
 from kql.errors import DumpError
 
-__all__ = ["open_dump", "Dump", "DumpStats", "Note", "parse_notes", "parse_vmcoreinfo"]
+__all__ = ["open_dump", "open_source", "probe_of", "PROBES", "Dump", "DumpStats", "Note",
+           "Probe", "parse_notes", "parse_vmcoreinfo"]
+
+PROBES: list[Probe] = [
+    kcore.PROBE,      # first: a kcore is an ELF core too
+    elf.PROBE,
+    kdump.PROBE,
+    flattened.PROBE,
+]
 
 
-def _open_one(path: str, *, zero_excluded: bool):
-    """-> ("elf", Dump) or (format, kdump byte source)."""
+def probe_of(source) -> Probe:
+    """The first probe that recognises ``source`` (a byte source), or a DumpError."""
+    if source.size == 0:
+        raise DumpError(f"{source.path}: empty file, not a vmcore")
+    head = source.head(HEAD_SIZE)
+    for probe in PROBES:
+        if probe.sniff(head, source.path, source.size):
+            return probe
+    *others, last = [p.what for p in PROBES]
+    raise DumpError(f"{source.path}: not a vmcore: unknown format (not {', '.join(others)} "
+                    f"or {last}; starts with {head[:8].hex()})")
+
+
+def open_source(source, *, zero_excluded: bool = False) -> Dump:
+    """The Dump of one byte source, by the first probe that recognises it."""
+    return probe_of(source).open(source, zero_excluded=zero_excluded)
+
+
+def _map(path: str) -> MappedFile:
     if os.path.isdir(path):
         raise DumpError(f"{path}: is a directory, not a vmcore")
-    kcore = sniff_kcore(path)  # before mapping: /proc/kcore is read, never mapped
-    if kcore is not None:
-        return "elf", kcore
-    mfile = MappedFile(path)
-    try:
-        if mfile.size == 0:
-            raise DumpError(f"{path}: empty file, not a vmcore")
-        head = mfile.read(0, 16)
-        if is_elf(head):
-            return "elf", open_elf(path, mfile, zero_excluded=zero_excluded)
-        if is_kdump(head):
-            return "kdump", mfile
-        if is_flattened(head):
-            return "kdump-flattened", FlattenedFile(mfile)
-        raise DumpError(f"{path}: not a vmcore: unknown format (not ELF, kdump-compressed "
-                        f"or makedumpfile flattened; starts with {head[:8].hex()})")
-    except BaseException:
-        mfile.close()
-        raise
+    kcore.check_path(path)  # a running kernel's refusals, said as such
+    return MappedFile(path)
 
 
 def open_dump(paths: str | os.PathLike | list, *, zero_excluded: bool = False) -> Dump:
@@ -75,22 +82,24 @@ def open_dump(paths: str | os.PathLike | list, *, zero_excluded: bool = False) -
     paths = [os.fspath(p) for p in paths]
     if not paths:
         raise DumpError("no dump file given")
-    opened = []
+    if len(paths) == 1:
+        source = _map(paths[0])
+        try:
+            return open_source(source, zero_excluded=zero_excluded)
+        except BaseException:
+            source.close()
+            raise
+    sources, parts = [], []
     try:
         for path in paths:
-            opened.append((path, *_open_one(path, zero_excluded=zero_excluded)))
-        if len(opened) == 1:
-            path, fmt, obj = opened[0]
-            if fmt == "elf":
-                return obj
-            return open_kdump([path], [obj], fmt=fmt, zero_excluded=zero_excluded)
-        for path, fmt, _obj in opened:
-            if fmt == "elf":
-                raise DumpError(f"{path}: several files were given but this one is an ELF core; "
-                                f"only kdump-compressed dumps can be split")
-        return open_kdump([p for p, _f, _o in opened], [o for _p, _f, o in opened],
-                          fmt="kdump-split", zero_excluded=zero_excluded)
+            sources.append(_map(path))
+            probe = probe_of(sources[-1])
+            if probe.part is None:
+                raise DumpError(f"{path}: several files were given but this one is in "
+                                f"{probe.what} format; only kdump-compressed dumps can be split")
+            parts.append(probe.part(sources[-1]))
+        return kdump.open_kdump(paths, parts, fmt="kdump-split", zero_excluded=zero_excluded)
     except BaseException:
-        for _path, _fmt, obj in opened:
-            obj.close()
+        for source in sources:
+            source.close()
         raise

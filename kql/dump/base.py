@@ -1,7 +1,8 @@
 """What every dump format has in common: notes, VMCOREINFO, the Dump object.
 
 A format module (``elf.py``, ``kdump.py``) builds a :class:`Dump` with a
-physical-memory layer in ``phys``.  Nothing above ``kql.dump`` sees a file
+physical-memory layer in ``phys`` and declares the :class:`Probe` that
+:func:`kql.dump.open_dump` tries.  Nothing above ``kql.dump`` sees a file
 offset: the layer takes physical addresses only.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from kql.errors import DumpError
 
@@ -22,6 +23,30 @@ class Note(NamedTuple):
     type: int
     desc: bytes
 
+
+class Probe(NamedTuple):
+    """One dump format, tried in the order of ``kql.dump.PROBES`` (like
+    Volatility's stackers): the first whose ``sniff`` says yes opens the file.
+
+    - ``name``: the ``Dump.format`` it opens ("elf", "kdump", ...)
+    - ``what``: what the format is called in "unknown format (not ELF, ...)"
+    - ``sniff(head, path, size) -> bool``: the file's first bytes (up to
+      ``HEAD_SIZE``), its path and size; no other reading
+    - ``open(source, *, zero_excluded) -> Dump``: ``source`` is a byte source
+      (:class:`~kql.dump.files.MappedFile`: ``path``, ``size``, ``buffer``,
+      ``read``, ``close``) that the Dump closes; on error the caller closes it
+    - ``part(source)``: for a format a split kdump's parts can have, the kdump
+      byte source of one part (None: this format cannot be split)
+    """
+
+    name: str
+    what: str
+    sniff: Callable[[bytes, str, int], bool]
+    open: Callable[..., "Dump"]
+    part: Callable | None = None
+
+
+HEAD_SIZE = 4096
 
 NT_PRSTATUS = 1
 _NHDR = struct.Struct("<III")
@@ -53,14 +78,29 @@ def parse_notes(data: bytes, where: str = "notes") -> list[Note]:
     return notes
 
 
-def parse_vmcoreinfo(raw: bytes) -> dict[str, str]:
-    """``KEY=VALUE`` lines to a dict (later duplicates win, like the kernel's readers)."""
+#: A VMCOREINFO line as the kernel writes it (kernel/vmcore_info.c and the
+#: arch_crash_save_vmcoreinfo()s): ``OSRELEASE=…``, ``BUILD-ID=…``,
+#: ``CONFIG_X86_PAE=y``, or ``SYMBOL|SIZE|OFFSET|LENGTH|NUMBER(name)=…``; the
+#: value printable ASCII without spaces.  Anything else is damage.
+_LINE = re.compile(rb"(?:[A-Z][A-Z0-9_-]*|(?:SYMBOL|SIZE|OFFSET|LENGTH|NUMBER)"
+                   rb"\([A-Za-z0-9_.]+\))=[\x21-\x7e]*")
+
+
+def parse_vmcoreinfo(raw: bytes, damaged: list[str] | None = None) -> dict[str, str]:
+    """``KEY=VALUE`` lines to a dict (later duplicates win, like the kernel's
+    readers).  A line not of the kernel's form is left out, and added to
+    ``damaged`` when given."""
     info: dict[str, str] = {}
     for line in raw.split(b"\n"):
         line = line.rstrip(b"\0\r")
-        key, sep, value = line.partition(b"=")
-        if sep and key:
-            info[key.decode("latin-1")] = value.decode("latin-1")
+        if not line:
+            continue
+        if not _LINE.fullmatch(line):
+            if damaged is not None:
+                damaged.append(line.decode("latin-1"))
+            continue
+        key, _sep, value = line.partition(b"=")
+        info[key.decode("latin-1")] = value.decode("latin-1")
     return info
 
 
@@ -119,7 +159,7 @@ class Dump:
     """One open vmcore.  See docs/ARCHITECTURE.md "Dumps" for the contract."""
 
     path: str | list[str]
-    format: str                      # "elf", "kdump", "kdump-flattened", "kdump-split"
+    format: str                      # the Probe.name that opened it ("elf", ...) or "kdump-split"
     machine: str                     # "x86_64"
     phys: object                     # a kql.memory.Layer over physical addresses
     notes: list[Note] = field(default_factory=list)
@@ -136,8 +176,20 @@ class Dump:
     live = False
 
     def __post_init__(self) -> None:
-        self.vmcoreinfo: dict[str, str] = parse_vmcoreinfo(self.vmcoreinfo_raw)
+        damaged: list[str] = []
+        self.vmcoreinfo: dict[str, str] = parse_vmcoreinfo(self.vmcoreinfo_raw, damaged)
+        self.warnings.extend(f"{self.describe_path()}: VMCOREINFO line {line[:60]!r} is "
+                             f"damaged: ignored" for line in damaged)
         self.warnings.extend(validate_vmcoreinfo(self.vmcoreinfo, self.describe_path()))
+        page = self.vmcoreinfo.get("PAGESIZE")
+        if page is not None and self.machine:
+            try:
+                size = self.arch.page_size
+            except DumpError:   # an unsupported machine: said when it is used
+                size = None
+            if size is not None and int(page) != size:
+                raise DumpError(f"{self.describe_path()}: VMCOREINFO PAGESIZE={page} is not "
+                                f"the {self.arch.name} page size kql reads ({size})")
         if not self.release:
             self.release = self.vmcoreinfo.get("OSRELEASE") or None
 

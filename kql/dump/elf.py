@@ -15,7 +15,7 @@ from bisect import bisect_right
 from collections import Counter
 
 from kql.arch import detect_machine
-from kql.dump.base import Dump, parse_notes
+from kql.dump.base import Dump, Probe, parse_notes
 from kql.dump.files import MappedFile
 from kql.errors import DumpError, ExcludedPageError, FaultError
 from kql.memory import Layer
@@ -126,7 +126,8 @@ class ElfPhysical(Layer):
         return [(s[2], s[3]) for s in self._segs if s[3] > s[2]]
 
 
-def open_elf(path: str, mfile: MappedFile, *, zero_excluded: bool = False) -> Dump:
+def open_elf(mfile: MappedFile, *, zero_excluded: bool = False) -> Dump:
+    path = mfile.path
     buf = mfile.buffer
     if mfile.size < 64:
         raise DumpError(f"{path}: truncated ELF file: header needs 64 bytes, file has {mfile.size}")
@@ -235,3 +236,6 @@ def _non_overlapping(loads):
         out.append((start, dend, fend, mend, off))
         prev_end = mend
     return out
+
+
+PROBE = Probe("elf", "ELF", lambda head, path, size: is_elf(head), open_elf)

@@ -17,6 +17,8 @@ import heapq
 import struct
 from bisect import bisect_right
 
+from kql.dump.base import Dump, Probe
+from kql.dump.kdump import open_kdump
 from kql.errors import DumpError
 
 SIGNATURE = b"makedumpfile"
@@ -170,3 +172,12 @@ def _merge(pieces):
                 continue
         out.append((start, length, fpos))
     return out
+
+
+def _open(source, *, zero_excluded: bool = False) -> Dump:
+    return open_kdump([source.path], [FlattenedFile(source)], fmt="kdump-flattened",
+                      zero_excluded=zero_excluded)
+
+
+PROBE = Probe("kdump-flattened", "makedumpfile flattened",
+              lambda head, path, size: is_flattened(head), _open, part=FlattenedFile)

@@ -36,14 +36,14 @@ from bisect import bisect_right
 from functools import lru_cache
 
 from kql.arch import detect_machine
-from kql.dump.base import Dump, parse_notes
+from kql.dump.base import Dump, Probe, parse_notes
 from kql.dump.elf import (_EHDR, _PHDR, EM_X86_64, PT_LOAD, PT_NOTE, _machine_name,
                           _non_overlapping)
 from kql.dump.kdump import PAGE_CACHE_SIZE
 from kql.errors import DumpError, FaultError
 from kql.memory import Layer
 
-__all__ = ["KcoreDump", "sniff_kcore", "load_proc_kallsyms", "live_kcore_path",
+__all__ = ["KcoreDump", "PROBE", "check_path", "load_proc_kallsyms", "live_kcore_path",
            "live_root", "kcore_error", "lockdown_mode"]
 
 NT_PRPSINFO = 3
@@ -363,35 +363,73 @@ def _read_header(fd: int, path: str):
     return machine, loads, notes
 
 
-def sniff_kcore(path: str):
-    """An open :class:`KcoreDump` if ``path`` is a kcore, else None (another
-    format's probe decides).  Opening errors of a path spelled .../proc/kcore
-    are the live-kernel errors of :func:`kcore_error`."""
+def check_path(path: str) -> None:
+    """Before anything opens a path spelled ROOT/proc/kcore: the live-kernel
+    errors of :func:`kcore_error` (lockdown in confidentiality mode refuses
+    it, no kcore, not allowed to open it), each one line saying what to do."""
     root = _root_of(path)
-    if root is not None and lockdown_mode(root) == "confidentiality":
+    if root is None:
+        return
+    if lockdown_mode(root) == "confidentiality":
         raise kcore_error(path, OSError(errno.EPERM, os.strerror(errno.EPERM)), root)
+    from kql.atomic import open_regular
     try:
-        from kql.atomic import open_regular
+        open_regular(path, "vmcore").close()
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.EPERM, errno.EACCES):
+            raise kcore_error(path, e, root) from None
+        # the byte source reports anything else
+
+
+def _sniff(head: bytes, path: str, size: int) -> bool:
+    """A kcore: an ELF64 core whose segments all sit at kernel virtual
+    addresses (seen in ``head``) with the "vmlinux" process-info note.  A
+    /proc/vmcore copy passes the first test, not the second, which reads the
+    notes from the file (``head`` may end before them)."""
+    if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+        return False
+    e_type, _m, _v, _e, phoff, _s, _f, _eh, phentsize, phnum = _EHDR.unpack_from(head, 16)[:10]
+    if e_type != 4 or phentsize != _PHDR.size:
+        return False
+    end = phoff + phnum * _PHDR.size
+    if end <= len(head):
+        loads = [p for p in _PHDR.iter_unpack(head[phoff:end]) if p[0] == PT_LOAD and p[6]]
+        if not loads or any(p[3] < _KERNEL_HALF for p in loads):
+            return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return _read_header(fd, path) is not None
+    except DumpError:
+        return False                    # damaged notes: the ELF probe says what is wrong
+    finally:
+        os.close(fd)
+
+
+def _open(source, *, zero_excluded: bool = False) -> "KcoreDump":
+    """The kcore behind ``source`` (read with pread: /proc/kcore cannot be
+    mapped); the Dump closes ``source``."""
+    from kql.atomic import open_regular
+    path = source.path
+    root = _root_of(path)
+    try:
         f = open_regular(path, "vmcore")
     except OSError as e:
-        if root is not None and e.errno in (errno.ENOENT, errno.EPERM, errno.EACCES):
-            raise kcore_error(path, e, root) from None
-        return None
+        raise kcore_error(path, e, root or "/") from None
     fd = os.dup(f.fileno())
     f.close()
     try:
         hdr = _read_header(fd, path)
         if hdr is None:
-            os.close(fd)
-            return None
-        return _build(fd, path, root, *hdr)
+            raise DumpError(f"{path}: changed while being opened: no longer a kcore")
+        dump = _build(fd, path, root, *hdr)
     except BaseException:
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        os.close(fd)
         raise
+    dump._closers.append(source.close)
+    return dump
 
 
 def _build(fd: int, path: str, root: str | None, machine_name, loads, notes) -> KcoreDump:
@@ -427,3 +465,6 @@ def _build(fd: int, path: str, root: str | None, machine_name, loads, notes) -> 
 def live_kcore_path(root: str | None = None) -> str:
     """ROOT/proc/kcore, ROOT being ``root``, ``$KQL_LIVE_ROOT`` or ``/``."""
     return os.path.join(root if root is not None else live_root(), "proc/kcore")
+
+
+PROBE = Probe("kcore", "/proc/kcore", _sniff, _open)

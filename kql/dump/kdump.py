@@ -18,7 +18,7 @@ import zlib
 from bisect import bisect_right
 from functools import lru_cache
 
-from kql.dump.base import Dump, parse_notes
+from kql.dump.base import Dump, Probe, parse_notes
 from kql.errors import DumpError, ExcludedPageError, FaultError
 from kql.memory import Layer
 
@@ -572,3 +572,11 @@ def open_kdump(paths: list[str], sources: list, *, fmt: str, zero_excluded: bool
     for part in parts:
         dump._closers.append(part.close)
     return dump
+
+
+def _open_one(source, *, zero_excluded: bool = False) -> Dump:
+    return open_kdump([source.path], [source], fmt="kdump", zero_excluded=zero_excluded)
+
+
+PROBE = Probe("kdump", "kdump-compressed", lambda head, path, size: is_kdump(head), _open_one,
+              part=lambda source: source)

@@ -11,6 +11,15 @@ from typing import Iterator
 
 __all__ = ["for_each_online_cpu", "for_each_possible_cpu"]
 
+#: Kernel globals whose type BTF lacks, for Kernel.var() (see kql.helpers).
+KERNEL_VARIABLES = {
+    "nr_cpu_ids":           "unsigned int",
+    "__cpu_online_mask":    "struct cpumask",
+    "__cpu_possible_mask":  "struct cpumask",
+    "__cpu_present_mask":   "struct cpumask",
+    "__cpu_active_mask":    "struct cpumask",
+}
+
 
 def for_each_online_cpu(kernel) -> Iterator[int]:
     """CPU numbers in ``__cpu_online_mask``."""

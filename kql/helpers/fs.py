@@ -32,6 +32,16 @@ __all__ = [
     "MNT_FLAGS", "SB_FLAGS",
 ]
 
+#: Kernel globals whose type BTF lacks, for Kernel.var() (see kql.helpers).
+KERNEL_VARIABLES = {
+    "super_blocks":      "struct list_head",
+    "init_files":        "struct files_struct",
+    "init_fs":           "struct fs_struct",
+    "mount_hashtable":   "struct hlist_head *",
+    "inode_hashtable":   "struct hlist_head *",
+    "dentry_hashtable":  "struct hlist_head *",
+}
+
 #: ``i_mode & S_IFMT`` -> the open_files type (0: an anonymous inode, whose
 #: i_mode has no file-type bits: fs/libfs.c alloc_anon_inode()).
 S_IFMT_NAMES = {

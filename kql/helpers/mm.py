@@ -29,6 +29,22 @@ __all__ = [
     "task_rss_bytes", "task_vsz_bytes", "task_cmdline", "task_argv", "MM_COUNTERS",
 ]
 
+#: Kernel globals whose type BTF lacks, for Kernel.var() (see kql.helpers):
+#: the kernel's own address space and its layout.
+KERNEL_VARIABLES = {
+    "init_mm":           "struct mm_struct",
+    "swapper_pg_dir":    "pgd_t [512]",
+    "init_top_pgt":      "pgd_t [512]",
+    "page_offset_base":  "unsigned long",
+    "vmalloc_base":      "unsigned long",
+    "vmemmap_base":      "unsigned long",
+    "phys_base":         "unsigned long",
+    "max_pfn":           "unsigned long",
+    "mem_section":       "struct mem_section **",
+    "vmap_area_list":    "struct list_head",
+    "vmap_area_root":    "struct rb_root",
+}
+
 # include/linux/mm.h VM_* (#defines, not in BTF; unchanged for decades).
 VM_FLAGS = {"READ": 0x1, "WRITE": 0x2, "EXEC": 0x4, "SHARED": 0x8, "MAYSHARE": 0x80}
 
@@ -42,8 +58,8 @@ _VM_OPS_NAMES = {
 
 
 def page_size(kernel) -> int:
-    """The kernel's ``PAGE_SIZE`` (VMCOREINFO ``PAGESIZE``)."""
-    return int(kernel.vmcoreinfo.get("PAGESIZE", "4096"))
+    """The kernel's ``PAGE_SIZE`` (VMCOREINFO ``PAGESIZE``, else the arch's)."""
+    return int(kernel.vmcoreinfo.get("PAGESIZE", 0)) or kernel.arch.page_size
 
 
 def page_shift(kernel) -> int:
@@ -233,6 +249,7 @@ def vma_maps_line(vma: Object, mm: Object | None = None) -> str:
     """The VMA as one line of /proc/PID/maps (without the newline).
 
     :param vma: ``struct vm_area_struct *``
+    :param mm: ``struct mm_struct *`` owning it (default ``vma->vm_mm``)
     """
     flags = vma_flags_str(vma)
     dev = vma_dev(vma)

@@ -27,6 +27,15 @@ __all__ = ["enum_items", "global_zone_page_state", "global_node_page_state",
            "vm_memory_committed", "hugetlb_total_pages",
            "for_each_online_pgdat", "for_each_zone", "meminfo", "nr_node_ids"]
 
+#: Kernel globals whose type BTF lacks, for Kernel.var() (see kql.helpers).
+KERNEL_VARIABLES = {
+    "totalram_pages":    "atomic_long_t",
+    "nr_node_ids":       "unsigned int",
+    "node_data":         "struct pglist_data *[{nr_node_ids}]",
+    "contig_page_data":  "struct pglist_data",
+    "vm_committed_as":   "struct percpu_counter",
+}
+
 
 def enum_items(kernel, enum: str) -> dict[str, int]:
     """``{enumerator: value}`` of a kernel enum such as ``"enum node_stat_item"``
@@ -260,6 +269,8 @@ def total_swapcache_pages(kernel) -> int:
 
 def _low_wmark_total(kernel) -> int:
     zt = kernel.types.find_type("struct zone")
+    # Since Linux 5.0 (commit a921444382b4 "mm: move zone watermark accesses
+    # behind an accessor") zone->watermark is zone->_watermark.
     wm_off = zt.offsetof("_watermark") if zt.has_member("_watermark") else zt.offsetof("watermark")
     low = enum_items(kernel, "enum zone_watermarks").get("WMARK_LOW", 1)
     boost_off = zt.offsetof("watermark_boost") if zt.has_member("watermark_boost") else None
@@ -312,7 +323,7 @@ def vm_commit_limit(kernel) -> int:
 def vm_memory_committed(kernel) -> int:
     """``vm_memory_committed()``: ``percpu_counter_sum_positive(&vm_committed_as)``
     in pages (Committed_AS)."""
-    c = kernel.var("vm_committed_as", "struct percpu_counter")
+    c = kernel.var("vm_committed_as")
     return max(percpu_counter_sum(c.address_of_()), 0)
 
 

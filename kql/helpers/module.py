@@ -5,16 +5,22 @@ module's own symbol table (``mod->kallsyms``).
 
 from __future__ import annotations
 
-import struct
 from typing import Iterator
 
 from kql.errors import FaultError
 from kql.helpers.list import list_for_each_entry
 from kql.object import Object
+from kql.symbols import ELF_SYM, decode_elf_syms
 
 __all__ = ["for_each_module", "find_module", "module_name", "module_state",
            "module_base", "module_size", "module_refcount", "module_taint",
            "module_symbols"]
+
+#: Kernel globals whose type BTF lacks, for Kernel.var() (see kql.helpers).
+KERNEL_VARIABLES = {
+    "modules":      "struct list_head",
+    "btf_modules":  "struct list_head",
+}
 
 
 def for_each_module(kernel) -> Iterator[Object]:
@@ -61,6 +67,8 @@ def _mem_types(kernel) -> tuple[int, ...] | None:
     if "module_mem_types" not in cache:
         t = kernel.types.find_type("struct module")
         cache["module_mem_types"] = None
+        # Since Linux 6.4 (commit ac3b43283923 "module: replace module_layout
+        # with module_memory") the sizes are in mod->mem[]; before, layouts.
         if t.has_member("mem"):
             n = t.member("mem")[0].type.strip_typedefs().length or 0
             cache["module_mem_types"] = tuple(range(n))
@@ -153,10 +161,6 @@ def module_taint(mod: Object) -> str:
     return "".join(out)
 
 
-_ELF64_SYM = struct.Struct("<IBBHQQ")   # st_name, st_info, st_other, st_shndx, st_value, st_size
-_ELF32_SYM = struct.Struct("<IIIBBH")   # st_name, st_value, st_size, st_info, st_other, st_shndx
-
-
 def module_symbols(mod: Object) -> Iterator[tuple[str, int, int, str]]:
     """The module's own symbols (``mod->kallsyms``, what /proc/kallsyms lists
     for it): ``(name, address, size, nm letter)``.
@@ -173,18 +177,14 @@ def module_symbols(mod: Object) -> Iterator[tuple[str, int, int, str]]:
         return
     symtab = ks.symtab.value_()
     strtab = ks.strtab.value_()
-    if kernel.arch.pointer_size == 4:       # Elf32_Sym: st_value, st_size before st_info
-        sym_struct, order = _ELF32_SYM, (0, 3, 4, 5, 1, 2)
-    else:
-        sym_struct, order = _ELF64_SYM, (0, 1, 2, 3, 4, 5)
-    raw = kernel.read(symtab, n * sym_struct.size)
+    elfclass = kernel.arch.pointer_size * 8
+    raw = kernel.read(symtab, n * ELF_SYM[elfclass].size)
     # Kernels with mod_kallsyms.typetab keep the nm letters there (filled in
     # by add_kallsyms()); without it there is no letter to report.
     typetab = ks.typetab.value_() if ks.has_member_("typetab") else 0
     types = kernel.read(typetab, n) if typetab else None
-    for i in range(n):
-        fields = sym_struct.unpack_from(raw, i * sym_struct.size)
-        st_name, st_info, _other, shndx, value, size = (fields[j] for j in order)
+    for i, (st_name, _info, _other, _shndx, value, size) in enumerate(
+            decode_elf_syms(raw, elfclass)):
         if i == 0 or not st_name:
             continue
         name = kernel.read_cstring(strtab + st_name, 512).decode(errors="replace")

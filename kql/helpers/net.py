@@ -34,6 +34,12 @@ __all__ = [
     "AF_NAMES", "SOCK_TYPES", "IPPROTO_NAMES", "IFF_UP",
 ]
 
+#: Kernel globals whose type BTF lacks, for Kernel.var() (see kql.helpers).
+KERNEL_VARIABLES = {
+    "net_namespace_list":  "struct list_head",
+    "init_net":            "struct net",
+}
+
 # include/linux/socket.h address families (user ABI, stable since they were added).
 AF_NAMES = {1: "UNIX", 2: "INET", 3: "AX25", 4: "IPX", 5: "APPLETALK", 9: "X25",
             10: "INET6", 15: "KEY", 16: "NETLINK", 17: "PACKET", 29: "CAN",
@@ -69,7 +75,7 @@ def for_each_net(kernel) -> Iterator[Object]:
 
     :return: iterator of ``struct net *``
     """
-    head = kernel.var("net_namespace_list", "struct list_head").address_of_()
+    head = kernel.var("net_namespace_list").address_of_()
     yield from list_for_each_entry("struct net", head, "list")
 
 
@@ -78,7 +84,7 @@ def init_net(kernel) -> Object:
 
     :return: ``struct net *``
     """
-    return kernel.var("init_net", "struct net").address_of_()
+    return kernel.var("init_net").address_of_()
 
 
 def for_each_netdev(net: Object) -> Iterator[Object]:
@@ -312,6 +318,8 @@ def for_each_unix_sock(kernel) -> Iterator[Object]:
     """
     net_t = kernel.types.find_type("struct net")
     head = kernel.types.find_type("struct hlist_head").size     # one pointer
+    # Since Linux commit cf2f225e2653 ("af_unix: Put a socket into a per-netns
+    # hash table.") each netns has its own table; before, unix_socket_table.
     if net_t.has_member("unx") and \
             kernel.types.find_type("struct netns_unix").has_member("table"):
         for net in for_each_net(kernel):

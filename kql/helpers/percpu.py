@@ -11,6 +11,11 @@ from kql.object import Object
 
 __all__ = ["per_cpu_ptr", "per_cpu", "percpu_counter_sum"]
 
+#: Kernel globals whose type BTF lacks, for Kernel.var() (see kql.helpers).
+KERNEL_VARIABLES = {
+    "__per_cpu_offset":  "unsigned long [{nr_cpu_ids}]",
+}
+
 
 def per_cpu_ptr(ptr: Object, cpu: int) -> Object:
     """``per_cpu_ptr(ptr, cpu)``.

@@ -16,7 +16,7 @@ from typing import Iterator
 
 from kql.errors import FaultError
 from kql.helpers.list import _ptr, _walk, is_list_poison, walk_warn
-from kql.helpers.sched import cpu_rq
+from kql.helpers.sched import _task_layout, cpu_rq
 from kql.helpers.xarray import idr_find, idr_for_each
 from kql.object import Object
 from kql.types import pointer_to
@@ -25,6 +25,21 @@ __all__ = ["find_pid", "pid_task", "find_task", "for_each_pid", "pid_nr_ns", "PI
            "for_each_task", "for_each_process", "for_each_thread", "sweep_children",
            "for_each_task_and_pid", "find_tasks", "find_processes", "is_group_leader",
            "task_pid_ptr", "task_pid_nr"]
+
+#: Kernel globals whose type BTF lacks, for Kernel.var() (see kql.helpers):
+#: init/init_task.c and what init_task points at.
+KERNEL_VARIABLES = {
+    "init_task":        "struct task_struct",
+    "init_pid_ns":      "struct pid_namespace",
+    "init_struct_pid":  "struct pid",
+    "pid_max":          "int",
+    "init_signals":     "struct signal_struct",
+    "init_sighand":     "struct sighand_struct",
+    "init_nsproxy":     "struct nsproxy",
+    "init_ipc_ns":      "struct ipc_namespace",
+    "init_user_ns":     "struct user_namespace",
+    "init_cred":        "struct cred",
+}
 
 
 def _ns(kernel_or_ns) -> Object:
@@ -146,31 +161,13 @@ def _task_ptr_type(kernel):
     return pt
 
 
-def _layout(kernel) -> dict:
-    lay = kernel.cache.get("task_layout")
-    if lay is None:
-        t = kernel.types.find_type("struct task_struct")
-        lay = {"tasks": t.offsetof("tasks"), "signal": t.offsetof("signal")}
-        # Since Linux 6.7 (commit 8e1f385104ac "kill task_struct->thread_group"),
-        # threads are only on signal->thread_head (linked by thread_node, which
-        # exists since 3.14); older kernels also have task->thread_group.
-        if t.has_member("thread_node"):
-            lay["thread_node"] = t.offsetof("thread_node")
-            lay["thread_head"] = kernel.types.find_type("struct signal_struct").offsetof(
-                "thread_head")
-        else:
-            lay["thread_group"] = t.offsetof("thread_group")
-        kernel.cache["task_layout"] = lay
-    return lay
-
-
 def for_each_process(kernel) -> Iterator[Object]:
     """Every thread-group leader, starting with ``init_task`` (``for_each_process``).
 
     :return: iterator of ``struct task_struct *``
     """
     pt = _task_ptr_type(kernel)
-    lay = _layout(kernel)
+    lay = _task_layout(kernel)
     init = kernel.symbols.lookup("init_task").address
     yield _ptr(kernel, pt, init)
     off = lay["tasks"]
@@ -202,7 +199,7 @@ def for_each_thread(task: Object) -> Iterator[Object]:
     """
     kernel = task.prog_
     pt = _task_ptr_type(kernel)
-    for addr in _threads(kernel, task.value_(), _layout(kernel)):
+    for addr in _threads(kernel, task.value_(), _task_layout(kernel)):
         yield _ptr(kernel, pt, addr)
 
 
@@ -222,7 +219,7 @@ def for_each_task(kernel, *, idle: bool = True) -> Iterator[Object]:
     :return: iterator of ``struct task_struct *``
     """
     pt = _task_ptr_type(kernel)
-    lay = _layout(kernel)
+    lay = _task_layout(kernel)
     seen: set[int] = set()
     init = kernel.symbols.lookup("init_task").address
     seen.add(init)
@@ -322,7 +319,7 @@ def sweep_children(kernel, seen: set) -> Iterator[Object]:
     :return: iterator of ``struct task_struct *``
     """
     pt = _task_ptr_type(kernel)
-    lay = _layout(kernel)
+    lay = _task_layout(kernel)
     t = kernel.types.find_type("struct task_struct")
     children, sibling, pid_off = t.offsetof("children"), t.offsetof("sibling"), t.offsetof("pid")
     todo = list(seen)

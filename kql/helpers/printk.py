@@ -24,6 +24,12 @@ from kql.errors import FaultError
 __all__ = ["PrintkRecord", "get_printk_records", "for_each_printk_record",
            "format_caller_id", "LOG_NEWLINE", "LOG_CONT"]
 
+#: Kernel globals whose type BTF lacks, for Kernel.var() (see kql.helpers).
+KERNEL_VARIABLES = {
+    "prb":               "struct printk_ringbuffer *",
+    "printk_rb_static":  "struct printk_ringbuffer",
+}
+
 # enum printk_info_flags (kernel/printk/printk_ringbuffer.h)
 LOG_NEWLINE = 2
 LOG_CONT = 8
@@ -79,12 +85,14 @@ def _read_maybe(kernel, addr: int, size: int) -> tuple[bytes, set[int]]:
     out = bytearray(size)
     bad = set()
     pos = 0
+    shift = kernel.arch.page_shift
+    page = 1 << shift
     while pos < size:
-        chunk = min(size - pos, 4096 - ((addr + pos) & 0xFFF))
+        chunk = min(size - pos, page - ((addr + pos) & (page - 1)))
         try:
             out[pos:pos + chunk] = kernel.read(addr + pos, chunk)
         except FaultError:
-            bad.add(((addr + pos) >> 12) - (addr >> 12))
+            bad.add(((addr + pos) >> shift) - (addr >> shift))
         pos += chunk
     return bytes(out), bad
 
@@ -193,6 +201,7 @@ def for_each_printk_record(kernel, *, warn=None) -> Iterator[PrintkRecord]:
         infos, info_bad = descs, desc_bad
         info_raw, info_base, info_stride = desc_raw, lay["info_in_desc"], dsize
     text, bad_pages = _read_maybe(kernel, data_addr, data_size)
+    shift = kernel.arch.page_shift          # the pages _read_maybe counted in
 
     u64 = struct.Struct("<Q").unpack_from
     ulong = struct.Struct("<Q" if word == 8 else "<I").unpack_from
@@ -216,8 +225,8 @@ def for_each_printk_record(kernel, *, warn=None) -> Iterator[PrintkRecord]:
         slot = rid % count
         d = slot * dsize
         i = info_base + slot * info_stride
-        if (_on_bad_page(desc_bad, descs, d, dsize)
-                or _on_bad_page(info_bad, infos, i - info_base, isize)):
+        if (_on_bad_page(desc_bad, descs, d, dsize, shift)
+                or _on_bad_page(info_bad, infos, i - info_base, isize, shift)):
             lost += 1
             continue
         sv = ulong(desc_raw, d + sv_off)[0]
@@ -234,7 +243,7 @@ def for_each_printk_record(kernel, *, warn=None) -> Iterator[PrintkRecord]:
         level = (info_raw[i + lbyte] >> lshift) & lmask
         caller_id = u32(info_raw, i + lay["caller_id"])[0]
         msg = _get_data(ulong(desc_raw, d + b_off)[0], ulong(desc_raw, d + n_off)[0],
-                        data_size, text, bad_pages, text_len, data_addr & 0xFFF, word)
+                        data_size, text, bad_pages, text_len, shift, data_addr, word)
         if msg is None:
             if warn is not None:
                 warn(f"printk record {seq}: text unreadable")
@@ -251,19 +260,21 @@ def for_each_printk_record(kernel, *, warn=None) -> Iterator[PrintkRecord]:
              f"descriptor or info unreadable")
 
 
-def _on_bad_page(bad: set[int], base: int, off: int, size: int) -> bool:
+def _on_bad_page(bad: set[int], base: int, off: int, size: int, shift: int) -> bool:
     """Whether bytes [off, off+size) of a _read_maybe(base, ...) read touch an
-    unreadable page."""
+    unreadable page (pages of ``1 << shift`` bytes)."""
     if not bad:
         return False
-    first = ((base & 0xFFF) + off) >> 12
-    last = ((base & 0xFFF) + off + size - 1) >> 12
+    skew = base & ((1 << shift) - 1)
+    first = (skew + off) >> shift
+    last = (skew + off + size - 1) >> shift
     return any(p in bad for p in range(first, last + 1))
 
 
 def _get_data(begin: int, nxt: int, size: int, text: bytes, bad_pages: set[int],
-              text_len: int, skew: int = 0, word: int = 8) -> bytes | None:
-    """The text of one block (kernel get_data()); None if unreadable."""
+              text_len: int, shift: int, base: int = 0, word: int = 8) -> bytes | None:
+    """The text of one block (kernel get_data()); None if unreadable
+    (``bad_pages``: pages of ``1 << shift`` bytes of the ring at ``base``)."""
     if begin & 1 and nxt & 1:
         # Data-less block: an empty message (NO_LPOS) or lost text.
         return b"" if begin == _NO_LPOS and nxt == _NO_LPOS else None
@@ -287,8 +298,9 @@ def _get_data(begin: int, nxt: int, size: int, text: bytes, bad_pages: set[int],
         return None
     start += word
     length = min(length - word, text_len)
+    skew = base & ((1 << shift) - 1)
     if bad_pages and any(p in bad_pages for p in
-                         range((skew + start) >> 12, ((skew + start + length) >> 12) + 1)):
+                         range((skew + start) >> shift, ((skew + start + length) >> shift) + 1)):
         return None
     return text[start:start + length]
 

@@ -18,6 +18,23 @@ __all__ = ["cpu_rq", "cpu_curr", "idle_task", "task_cpu", "task_is_kthread", "ta
            "task_state_to_char", "task_state_raw", "task_state_value", "task_state_code",
            "running_tasks", "task_is_running", "PF_KTHREAD"]
 
+#: Kernel globals whose type BTF lacks, for Kernel.var() (see kql.helpers):
+#: kernel/sched, kernel/fork.c, fs/proc/array.c; the cgroup roots (no cgroup helper yet).
+KERNEL_VARIABLES = {
+    "runqueues":         "struct rq",
+    "task_state_array":  "const char * const [{task_state_array_len}]",
+    "nr_threads":        "int",
+    "total_forks":       "unsigned long",
+    "kernel_cpustat":    "struct kernel_cpustat",
+    "cpu_number":        "int",
+    "current_task":      "struct task_struct *",
+    "pcpu_hot":          "struct pcpu_hot",
+    "cgroup_roots":      "struct list_head",
+    "init_css_set":      "struct css_set",
+    "cgrp_dfl_root":     "struct cgroup_root",
+    "blkcg_root":        "struct blkcg",
+}
+
 #: include/linux/sched.h; a #define, so not in BTF (unchanged since Linux 2.6).
 PF_KTHREAD = 0x00200000
 # include/linux/sched.h bits that /proc does not list in task_state_array
@@ -104,15 +121,27 @@ def task_state_letters(kernel) -> tuple[str, ...]:
     return states
 
 
-def _state_layout(kernel) -> dict:
-    lay = kernel.cache.get("task_state_layout")
+def _task_layout(kernel) -> dict:
+    """Offsets in struct task_struct that the task walks (kql.helpers.pid) and
+    task_state_index() read, found once per kernel."""
+    lay = kernel.cache.get("task_layout")
     if lay is None:
         t = kernel.types.find_type("struct task_struct")
+        lay = {"tasks": t.offsetof("tasks"), "signal": t.offsetof("signal")}
+        # Since Linux 6.7 (commit 8e1f385104ac "kill task_struct->thread_group"),
+        # threads are only on signal->thread_head (linked by thread_node, which
+        # exists since 3.14); older kernels also have task->thread_group.
+        if t.has_member("thread_node"):
+            lay["thread_node"] = t.offsetof("thread_node")
+            lay["thread_head"] = kernel.types.find_type("struct signal_struct").offsetof(
+                "thread_head")
+        else:
+            lay["thread_group"] = t.offsetof("thread_group")
         # Linux 5.14 (commit 2f064a59a11f "sched: Change task_struct::state")
         # renamed state to __state.
-        lay = {"state": t.member("__state" if t.has_member("__state") else "state"),
-               "exit_state": t.offsetof("exit_state")}
-        kernel.cache["task_state_layout"] = lay
+        lay["state"] = t.member("__state" if t.has_member("__state") else "state")
+        lay["exit_state"] = t.offsetof("exit_state")
+        kernel.cache["task_layout"] = lay
     return lay
 
 
@@ -122,7 +151,7 @@ def task_state_index(task: Object) -> int:
     :param task: ``struct task_struct *``
     """
     kernel = task.prog_
-    lay = _state_layout(kernel)
+    lay = _task_layout(kernel)
     m, bitoff = lay["state"]
     addr = task.value_()
     state = int.from_bytes(kernel.read(addr + (bitoff >> 3), m.type.size), "little")

@@ -19,6 +19,11 @@ from kql.object import Object
 __all__ = ["for_each_kmem_cache", "find_kmem_cache", "slab_cache_info", "SlabInfo",
            "kmem_cache_name", "for_each_kmem_cache_node", "oo_objects", "oo_order"]
 
+#: Kernel globals whose type BTF lacks, for Kernel.var() (see kql.helpers).
+KERNEL_VARIABLES = {
+    "slab_caches":  "struct list_head",
+}
+
 # mm/slub.c OO_SHIFT (a #define): kmem_cache_order_objects.x = order << 16 | objects
 OO_SHIFT = 16
 OO_MASK = (1 << OO_SHIFT) - 1
@@ -40,7 +45,7 @@ def for_each_kmem_cache(kernel) -> Iterator[Object]:
 
     :return: iterator of ``struct kmem_cache *``
     """
-    head = kernel.var("slab_caches", "struct list_head").address_of_()
+    head = kernel.var("slab_caches").address_of_()
     yield from list_for_each_entry("struct kmem_cache", head, "list")
 
 

@@ -5,12 +5,27 @@ memory size, task count and panic information (crash ``sys``).
 from __future__ import annotations
 
 from kql.errors import FaultError
+from kql.helpers.mm import page_size
 from kql.helpers.sched import cpu_rq
 from kql.object import Object
 
 __all__ = ["utsname", "timekeeper", "dump_time_ns", "uptime_ns", "loadavg",
            "totalram_bytes", "nr_tasks", "panic_cpu", "panic_task", "panic_message",
            "FSHIFT"]
+
+#: Kernel globals whose type BTF lacks, for Kernel.var() (see kql.helpers).
+KERNEL_VARIABLES = {
+    "init_uts_ns":      "struct uts_namespace",
+    "crashing_cpu":     "int",
+    "panic_cpu":        "atomic_t",
+    "system_state":     "enum system_states",
+    "jiffies":          "unsigned long",
+    "jiffies_64":       "u64",
+    "timekeeper_data":  "struct tk_data",
+    "tk_core":          "struct tk_data",
+    "sys_tz":           "struct timezone",
+    "tick_cpu_device":  "struct tick_device",
+}
 
 #: include/linux/sched/loadavg.h: avenrun[] is fixed point with 11 fraction bits.
 FSHIFT = 11
@@ -98,7 +113,7 @@ def totalram_bytes(kernel) -> int:
     # Since Linux 5.0 (commit ca79b0c211af "mm: convert totalram_pages and
     # totalhigh_pages variables to atomic") the variable is _totalram_pages.
     sym = kernel.symbols.get("_totalram_pages") or kernel.symbols.lookup("totalram_pages")
-    return kernel.read_ulong(sym.address) * int(kernel.vmcoreinfo.get("PAGESIZE", "4096"))
+    return kernel.read_ulong(sym.address) * page_size(kernel)
 
 
 def nr_tasks(kernel) -> int:

@@ -142,6 +142,8 @@ def _idr_parts(idr: Object) -> tuple[int, int]:
     lay = kernel.cache.get("idr_layout")
     if lay is None:
         t = kernel.types.find_type("struct idr")
+        # Since Linux 4.16 (commit 6ce711f27500 "idr: Make 1-based IDRs more
+        # efficient") an IDR may number from idr_base.
         base_off = t.offsetof("idr_base") if t.has_member("idr_base") else None
         lay = kernel.cache["idr_layout"] = (t.offsetof("idr_rt"), base_off)
     rt_off, base_off = lay

@@ -8,7 +8,9 @@ and which key lookups it supports (``pid = N`` → ``find_task``).
 Columns are computed lazily, per row, only when the query uses them
 (projection pushdown): a column is a function ``fn(row) -> value``.  A
 :class:`kql.errors.FaultError` raised while computing one value becomes a NULL
-and a counted warning; the row survives.
+and a counted warning; the row survives.  So does a member, symbol or type
+this kernel does not have (:func:`not_in_kernel`): one policy for every
+table, decided in :func:`scan_columns`, so no column guards against it.
 
 No table walks lists itself: row generators call helpers in kql.helpers.
 
@@ -121,26 +123,44 @@ class ScanContext:
     warnings: "Warnings | None" = None
 
 
+def not_in_kernel(err: BaseException) -> bool:
+    """Whether ``err`` says this kernel has no such member, symbol or type
+    (kql.types' MemberNotFoundError/TypeNotFoundError, an Object's missing
+    member, Kernel.symbol/var, a helper's "no such counter"): a LookupError,
+    but not a KeyError or IndexError, which are bugs."""
+    return isinstance(err, LookupError) and not isinstance(err, (KeyError, IndexError))
+
+
+#: The reason :class:`Warnings` files a :func:`not_in_kernel` error under.
+NOT_IN_KERNEL = "not in this kernel"
+
+
 class Warnings:
-    """Counts of unreadable values, by (table.column, reason)."""
+    """Counts of NULL values, by (table.column, reason): unreadable memory
+    (the error's class name) or :data:`NOT_IN_KERNEL`."""
 
     def __init__(self) -> None:
         self.counts: collections.Counter = collections.Counter()
         self.examples: dict[tuple[str, str], str] = {}
 
-    def add(self, where: str, err: Exception) -> None:
-        reason = type(err).__name__
-        key = (where, reason)
+    def add(self, where: str, err: Exception, reason: str | None = None) -> None:
+        key = (where, reason or type(err).__name__)
         self.counts[key] += 1
         self.examples.setdefault(key, str(err))
+
+    def not_in_kernel(self, where: str, err: Exception) -> None:
+        """A value NULL because this kernel lacks what it needs (``err``)."""
+        self.add(where, err, NOT_IN_KERNEL)
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
     def lines(self) -> list[str]:
-        return [f"{n} value{'s' if n != 1 else ''} of {where} unreadable "
-                f"(e.g. {self.examples[(where, reason)]})"
+        return [f"{n} value{'s' if n != 1 else ''} of {where} "
+                + (f"NULL: not in this kernel ({self.examples[(where, reason)]})"
+                   if reason == NOT_IN_KERNEL else
+                   f"unreadable (e.g. {self.examples[(where, reason)]})")
                 for (where, reason), n in sorted(self.counts.items())]
 
 
@@ -328,6 +348,12 @@ def scan_columns(spec: TableSpec, ctx: ScanContext,
                 v = None
                 if warnings is not None:
                     warnings.add(f"{spec.name}.{name}", e)
+            except LookupError as e:
+                if not not_in_kernel(e):
+                    raise
+                v = None
+                if warnings is not None:
+                    warnings.not_in_kernel(f"{spec.name}.{name}", e)
             data[i].append(v)
     if not fns:  # count(*): rows without columns (Arrow needs one column)
         fns, data = [("__kql_row", INT8, None)], [[None] * n]
