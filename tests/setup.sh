@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything kql's tests need on a fresh Debian 12 machine (as root):
 # apt packages (QEMU 10 from bookworm-backports, makedumpfile, kexec-tools,
-# busybox-static, a C compiler, python3-venv), a fresh venv holding kql (installed
+# busybox-static, a C compiler, python3-venv, debootstrap and e2fsprogs for the
+# live guests' Debian root), a fresh venv holding kql (installed
 # from this checkout, not editable) with its test extras and nothing else, the
 # Debian kernel packages and the vmcore fixtures (cached under $KQL_FIXTURES).
 #
@@ -21,6 +22,8 @@ export DEBIAN_FRONTEND=noninteractive
 need_apt=()
 command -v qemu-system-x86_64 >/dev/null && qemu-system-x86_64 --version | grep -q 'version \(9\|1[0-9]\)\.' || need_apt+=(qemu)
 for t in makedumpfile kexec busybox cpio gcc; do command -v $t >/dev/null || need_apt+=($t); done
+# the live guests' Debian root and disk (tests/live/build_live.py)
+for t in debootstrap mkfs.ext4; do PATH=$PATH:/usr/sbin:/sbin command -v $t >/dev/null || need_apt+=($t); done
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need_apt+=(libc6-dev)
 "$PY" -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 for t in tmux less; do command -v $t >/dev/null || need_apt+=($t); done   # the shell's terminal tests
@@ -36,7 +39,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get -o DPkg::Lock::Timeout=600 update -qq
     "${APT[@]}" install -t bookworm-backports qemu-system-x86 >/dev/null
     "${APT[@]}" install makedumpfile kexec-tools busybox-static cpio gcc libc6-dev python3-venv \
-        tmux less >/dev/null
+        tmux less debootstrap e2fsprogs >/dev/null
 fi
 
 # Debian 11 (bullseye) and bullseye-security, for the 5.10 kernel fixtures (issue 17):

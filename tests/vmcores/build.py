@@ -718,9 +718,8 @@ def build(name: str, force: bool = False) -> Path:
         return out
     recipe = RECIPES[name]
     kdir = kernel_dir(recipe["kernel"])
-    tmp_out = Path(tempfile.mkdtemp(dir=CACHE, prefix=f".{name}-"))
-    work = Path(tempfile.mkdtemp(prefix=f"kql-{name}-"))
-    try:
+
+    def fill(tmp_out: Path, work: Path) -> None:
         files = boot_with_retries(name, recipe, kdir, tmp_out, work)
         truth = truth_mod.parse_log((tmp_out / "truth.log").read_bytes())
         (tmp_out / "truth.json").write_text(json.dumps(truth, indent=1, sort_keys=True))
@@ -732,6 +731,18 @@ def build(name: str, force: bool = False) -> Path:
             "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         (tmp_out / "fixture.json").write_text(json.dumps(meta, indent=1))
+
+    return publish(name, out, fill)
+
+
+def publish(name: str, out: Path, fill) -> Path:
+    """Run ``fill(tmp_out, work)`` (it writes the fixture's files into tmp_out,
+    with scratch space in work) and rename tmp_out to ``out``; on failure keep
+    the guest's console log as $KQL_FIXTURES/<name>.failed-console.log."""
+    tmp_out = Path(tempfile.mkdtemp(dir=CACHE, prefix=f".{name}-"))
+    work = Path(tempfile.mkdtemp(prefix=f"kql-{name}-"))
+    try:
+        fill(tmp_out, work)
         if out.exists():
             shutil.rmtree(out)
         tmp_out.rename(out)
@@ -749,7 +760,16 @@ def build(name: str, force: bool = False) -> Path:
     return out
 
 
+def live_guests():
+    """The guests that run kql on their own /proc/kcore (tests/live/build_live.py),
+    built with the fixtures."""
+    sys.path.insert(0, str(HERE.parent / "live"))
+    import build_live
+    return build_live
+
+
 def main(argv=None) -> int:
+    live = live_guests()
     ap = argparse.ArgumentParser(description="Build kql's QEMU vmcore fixtures.")
     ap.add_argument("names", nargs="*",
                     help="recipes to build (default: all but 'sample', whose dump is shipped "
@@ -759,18 +779,19 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="guests to run at once (default 2)")
     args = ap.parse_args(argv)
     # `sample` is built on request only: its output is shipped in tests/sample.
-    names = args.names or [n for n in RECIPES if n != "sample"]
+    names = args.names or [n for n in RECIPES if n != "sample"] + list(live.RECIPES)
+    recipes = {**RECIPES, **live.RECIPES}
     for n in names:
-        if n not in RECIPES:
-            ap.error(f"unknown recipe {n!r} (known: {', '.join(RECIPES)})")
+        if n not in recipes:
+            ap.error(f"unknown recipe {n!r} (known: {', '.join(recipes)})")
     if args.list:
         for n in names:
-            d = fixture_dir(n)
+            d = fixture_dir(n) if n in RECIPES else live.fixture_dir(n)
             print(f"{n:16} {'ok   ' if (d / 'fixture.json').exists() else 'missing'} {d}")
         return 0
     (CACHE / "kernels").mkdir(parents=True, exist_ok=True)
     # choose and download each kernel once, before parallel builds
-    for series in sorted({RECIPES[n]["kernel"] for n in names}):
+    for series in sorted({recipes[n]["kernel"] for n in names}):
         try:
             resolve_kernel(series)
         except BuildError as e:
@@ -785,7 +806,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     failed = 0
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futs = {pool.submit(build, n, args.force): n for n in names}
+        futs = {pool.submit(build if n in RECIPES else live.build_live, n, args.force): n
+                for n in names}
         for fut in concurrent.futures.as_completed(futs):
             try:
                 print(f"{futs[fut]}: {fut.result()}")
