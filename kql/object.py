@@ -24,10 +24,10 @@ __all__ = ["Object", "container_of", "NULL", "cast"]
 _FLOAT = {4: struct.Struct("<f"), 8: struct.Struct("<d")}
 
 
-def _resolve_type(prog, t) -> Type:
+def _resolve_type(kernel, t) -> Type:
     if isinstance(t, Type):
         return t
-    return prog.types.find_type(t)
+    return kernel.types.find_type(t)
 
 
 class Object:
@@ -35,10 +35,10 @@ class Object:
 
     __slots__ = ("prog_", "type_", "_t", "address_", "_value", "_bitpos", "bit_field_size_")
 
-    def __init__(self, prog, type: "Type | str", address: int | None = None,
+    def __init__(self, kernel, type: "Type | str", address: int | None = None,
                  value: Any = None, *, bit_offset: int = 0, bit_field_size: int | None = None):
-        t = _resolve_type(prog, type)
-        self.prog_ = prog
+        t = _resolve_type(kernel, type)
+        self.prog_ = kernel
         self.type_ = t
         self._t = t.strip_typedefs()
         self.address_ = address
@@ -52,9 +52,9 @@ class Object:
 
     # -- construction --------------------------------------------------------------
     @staticmethod
-    def _make(prog, t: Type, st: Type, address, value, bitpos=0, bitsize=None) -> "Object":
+    def _make(kernel, t: Type, st: Type, address, value, bitpos=0, bitsize=None) -> "Object":
         o = object.__new__(Object)
-        o.prog_ = prog
+        o.prog_ = kernel
         o.type_ = t
         o._t = st
         o.address_ = address
@@ -416,13 +416,13 @@ def _plain(v):
     return v.value_() if isinstance(v, Object) else v
 
 
-def _read_cstring(prog, addr: int, max_size: int) -> bytes:
-    fn = getattr(prog, "read_cstring", None)
+def _read_cstring(kernel, addr: int, max_size: int) -> bytes:
+    fn = getattr(kernel, "read_cstring", None)
     if fn is not None:
         return fn(addr, max_size)
     from kql.memory import Layer, read_cstring
-    page_size = getattr(getattr(prog, "arch", None), "page_size", Layer.page_size)
-    return read_cstring(prog.read, addr, max_size, page_size)
+    page_size = getattr(getattr(kernel, "arch", None), "page_size", Layer.page_size)
+    return read_cstring(kernel.read, addr, max_size, page_size)
 
 
 def _normalize_value(st: Type, v):
@@ -445,22 +445,22 @@ def cast(type, obj: Object) -> Object:
     return obj.cast_(type)
 
 
-def NULL(prog, type) -> Object:
+def NULL(kernel, type) -> Object:
     """A NULL pointer of ``type`` (a pointer type or its name)."""
-    t = _resolve_type(prog, type)
-    return Object(prog, t, value=0)
+    t = _resolve_type(kernel, type)
+    return Object(kernel, t, value=0)
 
 
-def container_of(ptr: "Object | int", type: "Type | str", member: str, prog=None) -> Object:
+def container_of(ptr: "Object | int", type: "Type | str", member: str, kernel=None) -> Object:
     """``container_of(ptr, type, member)``: a ``type *`` pointing at the struct
     whose ``member`` is at ``ptr`` (an Object pointer/reference, or an int
-    address with ``prog`` given)."""
+    address with ``kernel`` given)."""
     if isinstance(ptr, Object):
-        prog = ptr.prog_
+        kernel = ptr.prog_
         addr = ptr.value_() if ptr._t.kind == "pointer" else ptr.address_
     else:
         addr = int(ptr)
-    t = _resolve_type(prog, type)
+    t = _resolve_type(kernel, type)
     off = t.offsetof(member)
     pt = pointer_to(t)
-    return Object._make(prog, pt, pt, None, (addr - off) & ((1 << 64) - 1))
+    return Object._make(kernel, pt, pt, None, (addr - off) & ((1 << 64) - 1))

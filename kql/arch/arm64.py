@@ -242,39 +242,39 @@ class Arm64:
         return regs.get("pstate", 0) & PSR_MODE_MASK == 0
 
     # -- stacks ----------------------------------------------------------------------
-    def saved_task_start(self, prog, task: int, bounds: tuple[int, int]):
+    def saved_task_start(self, kernel, task: int, bounds: tuple[int, int]):
         """Where a task that is not running resumes: ``thread.cpu_context``
         (cpu_switch_to() saved x19-x28, fp, sp and the return address as pc).
         Returns ``(pc, sp, fp, regs, exact)``."""
-        lay = prog.cache.get("arm64_cpu_context")
+        lay = kernel.cache.get("arm64_cpu_context")
         if lay is None:
-            t = prog.types.find_type("struct task_struct")
-            ts = prog.types.find_type("struct thread_struct")
-            cc = prog.types.find_type("struct cpu_context")
+            t = kernel.types.find_type("struct task_struct")
+            ts = kernel.types.find_type("struct thread_struct")
+            cc = kernel.types.find_type("struct cpu_context")
             base = t.offsetof("thread") + ts.offsetof("cpu_context")
-            lay = prog.cache["arm64_cpu_context"] = tuple(
+            lay = kernel.cache["arm64_cpu_context"] = tuple(
                 base + cc.offsetof(m) for m in ("pc", "sp", "fp"))
-        pc, sp, fp = (prog.read_u64(task + off) for off in lay)
+        pc, sp, fp = (kernel.read_u64(task + off) for off in lay)
         if not bounds[0] <= sp <= bounds[1]:
             raise ValueError(f"task {task:#x}: cpu_context.sp {sp:#x} is outside its "
                              f"stack {bounds[0]:#x}-{bounds[1]:#x}")
-        return self.strip_pac(prog, pc), sp, fp, None, False
+        return self.strip_pac(kernel, pc), sp, fp, None, False
 
-    def strip_pac(self, prog, addr: int) -> int:
+    def strip_pac(self, kernel, addr: int) -> int:
         """ptrauth_strip_kernel_insn_pac(): a kernel return address without its
         PAC (the PAC bits set again, as in every kernel address; a user
         address gets them cleared)."""
-        mask = prog.cache.get("arm64_pac_mask")
+        mask = kernel.cache.get("arm64_pac_mask")
         if mask is None:
-            mask = prog.cache["arm64_pac_mask"] = self.pac_mask(prog.vmcoreinfo)
+            mask = kernel.cache["arm64_pac_mask"] = self.pac_mask(kernel.vmcoreinfo)
         if not mask:
             return addr
         return addr | mask if addr >> 55 & 1 else addr & ~mask
 
-    def get_unwinder(self, prog):
-        u = prog.cache.get("arm64_unwinder")
+    def get_unwinder(self, kernel):
+        u = kernel.cache.get("arm64_unwinder")
         if u is None:
-            u = prog.cache["arm64_unwinder"] = FramePointerUnwinder(prog, self)
+            u = kernel.cache["arm64_unwinder"] = FramePointerUnwinder(kernel, self)
         return u
 
     def __repr__(self) -> str:
@@ -299,12 +299,12 @@ class FramePointerUnwinder:
     frame); that frame is ``"regs"`` with the user registers.
     """
 
-    def __init__(self, prog, arch: Arm64):
+    def __init__(self, kernel, arch: Arm64):
         from kql.arch.orc import UnwindFrame
-        self.prog = prog
+        self.kernel = kernel
         self.arch = arch
         self.Frame = UnwindFrame
-        t = prog.types.find_type("struct pt_regs")
+        t = kernel.types.find_type("struct pt_regs")
         self.pt_regs_size = t.size
         self.stackframe = t.offsetof("stackframe")
         self.names = PRSTATUS_REGS
@@ -318,12 +318,12 @@ class FramePointerUnwinder:
                max_frames: int = MAX_FRAMES):
         """Unwind from ``ip`` / ``sp`` / frame pointer ``bp``; same contract
         as :meth:`kql.arch.orc.OrcUnwinder.unwind`."""
-        prog = self.prog
-        read = prog.read
+        kernel = self.kernel
+        read = kernel.read
         strip = self.arch.strip_pac
         Frame = self.Frame
         frames = []
-        pc, fp, signal = strip(prog, ip), bp, exact
+        pc, fp, signal = strip(kernel, ip), bp, exact
         # the final frame record of an entry from EL0 (task_pt_regs(task))
         final = None
         if stack_bounds:
@@ -374,7 +374,7 @@ class FramePointerUnwinder:
             except FaultError:
                 pass
             frames.append(Frame(pc, sp, "regs" if crossed else "call", signal, crossed))
-            new_pc = strip(prog, rec_lr) if not crossed else rec_lr
+            new_pc = strip(kernel, rec_lr) if not crossed else rec_lr
             if crossed is not None:
                 new_sp = crossed["sp"]
             else:

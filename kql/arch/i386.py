@@ -121,12 +121,12 @@ class I386(X86_64):
 
     pc_reg, sp_reg, fp_reg = "eip", "esp", "ebp"
 
-    def get_unwinder(self, prog):
+    def get_unwinder(self, kernel):
         """Frame pointers (Debian's 686-pae has no ORC), one per Kernel."""
-        u = prog.cache.get("fp_unwinder")
+        u = kernel.cache.get("fp_unwinder")
         if u is None:
             from kql.arch.i386_unwind import FramePointerUnwinder
-            u = prog.cache["fp_unwinder"] = FramePointerUnwinder(prog)
+            u = kernel.cache["fp_unwinder"] = FramePointerUnwinder(kernel)
         return u
 
     def __repr__(self) -> str:

@@ -350,14 +350,14 @@ def module_text_ranges(mod) -> list[tuple[int, int]]:
 
     :param mod: ``struct module *``
     """
-    prog = mod.prog_
+    kernel = mod.prog_
     out = []
     # Since Linux kernel commit ac3b43283923 ("module: replace module_layout
     # with module_memory") (in v6.4) the regions are mod->mem[MOD_TEXT] and
     # mod->mem[MOD_INIT_TEXT]; before, core_layout / init_layout with a
     # text_size.
     if mod.has_member_("mem"):
-        enum = prog.types.find_type("enum mod_mem_type").strip_typedefs()
+        enum = kernel.types.find_type("enum mod_mem_type").strip_typedefs()
         values = dict(enum.enumerators)
         for name in ("MOD_TEXT", "MOD_INIT_TEXT"):
             if name in values:

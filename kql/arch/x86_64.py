@@ -246,14 +246,14 @@ class X86_64:
         """True if ``regs`` (pt_regs or NT_PRSTATUS) were taken in user mode (CPL 3)."""
         return bool(regs.get("cs", 0) & 3)
 
-    def saved_task_start(self, prog, task: int, bounds: tuple[int, int]):
+    def saved_task_start(self, kernel, task: int, bounds: tuple[int, int]):
         """Where a task that is not running resumes: ``task->thread.sp`` points
         at its ``struct inactive_task_frame``; the walk starts at ``ret_addr``
         with ``sp = thread.sp + sizeof(frame)`` and ``bp = frame.bp``.
         Returns ``(ip, sp, bp, regs, exact)``."""
-        lay = prog.cache.get("x86_switch_frame")
+        lay = kernel.cache.get("x86_switch_frame")
         if lay is None:
-            types = prog.types
+            types = kernel.types
             t = types.find_type("struct task_struct")
             ts = types.find_type("struct thread_struct")
             f = types.find_type("struct inactive_task_frame")
@@ -261,26 +261,26 @@ class X86_64:
             # looks its ORC entry up at the exact address.  Since the 2023
             # rewrite of ret_from_fork() in C ("x86: Rewrite ret_from_fork() in
             # C"; 6.12 has it) the assembly part is ret_from_fork_asm.
-            syms = prog.symbols
+            syms = kernel.symbols
             rf = syms.get("ret_from_fork_asm") or syms.get("ret_from_fork")
-            lay = prog.cache["x86_switch_frame"] = (
+            lay = kernel.cache["x86_switch_frame"] = (
                 t.offsetof("thread") + ts.offsetof("sp"), f.offsetof("bp"),
                 f.offsetof("ret_addr"), f.size, rf.address if rf is not None else None)
         thread_sp, frame_bp, frame_ret, frame_size, ret_from_fork = lay
-        sp = prog.read_ulong(task + thread_sp)
+        sp = kernel.read_ulong(task + thread_sp)
         if not bounds[0] <= sp < bounds[1]:
             raise ValueError(f"task {task:#x}: thread.sp {sp:#x} is outside its "
                              f"stack {bounds[0]:#x}-{bounds[1]:#x}")
-        frame = prog.read(sp, frame_size)
+        frame = kernel.read(sp, frame_size)
         word = self.pointer_size        # the same frame on 32-bit x86 (I386 below)
         bp = int.from_bytes(frame[frame_bp:frame_bp + word], "little")
         ip = int.from_bytes(frame[frame_ret:frame_ret + word], "little")
         return ip, sp + frame_size, bp, None, ip == ret_from_fork
 
-    def get_unwinder(self, prog):
+    def get_unwinder(self, kernel):
         """The dump's stack unwinder (ORC, frame pointers as the fallback)."""
         from kql.arch.orc import get_unwinder
-        return get_unwinder(prog)
+        return get_unwinder(kernel)
 
     def __repr__(self) -> str:
         return "<arch x86_64>"

@@ -24,26 +24,28 @@ _TYPE_SHIFT, _TYPE_MASK = 3, 0xF
 
 
 def _layout(kernel) -> dict:
-    lay = kernel.cache.get("maple_layout")
-    if lay is None:
-        types = kernel.types
-        enum = types.find_type("enum maple_type")
-        r64 = types.find_type("struct maple_range_64")
-        a64 = types.find_type("struct maple_arange_64")
-        node = types.find_type("struct maple_node")
-        lay = {"dense": enum.enum_value("maple_dense"),
-               "leaf_64": enum.enum_value("maple_leaf_64"),
-               "range_64": enum.enum_value("maple_range_64"),
-               "arange_64": enum.enum_value("maple_arange_64"),
-               "root_off": types.find_type("struct maple_tree").offsetof("ma_root")}
-        for key, t in (("range", r64), ("arange", a64)):
-            piv = t.member("pivot")[0].type.strip_typedefs()
-            slot = t.member("slot")[0].type.strip_typedefs()
-            lay[key] = (t.offsetof("pivot"), piv.length, t.offsetof("slot"), slot.length)
-        slot = node.member("slot")[0].type.strip_typedefs()
-        lay["dense_slots"] = (node.offsetof("slot"), slot.length)
-        lay["max"] = (1 << 8 * kernel.arch.pointer_size) - 1     # ULONG_MAX
-        kernel.cache["maple_layout"] = lay
+    """Offsets and enum values of the maple tree types, read once per kernel."""
+    if "maple_layout" not in kernel.cache:
+        kernel.cache["maple_layout"] = _read_layout(kernel.types, kernel.arch.pointer_size)
+    return kernel.cache["maple_layout"]
+
+
+def _read_layout(types, pointer_size: int) -> dict:
+    enum = types.find_type("enum maple_type")
+    lay = {"dense": enum.enum_value("maple_dense"),
+           "leaf_64": enum.enum_value("maple_leaf_64"),
+           "range_64": enum.enum_value("maple_range_64"),
+           "arange_64": enum.enum_value("maple_arange_64"),
+           "root_off": types.find_type("struct maple_tree").offsetof("ma_root"),
+           "max": (1 << 8 * pointer_size) - 1}                   # ULONG_MAX
+    for key, name in (("range", "struct maple_range_64"), ("arange", "struct maple_arange_64")):
+        t = types.find_type(name)
+        piv = t.member("pivot")[0].type.strip_typedefs()
+        slot = t.member("slot")[0].type.strip_typedefs()
+        lay[key] = (t.offsetof("pivot"), piv.length, t.offsetof("slot"), slot.length)
+    node = types.find_type("struct maple_node")
+    slot = node.member("slot")[0].type.strip_typedefs()
+    lay["dense_slots"] = (node.offsetof("slot"), slot.length)
     return lay
 
 

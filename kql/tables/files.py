@@ -41,24 +41,24 @@ class FileRow:
         return task_comm(self.task)
 
 
-def _process_files(prog, task):
+def _process_files(kernel, task):
     try:
         for fd, file in for_each_file(task):
             yield FileRow(task, fd, file)
     except FaultError as e:
-        walk_warn(prog, f"open_files: fd table of task {task.value_():#x} unreadable: {e}")
+        walk_warn(kernel, f"open_files: fd table of task {task.value_():#x} unreadable: {e}")
 
 
 def _rows(ctx: ScanContext):
-    prog = ctx.kernel
-    for task in for_each_task_and_pid(prog, leaders_only=True):
-        yield from _process_files(prog, task)
+    kernel = ctx.kernel
+    for task in for_each_task_and_pid(kernel, leaders_only=True):
+        yield from _process_files(kernel, task)
 
 
 def _by_pid(ctx: ScanContext, values: list):
-    prog = ctx.kernel
-    for task in find_processes(prog, values):  # rows are per process: pid is the tgid
-        yield from _process_files(prog, task)
+    kernel = ctx.kernel
+    for task in find_processes(kernel, values):  # rows are per process: pid is the tgid
+        yield from _process_files(kernel, task)
 
 
 _by_pid.__name__ = "find_task"      # as EXPLAIN shows the lookup

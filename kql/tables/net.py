@@ -40,14 +40,14 @@ class SockRow:
 
 
 def _socket_rows(ctx: ScanContext):
-    prog = ctx.kernel
+    kernel = ctx.kernel
     try:
-        owners = socket_owners(prog)
+        owners = socket_owners(kernel)
     except (FaultError, LookupError) as e:
-        walk_warn(prog, f"sockets: process fd tables unreadable: {e}")
+        walk_warn(kernel, f"sockets: process fd tables unreadable: {e}")
         owners = {}
     done = set()
-    for sk in for_each_socket(prog):
+    for sk in for_each_socket(kernel):
         a = sk.value_()
         done.add(a)
         for pid, fd in owners.get(a) or [(None, None)]:
@@ -56,24 +56,24 @@ def _socket_rows(ctx: ScanContext):
     # (netlink, packet, raw, unbound inet sockets ...)
     for a, owned in owners.items():
         if a not in done:
-            sk = _sock_ptr(prog, a)
+            sk = _sock_ptr(kernel, a)
             for pid, fd in owned:
                 yield SockRow(sk, pid, fd)
 
 
 def _by_pid(ctx: ScanContext, values: list):
     """``pid = N``: only process N's fd table (a process id, as the pid column)."""
-    prog = ctx.kernel
+    kernel = ctx.kernel
     for v in dict.fromkeys(values):
         if not isinstance(v, int) or not 0 < v < 1 << 31:
             continue
         try:
-            task = find_task(prog, v)
+            task = find_task(kernel, v)
             if not task.value_() or task.tgid.value_() != v:
                 continue
             socks = list(task_sockets(task))
         except FaultError as e:
-            walk_warn(prog, f"sockets: fd table of pid {v} unreadable: {e}")
+            walk_warn(kernel, f"sockets: fd table of pid {v} unreadable: {e}")
             continue
         for fd, sk in socks:
             yield SockRow(sk, v, fd)
@@ -88,13 +88,13 @@ class DevRow:
 
 
 def _dev_rows(ctx: ScanContext):
-    prog = ctx.kernel
-    first = init_net(prog).value_()
+    kernel = ctx.kernel
+    first = init_net(kernel).value_()
     try:
-        nets = list(for_each_net(prog))
+        nets = list(for_each_net(kernel))
     except (FaultError, LookupError) as e:
-        walk_warn(prog, f"net_devices: net_namespace_list unreadable: {e}")
-        nets = [init_net(prog)]
+        walk_warn(kernel, f"net_devices: net_namespace_list unreadable: {e}")
+        nets = [init_net(kernel)]
     nets.sort(key=lambda n: n.value_() != first)      # init_net first
     for net in nets:
         for dev in for_each_netdev(net):

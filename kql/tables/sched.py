@@ -14,10 +14,10 @@ __all__ = ["TABLES"]
 
 
 class CpuRow:
-    def __init__(self, prog, cpu):
-        self.prog = prog
+    def __init__(self, kernel, cpu):
+        self.kernel = kernel
         self.cpu = cpu
-        self.rq = cpu_rq(prog, cpu)          # struct rq *
+        self.rq = cpu_rq(kernel, cpu)          # struct rq *
 
     @property
     def curr(self):
@@ -25,26 +25,26 @@ class CpuRow:
 
 
 def _cpu_rows(ctx: ScanContext):
-    prog = ctx.kernel
-    for cpu in prog.possible_cpus():
-        yield CpuRow(prog, cpu)
+    kernel = ctx.kernel
+    for cpu in kernel.possible_cpus():
+        yield CpuRow(kernel, cpu)
 
 
 def _cpu_lookup(ctx: ScanContext, values):
-    prog = ctx.kernel
-    possible = set(prog.possible_cpus())
+    kernel = ctx.kernel
+    possible = set(kernel.possible_cpus())
     for v in dict.fromkeys(values):
         if isinstance(v, int) and v in possible:
-            yield CpuRow(prog, v)
+            yield CpuRow(kernel, v)
 
 
 def _runq_rows(ctx: ScanContext, cpus=None):
-    prog = ctx.kernel
-    for cpu in (prog.online_cpus() if cpus is None else cpus):
+    kernel = ctx.kernel
+    for cpu in (kernel.online_cpus() if cpus is None else cpus):
         try:
-            yield from runq_entries(prog, cpu)
+            yield from runq_entries(kernel, cpu)
         except FaultError as e:
-            walk_warn(prog, f"runqueue: run queue of CPU {cpu} unreadable: {e}")
+            walk_warn(kernel, f"runqueue: run queue of CPU {cpu} unreadable: {e}")
 
 
 def _runq_lookup(ctx: ScanContext, values):
@@ -65,7 +65,7 @@ CPUS = TableSpec(
     columns=(
         Column("cpu", INT32, "CPU number", lambda r: r.cpu),
         Column("online", BOOL, "in __cpu_online_mask",
-               lambda r: r.cpu in r.prog.online_cpus()),
+               lambda r: r.cpu in r.kernel.online_cpus()),
         Column("rq", ADDRESS, "the run queue (struct rq *)", lambda r: r.rq.value_(),
                object_type="struct rq *"),
         Column("curr_pid", INT32, "pid of the running task (rq->curr; 0 when idle)",

@@ -18,18 +18,18 @@ def _size(address: int, size: int) -> int | None:
     return None if (address ^ (address + size)) >> 63 else size
 
 
-def _symbol_tables(prog):
+def _symbol_tables(kernel):
     """vmlinux's table, then each loaded module's (mod->kallsyms, attached to
     the kernel's symbols once per dump by Kernel.load_module_symbols())."""
-    prog.load_module_symbols()
-    table = prog.symbols
+    kernel.load_module_symbols()
+    table = kernel.symbols
     return (table, *table.extra)
 
 
-def all_symbols(prog) -> Iterator[tuple]:
+def all_symbols(kernel) -> Iterator[tuple]:
     """vmlinux symbols (kallsyms from the dump, or System.map/vmlinux), then
     each module's."""
-    for t in _symbol_tables(prog):
+    for t in _symbol_tables(kernel):
         mod = t.module
         names, kinds, addrs = t.names, t.kinds, t.addresses
         size = t._size
@@ -44,8 +44,8 @@ def _rows(ctx: ScanContext):
 
 def kallsyms_lookup_name(ctx: ScanContext, values: list):
     """``name = '...'``: the symbol tables' name index (modules' included)."""
-    prog = ctx.kernel
-    table = _symbol_tables(prog)[0]
+    kernel = ctx.kernel
+    table = _symbol_tables(kernel)[0]
     for v in dict.fromkeys(v for v in values if isinstance(v, str)):
         for s in table.lookup_all(v):
             yield (s.name, s.address, s.kind, _size(s.address, s.size), s.module)

@@ -17,18 +17,18 @@ from kql.tables.base import (ADDRESS, BOOL, INT32, INT64, STRING, STRING_LIST, C
 __all__ = ["TABLES", "TaskRow"]
 
 
-def _fields(prog) -> dict:
+def _fields(kernel) -> dict:
     """Where the members the common columns read sit in struct task_struct:
     name -> (offset, size, signed), found once per kernel."""
-    fields = prog.cache.get("tasks_table_fields")
+    fields = kernel.cache.get("tasks_table_fields")
     if fields is None:
-        t = prog.types.find_type("struct task_struct")
+        t = kernel.types.find_type("struct task_struct")
         fields = {}
         for name in ("pid", "tgid", "comm"):
             m, bit = t.member(name)
             mt = m.type.strip_typedefs()
             fields[name] = (bit >> 3, mt.size, bool(mt.signed) if mt.kind == "int" else False)
-        prog.cache["tasks_table_fields"] = fields
+        kernel.cache["tasks_table_fields"] = fields
     return fields
 
 

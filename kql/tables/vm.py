@@ -19,16 +19,16 @@ __all__ = ["TABLES", "VmaRow", "EnvRow"]
 
 def _processes(ctx: ScanContext):
     """Every process, or those whose tgid was pushed down as ``pid``/``tgid``."""
-    prog = ctx.kernel
+    kernel = ctx.kernel
     wanted = None
     for col in ("pid", "tgid"):          # both pushed down: their intersection
         if col in ctx.keys:
             vals = {v for v in ctx.keys[col] if isinstance(v, int) and 0 < v < 1 << 31}
             wanted = vals if wanted is None else wanted & vals
     if wanted is None:
-        yield from for_each_task_and_pid(prog, leaders_only=True)
+        yield from for_each_task_and_pid(kernel, leaders_only=True)
         return
-    yield from find_processes(prog, wanted)
+    yield from find_processes(kernel, wanted)
 
 
 class VmaRow:
@@ -52,7 +52,7 @@ class VmaRow:
 
 
 def _vma_rows(ctx: ScanContext):
-    prog = ctx.kernel
+    kernel = ctx.kernel
     for task in _processes(ctx):
         try:
             mm = task.mm
@@ -62,7 +62,7 @@ def _vma_rows(ctx: ScanContext):
                 yield VmaRow(task, mm, vma)
             gate = get_gate_vma(mm)
         except FaultError as e:
-            walk_warn(prog, f"vmas: address space of task {task.value_():#x} unreadable: {e}")
+            walk_warn(kernel, f"vmas: address space of task {task.value_():#x} unreadable: {e}")
             continue
         if gate is not None:
             yield VmaRow(task, mm, gate)
