@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import kql
-from fixtures import FIXTURES, I386, check_missing_tasks, fixture, needs_vmlinux, stable_tasks
+from fixtures import FIXTURES, I386, check_missing_tasks, excluded_task, fixture, needs_vmlinux, stable_tasks
 from kql import queries
 from kql.errors import QueryError
 
@@ -291,6 +291,10 @@ def test_open_files(dumps, name):
     [res] = results(d, "open-files", pid=pid)
     rows = res.table.to_pylist()
     fds = truth["processes"][str(pid)]["fds"]
+    if not rows and excluded_task(d, pid):
+        # its task_struct is on a page the dump level excluded (Debian 12's
+        # makedumpfile takes some 6.12 slab pages for free ones): no process
+        return
     assert [r["fd"] for r in rows] == sorted(int(f) for f in fds)
     # a path is the guest's fd link, or NULL because its page was excluded
     unread = [r for r in rows if r["path"] is None]
