@@ -684,3 +684,36 @@ def test_vmcoreinfo_lines_and_values_of_the_kernels_form():
                                               "ignored"]
     assert info == {"BUILD-ID": "ab", "SYMBOL(y)": "2", "OFFSET(page.flags)": "0",
                     "CONFIG_X86_PAE": "y"}
+
+
+# ------------------------------------------- damaged printk ring: changed answers
+
+@pytest.mark.parametrize("case,what,warning", [
+    (3156, "printk: pfn 0x12c63 u64 0x7fffffff at 2555",
+     "printk record 66: text block damaged (text_len 0 in a block of 120 bytes)"),
+    (3943, "printk: pfn 0x12c63 u64 0x0 at 1678",
+     "printk record 56: text block damaged (text_len 0 in a block of 72 bytes)"),
+    (4499, "printk: pfn 0x12c66 flip bit 5 at 1962",
+     "1 printk record dropped: info->seq out of sequence with the descriptor ids (damaged)"),
+    (5037, "printk: pfn 0x12c62 u64 0xffffffff at 3136, pfn 0x12c92 random 16 at 3518",
+     "printk record 26: text block damaged (text_len 65535 in a block of 96 bytes)"),
+    (8197, "printk: pfn 0x12c84 zero 1 at 1837, pfn 0x12cbb u64 0x8000000000000000 at 1780",
+     "1 printk record dropped: still being written (reserved, not committed)"),
+    (8329, "printk: pfn 0x12ca1 flip bit 0 at 1391, pfn 0x12cbb random 16 at 3196, "
+     "pfn 0x12c7f 0xff x2 at 2824",
+     "1 printk record dropped: descriptor between tail and head holds another id "
+     "(damaged or overwritten)"),
+])
+def test_damaged_printk_records_are_warned_about(case, what, warning):
+    """Fuzz findings (a 10,000-dump campaign): a damaged printk_info (seq,
+    text_len) or descriptor (state, id) changed dmesg silently.  Now the
+    kernel's own invariants are checked (seq - id the same for every record,
+    a text block no shorter than text_len nor much longer, the block's id
+    word, the descriptor's id and state) and each damaged record is dropped or
+    its text NULL, with a warning."""
+    import fuzzing
+    data, done, q = fuzzing.dump_case(case)
+    assert (done, q) == (what, "SELECT seq, ts_ns, level, text FROM dmesg")
+    rows, warnings = fuzzing.run_dump(data, q, cache_dir=False)
+    assert rows != fuzzing.run_dump(fuzzing.sample(), q, cache_dir=False)[0]
+    assert warnings == [warning]

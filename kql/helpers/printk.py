@@ -15,6 +15,7 @@ The rings are read in a few large reads, not object by object.
 
 from __future__ import annotations
 
+import collections
 import struct
 from dataclasses import dataclass
 from typing import Iterator
@@ -36,6 +37,7 @@ LOG_CONT = 8
 
 # prb_desc.state_var: the top two bits are the state, the rest the id
 # (DESC_SV_BITS = BITS_PER_LONG, DESC_FLAGS_SHIFT = DESC_SV_BITS - 2).
+_DESC_RESERVED = 0
 _DESC_COMMITTED = 1
 _DESC_FINALIZED = 2
 # printk_info.caller_id: bit 31 set = a CPU number, else a task id
@@ -44,6 +46,8 @@ _CALLER_CPU = 0x80000000
 # A data-less block has bit 0 set in both lpos values (LPOS_DATALESS);
 # NO_LPOS (0x3) marks an empty message.
 _NO_LPOS = 0x3
+# how much longer than its text a block may be (see _get_data())
+_TEXT_SLACK = 40
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,9 @@ def for_each_printk_record(kernel, *, warn=None) -> Iterator[PrintkRecord]:
         n = count - 1
         tail_id = (head_id - n) & id_mask
     lost = 0  # records whose descriptor or info is on an unreadable page
+    missed = 0  # descriptors between tail and head holding another id
+    reserved = 0  # records still being written (reserved, not committed)
+    found = []
     for k in range(n + 1):
         rid = (tail_id + k) & id_mask
         slot = rid % count
@@ -231,9 +238,11 @@ def for_each_printk_record(kernel, *, warn=None) -> Iterator[PrintkRecord]:
             continue
         sv = ulong(desc_raw, d + sv_off)[0]
         if sv & id_mask != rid:
+            missed += 1
             continue
         state = sv >> flags_shift
         if state not in (_DESC_COMMITTED, _DESC_FINALIZED):
+            reserved += state == _DESC_RESERVED
             continue
         seq = u64(info_raw, i + lay["seq"])[0]
         ts = u64(info_raw, i + lay["ts_nsec"])[0]
@@ -243,21 +252,39 @@ def for_each_printk_record(kernel, *, warn=None) -> Iterator[PrintkRecord]:
         level = (info_raw[i + lbyte] >> lshift) & lmask
         caller_id = u32(info_raw, i + lay["caller_id"])[0]
         msg = _get_data(ulong(desc_raw, d + b_off)[0], ulong(desc_raw, d + n_off)[0],
-                        data_size, text, bad_pages, text_len, shift, data_addr, word)
-        if msg is None:
+                        data_size, text, bad_pages, text_len, shift, data_addr, word, rid)
+        if isinstance(msg, str):
             if warn is not None:
-                warn(f"printk record {seq}: text unreadable")
+                warn(f"printk record {seq}: text {msg}")
             body = None
         else:
             body = msg.decode(errors="replace")
-        yield PrintkRecord(
+        found.append((rid, PrintkRecord(
             seq=seq, ts_nsec=ts, level=level, facility=facility, flags=flags,
             caller_id=caller_id, text=body,
             subsystem=_cstr(info_raw[i + sub[0]:i + sub[0] + sub[1]]) if sub else "",
-            device=_cstr(info_raw[i + dev[0]:i + dev[0] + dev[1]]) if dev else "")
+            device=_cstr(info_raw[i + dev[0]:i + dev[0] + dev[1]]) if dev else "")))
+    # Each new record takes the next id and the next seq (prb_reserve(),
+    # desc_reserve()), so seq - id is the same for every record in the ring;
+    # a record off it has a damaged info (prb_read() checks info->seq too).
+    offsets = collections.Counter(r.seq - rid for rid, r in found)
+    offset = offsets.most_common(1)[0][0] if offsets else 0
+    damaged = 0
+    for rid, r in found:
+        if r.seq - rid == offset:
+            yield r
+        else:
+            damaged += 1
     if lost and warn is not None:
         warn(f"{lost} printk record{'s' if lost != 1 else ''} dropped: "
              f"descriptor or info unreadable")
+    if warn is not None:
+        for n, why in ((damaged, "info->seq out of sequence with the descriptor ids (damaged)"),
+                       (missed, "descriptor between tail and head holds another id "
+                                "(damaged or overwritten)"),
+                       (reserved, "still being written (reserved, not committed)")):
+            if n:
+                warn(f"{n} printk record{'s' if n != 1 else ''} dropped: {why}")
 
 
 def _on_bad_page(bad: set[int], base: int, off: int, size: int, shift: int) -> bool:
@@ -272,12 +299,19 @@ def _on_bad_page(bad: set[int], base: int, off: int, size: int, shift: int) -> b
 
 
 def _get_data(begin: int, nxt: int, size: int, text: bytes, bad_pages: set[int],
-              text_len: int, shift: int, base: int = 0, word: int = 8) -> bytes | None:
-    """The text of one block (kernel get_data()); None if unreadable
-    (``bad_pages``: pages of ``1 << shift`` bytes of the ring at ``base``)."""
+              text_len: int, shift: int, base: int = 0, word: int = 8,
+              rid: int | None = None) -> bytes | str:
+    """The text of one block (kernel get_data(), copy_data()), or why there is
+    none: ``"unreadable"`` (its pages, ``bad_pages``: pages of ``1 << shift``
+    bytes of the ring at ``base``, are not in the dump; or its text was lost)
+    or ``"block damaged (...)"`` (the checks the kernel's readers make, and the
+    block's id word against the descriptor's id ``rid``)."""
     if begin & 1 and nxt & 1:
         # Data-less block: an empty message (NO_LPOS) or lost text.
-        return b"" if begin == _NO_LPOS and nxt == _NO_LPOS else None
+        return b"" if begin == _NO_LPOS and nxt == _NO_LPOS else "unreadable"
+    # a valid data block is aligned to its id word (get_data())
+    if begin % word or nxt % word:
+        return f"block damaged (lpos {begin:#x}..{nxt:#x} not aligned)"
     wraps = size.bit_length() - 1
 
     def data_wraps(lpos: int) -> int:
@@ -291,18 +325,24 @@ def _get_data(begin: int, nxt: int, size: int, text: bytes, bad_pages: set[int],
         start = 0
         length = nxt & (size - 1)
     else:
-        return None
-    # Skip the block's id word (unsigned long); text_len may be shorter than
-    # the block (padding) but never longer.
-    if length < word:
-        return None
-    start += word
-    length = min(length - word, text_len)
+        return f"block damaged (lpos {begin:#x}..{nxt:#x} not one block)"
+    # The block starts with its id word (unsigned long); text_len may be
+    # shorter than the rest but never longer (copy_data()), and shorter only
+    # by what vprintk_store() reserved and printk_sprint() then dropped: the
+    # alignment padding, the NUL, a trailing newline and KERN_* prefixes
+    # (at most 11 bytes on every fixture; _TEXT_SLACK allows more).
+    if length < word or not length - word - _TEXT_SLACK <= text_len <= length - word:
+        return f"block damaged (text_len {text_len} in a block of {length} bytes)"
     skew = base & ((1 << shift) - 1)
     if bad_pages and any(p in bad_pages for p in
-                         range((skew + start) >> shift, ((skew + start + length) >> shift) + 1)):
-        return None
-    return text[start:start + length]
+                         range((skew + start) >> shift, ((skew + start + word + text_len) >> shift) + 1)):
+        return "unreadable"
+    if rid is not None:
+        blk_id = int.from_bytes(text[start:start + word], "little") & ((1 << (8 * word - 2)) - 1)
+        if blk_id != rid:
+            return f"block damaged (its id {blk_id:#x} is not the descriptor's {rid:#x})"
+    start += word
+    return text[start:start + text_len]
 
 
 def get_printk_records(kernel) -> list[PrintkRecord]:
