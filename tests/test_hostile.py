@@ -690,7 +690,9 @@ def test_vmcoreinfo_lines_and_values_of_the_kernels_form():
 
 @pytest.mark.parametrize("case,what,warning", [
     (3156, "printk: pfn 0x12c63 u64 0x7fffffff at 2555",
-     "printk record 66: text block damaged (text_len 0 in a block of 120 bytes)"),
+     ("printk record 66: text block damaged (text_len 0 in a block of 120 bytes)",
+      "printk record 66: timestamp 36028797002186752 ns out of order with its "
+      "neighbours' (0, 0): damaged, NULL")),
     (3943, "printk: pfn 0x12c63 u64 0x0 at 1678",
      "printk record 56: text block damaged (text_len 0 in a block of 72 bytes)"),
     (4499, "printk: pfn 0x12c66 flip bit 5 at 1962",
@@ -716,4 +718,22 @@ def test_damaged_printk_records_are_warned_about(case, what, warning):
     assert (done, q) == (what, "SELECT seq, ts_ns, level, text FROM dmesg")
     rows, warnings = fuzzing.run_dump(data, q, cache_dir=False)
     assert rows != fuzzing.run_dump(fuzzing.sample(), q, cache_dir=False)[0]
-    assert warnings == [warning]
+    assert warnings == ([warning] if isinstance(warning, str) else list(warning))
+
+
+def test_damaged_printk_timestamp_is_null_with_a_warning():
+    """Fuzz finding (a printk-only campaign): a record's ts_nsec with a high
+    bit set came back as a date 39 hours after boot between records of
+    second 0.  A stamp off both neighbours' the same way by over a minute is
+    NULL now, with a warning; the rest of the record stands."""
+    import fuzzing
+    data, done, q = fuzzing.dump_case(21292, "printk")
+    assert done == ("printk: pfn 0x12c63 u64 0x8000000000000000 at 1582, "
+                    "pfn 0x12c8f 0xff x1 at 2164, pfn 0x12c9b 0xff x1 at 2430")
+    rows, warnings = fuzzing.run_dump(data, q, cache_dir=False)
+    base = fuzzing.run_dump(fuzzing.sample(), q, cache_dir=False)[0]
+    [(got, want)] = [(r, b) for r, b in zip(rows, base) if r != b]
+    assert (got["seq"], got["ts_ns"]) == (55, None)
+    assert {**got, "ts_ns": want["ts_ns"]} == want
+    assert warnings == ["printk record 55: timestamp 140737488355328 ns out of order with "
+                        "its neighbours' (0, 0): damaged, NULL"]

@@ -16,6 +16,7 @@ The rings are read in a few large reads, not object by object.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import struct
 from dataclasses import dataclass
 from typing import Iterator
@@ -48,17 +49,19 @@ _CALLER_CPU = 0x80000000
 _NO_LPOS = 0x3
 # how much longer than its text a block may be (see _get_data())
 _TEXT_SLACK = 40
+# how far a record's stamp may stray from its neighbours' (see for_each_printk_record())
+_TS_SKEW_NS = 60 * 10**9
 
 
 @dataclass(frozen=True)
 class PrintkRecord:
     """One record: ``text`` without the trailing newline (bytes decoded as
-    UTF-8 with replacement), ``ts_nsec`` (local_clock() ns since boot),
+    UTF-8 with replacement), ``ts_nsec`` (local_clock() ns since boot; None if damaged),
     ``level`` (0-7), ``facility``, ``flags`` (LOG_* bits), ``caller_id``
     (raw), ``subsystem``/``device`` (dev_printk_info, "" if none)."""
 
     seq: int
-    ts_nsec: int
+    ts_nsec: int | None
     level: int
     facility: int
     flags: int
@@ -269,12 +272,21 @@ def for_each_printk_record(kernel, *, warn=None) -> Iterator[PrintkRecord]:
     # a record off it has a damaged info (prb_read() checks info->seq too).
     offsets = collections.Counter(r.seq - rid for rid, r in found)
     offset = offsets.most_common(1)[0][0] if offsets else 0
-    damaged = 0
-    for rid, r in found:
-        if r.seq - rid == offset:
-            yield r
-        else:
-            damaged += 1
+    good = [r for rid, r in found if r.seq - rid == offset]
+    damaged = len(found) - len(good)
+    # Records are stamped (local_clock()) just before they are reserved, so
+    # consecutive stamps are in order but for the CPUs' clock skew and a
+    # stalled vCPU: a stamp off both neighbours' the same way by more than a
+    # minute is damage; it becomes NULL.
+    ts = [r.ts_nsec for r in good]
+    for j in range(1, len(good) - 1):
+        lo, hi = sorted((ts[j - 1], ts[j + 1]))
+        if not lo - _TS_SKEW_NS <= ts[j] <= hi + _TS_SKEW_NS:
+            if warn is not None:
+                warn(f"printk record {good[j].seq}: timestamp {ts[j]} ns out of order with "
+                     f"its neighbours' ({ts[j - 1]}, {ts[j + 1]}): damaged, NULL")
+            good[j] = dataclasses.replace(good[j], ts_nsec=None)
+    yield from good
     if lost and warn is not None:
         warn(f"{lost} printk record{'s' if lost != 1 else ''} dropped: "
              f"descriptor or info unreadable")
