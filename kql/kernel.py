@@ -524,6 +524,10 @@ class Kernel:
         if offs is None:
             sym = self.symbols.get("__per_cpu_offset")
             if sym is None:
+                # a UP kernel has no __per_cpu_offset (and one CPU)
+                if self.nr_cpu_ids > 1:
+                    raise DumpError(f"the kernel's symbols have no __per_cpu_offset, yet "
+                                    f"nr_cpu_ids is {self.nr_cpu_ids} (damaged kallsyms?)")
                 offs = [0]
             else:
                 n = self.nr_cpu_ids

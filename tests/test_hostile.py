@@ -737,3 +737,17 @@ def test_damaged_printk_timestamp_is_null_with_a_warning():
     assert {**got, "ts_ns": want["ts_ns"]} == want
     assert warnings == ["printk record 55: timestamp 140737488355328 ns out of order with "
                         "its neighbours' (0, 0): damaged, NULL"]
+
+
+def test_kallsyms_without_per_cpu_offset_on_an_smp_kernel_is_a_dump_error():
+    """Fuzz finding: a bit flipped in kallsyms' names lost __per_cpu_offset;
+    kql took the kernel for a UP one and the idle task of CPU 1 ended the
+    query in IndexError (exit 3).  Now: exit 2, one line."""
+    import fuzzing
+    from kql.errors import DumpError
+    data, done, q = fuzzing.dump_case(30827)
+    assert done == "kallsyms: pfn 0x124c9 flip bit 2 at 3718"
+    with pytest.raises(DumpError) as e:
+        fuzzing.run_dump(data, q, cache_dir=False)
+    assert str(e.value) == ("the kernel's symbols have no __per_cpu_offset, yet nr_cpu_ids "
+                            "is 2 (damaged kallsyms?)")
