@@ -171,6 +171,12 @@ def stable_tasks(truth) -> dict:
     return {int(p): t for p, t in truth["tasks"].items() if int(p) not in skip}
 
 
+def excluded_values(result, column: str) -> int:
+    """Values of ``column`` in a query ``result`` that kql made NULL because
+    the dump level excluded their page (its counted ExcludedPageError warnings)."""
+    return result.warnings.counts.get((column, "ExcludedPageError"), 0)
+
+
 def excluded_task(d, pid: int) -> bool:
     """Proof that the dump lacks task ``pid`` (``d``: a kql Dump or a Kernel):
     its lookup through the pid idr (``find_task``) meets a page the dump level

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import DUMPS, fixture
-from kql.errors import ExcludedPageError
+from fixtures import DUMPS, excluded_values, fixture
 from kql.execute import Session
 from kql.helpers.mmstat import global_node_page_state, global_zone_page_state
 from kql.helpers.net import for_each_socket, socket_owners
@@ -64,7 +63,7 @@ def _excluded_nulls(fx, res, column: str) -> int:
     """How many values of ``column`` in result ``res`` are NULL because the
     dump level excluded their page, as kql counted them (only
     makedumpfile-filtered dumps have any)."""
-    n = res.warnings.counts.get((column, ExcludedPageError.__name__), 0)
+    n = excluded_values(res, column)
     assert not n or _filtered(fx), (column, n)
     return n
 
@@ -348,7 +347,7 @@ def test_slabs_match_proc_slabinfo(dump):
     assert exact >= len(want) * 9 // 10
     # each NULL name is one the dump level excluded, as kql says
     names = sum(r["name"] is None for r in rows)
-    assert res.warnings.counts.get(("slabs.name", ExcludedPageError.__name__), 0) == names
+    assert excluded_values(res, "slabs.name") == names
     assert res.warnings.total == names
 
 

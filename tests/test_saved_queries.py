@@ -10,7 +10,8 @@ import sys
 import pytest
 
 import kql
-from fixtures import FIXTURES, I386, check_missing_tasks, excluded_task, fixture, needs_vmlinux, stable_tasks
+from fixtures import (FIXTURES, I386, check_missing_tasks, excluded_task, excluded_values,
+                      fixture, needs_vmlinux, stable_tasks)
 from kql import queries
 from kql.errors import QueryError
 
@@ -52,11 +53,6 @@ def results(d, qname, **params):
     """Every statement's Result (rows and warnings)."""
     q = queries.get(qname)
     return d.session.execute(q.render({k: str(v) for k, v in params.items()}))
-
-
-def excluded(result, column) -> int:
-    """Values of ``column`` that are NULL because the dump level excluded their page."""
-    return result.warnings.counts.get((column, "ExcludedPageError"), 0)
 
 
 def present(d, name):
@@ -298,7 +294,7 @@ def test_open_files(dumps, name):
     assert [r["fd"] for r in rows] == sorted(int(f) for f in fds)
     # a path is the guest's fd link, or NULL because its page was excluded
     unread = [r for r in rows if r["path"] is None]
-    assert len(unread) <= excluded(res, "open_files.path")
+    assert len(unread) <= excluded_values(res, "open_files.path")
     assert [(r["fd"], r["path"]) for r in rows if r["path"] is not None] == \
         sorted((int(f), p) for f, p in fds.items() if int(f) not in {r["fd"] for r in unread})
     if "excluded" not in " ".join(d.kernel.warnings):
@@ -307,8 +303,8 @@ def test_open_files(dumps, name):
     for r in rows:
         link = fds[str(r["fd"])]
         want = next(t for prefix, t in kinds.items() if link.startswith(prefix))
-        assert r["type"] == want or (r["type"] is None and excluded(res, "open_files.type")), r
-    assert sum(r["type"] is None for r in rows) == excluded(res, "open_files.type")
+        assert r["type"] == want or (r["type"] is None and excluded_values(res, "open_files.type")), r
+    assert sum(r["type"] is None for r in rows) == excluded_values(res, "open_files.type")
 
 
 def _truth_listeners(truth):
