@@ -287,11 +287,9 @@ def for_each_printk_record(kernel, *, warn=None) -> Iterator[PrintkRecord]:
                      f"its neighbours' ({ts[j - 1]}, {ts[j + 1]}): damaged, NULL")
             good[j] = dataclasses.replace(good[j], ts_nsec=None)
     yield from good
-    if lost and warn is not None:
-        warn(f"{lost} printk record{'s' if lost != 1 else ''} dropped: "
-             f"descriptor or info unreadable")
     if warn is not None:
-        for n, why in ((damaged, "info->seq out of sequence with the descriptor ids (damaged)"),
+        for n, why in ((lost, "descriptor or info unreadable"),
+                       (damaged, "info->seq out of sequence with the descriptor ids (damaged)"),
                        (missed, "descriptor between tail and head holds another id "
                                 "(damaged or overwritten)"),
                        (reserved, "still being written (reserved, not committed)")):
