@@ -26,13 +26,12 @@ release, the root, kql's sources, the guest's files (GUEST_FILES) and
 LIVE_VERSION, so a changed kql reruns the guests.  tests/vmcores/build.py
 builds these with the other fixtures.
 
-Usage: build_live.py [--force] [live-6.1 live-6.12]   (benchmarks/live_vs_drgn.py boots
+Usage: build_live.py [build.py's options] [live-6.1 live-6.12]   (benchmarks/live_vs_drgn.py boots
 the same guest with its own command instead of the queries)
 """
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import hashlib
 import json
@@ -349,19 +348,12 @@ def build_live(name: str, force: bool = False) -> Path:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Run kql live in Debian guests.")
-    ap.add_argument("names", nargs="*", help=f"recipes (default: all of {', '.join(RECIPES)})")
-    ap.add_argument("--force", action="store_true", help="run again even if cached")
-    args = ap.parse_args(argv)
-    failed = 0
-    for name in args.names or list(RECIPES):
-        build.resolve_kernel(RECIPES[name]["kernel"])
-        try:
-            print(f"{name}: {build_live(name, args.force)}")
-        except BuildError as e:
-            failed += 1
-            print(f"{name}: FAILED: {e}", file=sys.stderr)
-    return 1 if failed else 0
+    """tests/vmcores/build.py's command line (the same options and parallel
+    builds), over the live recipes unless some are named."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not any(a in RECIPES for a in argv):
+        argv += list(RECIPES)
+    return build.main(argv)
 
 
 if __name__ == "__main__":
